@@ -1,0 +1,1 @@
+"""Checkpoints: Hugging Face safetensors <-> parameter trees, and orbax train-state save/restore."""

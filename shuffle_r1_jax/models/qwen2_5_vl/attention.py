@@ -1,0 +1,50 @@
+"""Scaled dot-product attention with grouped key/value heads and a boolean mask.
+
+Implementations:
+  * "xla": einsums with an fp32 softmax; runs everywhere; its score tensor is `[batch, heads, q, k]`.
+  * "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, a fused kernel on NVIDIA GPUs whose
+    memory does not grow with q * k.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMPLEMENTATIONS = ("xla", "cudnn")
+
+
+def dot_product_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    scale: float,
+    implementation: str = "xla",
+) -> jax.Array:
+    """Attention of q over k/v.
+
+    q: `[batch, q_len, heads, head_dim]`; k, v: `[batch, k_len, kv_heads, head_dim]` with heads a multiple of
+    kv_heads; mask: `bool[batch, q_len, k_len]`, True where attention is allowed. A query whose keys are all
+    masked gets a finite (meaningless) output rather than NaN. Returns `q.dtype[batch, q_len, heads, head_dim]`.
+    """
+    if implementation == "xla":
+        return _xla_attention(q, k, v, mask, scale)
+    if implementation == "cudnn":
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask[:, None], scale=scale, implementation="cudnn"
+        ).astype(q.dtype)
+    raise ValueError(f"attention implementation = {implementation!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def _xla_attention(q, k, v, mask, scale):
+    batch, q_len, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    groups = heads // kv_heads
+    qg = q.reshape(batch, q_len, kv_heads, groups, head_dim)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", qg, k).astype(jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+    return out.reshape(batch, q_len, heads, head_dim)

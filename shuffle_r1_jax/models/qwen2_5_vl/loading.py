@@ -1,0 +1,79 @@
+"""`load_pretrained`: a Hugging Face Qwen2.5-VL directory -> our model, tensor by tensor, no torch."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from shuffle_r1_jax.checkpoint.hf_names import alternative_names, hf_to_ours, tensor_rules
+from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
+from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, load_config
+from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
+from shuffle_r1_jax.parallel.sharding import param_shardings
+
+
+def abstract_model(
+    config: Qwen25VLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl: str = "xla"
+) -> Qwen25VL:
+    """The model with `ShapeDtypeStruct` parameters: shapes and metadata, no memory allocated."""
+    return nnx.eval_shape(
+        lambda: Qwen25VL(config, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0))
+    )
+
+
+def count_parameters(model: nnx.Module) -> int:
+    """Number of parameter values in `model` (works on an abstract model)."""
+    state = nnx.state(model, nnx.Param)
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
+
+
+def _find(checkpoint: SafetensorsCheckpoint, hf_name: str) -> str | None:
+    return next((n for n in alternative_names(hf_name) if n in checkpoint), None)
+
+
+def load_pretrained(
+    path: str | os.PathLike,
+    dtype=jnp.float32,
+    *,
+    attention_impl: str = "xla",
+    shardings: nnx.State | None = None,
+    mesh=None,
+) -> tuple[Qwen25VL, Qwen25VLConfig]:
+    """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards).
+
+    dtype: storage and compute dtype of the returned model. Tensors are read one at a time and put on device
+    (with the `NamedSharding` from `shardings` or, given a `mesh`, from the default logical-axis rules), so the
+    host never holds the whole model twice. Accepts the hub names and the `model.visual.*` /
+    `model.language_model.*` names; `lm_head.weight` may be absent when the embeddings are tied.
+    Raises `CheckpointError` naming a missing or misshaped tensor.
+    """
+    config = load_config(path)
+    checkpoint = SafetensorsCheckpoint(path)
+    model = abstract_model(config, dtype=dtype, param_dtype=dtype, attention_impl=attention_impl)
+    graphdef, state = nnx.split(model)
+    if shardings is None and mesh is not None:
+        shardings = param_shardings(state, mesh)
+    sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
+    variables = dict(nnx.to_flat_state(state))
+    rules = tensor_rules(config)
+    missing_rules = set(variables) - {r.path for r in rules}
+    if missing_rules:
+        raise CheckpointError(f"internal: no HF name for parameters {sorted(missing_rules)}")
+    loaded = []
+    for rule in rules:
+        var = variables[rule.path]
+        name = _find(checkpoint, rule.hf_name)
+        if name is None:
+            raise CheckpointError(f"{os.fspath(path)}: tensor {rule.hf_name!r} is missing from the checkpoint")
+        try:
+            value = hf_to_ours(rule, checkpoint.read(name), tuple(var.shape))
+        except ValueError as e:
+            raise CheckpointError(f"{os.fspath(path)}: {e}") from e
+        value = value.astype(var.dtype)
+        placed = jax.device_put(value, sharding_of[rule.path]) if rule.path in sharding_of else jnp.asarray(value)
+        loaded.append((rule.path, var.replace(placed)))
+    return nnx.merge(graphdef, nnx.from_flat_state(loaded)), config

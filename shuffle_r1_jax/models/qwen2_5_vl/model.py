@@ -1,0 +1,205 @@
+"""Qwen2.5-VL for images: vision tower + Qwen2 decoder + (tied or untied) lm_head, and `forward_logits`.
+
+The jitted forward (`forward_jit`) takes the model split into (graphdef, state): parameters are arguments,
+never constants baked into the program. `forward_logits` is the host-side convenience entry point that takes
+arrays exactly as the HF processor produces them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl import layout
+from shuffle_r1_jax.models.qwen2_5_vl.attention import IMPLEMENTATIONS
+from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
+from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, Embed, RMSNorm
+from shuffle_r1_jax.models.qwen2_5_vl.rope import mrope
+from shuffle_r1_jax.models.qwen2_5_vl.text import DecoderLayer, causal_mask
+from shuffle_r1_jax.models.qwen2_5_vl.vision import VisionTower
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class VisionInputs:
+    """Device arrays of a `layout.VisionBatch`: patches `[B, L, patch_dim]`, patch_pos `int32[B, L, 2]`,
+    patch_valid `bool[B, L]`."""
+
+    patches: jax.Array
+    patch_pos: jax.Array
+    patch_valid: jax.Array
+
+    @classmethod
+    def from_batch(cls, batch: layout.VisionBatch) -> "VisionInputs":
+        return cls(batch.patches, batch.patch_pos, batch.patch_valid)
+
+
+class Qwen25VL(nnx.Module):
+    """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters."""
+
+    def __init__(
+        self,
+        config: Qwen25VLConfig,
+        *,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        attention_impl: str = "xla",
+        rngs: nnx.Rngs,
+    ):
+        if attention_impl not in IMPLEMENTATIONS:
+            raise ValueError(f"attention_impl = {attention_impl!r}; expected one of {IMPLEMENTATIONS}")
+        t = config.text
+        self.config = config
+        self.dtype = dtype
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.visual = VisionTower(config.vision, attention_impl=attention_impl, **kw)
+        self.embed_tokens = Embed(t.vocab_size, t.hidden_size, **kw)
+        self.layers = nnx.List(
+            [DecoderLayer(t, attention_impl=attention_impl, **kw) for _ in range(t.num_hidden_layers)]
+        )
+        self.norm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=param_dtype)
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else Dense((t.hidden_size,), (t.vocab_size,), axes=("embed", "vocab"), use_bias=False, **kw)
+        )
+
+    def embed(
+        self,
+        input_ids: jax.Array,
+        vision: VisionInputs | None = None,
+        image_token_slot: jax.Array | None = None,
+    ) -> jax.Array:
+        """Token embeddings with image features placed at image-token positions.
+
+        input_ids: `int32[B, S]`; image_token_slot: `int32[B, S]` (merged-token slot, -1 for text).
+        Returns `dtype[B, S, H]`.
+        """
+        embeds = self.embed_tokens(input_ids)
+        if vision is None:
+            return embeds
+        features = self.visual(vision.patches, vision.patch_pos, vision.patch_valid).astype(embeds.dtype)
+        image_embeds = jnp.take(features, jnp.maximum(image_token_slot, 0), axis=0)
+        return jnp.where((image_token_slot >= 0)[..., None], image_embeds, embeds)
+
+    def decode(
+        self,
+        embeds: jax.Array,
+        position_ids: jax.Array,
+        mask: jax.Array,
+        caches: list[LayerKVCache] | None = None,
+    ) -> tuple[jax.Array, list[LayerKVCache] | None]:
+        """Runs the decoder layers and the final norm.
+
+        embeds: `[B, S, H]`; position_ids: `int32[3, B, S]`; mask: `bool[B, S, T]`.
+        Returns (hidden `[B, S, H]`, updated caches or None).
+        """
+        t = self.config.text
+        cos, sin = mrope(position_ids, t.head_dim, t.rope_theta, t.mrope_section, self.dtype)
+        x = embeds
+        new_caches = []
+        for i, layer in enumerate(self.layers):
+            x, cache = layer(x, cos, sin, mask, None if caches is None else caches[i])
+            new_caches.append(cache)
+        return self.norm(x), (None if caches is None else new_caches)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """hidden: `[..., H]` -> `dtype[..., vocab]`."""
+        if self.lm_head is None:
+            return self.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array,
+        position_ids: jax.Array,
+        vision: VisionInputs | None = None,
+        image_token_slot: jax.Array | None = None,
+    ) -> jax.Array:
+        """Full-sequence forward. Returns logits `dtype[B, S, vocab]`."""
+        embeds = self.embed(input_ids, vision, image_token_slot)
+        hidden, _ = self.decode(embeds, position_ids, causal_mask(attention_mask))
+        return self.logits(hidden)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward_jit(graphdef, state, input_ids, attention_mask, position_ids, vision=None, image_token_slot=None):
+    """Jitted full forward over a split model; parameters are traced arguments. Returns logits `[B, S, V]`."""
+    model = nnx.merge(graphdef, state)
+    return model(input_ids, attention_mask, position_ids, vision, image_token_slot)
+
+
+def prepare_inputs(
+    config: Qwen25VLConfig,
+    input_ids,
+    attention_mask=None,
+    pixel_values=None,
+    image_grid_thw=None,
+    *,
+    images_bucket: int | None = None,
+    windows_bucket: int | None = None,
+) -> dict:
+    """Host-side preparation of HF-processor-style arrays for `forward_jit`.
+
+    input_ids, attention_mask: `[B, S]`; pixel_values: `[patches, patch_dim]`; image_grid_thw: `[images, 3]`.
+    Returns a dict of numpy arrays: input_ids, attention_mask, position_ids `[3, B, S]`, rope_deltas `[B]`,
+    vision (`VisionInputs` or None), image_token_slot (`[B, S]` or None).
+    """
+    input_ids = np.asarray(input_ids, np.int32)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length]; got shape {input_ids.shape}")
+    attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
+    has_images = pixel_values is not None and image_grid_thw is not None and len(image_grid_thw) > 0
+    if (pixel_values is None) != (image_grid_thw is None):
+        raise ValueError("pixel_values and image_grid_thw must be given together")
+    vision, slots = None, None
+    if has_images:
+        batch, image_slots = layout.layout_images(
+            pixel_values, image_grid_thw, config.vision, images_bucket=images_bucket, windows_bucket=windows_bucket
+        )
+        slots = layout.image_token_slots(input_ids, config.image_token_id, image_slots)
+        vision = VisionInputs.from_batch(batch)
+    elif np.any(input_ids == config.image_token_id):
+        raise layout.LayoutError(
+            f"input_ids contain {int(np.sum(input_ids == config.image_token_id))} image tokens "
+            f"(id {config.image_token_id}) but no pixel_values were given"
+        )
+    position_ids, rope_deltas = layout.mrope_positions(
+        input_ids, attention_mask, image_grid_thw if has_images else None, config
+    )
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        rope_deltas=rope_deltas,
+        vision=vision,
+        image_token_slot=slots,
+    )
+
+
+def forward_logits(model: Qwen25VL, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None):
+    """Logits for arrays laid out as the HF processor produces them; positions are computed here.
+
+    input_ids, attention_mask: `int[B, S]`; pixel_values: `float[patches, patch_dim]`;
+    image_grid_thw: `int[images, 3]`. Returns logits `[B, S, vocab]` in the model's compute dtype.
+    """
+    inputs = prepare_inputs(model.config, input_ids, attention_mask, pixel_values, image_grid_thw)
+    graphdef, state = nnx.split(model)
+    return forward_jit(
+        graphdef,
+        state,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        inputs["position_ids"],
+        inputs["vision"],
+        inputs["image_token_slot"],
+    )

@@ -1,0 +1,88 @@
+"""The Qwen2 text decoder with grouped-query attention and M-RoPE.
+
+Shapes: batch B, new tokens S, attended keys T (S without a cache, the cache capacity with one),
+hidden H, heads N, kv heads K, head_dim Dh.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl.attention import dot_product_attention
+from shuffle_r1_jax.models.qwen2_5_vl.config import TextConfig
+from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
+from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, RMSNorm, SwiGLU
+from shuffle_r1_jax.models.qwen2_5_vl.rope import apply_rotary
+
+
+class DecoderAttention(nnx.Module):
+    """q/k/v projections with bias (kernels `[H, heads, Dh]`), o_proj without bias, causal GQA."""
+
+    def __init__(self, cfg: TextConfig, *, dtype, param_dtype, attention_impl: str, rngs: nnx.Rngs):
+        h, n, k, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.head_dim = dh
+        self.attention_impl = attention_impl
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = Dense((h,), (n, dh), axes=("embed", "q_heads", "head_dim"), use_bias=True, **kw)
+        self.k_proj = Dense((h,), (k, dh), axes=("embed", "kv_heads", "head_dim"), use_bias=True, **kw)
+        self.v_proj = Dense((h,), (k, dh), axes=("embed", "kv_heads", "head_dim"), use_bias=True, **kw)
+        self.o_proj = Dense((n, dh), (h,), axes=("q_heads", "head_dim", "embed"), use_bias=False, **kw)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        cos: jax.Array,
+        sin: jax.Array,
+        mask: jax.Array,
+        cache: LayerKVCache | None = None,
+    ) -> tuple[jax.Array, LayerKVCache | None]:
+        """x: `[B, S, H]`; cos, sin: `[B, S, Dh]`; mask: `bool[B, S, T]`.
+
+        Without a cache T = S; with one, the new keys/values are written at `cache.end` and the queries attend
+        over the whole cache (T = capacity; the mask hides unfilled and padded slots).
+        Returns (`[B, S, H]`, the updated cache or None).
+        """
+        q = apply_rotary(self.q_proj(x), cos, sin)
+        k = apply_rotary(self.k_proj(x), cos, sin)
+        v = self.v_proj(x)
+        if cache is not None:
+            cache = cache.update(k, v)
+            k, v = cache.k.astype(q.dtype), cache.v.astype(q.dtype)
+        out = dot_product_attention(q, k, v, mask, scale=self.head_dim**-0.5, implementation=self.attention_impl)
+        return self.o_proj(out), cache
+
+
+class DecoderLayer(nnx.Module):
+    """x + attn(input_layernorm(x)); x + mlp(post_attention_layernorm(x))."""
+
+    def __init__(self, cfg: TextConfig, *, dtype, param_dtype, attention_impl: str, rngs: nnx.Rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.self_attn = DecoderAttention(
+            cfg, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, rngs=rngs
+        )
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
+        self.mlp = SwiGLU(
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            embed_axis="embed",
+            mlp_axis="mlp",
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+    def __call__(self, x, cos, sin, mask, cache: LayerKVCache | None = None):
+        """x: `[B, S, H]` -> (`[B, S, H]`, updated cache or None)."""
+        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), cache
+
+
+def causal_mask(attention_mask: jax.Array) -> jax.Array:
+    """`bool[B, S, S]`: query i sees key j when j <= i and key j is not padding. attention_mask: `[B, S]`."""
+    length = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    return causal[None] & attention_mask.astype(bool)[:, None, :]

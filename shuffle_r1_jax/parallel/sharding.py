@@ -1,0 +1,87 @@
+"""One mesh with named axes (data, fsdp, tensor) and one rules table from logical axis names to mesh axes.
+
+Every parameter carries `logical_axes` metadata (see `models/qwen2_5_vl/layers.py`). `param_shardings` turns
+a model state into `NamedSharding`s by the rules; a dimension whose size does not divide by its mesh axes,
+or whose mesh axis is already used by an earlier dimension, is replicated instead.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (or tuple of mesh axes, or None for replicated)
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("vision_embed", "fsdp"),
+    ("vision_heads", "tensor"),
+    ("vision_mlp", "tensor"),
+    ("patch", None),
+    ("norm", None),
+)
+
+
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over `devices` (default: all); sizes must multiply to the device count."""
+    devices = list(jax.devices() if devices is None else devices)
+    if data * fsdp * tensor != len(devices):
+        raise ValueError(
+            f"mesh data={data} x fsdp={fsdp} x tensor={tensor} = {data * fsdp * tensor} "
+            f"does not match the {len(devices)} available devices"
+        )
+    return Mesh(np.asarray(devices).reshape(data, fsdp, tensor), MESH_AXES)
+
+
+def logical_to_spec(
+    logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES
+) -> PartitionSpec:
+    """The PartitionSpec for one array with the given logical axis names and shape."""
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(logical_axes, shape):
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used and mesh.shape[a] > 1)
+        if not axes or size % int(np.prod([mesh.shape[a] for a in axes])):
+            spec.append(None)
+            continue
+        used.update(axes)
+        spec.append(axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*spec)
+
+
+def param_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.State:
+    """A state-shaped tree of `NamedSharding`s; variables without `logical_axes` are replicated."""
+
+    def sharding_of(var):
+        axes = var.get_metadata().get("logical_axes") or (None,) * len(var.shape)
+        return NamedSharding(mesh, logical_to_spec(axes, var.shape, mesh, rules))
+
+    return jax.tree.map(sharding_of, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Module:
+    """Places every parameter of `model` on `mesh` by the rules (in place) and returns the model."""
+    graphdef, state = nnx.split(model)
+    shardings = param_shardings(state, mesh, rules)
+    state = jax.tree.map(
+        lambda var, sh: var.replace(jax.device_put(var[...], sh)),
+        state,
+        shardings,
+        is_leaf=lambda x: isinstance(x, nnx.Variable),
+    )
+    nnx.update(model, state)
+    return model
