@@ -2,6 +2,8 @@
 
 Implementations:
   * "xla": einsums with an fp32 softmax; runs everywhere; its score tensor is `[batch, heads, q, k]`.
+  * "chunked": the same maths one block of `QUERY_CHUNK` queries at a time; its score tensor is
+    `[batch, heads, QUERY_CHUNK, k]`, so memory grows linearly with the sequence on any backend.
   * "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, a fused kernel on NVIDIA GPUs whose
     memory does not grow with q * k.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "cudnn")
+IMPLEMENTATIONS = ("xla", "chunked", "cudnn")
+QUERY_CHUNK = 512
 
 
 def dot_product_attention(
@@ -31,11 +34,32 @@ def dot_product_attention(
     """
     if implementation == "xla":
         return _xla_attention(q, k, v, mask, scale)
+    if implementation == "chunked":
+        return _chunked_attention(q, k, v, mask, scale)
     if implementation == "cudnn":
         return jax.nn.dot_product_attention(
             q, k, v, mask=mask[:, None], scale=scale, implementation="cudnn"
         ).astype(q.dtype)
     raise ValueError(f"attention implementation = {implementation!r}; expected one of {IMPLEMENTATIONS}")
+
+
+def _chunked_attention(q, k, v, mask, scale):
+    """Exact attention one block of QUERY_CHUNK queries at a time (a sequential `lax.map`)."""
+    q_len = q.shape[1]
+    if q_len <= QUERY_CHUNK:
+        return _xla_attention(q, k, v, mask, scale)
+    n_chunks = -(-q_len // QUERY_CHUNK)
+    pad = n_chunks * QUERY_CHUNK - q_len
+    q_blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    q_blocks = jnp.moveaxis(q_blocks.reshape(q.shape[0], n_chunks, QUERY_CHUNK, *q.shape[2:]), 1, 0)
+    if mask.shape[1] == 1:  # a key-only mask is shared by every query block
+        out = jax.lax.map(lambda qb: _xla_attention(qb, k, v, mask, scale), q_blocks)
+    else:
+        m = jnp.pad(mask, ((0, 0), (0, pad), (0, 0)))
+        m_blocks = jnp.moveaxis(m.reshape(mask.shape[0], n_chunks, QUERY_CHUNK, mask.shape[2]), 1, 0)
+        out = jax.lax.map(lambda args: _xla_attention(args[0], k, v, args[1], scale), (q_blocks, m_blocks))
+    out = jnp.moveaxis(out, 0, 1).reshape(q.shape[0], n_chunks * QUERY_CHUNK, *q.shape[2:])
+    return out[:, :q_len]
 
 
 def _xla_attention(q, k, v, mask, scale):
