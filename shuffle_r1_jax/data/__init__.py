@@ -1,0 +1,1 @@
+"""Datasets: EasyR1-layout readers, the input pipeline, synthetic tasks."""

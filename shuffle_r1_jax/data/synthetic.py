@@ -1,0 +1,286 @@
+"""Seeded synthetic visual questions (shapes on a white canvas) whose answers need the image.
+
+For the CPU demo that trains a tiny model: images are small (56-112 px, a few dozen patches), answers are
+one short token (a digit or a word from a tiny set), and difficulty is graded so that easy groups are
+solved quickly while hard ones stay mostly unsolved, which makes advantage collapse visible.
+
+  difficulty 0 (easy)    "color":    one large shape; "What color is the shape?"  -> red | green | blue
+  difficulty 1 (medium)  "larger":   a circle and a square of clearly different area;
+                                     "Which is larger, the circle or the square?" -> circle | square
+                         "position": a circle and a square side by side;
+                                     "Is the circle left or right of the square?" -> left | right
+  difficulty 2 (hard)    "count":    1-4 red shapes among 1-3 shapes of other colors, all small;
+                                     "How many red shapes are in the image?"      -> 1 .. 4
+
+Shapes never overlap (2 px gap) and are drawn without anti-aliasing in pure palette colors, so every
+answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout: `problem` (with an
+"<image>" placeholder), `answer`, `images` (list of {"bytes": PNG, "path": None}), plus `difficulty`,
+`task`, `data_source` and `scene` (JSON: image size and the shapes' kind, color and pixel box).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+DATA_SOURCE = "synthetic_shapes"
+BACKGROUND = (255, 255, 255)
+COLORS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (230, 190, 20)}
+EASY_COLORS = ("red", "green", "blue")
+KINDS = ("circle", "square", "triangle")
+QUESTIONS = {
+    "color": "What color is the shape?",
+    "larger": "Which is larger, the circle or the square?",
+    "position": "Is the circle left or right of the square?",
+    "count": "How many red shapes are in the image?",
+}
+DIFFICULTY_TASKS = {0: ("color",), 1: ("larger", "position"), 2: ("count",)}
+DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
+GAP = 2
+_MAX_PLACEMENT_TRIES = 500
+
+SCHEMA = pa.schema([
+    ("problem", pa.string()),
+    ("answer", pa.string()),
+    ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+    ("difficulty", pa.int64()),
+    ("task", pa.string()),
+    ("data_source", pa.string()),
+    ("scene", pa.string()),
+])
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """A shape drawn inside the inclusive pixel box (x0, y0, x1, y1); a square box of side x1 - x0 + 1."""
+
+    kind: str
+    color: str
+    box: tuple[int, int, int, int]
+
+    @property
+    def side(self) -> int:
+        return self.box[2] - self.box[0] + 1
+
+    @property
+    def area(self) -> float:
+        """Nominal area: side^2 (square), pi/4 side^2 (circle), side^2 / 2 (triangle)."""
+        scale = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}[self.kind]
+        return scale * self.side**2
+
+    @property
+    def center_x(self) -> float:
+        return (self.box[0] + self.box[2]) / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSample:
+    """One question about one rendered image."""
+
+    task: str
+    difficulty: int
+    answer: str
+    shapes: tuple[Shape, ...]
+    image_size: int
+
+    @property
+    def problem(self) -> str:
+        return "<image>" + QUESTIONS[self.task]
+
+    @property
+    def reference_response(self) -> str:
+        """A correct, well-formatted response (for tokenizer corpora and sanity checks)."""
+        if self.task == "color":
+            thought = f"the shape is {self.answer}"
+        elif self.task == "larger":
+            other = "square" if self.answer == "circle" else "circle"
+            thought = f"the {self.answer} is larger than the {other}"
+        elif self.task == "position":
+            thought = f"the circle is {self.answer} of the square"
+        else:
+            thought = f"there are {self.answer} red shapes"
+        return f"<think> {thought} </think> \\boxed{{{self.answer}}}"
+
+
+def render(shapes: Sequence[Shape], image_size: int) -> Image.Image:
+    """Draws the shapes (aliased, pure colors) on a white RGB canvas of image_size x image_size."""
+    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for shape in shapes:
+        x0, y0, x1, y1 = shape.box
+        fill = COLORS[shape.color]
+        if shape.kind == "square":
+            draw.rectangle(shape.box, fill=fill)
+        elif shape.kind == "circle":
+            draw.ellipse(shape.box, fill=fill)
+        else:
+            draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+    return image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """PNG encoding of a PIL image."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _boxes_apart(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return a[2] + GAP < b[0] or b[2] + GAP < a[0] or a[3] + GAP < b[1] or b[3] + GAP < a[1]
+
+
+def _place(rng: np.random.Generator, sides: Sequence[int], image_size: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping square boxes with the given sides, by rejection sampling (restarting when stuck)."""
+    for _ in range(_MAX_PLACEMENT_TRIES):
+        boxes: list[tuple[int, int, int, int]] = []
+        for side in sides:
+            for _ in range(_MAX_PLACEMENT_TRIES):
+                x0, y0 = (int(v) for v in rng.integers(GAP, image_size - side - GAP + 1, size=2))
+                box = (x0, y0, x0 + side - 1, y0 + side - 1)
+                if all(_boxes_apart(box, other) for other in boxes):
+                    boxes.append(box)
+                    break
+            else:
+                break
+        if len(boxes) == len(sides):
+            return boxes
+    raise RuntimeError(f"cannot place shapes of sides {list(sides)} on a {image_size} px canvas")
+
+
+def _side(rng: np.random.Generator, image_size: int, low: float, high: float) -> int:
+    return max(4, int(round(rng.uniform(low, high) * image_size)))
+
+
+def _color_task(rng: np.random.Generator, image_size: int) -> tuple[str, list[Shape]]:
+    color = str(rng.choice(EASY_COLORS))
+    side = _side(rng, image_size, 0.45, 0.7)
+    (box,) = _place(rng, [side], image_size)
+    return color, [Shape(str(rng.choice(KINDS)), color, box)]
+
+
+def _larger_task(rng: np.random.Generator, image_size: int) -> tuple[str, list[Shape]]:
+    answer = str(rng.choice(("circle", "square")))
+    large, small = _side(rng, image_size, 0.38, 0.48), _side(rng, image_size, 0.16, 0.26)
+    other = "square" if answer == "circle" else "circle"
+    boxes = _place(rng, [large, small], image_size)
+    colors = rng.choice(list(COLORS), size=2)
+    shapes = [Shape(answer, str(colors[0]), boxes[0]), Shape(other, str(colors[1]), boxes[1])]
+    return answer, [shapes[i] for i in rng.permutation(2)]
+
+
+def _position_task(rng: np.random.Generator, image_size: int) -> tuple[str, list[Shape]]:
+    sides = [_side(rng, image_size, 0.2, 0.3) for _ in range(2)]
+    for _ in range(_MAX_PLACEMENT_TRIES):
+        circle_box, square_box = _place(rng, sides, image_size)
+        if circle_box[2] < square_box[0] or square_box[2] < circle_box[0]:
+            break
+    else:
+        raise RuntimeError(f"cannot place a circle and a square side by side on {image_size} px")
+    colors = rng.choice(list(COLORS), size=2)
+    shapes = [Shape("circle", str(colors[0]), circle_box), Shape("square", str(colors[1]), square_box)]
+    answer = "left" if shapes[0].center_x < shapes[1].center_x else "right"
+    return answer, shapes
+
+
+def _count_task(rng: np.random.Generator, image_size: int) -> tuple[str, list[Shape]]:
+    num_red, num_other = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    colors = ["red"] * num_red + [str(c) for c in rng.choice(["green", "blue", "yellow"], size=num_other)]
+    sides = [_side(rng, image_size, 0.14, 0.2) for _ in colors]
+    boxes = _place(rng, sides, image_size)
+    shapes = [Shape(str(rng.choice(KINDS)), color, box) for color, box in zip(colors, boxes)]
+    return str(num_red), [shapes[i] for i in rng.permutation(len(shapes))]
+
+
+_TASK_BUILDERS = {"color": _color_task, "larger": _larger_task, "position": _position_task, "count": _count_task}
+
+
+def generate_sample(rng: np.random.Generator, difficulty: int, image_size: int = 56) -> SyntheticSample:
+    """One sample of the given difficulty (0, 1, 2); the task is drawn uniformly among that level's tasks."""
+    tasks = DIFFICULTY_TASKS[difficulty]
+    task = tasks[int(rng.integers(len(tasks)))]
+    answer, shapes = _TASK_BUILDERS[task](rng, image_size)
+    return SyntheticSample(task, difficulty, answer, tuple(shapes), image_size)
+
+
+def difficulty_counts(num: int, weights: Sequence[float]) -> list[int]:
+    """Exact per-difficulty counts for `num` samples (largest-remainder rounding of num * weights)."""
+    shares = np.asarray(weights, dtype=np.float64) / np.sum(weights) * num
+    counts = np.floor(shares).astype(int)
+    for i in np.argsort(-(shares - counts), kind="stable")[: num - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def generate_samples(
+    num: int,
+    seed: int,
+    image_size: int = 56,
+    difficulty_weights: Sequence[float] = DEFAULT_DIFFICULTY_WEIGHTS,
+    split: int = 0,
+) -> list[SyntheticSample]:
+    """`num` samples, deterministic in (seed, split); difficulties in exact proportion, shuffled.
+
+    Sample i uses its own generator seeded with (seed, split, i), so it does not depend on `num`'s other
+    samples' contents.
+    """
+    counts = difficulty_counts(num, difficulty_weights)
+    difficulties = np.repeat(np.arange(len(counts)), counts)
+    np.random.default_rng([seed, split]).shuffle(difficulties)
+    return [
+        generate_sample(np.random.default_rng([seed, split, index]), int(level), image_size)
+        for index, level in enumerate(difficulties)
+    ]
+
+
+def scene_json(sample: SyntheticSample) -> str:
+    """The sample's shapes as JSON: {"image_size": s, "shapes": [{"kind", "color", "box"}, ...]}."""
+    shapes = [dataclasses.asdict(shape) for shape in sample.shapes]
+    return json.dumps({"image_size": sample.image_size, "shapes": shapes}, separators=(",", ":"))
+
+
+def shapes_from_scene(scene: str) -> tuple[int, list[Shape]]:
+    """Inverse of `scene_json`: (image_size, shapes)."""
+    data = json.loads(scene)
+    return data["image_size"], [Shape(s["kind"], s["color"], tuple(s["box"])) for s in data["shapes"]]
+
+
+def to_record(sample: SyntheticSample) -> dict:
+    """One parquet row in the EasyR1 layout (see module docstring)."""
+    return {
+        "problem": sample.problem,
+        "answer": sample.answer,
+        "images": [{"bytes": png_bytes(render(sample.shapes, sample.image_size)), "path": None}],
+        "difficulty": sample.difficulty,
+        "task": sample.task,
+        "data_source": DATA_SOURCE,
+        "scene": scene_json(sample),
+    }
+
+
+def write_synthetic_dataset(
+    out_dir: str | os.PathLike,
+    num_train: int,
+    num_val: int,
+    seed: int,
+    image_size: int = 56,
+    difficulty_weights: Sequence[float] = DEFAULT_DIFFICULTY_WEIGHTS,
+) -> dict[str, Path]:
+    """Writes train.parquet (split 0) and val.parquet (split 1) under out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, (name, num) in enumerate((("train", num_train), ("val", num_val))):
+        samples = generate_samples(num, seed, image_size, difficulty_weights, split=split)
+        table = pa.Table.from_pylist([to_record(s) for s in samples], schema=SCHEMA)
+        paths[name] = out / f"{name}.parquet"
+        pq.write_table(table, paths[name])
+    return paths

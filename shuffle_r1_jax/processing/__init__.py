@@ -1,0 +1,1 @@
+"""Host-side input processing: image decode and Qwen2.5-VL patchify, tokenizers."""

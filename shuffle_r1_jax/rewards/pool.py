@@ -1,0 +1,308 @@
+"""Score a batch of responses on the host in worker processes, with a per-sample time limit.
+
+Graders can hang (sympy) and threads cannot be stopped, so each sample runs in a worker process; a
+worker that exceeds the limit is killed and replaced while the other samples go on. A sample whose
+reward raises, times out, returns something malformed, or whose worker dies gets all-zero parts and a
+counted reason; scoring never stops the run.
+
+Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker, ~1 s);
+`score_batch` is the one-shot form that starts and stops a pool per call.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection
+import pickle
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from shuffle_r1_jax.rewards.registry import RewardFn, get_reward_fn
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT = "timeout"
+EXCEPTION = "exception"
+INVALID_OUTPUT = "invalid_output"
+WORKER_DIED = "worker_died"
+FAILURE_REASONS = (TIMEOUT, EXCEPTION, INVALID_OUTPUT, WORKER_DIED)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardScores:
+    """Scores of a batch of n samples.
+
+    Attributes:
+      parts: part name -> float32 [n]; always has "overall"; failed samples are 0 in every part.
+      failure_reasons: per sample, None or one of FAILURE_REASONS.
+      failure_counts: reason -> number of samples (every reason present, zeros included).
+    """
+
+    parts: dict[str, np.ndarray]
+    failure_reasons: list[str | None]
+    failure_counts: dict[str, int]
+
+    @property
+    def failed(self) -> np.ndarray:
+        """bool [n]: the sample's reward failed and was zeroed."""
+        return np.asarray([reason is not None for reason in self.failure_reasons], dtype=bool)
+
+
+def _checked_parts(output: Any) -> dict[str, float]:
+    if not isinstance(output, Mapping):
+        raise TypeError(f"reward returned {type(output).__name__}, expected a mapping with 'overall'")
+    if "overall" not in output:
+        raise TypeError(f"reward output has no 'overall' part (parts: {sorted(output)})")
+    parts = {str(name): float(value) for name, value in output.items()}
+    if not all(math.isfinite(value) for value in parts.values()):
+        raise ValueError(f"reward returned a non-finite part: {parts}")
+    return parts
+
+
+def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, Any]:
+    """Runs one sample in this process: ("ok", parts) or (failure reason, error message)."""
+    try:
+        output = reward_fn(response, answer)
+    except Exception as err:
+        return EXCEPTION, f"{type(err).__name__}: {err}"
+    try:
+        return "ok", _checked_parts(output)
+    except (TypeError, ValueError) as err:
+        return INVALID_OUTPUT, f"{type(err).__name__}: {err}"
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, reward_fn: RewardFn) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        index, response, answer = task
+        status, payload = run_reward(reward_fn, response, answer)
+        conn.send((status, index, payload))
+
+
+class _Worker:
+    """One worker process, its pipe, and the sample it is working on (if any)."""
+
+    def __init__(self, context: multiprocessing.context.BaseContext, reward_fn: RewardFn):
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_conn, reward_fn), daemon=True)
+        self.process.start()
+        child_conn.close()
+        self.started_at = time.monotonic()
+        self.ready = False
+        self.task: int | None = None
+        self.deadline = math.inf
+
+    def assign(self, index: int, response: str, answer: str, timeout_s: float) -> None:
+        self.conn.send((index, response, answer))
+        self.task = index
+        self.deadline = time.monotonic() + timeout_s
+
+    def finish(self) -> None:
+        self.task = None
+        self.deadline = math.inf
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self, wait_s: float = 1.0) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(wait_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+class _BatchState:
+    """Results of one `RewardPool.score` call as they arrive."""
+
+    def __init__(self, n: int):
+        self.parts: list[dict[str, float] | None] = [None] * n
+        self.reasons: list[str | None] = [None] * n
+        self.first_error: dict[str, str] = {}
+        self.remaining = n
+
+    def succeed(self, index: int, parts: dict[str, float]) -> None:
+        self.parts[index] = parts
+        self.remaining -= 1
+
+    def fail(self, index: int, reason: str, message: str) -> None:
+        self.reasons[index] = reason
+        self.first_error.setdefault(reason, message)
+        self.remaining -= 1
+
+    def result(self) -> RewardScores:
+        names = ["overall"]
+        for parts in self.parts:
+            names.extend(name for name in (parts or {}) if name not in names)
+        arrays = {
+            name: np.asarray([(parts or {}).get(name, 0.0) for parts in self.parts], dtype=np.float32)
+            for name in names
+        }
+        counts = {reason: self.reasons.count(reason) for reason in FAILURE_REASONS}
+        for reason, message in self.first_error.items():
+            logger.warning("%d reward(s) failed with %s, e.g. %s", counts[reason], reason, message)
+        return RewardScores(arrays, list(self.reasons), counts)
+
+
+class RewardPool:
+    """Worker processes bound to one reward function; `score` grades batches with a per-sample limit.
+
+    Args:
+      reward_fn: a registered name, a "module:function" path, or a module-level function.
+      num_workers: number of worker processes (>= 1).
+      start_method: multiprocessing start method; "spawn" (default) is safe with JAX's threads in the
+        parent, "forkserver" restarts killed workers faster.
+      startup_timeout_s: a worker that is not ready after this long raises RuntimeError.
+    """
+
+    def __init__(
+        self,
+        reward_fn: str | RewardFn,
+        num_workers: int = 4,
+        *,
+        start_method: str = "spawn",
+        startup_timeout_s: float = 120.0,
+    ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        self.reward_fn = get_reward_fn(reward_fn)
+        try:
+            pickle.dumps(self.reward_fn)
+        except Exception as err:
+            raise TypeError(
+                f"reward function {self.reward_fn!r} cannot be sent to worker processes; "
+                "define it at module level and pass it or its 'module:function' path"
+            ) from err
+        self._context = multiprocessing.get_context(start_method)
+        self._startup_timeout_s = startup_timeout_s
+        self._workers = [_Worker(self._context, self.reward_fn) for _ in range(num_workers)]
+
+    def __enter__(self) -> RewardPool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops all workers (killing any that do not exit within a second)."""
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def wait_ready(self) -> None:
+        """Blocks until every worker has started (imports done)."""
+        while not all(worker.ready for worker in self._workers):
+            self._poll(None, wait_s=0.1)
+
+    def score(self, responses: Sequence[str], answers: Sequence[str], timeout_s: float = 10.0) -> RewardScores:
+        """Grades responses[i] against answers[i]; returns per-part float32 [n] arrays and failure counts.
+
+        Each sample has `timeout_s` seconds from the moment a worker receives it; the call returns as soon
+        as every sample has a result or has timed out (killed workers are replaced in the background).
+        """
+        if len(responses) != len(answers):
+            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+        if not self._workers:
+            raise RuntimeError("RewardPool is closed")
+        state = _BatchState(len(responses))
+        pending = collections.deque(range(len(responses)))
+        while state.remaining:
+            for worker in self._workers:
+                if worker.ready and worker.task is None and pending:
+                    index = pending.popleft()
+                    try:
+                        worker.assign(index, responses[index], answers[index], timeout_s)
+                    except OSError:  # the worker died while idle: not this sample's fault
+                        pending.appendleft(index)
+                        self._replace(worker, state, WORKER_DIED, "broken pipe")
+            next_deadline = min(worker.deadline for worker in self._workers)
+            self._poll(state, wait_s=min(max(next_deadline - time.monotonic(), 0.0), 0.5))
+        return state.result()
+
+    def _poll(self, state: _BatchState | None, wait_s: float) -> None:
+        by_conn = {worker.conn: worker for worker in self._workers}
+        for conn in multiprocessing.connection.wait(list(by_conn), timeout=wait_s):
+            worker = by_conn[conn]
+            try:
+                status, index, payload = conn.recv()
+            except (EOFError, OSError):
+                worker.process.join(1.0)
+                self._replace(worker, state, WORKER_DIED, f"worker exit code {worker.process.exitcode}")
+                continue
+            if status == "ready":
+                worker.ready = True
+            elif status == "ok":
+                state.succeed(index, payload)
+                worker.finish()
+            else:
+                state.fail(index, status, payload)
+                worker.finish()
+        now = time.monotonic()
+        for worker in list(self._workers):
+            if worker.deadline <= now:
+                self._replace(worker, state, TIMEOUT, f"sample {worker.task} ran over its time limit")
+            elif not worker.ready and now - worker.started_at > self._startup_timeout_s:
+                raise RuntimeError(f"reward worker not ready after {self._startup_timeout_s} s")
+
+    def _replace(self, worker: _Worker, state: _BatchState | None, reason: str, message: str) -> None:
+        if not worker.ready:
+            raise RuntimeError(f"reward worker failed during start-up ({message})")
+        if worker.task is not None:
+            state.fail(worker.task, reason, message)
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(self._context, self.reward_fn)
+
+
+def score_in_process(reward_fn: str | RewardFn, responses: Sequence[str], answers: Sequence[str]) -> RewardScores:
+    """Serial scoring in this process (debugging, tiny batches): exceptions are caught, no time limit."""
+    if len(responses) != len(answers):
+        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+    fn = get_reward_fn(reward_fn)
+    state = _BatchState(len(responses))
+    for index, (response, answer) in enumerate(zip(responses, answers)):
+        status, payload = run_reward(fn, response, answer)
+        if status == "ok":
+            state.succeed(index, payload)
+        else:
+            state.fail(index, status, payload)
+    return state.result()
+
+
+def score_batch(
+    reward_fn: str | RewardFn,
+    responses: Sequence[str],
+    answers: Sequence[str],
+    *,
+    timeout_s: float = 10.0,
+    num_workers: int = 4,
+) -> RewardScores:
+    """One-shot scoring: starts `num_workers` processes (0: in this process, no time limit), scores, stops.
+
+    Returns per-part float32 [n] arrays; failing samples are zeroed and counted by reason.
+    """
+    if num_workers == 0:
+        return score_in_process(reward_fn, responses, answers)
+    if not responses:
+        return score_in_process(reward_fn, [], [])
+    with RewardPool(reward_fn, num_workers=min(num_workers, len(responses))) as pool:
+        return pool.score(responses, answers, timeout_s)

@@ -1,0 +1,58 @@
+"""Name -> reward function. A config names "math", "r1v", "synthetic", or "package.module:function".
+
+A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
+holds `overall` (the scalar used for advantages) plus named parts that are logged. It must be defined at
+module level so worker processes can import it. Built-in names are resolved lazily, so importing this
+module does not import the math grader.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+
+RewardFn = Callable[[str, str], Mapping[str, float]]
+
+_REWARDS: dict[str, str | RewardFn] = {
+    "math": "shuffle_r1_jax.rewards.math_reward:math_reward",
+    "r1v": "shuffle_r1_jax.rewards.r1v_reward:r1v_reward",
+    "synthetic": "shuffle_r1_jax.rewards.synthetic_reward:synthetic_reward",
+}
+
+
+def register_reward(name: str, fn: str | RewardFn) -> None:
+    """Makes `name` resolve to `fn` (a module-level function or a "module:function" path)."""
+    if name in _REWARDS:
+        raise ValueError(f"reward {name!r} is already registered")
+    _REWARDS[name] = fn
+
+
+def available_rewards() -> list[str]:
+    """Registered reward names, sorted."""
+    return sorted(_REWARDS)
+
+
+def import_function(path: str) -> RewardFn:
+    """Imports "package.module:function" (importlib), raising ValueError naming the path on failure."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"reward path {path!r} is not of the form 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import module {module_name!r} of reward {path!r}: {err}") from err
+    fn = getattr(module, attribute, None)
+    if not callable(fn):
+        raise ValueError(f"reward {path!r}: module {module_name!r} has no callable {attribute!r}")
+    return fn
+
+
+def get_reward_fn(spec: str | RewardFn) -> RewardFn:
+    """Resolves a registered name, a "module:function" path, or returns a callable unchanged."""
+    if callable(spec):
+        return spec
+    if spec in _REWARDS:
+        entry = _REWARDS[spec]
+        return import_function(entry) if isinstance(entry, str) else entry
+    if ":" in spec:
+        return import_function(spec)
+    raise ValueError(f"unknown reward {spec!r}; registered: {available_rewards()}, or give 'module:function'")

@@ -1,0 +1,65 @@
+"""The scoring pool: parallel workers, per-sample time limit, failures zeroed and counted."""
+import time
+
+import numpy as np
+import pytest
+
+from shuffle_r1_jax.rewards.pool import RewardPool, score_batch, score_in_process
+
+FLAKY = "tests.rewards.faulty_rewards:flaky_reward"
+RESPONSES = ["a", "raise", "sleep", "b", "exit", "missing", "nan", "c"]
+ANSWERS = ["a", "x", "x", "x", "x", "x", "x", "c"]
+EXPECTED_REASONS = [None, "exception", "timeout", None, "worker_died", "invalid_output", "invalid_output", None]
+
+
+@pytest.fixture(scope="module")
+def flaky_pool():
+    with RewardPool(FLAKY, num_workers=2) as pool:
+        pool.wait_ready()
+        yield pool
+
+
+def test_failures_are_zeroed_counted_and_do_not_wait_for_a_hung_sample(flaky_pool):
+    start = time.monotonic()
+    scores = flaky_pool.score(RESPONSES, ANSWERS, timeout_s=0.5)
+    elapsed = time.monotonic() - start
+    assert elapsed < 5.0  # the "sleep" sample sleeps 30 s; it is killed at 0.5 s
+    assert scores.failure_reasons == EXPECTED_REASONS
+    assert scores.failure_counts == {"timeout": 1, "exception": 1, "invalid_output": 2, "worker_died": 1}
+    np.testing.assert_array_equal(scores.failed, [r is not None for r in EXPECTED_REASONS])
+    assert list(scores.parts) == ["overall", "accuracy", "length"]
+    np.testing.assert_array_equal(scores.parts["overall"], [1, 0, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(scores.parts["length"], [1, 0, 0, 1, 0, 0, 0, 1])
+    assert all(part.dtype == np.float32 and part.shape == (8,) for part in scores.parts.values())
+
+
+def test_pool_keeps_working_after_killed_workers(flaky_pool):
+    flaky_pool.score(["sleep", "exit"], ["x", "x"], timeout_s=0.3)
+    scores = flaky_pool.score(["a", "b", "c"] * 4, ["a"] * 12, timeout_s=5.0)
+    assert scores.failure_counts["timeout"] == 0 and scores.failure_counts["worker_died"] == 0
+    np.testing.assert_array_equal(scores.parts["overall"], [1, 0, 0] * 4)
+
+
+def test_score_batch_math_reward_in_workers():
+    responses = ["<think>half</think> \\boxed{\\frac{1}{2}}", "\\boxed{3}", "<think>no box</think>"]
+    scores = score_batch("math", responses, ["0.5", "3", "1"], timeout_s=10.0, num_workers=2)
+    np.testing.assert_allclose(scores.parts["overall"], [1.0, 0.9, 0.0])
+    np.testing.assert_allclose(scores.parts["format"], [1.0, 0.0, 0.0])
+    assert sum(scores.failure_counts.values()) == 0
+
+
+def test_in_process_scoring_catches_exceptions():
+    scores = score_batch(FLAKY, ["a", "raise", "missing"], ["a", "a", "a"], num_workers=0)
+    assert scores.failure_reasons == [None, "exception", "invalid_output"]
+    np.testing.assert_array_equal(scores.parts["overall"], [1, 0, 0])
+    not_dict = score_in_process("tests.rewards.faulty_rewards:not_a_dict", ["a"], ["a"])
+    assert not_dict.failure_counts["invalid_output"] == 1
+
+
+def test_empty_batch_and_argument_errors():
+    scores = score_batch("math", [], [], num_workers=2)
+    assert scores.parts["overall"].shape == (0,)
+    with pytest.raises(ValueError, match="2 responses but 1 answers"):
+        score_batch("math", ["a", "b"], ["a"], num_workers=0)
+    with pytest.raises(TypeError, match="module level"):
+        RewardPool(lambda response, answer: {"overall": 0.0}, num_workers=1)
