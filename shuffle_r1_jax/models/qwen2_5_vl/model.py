@@ -40,6 +40,20 @@ class VisionInputs:
         return cls(batch.patches, batch.patch_pos, batch.patch_valid)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """A prepared batch: input_ids, attention_mask `int32[B, S]`; position_ids `int32[3, B, S]`;
+    rope_deltas `int32[B]`; vision (`VisionInputs` or None); image_token_slot (`int32[B, S]` or None)."""
+
+    input_ids: jax.Array
+    attention_mask: jax.Array
+    position_ids: jax.Array
+    rope_deltas: jax.Array
+    vision: VisionInputs | None = None
+    image_token_slot: jax.Array | None = None
+
+
 class Qwen25VL(nnx.Module):
     """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters."""
 
@@ -130,10 +144,10 @@ class Qwen25VL(nnx.Module):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def forward_jit(graphdef, state, input_ids, attention_mask, position_ids, vision=None, image_token_slot=None):
+def forward_jit(graphdef, state, inputs: ModelInputs):
     """Jitted full forward over a split model; parameters are traced arguments. Returns logits `[B, S, V]`."""
     model = nnx.merge(graphdef, state)
-    return model(input_ids, attention_mask, position_ids, vision, image_token_slot)
+    return model(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot)
 
 
 def prepare_inputs(
@@ -149,8 +163,7 @@ def prepare_inputs(
     """Host-side preparation of HF-processor-style arrays for `forward_jit`.
 
     input_ids, attention_mask: `[B, S]`; pixel_values: `[patches, patch_dim]`; image_grid_thw: `[images, 3]`.
-    Returns a dict of numpy arrays: input_ids, attention_mask, position_ids `[3, B, S]`, rope_deltas `[B]`,
-    vision (`VisionInputs` or None), image_token_slot (`[B, S]` or None).
+    Returns `ModelInputs` of numpy arrays.
     """
     input_ids = np.asarray(input_ids, np.int32)
     if input_ids.ndim != 2:
@@ -176,14 +189,7 @@ def prepare_inputs(
     position_ids, rope_deltas = layout.mrope_positions(
         input_ids, attention_mask, image_grid_thw if has_images else None, config
     )
-    return dict(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        rope_deltas=rope_deltas,
-        vision=vision,
-        image_token_slot=slots,
-    )
+    return ModelInputs(input_ids, attention_mask, position_ids, rope_deltas, vision, slots)
 
 
 def forward_logits(model: Qwen25VL, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None):
@@ -194,12 +200,4 @@ def forward_logits(model: Qwen25VL, input_ids, attention_mask=None, pixel_values
     """
     inputs = prepare_inputs(model.config, input_ids, attention_mask, pixel_values, image_grid_thw)
     graphdef, state = nnx.split(model)
-    return forward_jit(
-        graphdef,
-        state,
-        inputs["input_ids"],
-        inputs["attention_mask"],
-        inputs["position_ids"],
-        inputs["vision"],
-        inputs["image_token_slot"],
-    )
+    return forward_jit(graphdef, state, inputs)

@@ -5,7 +5,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from shuffle_r1_jax.models.qwen2_5_vl import forward_jit, load_pretrained, prepare_inputs
+from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, forward_jit, load_pretrained, prepare_inputs
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from tests.models.qwen2_5_vl.hf_reference import build_sample, pad_batch, random_pixels
 
@@ -24,17 +24,16 @@ def test_sharded_forward_equals_single_device(untied_checkpoint, untied_pair):
     samples = [build_sample(rng, [3, g, 5 + i]) for i, g in enumerate(grids)]
     ids, mask = pad_batch(samples, "left")
     inputs = prepare_inputs(config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
-    args = (inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], inputs["vision"], inputs["image_token_slot"])
-
-    expected = np.asarray(forward_jit(*nnx.split(single), *args))
+    expected = np.asarray(forward_jit(*nnx.split(single), inputs))
     batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-    sharded_args = (
-        jax.device_put(args[0], batch),
-        jax.device_put(args[1], batch),
-        jax.device_put(args[2], NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp")))),
-        jax.device_put(args[3], batch),
-        jax.device_put(args[4], batch),
+    sharded_inputs = ModelInputs(
+        input_ids=jax.device_put(inputs.input_ids, batch),
+        attention_mask=jax.device_put(inputs.attention_mask, batch),
+        position_ids=jax.device_put(inputs.position_ids, NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp")))),
+        rope_deltas=jax.device_put(inputs.rope_deltas, batch),
+        vision=jax.device_put(inputs.vision, batch),
+        image_token_slot=jax.device_put(inputs.image_token_slot, batch),
     )
-    got = forward_jit(*nnx.split(sharded), *sharded_args)
+    got = forward_jit(*nnx.split(sharded), sharded_inputs)
     assert len(got.sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-5, rtol=0)
