@@ -1,9 +1,43 @@
-"""Test session set-up: 8 simulated CPU devices for the sharding tests, fp32 matmuls everywhere."""
+"""Test session set-up: 8 simulated CPU devices for the sharding tests, fp32 matmuls everywhere, and shared
+fixtures of tiny random transformers Qwen2.5-VL checkpoints (the parity reference)."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _saved(tmp_path_factory, tie: bool, name: str):
+    from tests.models.qwen2_5_vl.hf_reference import random_hf_model, tiny_hf_config
+
+    model = random_hf_model(tiny_hf_config(tie_word_embeddings=tie), seed=1 if tie else 0)
+    path = tmp_path_factory.mktemp(name)
+    model.save_pretrained(path)
+    return model, path
+
+
+@pytest.fixture(scope="session")
+def untied_checkpoint(tmp_path_factory):
+    """(transformers model, directory) for an untied tiny model."""
+    return _saved(tmp_path_factory, tie=False, name="untied")
+
+
+@pytest.fixture(scope="session")
+def tied_checkpoint(tmp_path_factory):
+    """(transformers model, directory) for a tiny model with tied embeddings."""
+    return _saved(tmp_path_factory, tie=True, name="tied")
+
+
+@pytest.fixture(scope="session")
+def untied_pair(untied_checkpoint):
+    """(transformers model, our model loaded in fp32)."""
+    from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+
+    hf_model, path = untied_checkpoint
+    ours, _ = load_pretrained(path)
+    return hf_model, ours

@@ -1,0 +1,156 @@
+"""The jitted sampler: greedy parity with transformers' generate, log-probs, seeds, stops, prefill once, sharding."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VL, load_pretrained, prepare_inputs
+from shuffle_r1_jax.parallel.sharding import make_mesh
+from shuffle_r1_jax.sampling import FINISH_EOS, FINISH_LENGTH, Sampler, SamplingConfig
+from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, pad_batch, random_pixels
+
+FORBIDDEN = (TOKENS["image_token_id"], TOKENS["video_token_id"])
+GRIDS = [(1, 8, 12), (1, 4, 4), (1, 6, 10)]
+PROMPT_IMAGES = [[0], [], [1, 2]]  # which of GRIDS each prompt of the `prompts` fixture holds
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    """A left-padded batch of 3 prompts: two images of different sizes, a text-only one, one with an image."""
+    rng = np.random.default_rng(0)
+    samples = [build_sample(rng, [3, GRIDS[0], 5]), build_sample(rng, [14]), build_sample(rng, [9, GRIDS[1], 2, GRIDS[2], 1])]
+    ids, mask = pad_batch(samples, "left")
+    return ids, mask, random_pixels(rng, GRIDS)
+
+
+def _inputs(model, prompts):
+    ids, mask, pixels = prompts
+    return prepare_inputs(model.config, ids, mask, pixels, np.asarray(GRIDS))
+
+
+def test_greedy_equals_transformers_generate(untied_pair, prompts):
+    hf_model, ours = untied_pair
+    ids, mask, pixels = prompts
+    steps = 10
+    with torch.no_grad():
+        out = hf_model.generate(
+            input_ids=torch.as_tensor(ids),
+            attention_mask=torch.as_tensor(mask),
+            pixel_values=torch.as_tensor(pixels),
+            image_grid_thw=torch.as_tensor(np.asarray(GRIDS)),
+            mm_token_type_ids=torch.as_tensor((ids == TOKENS["image_token_id"]).astype(np.int64)),
+            do_sample=False,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            pad_token_id=0,
+        )
+    expected = out[:, ids.shape[1] :].numpy()
+    graphdef, state = nnx.split(ours)
+    # min_new_tokens makes transformers forbid EOS; forbid it here too
+    no_eos = FORBIDDEN + (TOKENS["eos_token_id"],)
+    sampler = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=no_eos))
+    got = sampler.generate(state, _inputs(ours, prompts), n=2, max_new_tokens=steps, key=jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.repeat(expected, 2, axis=0))
+    assert np.all(np.asarray(got.finish) == FINISH_LENGTH) and np.all(np.asarray(got.lengths) == steps)
+
+
+def _response_logprobs(model, prompts, tokens, mask, n, temperature):
+    """log_softmax(logits / T) of a full forward over prompt + response, at the response tokens."""
+    ids, prompt_mask, pixels = prompts
+    full_ids = np.concatenate([np.repeat(ids, n, 0), tokens], 1)
+    full_mask = np.concatenate([np.repeat(prompt_mask, n, 0), mask], 1)
+    offsets = np.cumsum([0] + [t * h * w for t, h, w in GRIDS])
+    rows = [i for images in PROMPT_IMAGES for _ in range(n) for i in images]  # each prompt's images, n times
+    rep_grids = [GRIDS[i] for i in rows]
+    rep_pixels = np.concatenate([pixels[offsets[i] : offsets[i + 1]] for i in rows])
+    logits = model(*_fields(prepare_inputs(model.config, full_ids, full_mask, rep_pixels, np.asarray(rep_grids))))
+    logp = jax.nn.log_softmax(np.asarray(logits, np.float32) / temperature, -1)
+    length = ids.shape[1]
+    # the token at position length + j is predicted by the logits at position length + j - 1
+    pred = np.asarray(logp)[:, length - 1 : -1]
+    return np.take_along_axis(pred, tokens[..., None], -1)[..., 0]
+
+
+def _fields(inputs):
+    return inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot
+
+
+def test_logprobs_equal_a_full_forward_and_seeds_reproduce(untied_pair, prompts):
+    _, ours = untied_pair
+    graphdef, state = nnx.split(ours)
+    temperature, n, steps = 0.7, 2, 8
+    config = SamplingConfig(temperature=temperature, top_p=0.95, forbidden_token_ids=FORBIDDEN)
+    sampler = Sampler(graphdef, config)
+    inputs = _inputs(ours, prompts)
+    out = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(7))
+    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    expected = _response_logprobs(ours, prompts, tokens, mask, n, temperature)
+    np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-4)
+    assert not np.isin(tokens, FORBIDDEN).any()
+
+    again = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(7))
+    np.testing.assert_array_equal(np.asarray(again.tokens), tokens)
+    other = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(8))
+    assert not np.array_equal(np.asarray(other.tokens), tokens)
+    assert sampler.compilations == 2  # one prefill + one decode program, reused by the later calls
+
+
+def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
+    _, ours = untied_pair
+    graphdef, state = nnx.split(ours)
+    greedy = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN))
+    free = np.asarray(greedy.generate(state, _inputs(ours, prompts), n=1, max_new_tokens=6, key=jax.random.key(0)).tokens)
+    stop = int(free[0, 2])  # a token that prompt 0's greedy continuation emits at step 2
+    stopping = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN, stop_token_ids=(stop,), pad_token_id=0))
+    out = stopping.generate(state, _inputs(ours, prompts), n=1, max_new_tokens=6, key=jax.random.key(0))
+    tokens, mask, lengths, finish = (np.asarray(x) for x in (out.tokens, out.mask, out.lengths, out.finish))
+    for row in range(3):
+        hits = np.flatnonzero(free[row] == stop)
+        end = hits[0] + 1 if len(hits) else 6
+        assert lengths[row] == end and mask[row].tolist() == [1] * end + [0] * (6 - end)
+        np.testing.assert_array_equal(tokens[row, :end], free[row, :end])
+        assert np.all(tokens[row, end:] == 0)
+        assert finish[row] == (FINISH_EOS if len(hits) else FINISH_LENGTH)
+
+
+def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prompts, monkeypatch):
+    _, ours = untied_pair
+    seen = []
+    original = Qwen25VL.embed
+
+    def spy(self, input_ids, vision=None, image_token_slot=None):
+        seen.append((input_ids.shape, vision is not None))
+        return original(self, input_ids, vision, image_token_slot)
+
+    monkeypatch.setattr(Qwen25VL, "embed", spy)
+    graphdef, state = nnx.split(ours)
+    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0))
+    n, steps = 4, 3
+    sampler.generate(state, _inputs(ours, prompts), n=n, max_new_tokens=steps, key=jax.random.key(0))
+    length = prompts[0].shape[1]
+    # traced once each: the prefill embeds the 3 prompts with their images; the decode step embeds 1 token x 12 rows
+    assert seen == [((3, length), True), ((3 * n, 1), False)]
+    assert sampler.prefill_calls == 1
+
+
+def test_sharded_sampling_equals_one_device(untied_checkpoint, untied_pair, prompts):
+    _, path = untied_checkpoint
+    _, single = untied_pair
+    config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN)
+    rng = np.random.default_rng(3)
+    ids, mask = pad_batch([build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)], "left")
+    grids = [GRIDS[i % 3] for i in range(4)]
+    inputs = prepare_inputs(single.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    expected = Sampler(nnx.graphdef(single), config).generate(
+        nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
+    )
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    sharded, _ = load_pretrained(path, mesh=mesh)
+    got = Sampler(nnx.graphdef(sharded), config, mesh=mesh).generate(
+        nnx.state(sharded), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
+    )
+    assert len(got.tokens.sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
+    np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)
