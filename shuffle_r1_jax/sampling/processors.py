@@ -1,7 +1,9 @@
 """Next-token selection from logits: forbidden-token masks, temperature, top-k, exact top-p, greedy.
 
 All functions work on `[batch, vocab]` logits in fp32 and are jit-friendly (static shapes, no sorting of the
-vocabulary: top-p finds its probability threshold by bisection over the fp32 bit patterns, which is exact).
+vocabulary, which XLA does slowly on CPU). Sampling inverts the CDF blockwise (one uniform per row, about one
+pass over the vocabulary); exact top-p sampling is rejection sampling against the nucleus test, with an
+explicit nucleus mask (bisection for its probability threshold) as the rare fallback.
 """
 
 from __future__ import annotations
@@ -85,6 +87,82 @@ def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
     return jnp.where(bits >= lo[:, None], logits, NEG_INF)
 
 
+def _cdf_block(vocab: int) -> int:
+    """The largest power of two <= 256 dividing `vocab` (no padding copy), or 256 when that is below 32."""
+    block = 256
+    while vocab % block and block > 32:
+        block //= 2
+    return block if vocab % block == 0 else 256
+
+
+def inverse_cdf(probs: jax.Array, u: jax.Array) -> jax.Array:
+    """Draws token ids by inverting the CDF of `probs` `float32[B, V]` at `u` `float32[B]` in [0, 1).
+
+    Two levels (block sums, then one block's running sum), so it costs about one pass over the vocabulary.
+    Tokens of probability 0 are never returned. Returns `int32[B]`.
+    """
+    batch, vocab = probs.shape
+    block = _cdf_block(vocab)
+    n_blocks = -(-vocab // block)
+    blocks = jnp.pad(probs, ((0, 0), (0, n_blocks * block - vocab))).reshape(batch, n_blocks, block)
+    block_mass = blocks.sum(-1)
+    block_cum = jnp.cumsum(block_mass, -1)
+    target = u * block_cum[:, -1]
+    b = jnp.minimum(jnp.sum(block_cum <= target[:, None], -1), n_blocks - 1)
+    before = jnp.take_along_axis(block_cum - block_mass, b[:, None], -1)
+    inner = jnp.take_along_axis(blocks, b[:, None, None], 1)[:, 0]  # [B, block]
+    inner_cum = before + jnp.cumsum(inner, -1)
+    j = jnp.sum(inner_cum <= target[:, None], -1)
+    last_nonzero = block - 1 - jnp.argmax((inner > 0)[:, ::-1], -1)
+    j = jnp.where(j >= block, last_nonzero, j)  # rounding pushed the target past the block's end
+    return (b * block + j).astype(jnp.int32)
+
+
+def in_nucleus(probs: jax.Array, tokens: jax.Array, p: float) -> jax.Array:
+    """`bool[B]`: token i is in the top-p nucleus iff the mass of strictly more likely tokens is < p."""
+    p_token = jnp.take_along_axis(probs, tokens[:, None], -1)
+    return jnp.sum(jnp.where(probs > p_token, probs, 0.0), -1) < p
+
+
+REJECTION_ROUNDS = 4
+
+
+def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
+    """Samples exactly from `probs` `float32[B, V]` restricted to its top-p nucleus and renormalised.
+
+    Rejection sampling: draw from the whole distribution and accept a token in the nucleus (probability = the
+    nucleus mass >= p per round); rows still rejected after REJECTION_ROUNDS draw from the explicit nucleus
+    (`top_p_mask`). Conditional on acceptance a draw follows the nucleus distribution, so the mixture is exact.
+    Returns `int32[B]`.
+    """
+    batch = probs.shape[0]
+    key, first = jax.random.split(key)
+    tokens = inverse_cdf(probs, jax.random.uniform(first, (batch,)))
+    if p >= 1.0:
+        return tokens
+
+    def cond(carry):
+        round_, _, accepted, _ = carry
+        return (round_ < REJECTION_ROUNDS) & ~jnp.all(accepted)
+
+    def body(carry):
+        round_, tokens, accepted, key = carry
+        key, sub = jax.random.split(key)
+        fresh = inverse_cdf(probs, jax.random.uniform(sub, (batch,)))
+        tokens = jnp.where(accepted, tokens, fresh)
+        return round_ + 1, tokens, accepted | in_nucleus(probs, tokens, p), key
+
+    init = (jnp.ones((), jnp.int32), tokens, in_nucleus(probs, tokens, p), key)
+    _, tokens, accepted, key = jax.lax.while_loop(cond, body, init)
+
+    def explicit(_):
+        nucleus = jnp.where(jnp.isfinite(top_p_mask(jnp.log(probs), p)), probs, 0.0)
+        fresh = inverse_cdf(nucleus, jax.random.uniform(key, (batch,)))
+        return jnp.where(accepted, tokens, fresh)
+
+    return jax.lax.cond(jnp.all(accepted), lambda _: tokens, explicit, None)
+
+
 def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> tuple[jax.Array, jax.Array]:
     """Picks one token per row and its log-probability under the sampling policy.
 
@@ -95,11 +173,11 @@ def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> 
     logits = logits.astype(jnp.float32)
     temperature = config.temperature if config.temperature > 0 else 1.0
     scaled = logits / temperature
-    filtered = mask_forbidden(scaled, config.forbidden_token_ids)
+    filtered = top_k_mask(mask_forbidden(scaled, config.forbidden_token_ids), config.top_k)
     if config.temperature == 0:
         tokens = jnp.argmax(filtered, axis=-1).astype(jnp.int32)
     else:
-        filtered = top_p_mask(top_k_mask(filtered, config.top_k), config.top_p)
-        tokens = jax.random.categorical(key, filtered, axis=-1).astype(jnp.int32)
-    logprobs = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), tokens[:, None], axis=-1)[:, 0]
+        tokens = sample_nucleus(jax.nn.softmax(filtered, axis=-1), config.top_p, key)
+    normalizer = jax.nn.logsumexp(scaled, axis=-1)
+    logprobs = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - normalizer
     return tokens, logprobs

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shuffle_r1_jax.sampling.processors import SamplingConfig, choose_tokens, top_k_mask, top_p_mask
+from shuffle_r1_jax.sampling import processors
+from shuffle_r1_jax.sampling.processors import SamplingConfig, choose_tokens, inverse_cdf, top_k_mask, top_p_mask
 
 
 def nucleus_reference(logits: np.ndarray, p: float) -> np.ndarray:
@@ -80,3 +81,23 @@ def test_greedy_and_logprobs():
 def test_bad_sampling_config_is_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**kwargs)
+
+
+def test_inverse_cdf_follows_the_probabilities_and_skips_zeros():
+    probs = np.zeros((1, 600), np.float32)
+    probs[0, [3, 255, 256, 599]] = [0.1, 0.2, 0.3, 0.4]  # block edges of the 256-wide blocks, last token
+    u = jnp.asarray(np.random.default_rng(0).random(20000, dtype=np.float32))
+    tokens = jax.vmap(lambda ui: inverse_cdf(jnp.asarray(probs), ui[None])[0])(u)
+    counts = np.bincount(np.asarray(tokens), minlength=600)
+    assert set(np.flatnonzero(counts)) == {3, 255, 256, 599}
+    np.testing.assert_allclose(counts[[3, 255, 256, 599]] / 20000, [0.1, 0.2, 0.3, 0.4], atol=0.015)
+    assert inverse_cdf(jnp.asarray(probs), jnp.asarray([0.9999999], jnp.float32))[0] == 599
+
+
+def test_fallback_path_samples_the_nucleus_exactly(monkeypatch):
+    monkeypatch.setattr(processors, "REJECTION_ROUNDS", 1)  # most rows reach the explicit-nucleus fallback
+    probs = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    draws = _draws(np.log(probs).astype(np.float32), SamplingConfig(temperature=1.0, top_p=0.5))
+    assert set(draws.tolist()) == {0, 1}
+    freq = np.bincount(draws, minlength=5)[:2] / len(draws)
+    np.testing.assert_allclose(freq, probs[:2] / probs[:2].sum(), atol=0.031)

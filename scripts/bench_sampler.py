@@ -1,0 +1,205 @@
+"""Our jitted sampler vs transformers' `generate`, side by side in one process, same random weights and inputs.
+
+CPU case (default): Qwen2.5-VL architecture with text hidden 512, 8 layers, 8 heads / 2 kv heads, intermediate
+1536, the real vocabulary 151936, vision depth 4 hidden 256; 8 prompts with one 224x224 image and 64 text
+tokens, n = 4, exactly 128 new tokens (stop tokens ignored), temperature 1.0, top-p 0.99.
+GPU case (`--case gpu`): real Qwen2.5-VL-3B dimensions, random bf16 weights, 64 prompts x n = 8, 1024-token
+prompts with one image, 512 new tokens; adds the fraction of the memory-bandwidth bound.
+
+Prints tokens/s of each and the ratio, our compile time separately, and writes the figures to BUILD_NOTES.md.
+
+    python scripts/bench_sampler.py [--case cpu|gpu] [--runs 3] [--skip-hf] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained, prepare_inputs
+from shuffle_r1_jax.sampling import Sampler, SamplingConfig
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from build_notes import write_section  # noqa: E402
+
+IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    text: dict
+    vision: dict
+    prompts: int
+    n: int
+    text_tokens: int
+    image_grid: tuple[int, int, int]
+    new_tokens: int
+    dtype: str
+
+
+CASES = {
+    "cpu": Case(
+        name="cpu",
+        text=dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                  intermediate_size=1536, vocab_size=151936, rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
+        vision=dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, fullatt_block_indexes=[3]),
+        prompts=8, n=4, text_tokens=64, image_grid=(1, 16, 16), new_tokens=128, dtype="float32",
+    ),  # fmt: skip
+    "gpu": Case(
+        name="gpu",
+        text=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                  intermediate_size=11008, vocab_size=151936, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
+        prompts=64, n=8, text_tokens=768, image_grid=(1, 32, 32), new_tokens=512, dtype="bfloat16",
+    ),  # fmt: skip
+}
+
+
+def hf_model_and_dir(case: Case, directory: str):
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+        text_config=dict(case.text, bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True),
+        vision_config=dict(case.vision, out_hidden_size=case.text["hidden_size"], window_size=112),
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    dtype = getattr(torch, case.dtype)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(dtype).eval()
+    model.save_pretrained(directory)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model
+
+
+def make_inputs(case: Case, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    _, h, w = case.image_grid
+    image_tokens = h * w // 4
+    rows = []
+    for _ in range(case.prompts):
+        text = rng.integers(0, 150000, case.text_tokens).tolist()
+        rows.append(text[: case.text_tokens // 2] + [VISION_START] + [IMAGE_TOKEN] * image_tokens + [VISION_END] + text[case.text_tokens // 2 :])
+    ids = np.asarray(rows, np.int64)
+    mask = np.ones_like(ids)
+    grids = np.asarray([case.image_grid] * case.prompts)
+    pixels = rng.standard_normal((int(grids.prod(-1).sum()), 1176)).astype(np.float32)
+    return ids, mask, pixels, grids
+
+
+def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
+    import torch
+
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    kwargs = dict(
+        input_ids=torch.as_tensor(ids, device=device),
+        attention_mask=torch.as_tensor(mask, device=device),
+        pixel_values=torch.as_tensor(pixels, device=device, dtype=dtype),
+        image_grid_thw=torch.as_tensor(grids, device=device),
+        mm_token_type_ids=torch.as_tensor((ids == IMAGE_TOKEN).astype(np.int64), device=device),
+        do_sample=True, temperature=1.0, top_p=0.99, top_k=0, num_return_sequences=case.n, pad_token_id=0,
+    )  # fmt: skip
+    with torch.no_grad():
+        model.generate(**kwargs, max_new_tokens=2, min_new_tokens=2)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = model.generate(**kwargs, max_new_tokens=case.new_tokens, min_new_tokens=case.new_tokens)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    assert out.shape[1] - ids.shape[1] == case.new_tokens
+    return elapsed
+
+
+def time_ours(path: str, case: Case, ids, mask, pixels, grids, runs: int):
+    model, config = load_pretrained(path, getattr(jnp, case.dtype))
+    graphdef, state = nnx.split(model)
+    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, top_p=0.99, forbidden_token_ids=(IMAGE_TOKEN, VIDEO_TOKEN)))
+    inputs = prepare_inputs(config, ids, mask, pixels, grids)
+    start = time.perf_counter()
+    out = sampler.generate(state, inputs, n=case.n, max_new_tokens=case.new_tokens, key=jax.random.key(0))
+    jax.block_until_ready(out)
+    first = time.perf_counter() - start
+    times = []
+    for run in range(runs):
+        start = time.perf_counter()
+        out = sampler.generate(state, inputs, n=case.n, max_new_tokens=case.new_tokens, key=jax.random.key(run + 1))
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - start)
+    assert int(np.asarray(out.lengths).min()) == case.new_tokens
+    steady = float(np.median(times))
+    return steady, first - steady, sampler.compilations, model
+
+
+def bandwidth_bound(model, case: Case, seconds: float) -> str:
+    """Weights + KV cache bytes read per decode step over the measured time per step, as a fraction of peak."""
+    params = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model.layers))) + model.embed_tokens.embedding[...].nbytes
+    t = model.config.text
+    length = case.text_tokens + case.image_grid[1] * case.image_grid[2] // 4 + 2 + case.new_tokens // 2
+    kv = 2 * t.num_hidden_layers * case.prompts * case.n * length * t.num_key_value_heads * t.head_dim * 2
+    per_step = seconds / case.new_tokens
+    achieved = (params + kv) / per_step
+    peak = {"H100": 3.35e12, "H200": 4.8e12}
+    kind = jax.devices()[0].device_kind
+    bound = next((v for k, v in peak.items() if k in kind), None)
+    text = f"{(params + kv) / 1e9:.2f} GB read per decode step, {achieved / 1e12:.2f} TB/s achieved"
+    return text + (f" = {achieved / bound:.0%} of the {bound / 1e12:.2f} TB/s peak" if bound else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=sorted(CASES), default="cpu", help="benchmark shape (see above)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of our sampler after compilation (median)")
+    parser.add_argument("--skip-hf", action="store_true", help="time only our sampler")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BUILD_NOTES.md alone")
+    args = parser.parse_args()
+    case = CASES[args.case]
+    ids, mask, pixels, grids = make_inputs(case)
+    rows = case.prompts * case.n
+    tokens = rows * case.new_tokens
+    with tempfile.TemporaryDirectory() as directory:
+        hf = hf_model_and_dir(case, directory)
+        ours, compile_s, compilations, model = time_ours(directory, case, ids, mask, pixels, grids, args.runs)
+        print(f"ours: {ours:.2f} s, {tokens / ours:.0f} tokens/s (compile {compile_s:.1f} s, {compilations} programs)")
+        hf_s = None if args.skip_hf else time_hf(hf, case, ids, mask, pixels, grids)
+    lines = [
+        f"Command: `python scripts/bench_sampler.py --case {case.name} --runs {args.runs}`; "
+        f"{jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, {datetime.date.today()}.",
+        f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts (one image, grid {case.image_grid}), "
+        f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
+        "",
+        "| sampler | time | tokens/s |",
+        "|---|---|---|",
+        f"| shuffle-r1-jax (median of {args.runs}, after compilation) | {ours:.2f} s | {tokens / ours:.0f} |",
+    ]
+    if hf_s is not None:
+        lines.append(f"| transformers generate (sdpa) | {hf_s:.2f} s | {tokens / hf_s:.0f} |")
+        lines += ["", f"Ratio: {hf_s / ours:.2f}x transformers."]
+        print(f"transformers: {hf_s:.2f} s, {tokens / hf_s:.0f} tokens/s; ratio {hf_s / ours:.2f}x")
+    lines.append(f"Our compile time: {compile_s:.1f} s ({compilations} programs: prefill + decode).")
+    if jax.devices()[0].platform == "gpu":
+        lines.append("Memory bandwidth: " + bandwidth_bound(model, case, ours))
+    body = "\n".join(lines) + "\n"
+    print(body)
+    if not args.no_write:
+        write_section(f"Sampler benchmark ({case.name})", body)
+
+
+if __name__ == "__main__":
+    main()
