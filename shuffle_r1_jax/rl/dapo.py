@@ -1,0 +1,54 @@
+"""DAPO pieces: the dynamic-sampling group filter and overlong reward shaping.
+
+Both are jittable. The "keep generating until the batch is full" loop of dynamic sampling is the
+trainer's (host) job: it uses `dynamic_sampling_keep_mask` on each generated batch and concatenates kept
+groups until it has enough, within a bounded number of tries.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def dynamic_sampling_keep_mask(scores: jax.Array) -> jax.Array:
+    """bool `[G]`: True for groups whose scores are not all equal (std > 0), the groups DAPO keeps.
+
+    Args:
+      scores: float `[G, n]` per-rollout scores (or accuracies) grouped by prompt.
+
+    "std 0" is tested as exact equality of all n scores, which is what std == 0 means without the
+    rounding noise of a float std. A group of n = 1 is never kept.
+    """
+    return jnp.any(scores != scores[..., :1], axis=-1)
+
+
+def overlong_reward_penalty(
+    response_lengths: jax.Array,
+    *,
+    max_length: int,
+    cache_length: int,
+    factor: float = 1.0,
+) -> jax.Array:
+    """DAPO soft overlong punishment, added to the reward.
+
+    With L_max = max_length and L_cache = cache_length:
+      0                                  if L <= L_max - L_cache
+      factor * (L_max - L_cache - L) / L_cache   if L_max - L_cache < L <= L_max
+      -factor                            if L > L_max
+
+    Args:
+      response_lengths: int or float `[...]` response lengths in tokens.
+      max_length, cache_length: static ints, 0 < cache_length <= max_length.
+      factor: penalty scale (1.0 in DAPO).
+
+    Returns:
+      float32 `[...]`, in [-factor, 0].
+    """
+    if not 0 < cache_length <= max_length:
+        raise ValueError(f"overlong shaping needs 0 < cache_length <= max_length, got cache_length={cache_length!r}, "
+                         f"max_length={max_length!r}")
+    length = response_lengths.astype(jnp.float32)
+    threshold = float(max_length - cache_length)
+    inside = (threshold - length) / cache_length
+    penalty = jnp.where(length <= threshold, 0.0, jnp.where(length <= max_length, inside, -1.0))
+    return factor * penalty

@@ -1,0 +1,98 @@
+"""KL divergence to the reference policy: per-token estimators, the KL loss term, the reward penalty.
+
+With samples from the current policy pi, logp = log pi(y_t) and ref_logp = log pi_ref(y_t):
+  k1  ("kl"):         logp - ref_logp
+  k2  ("mse"):        0.5 * (logp - ref_logp)^2
+  k3  ("low_var_kl"): exp(d) - d - 1 with d = ref_logp - logp clamped to [-20, 20], the result clamped
+                      to [-10, 10]
+  abs:                |logp - ref_logp|
+All are jittable and computed in float32.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from shuffle_r1_jax.rl.aggregation import aggregate_loss
+from shuffle_r1_jax.rl.metrics import masked_mean
+
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
+_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
+
+LOG_RATIO_CLAMP = 20.0
+K3_CLAMP = 10.0
+
+
+def _canonical(kind: str) -> str:
+    kind = _ALIASES.get(kind, kind)
+    if kind not in KL_ESTIMATORS:
+        known = ", ".join(KL_ESTIMATORS + tuple(_ALIASES))
+        raise ValueError(f"unknown KL estimator {kind!r}; known estimators: {known}")
+    return kind
+
+
+def kl_estimate(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3") -> jax.Array:
+    """Per-token KL estimate, float32 of the inputs' (broadcast) shape. See the module docstring."""
+    kind = _canonical(kind)
+    diff = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
+    if kind == "k1":
+        return diff
+    if kind == "k2":
+        return 0.5 * jnp.square(diff)
+    if kind == "abs":
+        return jnp.abs(diff)
+    d = jnp.clip(-diff, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    return jnp.clip(jnp.exp(d) - d - 1.0, -K3_CLAMP, K3_CLAMP)
+
+
+def kl_loss(
+    logp: jax.Array,
+    ref_logp: jax.Array,
+    mask: jax.Array,
+    *,
+    kind: str = "k3",
+    agg_mode: str = "token-mean",
+    num_tokens: jax.Array | float | None = None,
+    num_sequences: jax.Array | float | None = None,
+    norm_constant: float | None = None,
+) -> tuple[jax.Array, dict]:
+    """KL-to-reference loss term (add beta * loss to the policy loss).
+
+    Args:
+      logp, ref_logp: float `[B, T]` log-probs of the sampled tokens under the policy and the reference.
+      mask: bool/0-1 `[B, T]` response mask.
+      kind, agg_mode, num_tokens, num_sequences, norm_constant: see `kl_estimate` and
+        `aggregation.aggregate_loss` (pass global counts for gradient accumulation).
+
+    Returns:
+      (float32 scalar loss, {"kl_loss": loss, "kl_ref": masked mean of the estimate}).
+    """
+    per_token = kl_estimate(logp, ref_logp, kind)
+    loss = aggregate_loss(per_token, mask, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
+                          norm_constant=norm_constant)
+    return loss, {"kl_loss": loss, "kl_ref": masked_mean(jax.lax.stop_gradient(per_token), mask)}
+
+
+def kl_reward_penalty(
+    token_rewards: jax.Array,
+    logp: jax.Array,
+    ref_logp: jax.Array,
+    mask: jax.Array,
+    *,
+    coef: float,
+    kind: str = "k1",
+) -> tuple[jax.Array, dict]:
+    """KL as a per-token reward penalty: r_t - coef * kl_t on valid tokens (apply before advantages).
+
+    Args:
+      token_rewards: float `[..., T]` token rewards (e.g. from `advantages.outcome_token_rewards`).
+      logp, ref_logp: float `[..., T]` log-probs of the sampling policy and of the reference.
+      mask: bool/0-1 `[..., T]`.
+      coef: the KL coefficient beta.
+      kind: a KL estimator name.
+
+    Returns:
+      (float32 `[..., T]` penalized rewards, {"kl_penalty": masked mean of the estimate}).
+    """
+    per_token = kl_estimate(logp, ref_logp, kind) * mask.astype(jnp.float32)
+    return token_rewards.astype(jnp.float32) - coef * per_token, {"kl_penalty": masked_mean(per_token, mask)}
