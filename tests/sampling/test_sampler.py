@@ -120,9 +120,9 @@ def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prom
     seen = []
     original = Qwen25VL.embed
 
-    def spy(self, input_ids, vision=None, image_token_slot=None):
+    def spy(self, input_ids, vision=None, image_token_slot=None, image_features=None):
         seen.append((input_ids.shape, vision is not None))
-        return original(self, input_ids, vision, image_token_slot)
+        return original(self, input_ids, vision, image_token_slot, image_features)
 
     monkeypatch.setattr(Qwen25VL, "embed", spy)
     graphdef, state = nnx.split(ours)

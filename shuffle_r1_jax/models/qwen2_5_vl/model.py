@@ -84,21 +84,27 @@ class Qwen25VL(nnx.Module):
             else Dense((t.hidden_size,), (t.vocab_size,), axes=("embed", "vocab"), use_bias=False, **kw)
         )
 
+    def image_features(self, vision: VisionInputs) -> jax.Array:
+        """Merged-token features of a laid-out image batch: `dtype[images * slots / 4, H]`."""
+        return self.visual(vision.patches, vision.patch_pos, vision.patch_valid).astype(self.dtype)
+
     def embed(
         self,
         input_ids: jax.Array,
         vision: VisionInputs | None = None,
         image_token_slot: jax.Array | None = None,
+        image_features: jax.Array | None = None,
     ) -> jax.Array:
         """Token embeddings with image features placed at image-token positions.
 
         input_ids: `int32[B, S]`; image_token_slot: `int32[B, S]` (merged-token slot, -1 for text).
-        Returns `dtype[B, S, H]`.
+        Image features come from `image_features` when given (e.g. precomputed by a frozen vision tower),
+        else from running the vision tower on `vision`. Returns `dtype[B, S, H]`.
         """
         embeds = self.embed_tokens(input_ids)
-        if vision is None:
+        if image_features is None and vision is None:
             return embeds
-        features = self.visual(vision.patches, vision.patch_pos, vision.patch_valid).astype(embeds.dtype)
+        features = self.image_features(vision) if image_features is None else image_features.astype(embeds.dtype)
         image_embeds = jnp.take(features, jnp.maximum(image_token_slot, 0), axis=0)
         return jnp.where((image_token_slot >= 0)[..., None], image_embeds, embeds)
 

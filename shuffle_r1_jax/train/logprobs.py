@@ -1,0 +1,107 @@
+"""Policy log-probs of rollouts: prompt + response sequences through the model, log-probs in chunks.
+
+The vocabulary projection runs over `chunk` response positions at a time under `jax.checkpoint`, so neither the
+forward nor the backward ever holds a full `[rows, response_length, vocab]` fp32 tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, Qwen25VL
+from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
+from shuffle_r1_jax.rl.metrics import entropy_from_logits
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rollouts:
+    """A rollout batch on device: P prompts, R = P * n responses (row r answers prompt r // n).
+
+    prompts: the left-padded prompt batch (`ModelInputs`, P rows, prompt length Lp).
+    tokens: `int32[R, Lr]`; mask: `int32[R, Lr]` response mask; sampler_logprobs: `float32[R, Lr]`.
+    """
+
+    prompts: ModelInputs
+    tokens: jax.Array
+    mask: jax.Array
+    sampler_logprobs: jax.Array
+
+    @property
+    def samples_per_prompt(self) -> int:
+        return self.tokens.shape[0] // self.prompts.input_ids.shape[0]
+
+
+def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Prompt + response sequences of the given rollout rows.
+
+    rows: `int32[B]` rollout row ids. Returns input_ids, attention_mask `int32[B, Lp + Lr]`, position_ids
+    `int32[3, B, Lp + Lr]` (responses continue each prompt's M-RoPE positions) and image_token_slot `[B, Lp + Lr]`.
+    """
+    prompts = rollouts.prompts
+    prompt_rows = rows // rollouts.samples_per_prompt
+    response_len = rollouts.tokens.shape[1]
+    ids = jnp.concatenate([prompts.input_ids[prompt_rows], rollouts.tokens[rows]], axis=1)
+    prompt_mask = prompts.attention_mask[prompt_rows]
+    mask = jnp.concatenate([prompt_mask, rollouts.mask[rows]], axis=1)
+    start = prompt_mask.sum(-1) + prompts.rope_deltas[prompt_rows]
+    response_pos = jnp.broadcast_to((start[:, None] + jnp.arange(response_len))[None], (3, len(rows), response_len))
+    positions = jnp.concatenate([prompts.position_ids[:, prompt_rows], response_pos.astype(jnp.int32)], axis=2)
+    if prompts.image_token_slot is None:
+        slots = None
+    else:
+        slots = jnp.concatenate(
+            [prompts.image_token_slot[prompt_rows], jnp.full((len(rows), response_len), -1, jnp.int32)], axis=1
+        )
+    return ids, mask, positions, slots
+
+
+def response_logprobs(
+    model: Qwen25VL,
+    rollouts: Rollouts,
+    rows: jax.Array,
+    *,
+    temperature: float,
+    chunk: int,
+    image_features: jax.Array | None = None,
+    with_entropy: bool = False,
+) -> tuple[jax.Array, jax.Array | None]:
+    """log_softmax(logits / temperature) of each response token of `rows`, and optionally the entropy.
+
+    image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
+    None and the prompts have images, the vision tower runs here (and is differentiated).
+    Returns (`float32[B, Lr]`, `float32[B, Lr]` or None).
+    """
+    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
+    vision = rollouts.prompts.vision if image_features is None else None
+    embeds = model.embed(ids, vision, slots, image_features)
+    hidden, _ = model.decode(embeds, positions, causal_mask(mask))
+    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
+    # position prompt_len - 1 + j predicts response token j
+    predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
+    targets = rollouts.tokens[rows]
+    n_chunks = -(-response_len // chunk)
+    pad = n_chunks * chunk - response_len
+    predictors = jnp.pad(predictors, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+
+    @jax.checkpoint
+    def one_chunk(args):
+        h, t = args
+        logits = model.logits(h).astype(jnp.float32) / temperature
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
+        ent = entropy_from_logits(logits) if with_entropy else jnp.zeros_like(logp)
+        return logp, ent
+
+    def split(x):
+        return jnp.moveaxis(x.reshape(x.shape[0], n_chunks, chunk, *x.shape[2:]), 1, 0)
+
+    logp, ent = jax.lax.map(one_chunk, (split(predictors), split(targets)))
+
+    def merge(x):
+        return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], n_chunks * chunk)[:, :response_len]
+
+    return merge(logp), (merge(ent) if with_entropy else None)
