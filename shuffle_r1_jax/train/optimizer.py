@@ -1,0 +1,74 @@
+"""The optax optimizer of the policy: AdamW with warm-up and a constant or cosine schedule, global-norm
+clipping, and frozen parameter groups (the vision tower by default) that get no optimizer state."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import optax
+from flax import nnx
+
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """learning_rate: peak rate; warmup_steps: linear warm-up from 0; schedule: "constant" or "cosine" (to
+    `min_lr_ratio` * peak at `total_steps`); betas, eps, weight_decay: AdamW; max_grad_norm: global-norm clip
+    (0 = off); freeze_vision: the vision tower is not trained."""
+
+    learning_rate: float = 1e-6
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    total_steps: int = 1
+    min_lr_ratio: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    freeze_vision: bool = True
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optimizer.schedule = {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"optimizer.learning_rate = {self.learning_rate} must be > 0")
+        if self.warmup_steps < 0 or self.total_steps < 1:
+            raise ValueError(
+                f"optimizer.warmup_steps = {self.warmup_steps} must be >= 0 and total_steps = {self.total_steps} >= 1"
+            )
+
+
+def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+    """Linear warm-up to the peak, then constant or cosine decay."""
+    if cfg.schedule == "constant":
+        main = optax.constant_schedule(cfg.learning_rate)
+    else:
+        main = optax.cosine_decay_schedule(
+            cfg.learning_rate, max(cfg.total_steps - cfg.warmup_steps, 1), alpha=cfg.min_lr_ratio
+        )
+    if cfg.warmup_steps == 0:
+        return main
+    warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
+    return optax.join_schedules([warmup, main], [cfg.warmup_steps])
+
+
+def parameter_labels(params: nnx.State, freeze_vision: bool) -> nnx.State:
+    """"frozen" for vision-tower parameters when frozen, else "train"; same tree structure as `params`."""
+
+    def label(path, _):
+        return "frozen" if freeze_vision and path and path[0] == "visual" else "train"
+
+    return jax.tree_util.tree_map_with_path(lambda p, v: label(tuple(getattr(k, "key", k) for k in p), v), params)
+
+
+def make_optimizer(cfg: OptimizerConfig, params: nnx.State) -> optax.GradientTransformation:
+    """AdamW (+ clipping) for the trainable parameters; frozen ones get zero updates and no state."""
+    train = optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.max_grad_norm > 0:
+        train = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), train)
+    return optax.multi_transform(
+        {"train": train, "frozen": optax.set_to_zero()}, parameter_labels(params, cfg.freeze_vision)
+    )
