@@ -9,10 +9,12 @@ Each of our parameters maps to one HF tensor by one of two rules:
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+if TYPE_CHECKING:  # a runtime import would be circular: the model package's loader imports this module
+    from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 
 Path = tuple
 

@@ -1,1 +1,2 @@
-"""Datasets: EasyR1-layout readers, the input pipeline, synthetic tasks."""
+"""Datasets: EasyR1-layout readers (`sources`), record validation (`examples`), the grain input pipeline
+(`pipeline`), synthetic tasks (`synthetic`)."""

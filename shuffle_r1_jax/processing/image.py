@@ -8,7 +8,9 @@ patches is contiguous (block rows, block cols, then the patches inside a block r
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -64,6 +66,31 @@ class ImagePreprocessConfig:
             "temporal_patch_size": self.temporal_patch_size,
         }
 
+
+def load_image_config(path: str | os.PathLike) -> ImagePreprocessConfig:
+    """The settings in a checkpoint's `preprocessor_config.json` (the directory or the file itself).
+
+    min/max pixels come from `min_pixels` / `max_pixels` when present (they override `size`, as in the HF
+    processor), else from `size.shortest_edge` / `size.longest_edge`, else the defaults. Raises
+    FileNotFoundError naming the file when it is missing.
+    """
+    path = os.fspath(path)
+    file = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"no preprocessor_config.json at {file!r}")
+    with open(file) as f:
+        raw = json.load(f)
+    size = raw.get("size") or {}
+    default = ImagePreprocessConfig()
+    return ImagePreprocessConfig(
+        min_pixels=int(raw.get("min_pixels") or size.get("shortest_edge") or default.min_pixels),
+        max_pixels=int(raw.get("max_pixels") or size.get("longest_edge") or default.max_pixels),
+        patch_size=int(raw.get("patch_size", default.patch_size)),
+        merge_size=int(raw.get("merge_size", default.merge_size)),
+        temporal_patch_size=int(raw.get("temporal_patch_size", default.temporal_patch_size)),
+        image_mean=tuple(float(v) for v in raw.get("image_mean", default.image_mean)),
+        image_std=tuple(float(v) for v in raw.get("image_std", default.image_std)),
+    )
 
 def smart_resize(
     height: int,

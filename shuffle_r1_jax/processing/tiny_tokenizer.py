@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerFast
 
 from shuffle_r1_jax.data.synthetic import generate_samples
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
+from shuffle_r1_jax.processing.prompts import MATH_INSTRUCTION
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -32,11 +33,6 @@ UNK = "<|unk|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, UNK)
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-MATH_INSTRUCTION = (
-    " You FIRST think about the reasoning process as an internal monologue and then provide the final "
-    "answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST BE "
-    "put in \\boxed{}."
-)
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"

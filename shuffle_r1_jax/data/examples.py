@@ -1,0 +1,112 @@
+"""One raw record -> a `PromptExample` (images decoded, prompt encoded) or a `BadRecord` saying why not.
+
+Bad-record reasons (`BAD_RECORD_REASONS`):
+  unreadable_record     the line is not valid JSON / not an object (jsonl)
+  missing_column        the prompt, answer or images value is null or absent
+  bad_column_type       the prompt/answer is not a string (numbers are accepted as answers), images not a list
+  empty_prompt          the prompt is empty or whitespace
+  empty_answer          the answer is empty or whitespace
+  bad_image             an image cannot be read, decoded or resized
+  image_count_mismatch  `<image>` placeholders and images differ in number
+  prompt_too_long       over max_prompt_length tokens after image expansion
+`make_example` never raises for a data problem: the pipeline counts the reason, skips the record, or stops
+with the record and reason named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image
+
+from shuffle_r1_jax.data.sources import Columns, RawRecord
+from shuffle_r1_jax.processing.batch import PromptExample
+from shuffle_r1_jax.processing.image_io import ImageDecodeError, decode_image
+from shuffle_r1_jax.processing.prompts import PromptEncoder, PromptError
+
+BAD_RECORD_REASONS = (
+    "unreadable_record",
+    "missing_column",
+    "bad_column_type",
+    "empty_prompt",
+    "empty_answer",
+    "bad_image",
+    "image_count_mismatch",
+    "prompt_too_long",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BadRecord:
+    """A record that cannot be used: `reason` is one of BAD_RECORD_REASONS, `message` the details."""
+
+    record_id: str
+    reason: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.record_id}: {self.reason}: {self.message}"
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _resolve(path: str, base_dir: str, image_dir: str | None) -> str:
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.join(image_dir or base_dir, path)
+
+
+def _image(item: Any, record: RawRecord, image_dir: str | None, index: int) -> Image.Image:
+    if isinstance(item, str):
+        item = _resolve(item, record.base_dir, image_dir)
+    elif isinstance(item, Mapping) and item.get("bytes") is None and isinstance(item.get("path"), str):
+        item = _resolve(item["path"], record.base_dir, image_dir)
+    elif not isinstance(item, Mapping):
+        raise _Bad("bad_column_type", f"image {index} is a {type(item).__name__}, not a path or {{bytes, path}} record")
+    try:
+        return decode_image(item)
+    except (ImageDecodeError, OSError, TypeError) as err:
+        raise _Bad("bad_image", f"image {index}: {err}") from err
+
+
+def _text(value: Any, column: str, empty_reason: str, allow_numbers: bool = False) -> str:
+    if value is None:
+        raise _Bad("missing_column", f"column {column!r} is missing or null")
+    if allow_numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Bad("bad_column_type", f"column {column!r} is a {type(value).__name__}, not a string: {value!r:.80}")
+    if not value.strip():
+        raise _Bad(empty_reason, f"column {column!r} is empty")
+    return value
+
+
+def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> PromptExample:
+    if record.error is not None:
+        raise _Bad("unreadable_record", record.error)
+    problem = _text(record.problem, columns.prompt, "empty_prompt")
+    answer = _text(record.answer, columns.answer, "empty_answer", allow_numbers=True)
+    if record.images is None:
+        raise _Bad("missing_column", f"column {columns.images!r} is missing or null")
+    if not isinstance(record.images, (list, tuple)):
+        raise _Bad("bad_column_type", f"column {columns.images!r} is a {type(record.images).__name__}, not a list")
+    images = [_image(item, record, columns.image_dir, i) for i, item in enumerate(record.images)]
+    try:
+        prompt = encoder.encode(problem, images)
+    except PromptError as err:
+        raise _Bad(err.reason, str(err)) from err
+    return PromptExample(prompt, problem, answer, record.data_source, record.record_id)
+
+
+def make_example(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> PromptExample | BadRecord:
+    """Decodes the record's images and encodes its prompt; a data problem gives a `BadRecord`."""
+    try:
+        return _build(record, encoder, columns)
+    except _Bad as bad:
+        return BadRecord(record.record_id, bad.reason, str(bad))

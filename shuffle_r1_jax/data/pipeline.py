@@ -1,0 +1,200 @@
+"""The prompt input pipeline: grain for order, sharding and parallel decoding; batches of `PromptBatch`.
+
+Order of records (a grain `MapDataset`, all lazy):
+  source -> shuffle (seeded; each epoch permuted with its own seed) -> repeat (num_epochs; None = forever)
+  -> this process's share: elements process_index, process_index + process_count, ... of the global stream
+  -> make_example (image decode, prompt encoding; a data problem gives a `BadRecord`)
+  -> an iterator with `num_threads` worker threads prefetching in order.
+Every process walks the same global stream and takes every process_count-th element, so the processes
+together consume each element of the stream exactly once (each epoch exactly once when the record count is a
+multiple of process_count). `batch_size` is per process.
+
+The iterator collects `batch_size` good examples into a `PromptBatch`, counting bad records by reason
+(`on_bad_record="skip"`) or raising `BadRecordError` naming the record and reason (`"error"`). Its state
+(`get_state` / `set_state`, a JSON-serialisable dict) is taken between batches: grain's position in the stream
+plus the counters, so a restored iterator yields exactly the batches the original would have yielded next.
+
+Multi-process training should use num_epochs=None and stop by step count: bad records are skipped per process,
+so with a finite stream processes can run out one batch apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import grain
+
+from shuffle_r1_jax.data.examples import BAD_RECORD_REASONS, BadRecord, make_example
+from shuffle_r1_jax.data.sources import Columns, RecordSource
+from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from shuffle_r1_jax.processing.batch import BucketConfig, PromptBatch, PromptExample, collate_prompts
+from shuffle_r1_jax.processing.prompts import PromptEncoder
+
+STATE_VERSION = 1
+ON_BAD_RECORD = ("skip", "error")
+
+
+class BadRecordError(RuntimeError):
+    """Raised with on_bad_record="error": the message names the record and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """batch_size: prompts per batch on this process; seed: shuffle seed (< 2**32); num_epochs: None = forever.
+
+    process_index / process_count: this process's share of the stream (jax.process_index()/process_count()).
+    drop_remainder: at the end of a finite stream, drop a last incomplete batch (else yield it smaller).
+    num_threads / prefetch: grain read threads and prefetch buffer (elements).
+    """
+
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    num_epochs: int | None = None
+    process_index: int = 0
+    process_count: int = 1
+    on_bad_record: str = "skip"
+    drop_remainder: bool = True
+    num_threads: int = 2
+    prefetch: int = 16
+
+    def __post_init__(self):
+        if self.batch_size <= 0:
+            raise ValueError(f"data.batch_size = {self.batch_size} must be positive")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"data.seed = {self.seed} must be in [0, 2**32)")
+        if self.num_epochs is not None and self.num_epochs <= 0:
+            raise ValueError(f"data.num_epochs = {self.num_epochs} must be positive or None (forever)")
+        if self.process_count <= 0 or not 0 <= self.process_index < self.process_count:
+            raise ValueError(
+                f"data.process_index = {self.process_index} must be in [0, process_count = {self.process_count})"
+            )
+        if self.on_bad_record not in ON_BAD_RECORD:
+            raise ValueError(f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}")
+        if self.num_threads < 0 or self.prefetch < 0:
+            raise ValueError(f"data.num_threads = {self.num_threads}, data.prefetch = {self.prefetch} must be >= 0")
+
+
+def example_dataset(source: RecordSource, encoder: PromptEncoder, config: PipelineConfig) -> grain.MapDataset:
+    """This process's lazily encoded stream: `PromptExample` or `BadRecord` per element, in order."""
+    dataset = grain.MapDataset.source(source)
+    if config.shuffle:
+        dataset = dataset.shuffle(seed=config.seed)
+    dataset = dataset.repeat(config.num_epochs)
+    dataset = dataset[config.process_index :: config.process_count]
+    return dataset.map(functools.partial(make_example, encoder=encoder, columns=source.columns))
+
+
+def steps_per_epoch(num_records: int, config: PipelineConfig) -> int:
+    """Full batches per epoch on each process, if no record were bad."""
+    return num_records // (config.batch_size * config.process_count)
+
+
+class PromptBatchIterator:
+    """Iterates `PromptBatch`es; checkpointable with `get_state` / `set_state`; `counts()` for metrics."""
+
+    def __init__(
+        self,
+        source: RecordSource,
+        encoder: PromptEncoder,
+        model_config: Qwen25VLConfig,
+        buckets: BucketConfig,
+        config: PipelineConfig,
+    ):
+        if encoder.max_prompt_length > buckets.max_prompt_length:
+            raise ValueError(
+                f"max_prompt_length = {encoder.max_prompt_length} exceeds the largest prompt length bucket "
+                f"{buckets.max_prompt_length}; add a bucket or lower max_prompt_length"
+            )
+        self.source, self.encoder, self.model_config = source, encoder, model_config
+        self.buckets, self.config = buckets, config
+        read_options = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch)
+        self._iterator = iter(example_dataset(source, encoder, config).to_iter_dataset(read_options))
+        self._records_read = 0
+        self._batches = 0
+        self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
+
+    def __iter__(self) -> "PromptBatchIterator":
+        return self
+
+    def __next__(self) -> PromptBatch:
+        examples: list[PromptExample] = []
+        while len(examples) < self.config.batch_size:
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                if examples and not self.config.drop_remainder:
+                    break
+                raise
+            self._records_read += 1
+            if isinstance(item, BadRecord):
+                self._bad[item.reason] += 1
+                if self.config.on_bad_record == "error":
+                    raise BadRecordError(
+                        f"bad record {item.describe()} (set on_bad_record='skip' to skip such records)"
+                    )
+                continue
+            examples.append(item)
+        self._batches += 1
+        return collate_prompts(examples, self.model_config, self.buckets, self.encoder.pad_token_id)
+
+    def counts(self) -> dict[str, int]:
+        """records_read, records_used, batches and bad_records/<reason> (every reason, zeros included)."""
+        bad = sum(self._bad.values())
+        out = {"records_read": self._records_read, "records_used": self._records_read - bad, "batches": self._batches}
+        out.update({f"bad_records/{reason}": n for reason, n in self._bad.items()})
+        out["bad_records/total"] = bad
+        return out
+
+    def _fingerprint(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "num_records": len(self.source),
+            "seed": c.seed,
+            "shuffle": c.shuffle,
+            "num_epochs": c.num_epochs,
+            "process_index": c.process_index,
+            "process_count": c.process_count,
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot between batches."""
+        return {
+            "version": STATE_VERSION,
+            "stream": self._fingerprint(),
+            "grain": self._iterator.get_state(),
+            "records_read": self._records_read,
+            "batches": self._batches,
+            "bad_records": dict(self._bad),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a `get_state` snapshot; raises ValueError when it belongs to a different stream."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"data iterator state version {state.get('version')!r}; expected {STATE_VERSION}")
+        expected = self._fingerprint()
+        if state["stream"] != expected:
+            diff = {k: (state["stream"].get(k), v) for k, v in expected.items() if state["stream"].get(k) != v}
+            raise ValueError(
+                f"data iterator state belongs to another stream; (saved, current) differ in {diff}"
+            )
+        self._iterator.set_state(state["grain"])
+        self._records_read = int(state["records_read"])
+        self._batches = int(state["batches"])
+        self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0) | {k: int(v) for k, v in state["bad_records"].items()}
+
+
+def prompt_batches(
+    data: str | RecordSource,
+    encoder: PromptEncoder,
+    model_config: Qwen25VLConfig,
+    config: PipelineConfig,
+    *,
+    buckets: BucketConfig = BucketConfig(),
+    columns: Columns = Columns(),
+) -> PromptBatchIterator:
+    """The batch iterator for a dataset spec (`path[@split]`, see `data.sources`) or an opened source."""
+    source = data if isinstance(data, RecordSource) else RecordSource(data, columns)
+    return PromptBatchIterator(source, encoder, model_config, buckets, config)

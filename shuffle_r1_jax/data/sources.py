@@ -1,0 +1,210 @@
+"""Dataset readers for the EasyR1 / Shuffle-R1 layout: parquet and jsonl files, random access by index.
+
+A record has a prompt column (`problem`, with one `<image>` placeholder per image), an answer column
+(`answer`), an images column (`images`: a list of `{"bytes": ..., "path": ...}` records or of plain paths) and
+optionally a `data_source` column; the names are configurable (`Columns`).
+
+Dataset specs, `path[@split]`:
+  * `file.parquet` / `file.jsonl`: that file. A single file is a dataset with one split, "train" (as
+    Hugging Face datasets names it), so `file.parquet@train` is the same and any other split is an error.
+  * `dir`: every `*.parquet` and `*.jsonl` file directly in `dir`, sorted by name.
+  * `dir@split`: the files of that split, tried in this order, first match wins:
+    `dir/split.parquet|jsonl`, `dir/split-*.parquet|jsonl` (shards), `dir/split/*.parquet|jsonl`,
+    `dir/data/split.parquet|jsonl`, `dir/data/split-*.parquet|jsonl` (the Hugging Face hub layout).
+Several specs may be joined with commas; their records are concatenated in order.
+
+Image paths that are relative resolve against `Columns.image_dir` when set, else against the directory of the
+data file. Parquet columns are read into memory once (images included: memory about the selected columns'
+size); jsonl lines are kept as text and parsed on access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+EXTENSIONS = (".parquet", ".jsonl")
+DEFAULT_SPLIT = "train"
+
+
+class DataSpecError(ValueError):
+    """A dataset spec, file or column cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """Column names of a dataset. images=None reads no images (text-only prompts); data_source is optional
+    per file (records of a file without it get the file's stem)."""
+
+    prompt: str = "problem"
+    answer: str = "answer"
+    images: str | None = "images"
+    data_source: str = "data_source"
+    image_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRecord:
+    """One record as read. Values are None when the record lacks them (null or absent key).
+
+    record_id: "<file> row <i>" (parquet, 0-based) or "<file> line <n>" (jsonl, 1-based).
+    images: the images column's value, unvalidated; base_dir: where relative image paths resolve.
+    error: a read-level problem (e.g. invalid JSON) or None.
+    """
+
+    record_id: str
+    problem: Any
+    answer: Any
+    images: Any
+    data_source: str
+    base_dir: str
+    error: str | None = None
+
+
+def _data_files(directory: Path, pattern: str) -> list[Path]:
+    return sorted(p for ext in EXTENSIONS for p in directory.glob(pattern + ext) if p.is_file())
+
+
+def resolve_data_files(spec: str) -> list[Path]:
+    """The files of one `path[@split]` spec (see the module docstring). Raises `DataSpecError`."""
+    path_text, at, split = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    if at and not split:
+        raise DataSpecError(f"dataset spec {spec!r}: empty split after '@'")
+    path = Path(os.path.expanduser(path_text))
+    if path.is_file():
+        if path.suffix not in EXTENSIONS:
+            raise DataSpecError(f"dataset file {str(path)!r}: unsupported extension; expected one of {EXTENSIONS}")
+        if at and split != DEFAULT_SPLIT:
+            raise DataSpecError(
+                f"dataset spec {spec!r}: a single file has only the split {DEFAULT_SPLIT!r}; "
+                f"use a directory with {split}.parquet (or {split}/*.parquet) to name other splits"
+            )
+        return [path]
+    if not path.is_dir():
+        raise DataSpecError(f"dataset spec {spec!r}: {str(path)!r} is neither a file nor a directory")
+    if not at:
+        files = _data_files(path, "*")
+        if not files:
+            raise DataSpecError(f"dataset directory {str(path)!r} has no {' or '.join(EXTENSIONS)} files")
+        return files
+    for pattern in (split, f"{split}-*", f"{split}/*", f"data/{split}", f"data/{split}-*"):
+        files = _data_files(path, pattern)
+        if files:
+            return files
+    raise DataSpecError(
+        f"dataset spec {spec!r}: no files for split {split!r} in {str(path)!r} (looked for {split}.parquet|jsonl, "
+        f"{split}-*.parquet|jsonl, {split}/*, data/{split}.*, data/{split}-*)"
+    )
+
+
+class _ParquetFile:
+    """The needed columns of one parquet file, in memory."""
+
+    def __init__(self, path: Path, columns: Columns):
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as err:
+            raise DataSpecError(f"{path}: not a readable parquet file ({err})") from err
+        required = [c for c in (columns.prompt, columns.answer, columns.images) if c is not None]
+        missing = [c for c in required if c not in schema.names]
+        if missing:
+            raise DataSpecError(
+                f"{path}: column(s) {missing} not found; the file has columns {schema.names} "
+                "(set the dataset's column names in the config)"
+            )
+        optional = [columns.data_source] if columns.data_source in schema.names else []
+        wanted = list(dict.fromkeys(required + optional))
+        table = pq.read_table(path, columns=wanted)
+        self.path = path
+        self.columns = {name: table.column(name) for name in wanted}
+        self.length = table.num_rows
+
+    def record(self, row: int, columns: Columns) -> RawRecord:
+        def value(name: str | None) -> Any:
+            return self.columns[name][row].as_py() if name in self.columns else None
+
+        source = value(columns.data_source)
+        return RawRecord(
+            record_id=f"{self.path} row {row}",
+            problem=value(columns.prompt),
+            answer=value(columns.answer),
+            images=value(columns.images) if columns.images is not None else [],
+            data_source=str(source) if source is not None else self.path.stem,
+            base_dir=str(self.path.parent),
+        )
+
+
+class _JsonlFile:
+    """The non-empty lines of one jsonl file, parsed on access."""
+
+    def __init__(self, path: Path):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataSpecError(f"{path}: not a readable UTF-8 jsonl file ({err})") from err
+        numbered = [(n + 1, line) for n, line in enumerate(text.splitlines()) if line.strip()]
+        self.path = path
+        self.line_numbers = np.asarray([n for n, _ in numbered], np.int64)
+        self.lines = [line for _, line in numbered]
+        self.length = len(self.lines)
+
+    def record(self, row: int, columns: Columns) -> RawRecord:
+        record_id = f"{self.path} line {int(self.line_numbers[row])}"
+        base = str(self.path.parent)
+        try:
+            data = json.loads(self.lines[row])
+        except json.JSONDecodeError as err:
+            return RawRecord(record_id, None, None, None, self.path.stem, base, error=f"invalid JSON ({err})")
+        if not isinstance(data, dict):
+            return RawRecord(record_id, None, None, None, self.path.stem, base, error="the line is not a JSON object")
+        source = data.get(columns.data_source)
+        return RawRecord(
+            record_id=record_id,
+            problem=data.get(columns.prompt),
+            answer=data.get(columns.answer),
+            images=data.get(columns.images) if columns.images is not None else [],
+            data_source=str(source) if source is not None else self.path.stem,
+            base_dir=base,
+        )
+
+
+class RecordSource:
+    """Random access to the records of one or more dataset specs (grain's `RandomAccessDataSource` protocol).
+
+    `source[i]` is a `RawRecord`; records of the files are concatenated in spec and file order.
+    """
+
+    def __init__(self, specs: str, columns: Columns = Columns()):
+        self.specs = specs
+        self.columns = columns
+        files = [f for spec in specs.split(",") if spec.strip() for f in resolve_data_files(spec.strip())]
+        if not files:
+            raise DataSpecError(f"dataset spec {specs!r} names no files")
+        self._files = [_ParquetFile(f, columns) if f.suffix == ".parquet" else _JsonlFile(f) for f in files]
+        self._starts = np.cumsum([0] + [f.length for f in self._files])
+        if self._starts[-1] == 0:
+            raise DataSpecError(f"dataset spec {specs!r}: the files {[str(f) for f in files]} hold no records")
+
+    @property
+    def files(self) -> list[Path]:
+        return [f.path for f in self._files]
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, index: int) -> RawRecord:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"record index {index} out of range [0, {len(self)})")
+        file = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self._files[file].record(index - int(self._starts[file]), self.columns)
+
+    def __repr__(self) -> str:
+        return f"RecordSource({self.specs!r}, {len(self)} records)"

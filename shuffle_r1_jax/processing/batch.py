@@ -1,0 +1,143 @@
+"""Prompt batches: left padding to a length bucket, images laid out in buckets, `ModelInputs` for the model.
+
+Shapes are bounded by buckets so the number of compilations stays small: the prompt length is padded to the
+smallest configured length bucket that fits the longest prompt; the vision batch's image rows and windows per
+image are padded to the smallest configured bucket that fits (above the largest configured bucket, or with no
+list configured, to the next power of two).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from shuffle_r1_jax.models.qwen2_5_vl.layout import windows_of_grid
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, prepare_inputs
+from shuffle_r1_jax.processing.prompts import EncodedPrompt
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketConfig:
+    """prompt_lengths: padded prompt lengths (ascending; the largest bounds max_prompt_length).
+    images: image-row counts of the vision batch; windows: attention windows per image row (None: powers of 2).
+    """
+
+    prompt_lengths: tuple[int, ...] = (256, 512, 1024, 2048)
+    images: tuple[int, ...] | None = None
+    windows: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        for name in ("prompt_lengths", "images", "windows"):
+            value = getattr(self, name)
+            if value is None and name != "prompt_lengths":
+                continue
+            if not value or any(int(v) <= 0 for v in value) or list(value) != sorted(set(value)):
+                raise ValueError(f"buckets.{name} = {value!r} must be a non-empty ascending list of positive integers")
+
+    @property
+    def max_prompt_length(self) -> int:
+        return self.prompt_lengths[-1]
+
+
+def pick_bucket(value: int, buckets: Sequence[int] | None) -> int:
+    """The smallest bucket >= value; beyond the list (or with none), the next power of two >= value."""
+    for bucket in buckets or ():
+        if bucket >= value:
+            return int(bucket)
+    return 1 << max(0, int(value) - 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptExample:
+    """An encoded prompt with the record's raw strings (answer for the reward, problem and source for logs)."""
+
+    prompt: EncodedPrompt
+    problem: str
+    answer: str
+    data_source: str
+    record_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptBatch:
+    """A batch of left-padded prompts.
+
+    inputs: `ModelInputs` of numpy arrays (input_ids/attention_mask `int32[B, S]` with S a length bucket,
+      position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed image rows and
+      windows, image_token_slot `int32[B, S]`); vision fields are None when the batch has no image.
+    prompt_lengths: `int32[B]` valid (unpadded) tokens per prompt.
+    problems, answers, data_sources, record_ids: per prompt, in batch order.
+    """
+
+    inputs: ModelInputs
+    prompt_lengths: np.ndarray
+    problems: tuple[str, ...]
+    answers: tuple[str, ...]
+    data_sources: tuple[str, ...]
+    record_ids: tuple[str, ...]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.inputs.input_ids.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.inputs.input_ids.shape[1])
+
+
+def left_pad(sequences: Sequence[np.ndarray], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-aligns `int[L_i]` sequences in `int32[B, length]` filled with pad_id; returns (ids, mask)."""
+    ids = np.full((len(sequences), length), pad_id, np.int32)
+    mask = np.zeros((len(sequences), length), np.int32)
+    for row, seq in enumerate(sequences):
+        if len(seq) > length:
+            raise ValueError(f"prompt {row} has {len(seq)} tokens, longer than the padded length {length}")
+        if len(seq):
+            ids[row, length - len(seq) :] = seq
+            mask[row, length - len(seq) :] = 1
+    return ids, mask
+
+
+def collate_prompts(
+    examples: Sequence[PromptExample], config: Qwen25VLConfig, buckets: BucketConfig, pad_token_id: int
+) -> PromptBatch:
+    """Left-pads the prompts to a length bucket and lays out all their images for one vision call.
+
+    Raises ValueError when a prompt is longer than the largest length bucket (the data pipeline filters those
+    out beforehand as "prompt_too_long" records).
+    """
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    prompts = [e.prompt for e in examples]
+    lengths = np.asarray([len(p.input_ids) for p in prompts], np.int32)
+    if lengths.max() > buckets.max_prompt_length:
+        raise ValueError(
+            f"a prompt has {int(lengths.max())} tokens, over the largest length bucket {buckets.max_prompt_length}"
+        )
+    length = pick_bucket(int(lengths.max()), buckets.prompt_lengths)
+    ids, mask = left_pad([p.input_ids for p in prompts], length, pad_token_id)
+    grids = np.concatenate([p.image_grid_thw.reshape(-1, 3) for p in prompts]).astype(np.int64)
+    if len(grids):
+        windows = max(int(np.prod(windows_of_grid(int(h), int(w), config.vision))) for _, h, w in grids)
+        inputs = prepare_inputs(
+            config,
+            ids,
+            mask,
+            np.concatenate([p.pixel_values for p in prompts if len(p.pixel_values)]),
+            grids,
+            images_bucket=pick_bucket(len(grids), buckets.images),
+            windows_bucket=pick_bucket(windows, buckets.windows),
+        )
+    else:
+        inputs = prepare_inputs(config, ids, mask)
+    return PromptBatch(
+        inputs=inputs,
+        prompt_lengths=lengths,
+        problems=tuple(e.problem for e in examples),
+        answers=tuple(e.answer for e in examples),
+        data_sources=tuple(e.data_source for e in examples),
+        record_ids=tuple(e.record_id for e in examples),
+    )

@@ -1,0 +1,243 @@
+"""Prompts: the format around a problem, the chat template, and image-token expansion.
+
+A problem string (EasyR1 layout) holds one `<image>` placeholder per image. Encoding a problem:
+  1. the prompt format wraps it (`math`: the problem, then the spec's instruction to think in <think> tags and
+     answer in \\boxed{}; `r1v`: think in <think>, answer in <answer> tags; `none`: the problem unchanged; or a
+     template given inline or as a file);
+  2. the text is split at the placeholders into a user message of text and image parts (images before the text
+     when the problem has no placeholder), and the checkpoint's tokenizer applies its chat template with the
+     generation prompt; the template renders each image as `<|vision_start|><|image_pad|><|vision_end|>`;
+  3. the images are resized and patchified (`preprocess_images`) and each `<|image_pad|>` token is expanded to
+     the image's number of merged patches (t * h * w / merge**2 for its grid).
+
+Templates use EasyR1's placeholder syntax: `{{ content }}` or `{{ content | trim }}`, exactly once, and no
+other template syntax; a file holding such a template (for example EasyR1's math.jinja) works unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from transformers import AutoTokenizer
+
+from shuffle_r1_jax.models.qwen2_5_vl.config import load_config
+from shuffle_r1_jax.processing.image import ImagePreprocessConfig, load_image_config, preprocess_images
+
+IMAGE_PLACEHOLDER = "<image>"
+IMAGE_PAD_TOKEN = "<|image_pad|>"
+
+MATH_INSTRUCTION = (
+    " You FIRST think about the reasoning process as an internal monologue and then provide the final "
+    "answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST BE "
+    "put in \\boxed{}."
+)
+R1V_INSTRUCTION = (
+    " Reason about the question step by step before answering. Write the reasoning inside <think> </think> "
+    "tags, then give only the final answer inside <answer> </answer> tags, as in "
+    "<think> reasoning </think> <answer> answer </answer>."
+)
+
+_PLACEHOLDER = re.compile(r"\{\{\s*content\s*(\|\s*trim\s*)?\}\}")
+_OTHER_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
+
+BUILTIN_FORMATS = {
+    "math": "{{ content | trim }}" + MATH_INSTRUCTION,
+    "r1v": "{{ content | trim }}" + R1V_INSTRUCTION,
+    "none": "{{ content }}",
+}
+
+
+class PromptError(ValueError):
+    """A problem cannot become a prompt. `reason` is a short key (for counting); the message says why."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptFormat:
+    """A named template with one `{{ content }}` / `{{ content | trim }}` placeholder."""
+
+    name: str
+    template: str
+
+    def __post_init__(self):
+        found = _PLACEHOLDER.findall(self.template)
+        if len(found) != 1:
+            raise ValueError(
+                f"prompt format {self.name!r}: the template must contain the placeholder '{{{{ content }}}}' "
+                f"(or '{{{{ content | trim }}}}') exactly once; found {len(found)} in {self.template!r}"
+            )
+        rest = _PLACEHOLDER.sub("", self.template)
+        if _OTHER_SYNTAX.search(rest):
+            raise ValueError(
+                f"prompt format {self.name!r}: only the content placeholder is supported, but the template has "
+                f"other template syntax: {self.template!r}"
+            )
+
+    def apply(self, problem: str) -> str:
+        """The problem wrapped by the template (`| trim` strips surrounding whitespace first)."""
+        return _PLACEHOLDER.sub(lambda m: problem.strip() if m.group(1) else problem, self.template)
+
+
+def load_prompt_format(spec: str) -> PromptFormat:
+    """A prompt format from a config string.
+
+    spec: a built-in name ("math", "r1v", "none"), a path to a template file, or an inline template containing
+    the placeholder. Raises ValueError naming the spec when it is none of these.
+    """
+    if spec in BUILTIN_FORMATS:
+        return PromptFormat(spec, BUILTIN_FORMATS[spec])
+    if _PLACEHOLDER.search(spec):
+        return PromptFormat("inline", spec)
+    path = Path(os.path.expanduser(spec))
+    if path.is_file():
+        return PromptFormat(str(path), path.read_text().rstrip("\n"))
+    raise ValueError(
+        f"prompt format {spec!r} is not a built-in format {sorted(BUILTIN_FORMATS)}, an existing template file, "
+        "or an inline template with '{{ content }}'"
+    )
+
+
+def chat_messages(text: str, num_images: int, system_prompt: str | None = None) -> list[dict]:
+    """The chat messages of one prompt: an optional system message and a user message of text/image parts.
+
+    The text is split at `<image>`; with no placeholder the images come first. Raises `PromptError`
+    ("image_count_mismatch") when placeholders and images differ in number.
+    """
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    placeholders = len(pieces) - 1
+    if placeholders == 0:
+        pieces = [""] * num_images + [text]
+    elif placeholders != num_images:
+        raise PromptError(
+            "image_count_mismatch",
+            f"the problem has {placeholders} '{IMAGE_PLACEHOLDER}' placeholders but the record has {num_images} images",
+        )
+    content: list[dict] = []
+    for i, piece in enumerate(pieces):
+        if i > 0:
+            content.append({"type": "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    return messages + [{"role": "user", "content": content}]
+
+
+def expand_image_tokens(input_ids: np.ndarray, image_token_id: int, tokens_per_image: Sequence[int]) -> np.ndarray:
+    """Repeats the i-th `image_token_id` of `input_ids` `int[L]` tokens_per_image[i] times; returns int32.
+
+    Raises `PromptError` ("image_count_mismatch") when the number of image tokens is not len(tokens_per_image).
+    """
+    input_ids = np.asarray(input_ids, np.int32)
+    is_image = input_ids == image_token_id
+    if int(is_image.sum()) != len(tokens_per_image):
+        raise PromptError(
+            "image_count_mismatch",
+            f"the templated prompt has {int(is_image.sum())} image tokens (id {image_token_id}) for "
+            f"{len(tokens_per_image)} images (does the problem text contain '{IMAGE_PAD_TOKEN}', or does the chat "
+            "template not render image parts?)",
+        )
+    repeats = np.ones(input_ids.shape, np.int64)
+    repeats[is_image] = tokens_per_image
+    return np.repeat(input_ids, repeats)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedPrompt:
+    """One prompt ready for batching.
+
+    input_ids: `int32[L]` (image tokens expanded); pixel_values: `float32[patches, patch_dim]` (the images'
+    patches concatenated); image_grid_thw: `int64[images, 3]`.
+    """
+
+    input_ids: np.ndarray
+    pixel_values: np.ndarray
+    image_grid_thw: np.ndarray
+
+
+class PromptEncoder:
+    """Turns (problem, images) into an `EncodedPrompt` with a checkpoint's tokenizer and chat template.
+
+    Thread-safe: tokenization is serialised by a lock (image work runs in parallel), so a data pipeline can
+    call `encode` from several threads.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        image_token_id: int,
+        *,
+        prompt_format: PromptFormat | str = "math",
+        image_config: ImagePreprocessConfig = ImagePreprocessConfig(),
+        max_prompt_length: int = 2048,
+        system_prompt: str | None = None,
+    ):
+        """tokenizer: a transformers tokenizer with a chat template; image_token_id: the model's image token id."""
+        self.tokenizer = tokenizer
+        self.image_token_id = int(image_token_id)
+        self.prompt_format = load_prompt_format(prompt_format) if isinstance(prompt_format, str) else prompt_format
+        self.image_config = image_config
+        self.max_prompt_length = int(max_prompt_length)
+        self.system_prompt = system_prompt
+        self._lock = threading.Lock()
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                "the tokenizer has no chat_template; prompts need one (tokenizer_config / chat_template.jinja)"
+            )
+        pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN)
+        if pad_id != self.image_token_id:
+            raise ValueError(
+                f"the tokenizer maps {IMAGE_PAD_TOKEN} to id {pad_id}, but the model's image_token_id is "
+                f"{self.image_token_id}: tokenizer and checkpoint do not belong together"
+            )
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; left padding needs one")
+        self.pad_token_id = int(tokenizer.pad_token_id)
+        if self.max_prompt_length <= 0:
+            raise ValueError(f"max_prompt_length = {self.max_prompt_length} must be positive")
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint_dir: str | os.PathLike, image_config: ImagePreprocessConfig | None = None, **kwargs
+    ) -> "PromptEncoder":
+        """An encoder with a checkpoint's tokenizer (`AutoTokenizer.from_pretrained`), image token id
+        (config.json) and, unless `image_config` is given, its preprocessor_config.json settings."""
+        if image_config is None:
+            image_config = load_image_config(checkpoint_dir)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
+        return cls(tokenizer, load_config(checkpoint_dir).image_token_id, image_config=image_config, **kwargs)
+
+    def prompt_text(self, problem: str, num_images: int) -> str:
+        """The chat-templated prompt text (one `<|image_pad|>` per image, generation prompt appended)."""
+        messages = chat_messages(self.prompt_format.apply(problem), num_images, self.system_prompt)
+        with self._lock:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, problem: str, images: Sequence[Image.Image]) -> EncodedPrompt:
+        """Encodes one prompt. Raises `PromptError` with reason "image_count_mismatch", "bad_image" (the image
+        cannot be resized, e.g. aspect ratio over 200) or "prompt_too_long" (over max_prompt_length tokens)."""
+        text = self.prompt_text(problem, len(images))
+        try:
+            pixel_values, grid = preprocess_images(images, self.image_config)
+        except ValueError as err:
+            raise PromptError("bad_image", f"image preprocessing failed: {err}") from err
+        with self._lock:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        merge = self.image_config.merge_size**2
+        input_ids = expand_image_tokens(np.asarray(ids), self.image_token_id, [int(g.prod()) // merge for g in grid])
+        if len(input_ids) > self.max_prompt_length:
+            raise PromptError(
+                "prompt_too_long",
+                f"the prompt has {len(input_ids)} tokens after image expansion, over max_prompt_length = "
+                f"{self.max_prompt_length}",
+            )
+        return EncodedPrompt(input_ids, pixel_values, grid)

@@ -1,0 +1,135 @@
+"""The prompt batch pipeline: bad-record counting, resumable state, per-process sharding, determinism."""
+
+import collections
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shuffle_r1_jax.data.pipeline import BadRecordError, PipelineConfig, prompt_batches, steps_per_epoch
+from shuffle_r1_jax.models.qwen2_5_vl import load_config
+from shuffle_r1_jax.processing.batch import BucketConfig
+from shuffle_r1_jax.processing.prompts import PromptEncoder
+from tests.tiny_assets import IMAGE_CONFIG
+
+BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), images=(4, 8), windows=(1, 4))
+NUM_TRAIN = 30
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_checkpoint):
+    return PromptEncoder.from_checkpoint(tiny_checkpoint, image_config=IMAGE_CONFIG, max_prompt_length=256)
+
+
+@pytest.fixture(scope="module")
+def model_config(tiny_checkpoint):
+    return load_config(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def corrupted(synthetic_data, tmp_path_factory):
+    """train.parquet with row 1: undecodable image, row 2: null answer, row 3: empty answer, row 4: too long."""
+    rows = pq.read_table(synthetic_data / "train.parquet").to_pylist()
+    rows[1]["images"] = [{"bytes": b"\x89PNG but not really", "path": None}]
+    rows[2]["answer"] = None
+    rows[3]["answer"] = "  "
+    rows[4]["problem"] = rows[4]["problem"] + " and then" * 200
+    path = tmp_path_factory.mktemp("corrupted") / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(synthetic_data / "train.parquet")), path)
+    return path
+
+
+def _pipeline(data, encoder, model_config, **kwargs):
+    return prompt_batches(str(data), encoder, model_config, PipelineConfig(**kwargs), buckets=BUCKETS)
+
+
+def _record_ids(iterator, num_batches=None):
+    ids = []
+    for i, batch in enumerate(iterator):
+        ids.extend(batch.record_ids)
+        if num_batches is not None and i + 1 == num_batches:
+            break
+    return ids
+
+
+def test_bad_records_are_counted_and_skipped(corrupted, encoder, model_config):
+    iterator = _pipeline(corrupted, encoder, model_config, batch_size=4, num_epochs=1, drop_remainder=False, seed=3)
+    ids = _record_ids(iterator)
+    rows = sorted(int(i.rsplit(" ", 1)[1]) for i in ids)
+    assert rows == [0] + list(range(5, NUM_TRAIN))
+    counts = iterator.counts()
+    assert counts["bad_records/bad_image"] == 1
+    assert counts["bad_records/missing_column"] == 1
+    assert counts["bad_records/empty_answer"] == 1
+    assert counts["bad_records/prompt_too_long"] == 1
+    assert counts["bad_records/total"] == 4
+    assert (counts["records_read"], counts["records_used"], counts["batches"]) == (NUM_TRAIN, NUM_TRAIN - 4, 7)
+
+
+def test_bad_record_stops_the_run_when_configured(corrupted, encoder, model_config):
+    iterator = _pipeline(corrupted, encoder, model_config, batch_size=4, shuffle=False, on_bad_record="error")
+    with pytest.raises(BadRecordError, match=rf"bad record {corrupted} row 1: bad_image: image 0: cannot decode image"):
+        next(iterator)
+    assert iterator.counts()["bad_records/bad_image"] == 1
+
+
+def test_state_round_trip_resumes_exactly(corrupted, encoder, model_config):
+    config = dict(batch_size=4, seed=1)
+    original = _pipeline(corrupted, encoder, model_config, **config)
+    _record_ids(original, num_batches=5)
+    state = json.loads(json.dumps(original.get_state()))
+    counts_at_state = original.counts()
+    assert 0 < counts_at_state["bad_records/total"] < 4  # bad records before and after the saved position
+    expected = [next(original) for _ in range(4)]  # crosses the epoch boundary (30 records)
+    resumed = _pipeline(corrupted, encoder, model_config, **config)
+    resumed.set_state(state)
+    assert resumed.counts() == counts_at_state
+    for want in expected:
+        got = next(resumed)
+        assert got.record_ids == want.record_ids
+        np.testing.assert_array_equal(got.inputs.input_ids, want.inputs.input_ids)
+        np.testing.assert_array_equal(got.inputs.vision.patches, want.inputs.vision.patches)
+    assert resumed.counts() == original.counts()
+    assert original.counts()["records_read"] > NUM_TRAIN
+    with pytest.raises(ValueError, match=rf"differ in \{{'seed': \({config['seed']}, 12\)\}}"):
+        _pipeline(corrupted, encoder, model_config, batch_size=4, seed=12).set_state(state)
+
+
+def test_processes_share_the_stream_exactly_once(synthetic_data, encoder, model_config):
+    spec = f"{synthetic_data}@train"
+    per_process = [
+        _record_ids(_pipeline(spec, encoder, model_config, batch_size=4, num_epochs=2, drop_remainder=False,
+                              seed=5, process_index=p, process_count=2))
+        for p in range(2)
+    ]
+    assert len(per_process[0]) == len(per_process[1]) == NUM_TRAIN
+    first_epoch = per_process[0][: NUM_TRAIN // 2] + per_process[1][: NUM_TRAIN // 2]
+    assert len(set(first_epoch)) == NUM_TRAIN
+    assert collections.Counter(per_process[0] + per_process[1]) == {i: 2 for i in first_epoch}
+    assert steps_per_epoch(NUM_TRAIN, PipelineConfig(batch_size=4, process_count=2)) == 3
+
+
+def test_deterministic_for_a_seed(synthetic_data, encoder, model_config):
+    spec = f"{synthetic_data}@train"
+
+    def order(seed):
+        return _record_ids(_pipeline(spec, encoder, model_config, batch_size=5, num_epochs=2, seed=seed))
+
+    first = order(1)
+    assert first == order(1) and first != order(2)
+    epoch0, epoch1 = first[:NUM_TRAIN], first[NUM_TRAIN:]
+    assert sorted(epoch0) == sorted(epoch1) and len(set(epoch0)) == NUM_TRAIN and epoch0 != epoch1
+    unshuffled = _record_ids(_pipeline(spec, encoder, model_config, batch_size=5, num_epochs=1, shuffle=False))
+    assert [int(i.rsplit(" ", 1)[1]) for i in unshuffled] == list(range(NUM_TRAIN))
+
+
+def test_config_errors(synthetic_data, encoder, model_config):
+    with pytest.raises(ValueError, match="data.on_bad_record = 'ignore'"):
+        PipelineConfig(batch_size=2, on_bad_record="ignore")
+    with pytest.raises(ValueError, match=r"data.process_index = 2 must be in \[0, process_count = 2\)"):
+        PipelineConfig(batch_size=2, process_index=2, process_count=2)
+    with pytest.raises(ValueError, match="exceeds the largest prompt length bucket 128"):
+        prompt_batches(f"{synthetic_data}@train", encoder, model_config, PipelineConfig(batch_size=2),
+                       buckets=BucketConfig(prompt_lengths=(64, 128)))

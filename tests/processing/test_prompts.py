@@ -1,0 +1,106 @@
+"""Prompt formats, chat messages, image-token expansion and the encoder with the tiny checkpoint's tokenizer."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import AutoTokenizer
+
+from shuffle_r1_jax.processing import prompts
+from shuffle_r1_jax.processing.image import num_image_tokens
+from shuffle_r1_jax.processing.prompts import (
+    PromptEncoder,
+    PromptError,
+    chat_messages,
+    expand_image_tokens,
+    load_prompt_format,
+)
+from tests.tiny_assets import IMAGE_CONFIG
+
+SPEC_MATH_INSTRUCTION = (
+    " You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "
+    "The reasoning process MUST BE enclosed within <think> </think> tags. The final answer MUST BE put in \\boxed{}."
+)
+
+
+def test_builtin_formats():
+    assert prompts.MATH_INSTRUCTION == SPEC_MATH_INSTRUCTION
+    assert load_prompt_format("math").apply("  <image>What is 2+2? \n") == "<image>What is 2+2?" + SPEC_MATH_INSTRUCTION
+    r1v = load_prompt_format("r1v").apply("Which one?")
+    assert r1v.startswith("Which one? ") and "<think> </think>" in r1v and "<answer> </answer>" in r1v
+    assert load_prompt_format("none").apply(" as is ") == " as is "
+
+
+def test_formats_from_strings_and_files(tmp_path):
+    assert load_prompt_format("Q: {{content}} A:").apply("x") == "Q: x A:"
+    file = tmp_path / "math.jinja"
+    file.write_text("{{ content | trim }} Put the answer in \\boxed{}.\n")
+    fmt = load_prompt_format(str(file))
+    assert fmt.name == str(file) and fmt.apply(" 1+1 ") == "1+1 Put the answer in \\boxed{}."
+    with pytest.raises(ValueError, match="'mathh' is not a built-in format"):
+        load_prompt_format("mathh")
+    (tmp_path / "two.jinja").write_text("{{ content }} and {{ content }}")
+    with pytest.raises(ValueError, match="exactly once; found 2"):
+        load_prompt_format(str(tmp_path / "two.jinja"))
+    with pytest.raises(ValueError, match="other template syntax"):
+        load_prompt_format("{% if x %}{{ content }}{% endif %}")
+
+
+def test_chat_messages():
+    (user,) = chat_messages("<image>Compare with <image> please", 2)
+    assert user["content"] == [
+        {"type": "image"}, {"type": "text", "text": "Compare with "},
+        {"type": "image"}, {"type": "text", "text": " please"},
+    ]
+    system, user = chat_messages("No placeholder", 1, system_prompt="Be brief.")
+    assert system == {"role": "system", "content": "Be brief."}
+    assert user["content"] == [{"type": "image"}, {"type": "text", "text": "No placeholder"}]
+    with pytest.raises(PromptError, match="2 '<image>' placeholders but the record has 1 images") as err:
+        chat_messages("<image><image>", 1)
+    assert err.value.reason == "image_count_mismatch"
+
+
+def test_expand_image_tokens():
+    ids = expand_image_tokens(np.array([1, 9, 2, 9, 3]), 9, [2, 3])
+    np.testing.assert_array_equal(ids, [1, 9, 9, 2, 9, 9, 9, 3])
+    assert ids.dtype == np.int32
+    with pytest.raises(PromptError, match="2 image tokens"):
+        expand_image_tokens(np.array([9, 9]), 9, [4])
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_checkpoint):
+    encoder = PromptEncoder.from_checkpoint(tiny_checkpoint, max_prompt_length=300)
+    assert encoder.image_config == IMAGE_CONFIG  # read from the checkpoint's preprocessor_config.json
+    return encoder
+
+
+def test_encoder_expands_each_image(encoder):
+    tokenizer = encoder.tokenizer
+    images = [Image.new("RGB", (112, 84), "red"), Image.new("RGB", (60, 60), "blue")]
+    encoded = encoder.encode("<image> left, <image> right: which is red?", images)
+    expected = [num_image_tokens(img.height, img.width, IMAGE_CONFIG) for img in images]
+    assert expected == [12, 4]
+    ids = encoded.input_ids
+    assert int((ids == encoder.image_token_id).sum()) == sum(expected)
+    assert encoded.image_grid_thw.tolist() == [[1, 6, 8], [1, 4, 4]]
+    assert encoded.pixel_values.shape == (6 * 8 + 4 * 4, 1176)
+    text = tokenizer.decode(ids.tolist())
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    assert ("<|vision_start|>" + "<|image_pad|>" * 12 + "<|vision_end|> left, ") in text
+    assert text.count(prompts.MATH_INSTRUCTION) == 1
+
+
+def test_encoder_errors(encoder, tiny_checkpoint):
+    red = Image.new("RGB", (56, 56), "red")
+    with pytest.raises(PromptError, match="over max_prompt_length = 300") as err:
+        encoder.encode("<image>" + "many words " * 200, [red])
+    assert err.value.reason == "prompt_too_long"
+    with pytest.raises(PromptError) as err:
+        encoder.encode("<image> and <|image_pad|> in the text", [red])
+    assert err.value.reason == "image_count_mismatch"
+    with pytest.raises(PromptError, match="aspect ratio") as err:
+        encoder.encode("<image>thin", [Image.new("RGB", (5000, 20))])
+    assert err.value.reason == "bad_image"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    with pytest.raises(ValueError, match="maps <\\|image_pad\\|> to id 5, but the model's image_token_id is 6"):
+        PromptEncoder(tokenizer, 6)
