@@ -43,6 +43,12 @@ QUESTIONS = {
     "position": "Is the circle left or right of the square?",
     "count": "How many red shapes are in the image?",
 }
+TASK_ANSWERS = {
+    "color": EASY_COLORS,
+    "larger": ("circle", "square"),
+    "position": ("left", "right"),
+    "count": ("1", "2", "3", "4"),
+}
 DIFFICULTY_TASKS = {0: ("color",), 1: ("larger", "position"), 2: ("count",)}
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
 GAP = 2
@@ -99,16 +105,7 @@ class SyntheticSample:
     @property
     def reference_response(self) -> str:
         """A correct, well-formatted response (for tokenizer corpora and sanity checks)."""
-        if self.task == "color":
-            thought = f"the shape is {self.answer}"
-        elif self.task == "larger":
-            other = "square" if self.answer == "circle" else "circle"
-            thought = f"the {self.answer} is larger than the {other}"
-        elif self.task == "position":
-            thought = f"the circle is {self.answer} of the square"
-        else:
-            thought = f"there are {self.answer} red shapes"
-        return f"<think> {thought} </think> \\boxed{{{self.answer}}}"
+        return response_text(self.task, self.answer)
 
 
 def render(shapes: Sequence[Shape], image_size: int) -> Image.Image:
@@ -239,6 +236,28 @@ def generate_samples(
         generate_sample(np.random.default_rng([seed, split, index]), int(level), image_size)
         for index, level in enumerate(difficulties)
     ]
+
+
+def response_text(task: str, answer: str) -> str:
+    """A well-formatted response to a `task` question that gives `answer` (right or wrong)."""
+    if task == "color":
+        thought = f"the shape is {answer}"
+    elif task == "larger":
+        other = "square" if answer == "circle" else "circle"
+        thought = f"the {answer} is larger than the {other}"
+    elif task == "position":
+        thought = f"the circle is {answer} of the square"
+    else:
+        thought = f"there are {answer} red shapes"
+    return f"<think> {thought} </think> \\boxed{{{answer}}}"
+
+
+def task_of_problem(problem: str) -> str:
+    """The task whose question `problem` asks (ValueError if none)."""
+    for task, question in QUESTIONS.items():
+        if problem.endswith(question):
+            return task
+    raise ValueError(f"not a synthetic-task problem: {problem!r}")
 
 
 def scene_json(sample: SyntheticSample) -> str:

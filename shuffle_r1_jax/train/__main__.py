@@ -1,0 +1,54 @@
+"""`python -m shuffle_r1_jax.train`: train a policy; with no flags, the demo (configs/demo.py).
+
+    python -m shuffle_r1_jax.train [--config configs/<name>.py] [--config.key=value ...] [--workdir DIR]
+
+Every config key is documented in shuffle_r1_jax/train/defaults.py. A workdir with a checkpoint resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from shuffle_r1_jax.train import defaults
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.abspath(defaults.__file__), "experiment config file (default: the demo)", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
+    from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
+    from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
+    from shuffle_r1_jax.train.settings import ConfigError
+    from shuffle_r1_jax.train.trainer import Trainer, write_summary
+
+    try:
+        trainer = Trainer(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, ModelConfigError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    write_summary(_WORKDIR.value, summary)
+    if summary.start_accuracy is not None:
+        print(
+            f"validation accuracy: {summary.start_accuracy:.3f} at the start -> {summary.end_accuracy:.3f} at step "
+            f"{summary.steps} (best {summary.best_accuracy:.3f}); workdir {_WORKDIR.value}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,429 @@
+"""Train-state checkpoints over orbax: parameters, optimizer state, step, RNG key, data position, best score.
+
+One checkpoint is one orbax step directory `<directory>/<step>/` with three items:
+
+- `params`: the model parameters as a nested dict of arrays (an `nnx.State` is saved through its pure dict),
+- `opt_state`: the optax state's array leaves, named by their pytree paths (empty states such as
+  `optax.EmptyState` or `optax.MaskedNode` hold no arrays and come back from the restore target's structure;
+  the item is left out when the optimizer state has no arrays at all),
+- `meta`: JSON with the step, the RNG key (implementation name and key data), the data-iterator state and the
+  best validation score so far.
+
+Atomicity: orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it to `<step>` once every item
+is complete, so a process killed at any moment leaves either a complete step or a temporary directory that
+listing ignores (and that the next `TrainCheckpointer` removes). Retention deletes old steps by renaming them
+into `<directory>/_deleted/` first (an atomic rename, then removed here), so a kill during a deletion never
+leaves a half-deleted step under a step's name.
+
+Saves are asynchronous: `save` returns once the arrays are copied off the devices (the caller may then donate or
+overwrite them) and the files are written in the background. `restore`, `close` and the next `save` wait for a
+save in flight; call `close` (or use the checkpointer as a context manager) before the process exits.
+
+Multi-process: every process calls `save`/`restore` (orbax coordinates the writes); the JSON `meta` item is
+written by process 0, so `data_state` must describe the global data position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Literal, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+PyTree = Any
+Name = tuple[str, ...]
+
+_PARAMS = "params"
+_OPT_STATE = "opt_state"
+_META = "meta"
+_TRASH = "_deleted"
+_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredState:
+    """What `TrainCheckpointer.restore` returns.
+
+    params: the same type as the `abstract_params` target (an `nnx.State` or a dict) holding restored arrays.
+    opt_state: the optax state with the structure of `abstract_opt_state`, or None when that was None.
+    rng_key: a new-style `jax.random.key` with the saved implementation and key data.
+    """
+
+    step: int
+    params: PyTree
+    opt_state: PyTree | None
+    rng_key: jax.Array
+    data_state: dict
+    best_score: float | None
+
+
+class TrainCheckpointer:
+    """Saves and restores the RL trainer's state in `directory`, keeping the last `keep_last` steps plus the best.
+
+    keep_best: also keep the step whose `metrics[best_metric]` (as passed to `save`) is the best so far by
+    `best_mode` ("max" or "min"), however old; steps saved without that metric (or with NaN) never count as best.
+    """
+
+    def __init__(
+        self,
+        directory: str | epath.PathLike,
+        *,
+        keep_last: int = 3,
+        keep_best: bool = True,
+        best_metric: str = "val/accuracy",
+        best_mode: Literal["max", "min"] = "max",
+    ):
+        if not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        self._directory = epath.Path(directory).absolute()
+        self._keep_best = keep_best
+        self._best_metric = best_metric
+        self._best_mode = best_mode
+        self._purge_trash()
+        policies: list[ocp.checkpoint_managers.PreservationPolicy] = [ocp.checkpoint_managers.LatestN(n=keep_last)]
+        if keep_best:
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=self._score,
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            # best_fn makes orbax store the metrics with each step; the preservation policy alone decides retention.
+            best_fn=self._score if keep_best else None,
+            best_mode=best_mode,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            todelete_subdir=_TRASH,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=True,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self._directory,
+            options=options,
+            item_handlers={
+                _PARAMS: ocp.StandardCheckpointHandler(),
+                _OPT_STATE: ocp.StandardCheckpointHandler(),
+                _META: ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    @property
+    def directory(self) -> epath.Path:
+        return self._directory
+
+    def save(
+        self,
+        step: int,
+        params: PyTree,
+        opt_state: PyTree,
+        rng_key: jax.Array,
+        data_state: dict,
+        best_score: float | None,
+        metrics: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Starts an asynchronous save of step `step`; returns whether a save was started.
+
+        A step at or below the latest saved step is skipped (returns False) unless `force`, which saves it anyway
+        (orbax's `StepAlreadyExistsError` if that step exists). `metrics` (scalars) are stored with the step and
+        rank it for `keep_best`. Waits for the previous save to finish first.
+        """
+        if not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        step = int(step)
+        params_tree = _nest(_named_leaves(_pure(params), "params")[0])
+        opt_names = _named_leaves(opt_state, "opt_state")[0]
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "step": step,
+            "rng_key": _key_to_json(rng_key),
+            "data_state": _checked_json(data_state, "data_state"),
+            "best_score": _checked_best_score(best_score),
+            "has_opt_state": bool(opt_names),
+        }
+        items = {_PARAMS: ocp.args.StandardSave(params_tree), _META: ocp.args.JsonSave(meta)}
+        if opt_names:
+            items[_OPT_STATE] = ocp.args.StandardSave(_nest(opt_names))
+        self.wait_until_finished()
+        return self._manager.save(
+            step,
+            args=ocp.args.Composite(**items),
+            metrics=_scalar_metrics(metrics) if self._keep_best else None,
+            force=force,
+        )
+
+    def restore(
+        self,
+        step: int | None = None,
+        *,
+        abstract_params: PyTree,
+        abstract_opt_state: PyTree | None,
+    ) -> RestoredState:
+        """Restores `step` (default: the latest complete one) onto the given targets.
+
+        The targets' leaves are `jax.ShapeDtypeStruct`s (from `jax.eval_shape` / `nnx.eval_shape`) or arrays;
+        restored arrays take their shapes, dtypes (saved values are cast) and `.sharding`; a leaf without a
+        sharding gets the one it was saved with (orbax's sharding metadata: the same devices must exist).
+        `abstract_opt_state=None` skips the optimizer state.
+        """
+        self.wait_until_finished()
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no complete checkpoint in {self._directory} (incomplete saves are ignored)")
+        elif step not in self.all_steps():
+            raise FileNotFoundError(
+                f"no checkpoint for step {step} in {self._directory}; complete steps: {self.all_steps()}"
+            )
+        item_metadata = self._manager.metadata(step).item_metadata
+        meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+
+        params_leaves, params_def = _named_leaves(_pure(abstract_params), "abstract_params")
+        _check_against_checkpoint(params_leaves, _saved_shapes(item_metadata[_PARAMS]), "parameter", step)
+        targets = {_PARAMS: ocp.args.StandardRestore(_nest(_restore_targets(params_leaves, "parameter")))}
+        opt_leaves: list[tuple[Name, Any]] = []
+        if abstract_opt_state is not None:
+            opt_leaves, opt_def = _named_leaves(abstract_opt_state, "abstract_opt_state")
+            saved_opt = _saved_shapes(item_metadata[_OPT_STATE]) if meta["has_opt_state"] else {}
+            _check_against_checkpoint(opt_leaves, saved_opt, "optimizer state leaf", step)
+            if opt_leaves:
+                opt_targets = _nest(_restore_targets(opt_leaves, "optimizer state leaf"))
+                targets[_OPT_STATE] = ocp.args.StandardRestore(opt_targets)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**targets))
+
+        params = _rebuild(abstract_params, params_def, params_leaves, restored[_PARAMS])
+        opt_state = None
+        if abstract_opt_state is not None:
+            opt_state = opt_def.unflatten([_lookup(restored[_OPT_STATE], name) for name, _ in opt_leaves])
+        return RestoredState(
+            step=step,
+            params=params,
+            opt_state=opt_state,
+            rng_key=_key_from_json(meta["rng_key"]),
+            data_state=meta["data_state"],
+            best_score=meta["best_score"],
+        )
+
+    def latest_step(self) -> int | None:
+        """The latest saved step (one still being written asynchronously counts; `restore` waits for it), or None."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The saved steps, ascending (one still being written asynchronously included)."""
+        return sorted(self._manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The kept step with the best `best_metric`, or None (keep_best off, or no step has the metric)."""
+        if not self._keep_best:
+            return None
+        self.wait_until_finished()
+        scored = [(step, self._score(self._manager.metrics(step))) for step in self.all_steps()]
+        scored = [(step, score) for step, score in scored if math.isfinite(score)]
+        if not scored:
+            return None
+        pick = max if self._best_mode == "max" else min
+        return pick(scored, key=lambda item: item[1])[0]
+
+    def metrics(self, step: int) -> dict[str, float] | None:
+        """The metrics stored with `step` (None when keep_best is off or none were stored)."""
+        if not self._keep_best:
+            return None
+        self.wait_until_finished()
+        return self._manager.metrics(step)
+
+    def wait_until_finished(self) -> None:
+        """Blocks until a save in flight (and the deletions it triggers) is complete."""
+        self._manager.wait_until_finished()
+        self._purge_trash()
+
+    def close(self) -> None:
+        """Waits for a save in flight, then releases orbax's resources."""
+        self._manager.close()
+        self._purge_trash()
+
+    def __enter__(self) -> TrainCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _score(self, metrics: Mapping[str, Any] | None) -> float:
+        """The ranking value of a step's metrics; a missing or NaN metric ranks worst."""
+        worst = -math.inf if self._best_mode == "max" else math.inf
+        value = (metrics or {}).get(self._best_metric)
+        if value is None or math.isnan(float(value)):
+            return worst
+        return float(value)
+
+    def _purge_trash(self) -> None:
+        trash = self._directory / _TRASH
+        if jax.process_index() == 0 and trash.exists():
+            trash.rmtree()
+
+
+def _pure(tree: PyTree) -> PyTree:
+    """An `nnx.State` as its pure dict of arrays; any other pytree as it is."""
+    return tree.to_pure_dict() if isinstance(tree, nnx.State) else tree
+
+
+def _key_name(entry: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def _named_leaves(tree: PyTree, what: str) -> tuple[list[tuple[Name, Any]], jax.tree_util.PyTreeDef]:
+    """The leaves of `tree` with their paths as tuples of strings, and the tree's structure."""
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    named = [(tuple(_key_name(entry) for entry in path), leaf) for path, leaf in with_paths]
+    seen: set[Name] = set()
+    for name, _ in named:
+        if not name:
+            raise ValueError(f"{what} must be a tree of arrays (a dict, State or optax state), not a single array")
+        if name in seen:
+            raise ValueError(f"{what}: two leaves share the path {'/'.join(name)!r}")
+        seen.add(name)
+    return named, treedef
+
+
+def _nest(named: list[tuple[Name, Any]]) -> dict:
+    nested: dict = {}
+    for name, value in named:
+        node = nested
+        for part in name[:-1]:
+            node = node.setdefault(part, {})
+        node[name[-1]] = value
+    return nested
+
+
+def _lookup(nested: Mapping, name: Name) -> Any:
+    for part in name:
+        nested = nested[part]
+    return nested
+
+
+def _flatten_nested(nested: Any, prefix: Name = ()) -> dict[Name, Any]:
+    if isinstance(nested, Mapping):
+        flat: dict[Name, Any] = {}
+        for key, value in nested.items():
+            flat.update(_flatten_nested(value, prefix + (str(key),)))
+        return flat
+    return {prefix: nested}
+
+
+def _saved_shapes(item_metadata: Any) -> dict[Name, tuple[int, ...]]:
+    tree = getattr(item_metadata, "tree", item_metadata)
+    return {name: tuple(meta.shape) for name, meta in _flatten_nested(tree).items()}
+
+
+def _check_against_checkpoint(
+    leaves: list[tuple[Name, Any]], saved: dict[Name, tuple[int, ...]], what: str, step: int
+) -> None:
+    """Raises a ValueError naming the first missing, extra or differently shaped leaf."""
+    expected = {name: tuple(leaf.shape) for name, leaf in leaves}
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {_names(missing)}")
+        if extra:
+            parts.append(f"in the checkpoint but not in the target: {_names(extra)}")
+        raise ValueError(f"the {what} paths of checkpoint step {step} do not match the target: " + "; ".join(parts))
+    for name, shape in expected.items():
+        if saved[name] != shape:
+            raise ValueError(
+                f"{what} {'/'.join(name)!r}: checkpoint step {step} has shape {saved[name]}, "
+                f"the target expects {shape}"
+            )
+
+
+def _names(names: list[Name], limit: int = 5) -> str:
+    shown = ", ".join(repr("/".join(name)) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _restore_targets(leaves: list[tuple[Name, Any]], what: str) -> list[tuple[Name, jax.ShapeDtypeStruct]]:
+    targets = []
+    for name, leaf in leaves:
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(getattr(sharding, "mesh", None), jax.sharding.AbstractMesh):
+            raise ValueError(
+                f"{what} {'/'.join(name)!r}: its sharding {sharding} is over an abstract mesh; give a target whose "
+                "sharding names devices (the arrays themselves, or jax.ShapeDtypeStruct(..., sharding=NamedSharding"
+                "(mesh, spec)) with a concrete mesh)"
+            )
+        targets.append((name, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)))
+    return targets
+
+
+def _rebuild(abstract: PyTree, treedef: jax.tree_util.PyTreeDef, leaves: list[tuple[Name, Any]], restored: Mapping):
+    pure = treedef.unflatten([_lookup(restored, name) for name, _ in leaves])
+    if not isinstance(abstract, nnx.State):
+        return pure
+    state = jax.tree.map(lambda leaf: leaf, abstract)
+    nnx.replace_by_pure_dict(state, pure)
+    return state
+
+
+def _key_to_json(key: jax.Array) -> dict:
+    if not isinstance(key, jax.Array) or not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        raise TypeError(f"rng_key must be a new-style jax.random.key, got {type(key).__name__} {key!r}")
+    if key.shape != ():
+        raise ValueError(f"rng_key must be a single key (shape ()), got shape {key.shape}")
+    data = jax.random.key_data(key)
+    if not data.is_fully_replicated:
+        raise ValueError(f"rng_key must be replicated, got sharding {data.sharding}")
+    return {"impl": str(jax.random.key_impl(key)), "data": np.asarray(data.addressable_data(0)).tolist()}
+
+
+def _key_from_json(saved: Mapping) -> jax.Array:
+    return jax.random.wrap_key_data(jnp.asarray(saved["data"], dtype=jnp.uint32), impl=saved["impl"])
+
+
+def _checked_json(value: Any, what: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a JSON-serialisable dict, got {type(value).__name__}")
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{what} keys must be strings, got {key!r}")
+        try:
+            json.dumps(item, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{what}[{key!r}] is not JSON-serialisable: {item!r} ({err})") from err
+    return dict(value)
+
+
+def _checked_best_score(best_score: Any) -> float | None:
+    if best_score is None:
+        return None
+    try:
+        score = float(best_score)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"best_score must be a float or None, got {best_score!r}") from err
+    if not math.isfinite(score):
+        raise ValueError(f"best_score must be finite or None, got {best_score!r}")
+    return score
+
+
+def _scalar_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    scalars: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        array = np.asarray(value)
+        if array.size != 1:
+            raise ValueError(f"metrics[{key!r}] must be a scalar, got shape {array.shape}")
+        scalars[str(key)] = float(array.reshape(()))
+    return scalars

@@ -1,0 +1,150 @@
+"""Every config key with its default and meaning (`base_config`), and the demo config (`demo_config`).
+
+Defaults are the Shuffle-R1 paper's settings where it has one (spec: shuffle_r1.md). Experiment configs in
+`configs/` start from `base_config()`; the entrypoint's default is `demo_config()`.
+"""
+
+from ml_collections import ConfigDict
+
+
+def base_config() -> ConfigDict:
+    c = ConfigDict()
+    c.seed = 0  # seeds sampling, ABS draws and data order; folded with the step, so a resumed run continues
+
+    c.model = ConfigDict()
+    c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer)
+    c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
+    c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
+
+    c.demo = ConfigDict()
+    c.demo.enabled = False  # build the tiny model and synthetic data (configs/demo.py)
+    c.demo.cache_dir = ""  # where the demo's checkpoint, data and warm-up are written once
+    c.demo.num_train = 4000  # synthetic training samples
+    c.demo.num_val = 96  # synthetic validation samples
+    c.demo.image_size = 56  # synthetic image side in pixels
+    c.demo.warmup_steps = 150  # supervised warm-up steps on reference answers (the starting policy)
+    c.demo.warmup_batch = 32  # prompts per warm-up step
+    c.demo.warmup_lr = 3e-3  # warm-up learning rate
+
+    c.data = ConfigDict()
+    c.data.train = ""  # dataset spec: path[@split] of parquet/jsonl in the EasyR1 layout (comma-separated list ok)
+    c.data.val = ""  # validation dataset spec ("" = no validation)
+    c.data.prompt_column = "problem"
+    c.data.answer_column = "answer"
+    c.data.images_column = "images"
+    c.data.image_dir = ""  # base directory for image paths stored as relative paths
+    c.data.prompt_format = "math"  # "math" | "r1v" | "none" | a template file | an inline "{{ content }}" template
+    c.data.rollout_batch_prompts = 512  # prompts per rollout batch (over all processes)
+    c.data.max_prompt_length = 2048  # tokens after image expansion; longer prompts are counted and skipped
+    c.data.prompt_buckets = (512, 1024, 2048)  # left-padded prompt lengths (bounded compilations)
+    c.data.min_pixels = 262144  # image resize bounds (Shuffle-R1's)
+    c.data.max_pixels = 4194304
+    c.data.on_bad_record = "skip"  # "skip" (count) | "error" (stop)
+
+    c.reward = ConfigDict()
+    c.reward.name = "math"  # "math" | "r1v" | "synthetic" | "module:function"
+    c.reward.timeout_s = 10.0  # per-sample limit; a reward over it scores 0 and is counted
+    c.reward.num_workers = 4  # reward worker processes
+
+    c.rollout = ConfigDict()
+    c.rollout.n = 16  # samples per prompt (even for PTS)
+    c.rollout.max_new_tokens = 2048
+    c.rollout.temperature = 1.0
+    c.rollout.top_p = 0.99
+    c.rollout.top_k = 0  # 0 = off
+
+    c.rl = ConfigDict()
+    c.rl.algorithm = "shuffle_r1"  # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
+    c.rl.keep_ratio = 0.5  # PTS alpha (pairs kept per prompt = n/2 * alpha)
+    c.rl.pts_variant = "pairs"  # "pairs" | "max_side" | "min_side" | "random" (the paper's ablations)
+    c.rl.pts_rerank = False  # re-rank pairs by |A1| + |A2| before keeping
+    c.rl.abs_rounds = 8  # ABS replay rounds S
+    c.rl.abs_weight = "sum"  # pair weight: "sum" | "max" | "mean" | "positive"
+    c.rl.abs_power = 1.0  # P = W^p / sum W^p
+    c.rl.cppo_prune = 0.5  # CPPO pruning ratio
+    c.rl.old_logprobs = "recompute"  # "recompute" (a forward before the update) | "sampler" (the sampler's)
+
+    c.loss = ConfigDict()
+    c.loss.clip_low = 0.2
+    c.loss.clip_high = 0.2  # DAPO's algorithm sets 0.28 unless given
+    c.loss.dual_clip = 3.0  # 0 = off
+    c.loss.ratio_level = "token"  # "token" (PPO) | "sequence" (GSPO)
+    c.loss.agg_mode = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
+    c.loss.kl_coef = 0.0  # KL to the reference policy (off in Shuffle-R1)
+    c.loss.kl_kind = "k3"
+    c.loss.logprob_chunk = 256  # response positions per vocabulary chunk
+
+    c.optim = ConfigDict()
+    c.optim.learning_rate = 1e-6
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "constant"  # "constant" | "cosine"
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.weight_decay = 1e-2
+    c.optim.max_grad_norm = 1.0
+    c.optim.freeze_vision = True
+
+    c.train = ConfigDict()
+    c.train.total_steps = 100  # rollout batches
+    c.train.minibatch_prompts = 128  # prompts' worth of rows per optimizer step (4 steps per rollout batch at 512)
+    c.train.micro_batch_rows = 64  # rows per gradient-accumulation micro-batch
+    c.train.max_nonfinite_in_a_row = 5  # stop after this many skipped (non-finite) updates in a row
+
+    c.eval = ConfigDict()
+    c.eval.every = 5  # validation every k steps (0 = never), and at the end
+    c.eval.before_training = True
+    c.eval.n = 8  # samples per validation prompt
+    c.eval.temperature = 0.5
+    c.eval.max_prompts = 0  # 0 = the whole validation set
+    c.eval.num_examples = 8  # sample generations written to eval_samples.jsonl per validation
+
+    c.checkpoint = ConfigDict()
+    c.checkpoint.every = 50  # steps between checkpoints (and at the end)
+    c.checkpoint.keep_last = 3
+    c.checkpoint.keep_best = True  # also keep the best validation accuracy
+    return c
+
+
+def demo_config() -> ConfigDict:
+    """The demo: see configs/demo.py."""
+    c = base_config()
+    c.demo.enabled = True
+    c.demo.cache_dir = "~/.cache/shuffle_r1_jax/demo-v1"
+    c.demo.num_train = 4000
+    c.demo.num_val = 96
+    c.demo.image_size = 56
+    c.demo.warmup_steps = 150
+    c.demo.warmup_batch = 32
+    c.demo.warmup_lr = 3e-3
+
+    c.data.prompt_format = "none"
+    c.data.rollout_batch_prompts = 16
+    c.data.max_prompt_length = 128
+    c.data.prompt_buckets = (128,)
+    c.data.min_pixels = 56 * 56  # the synthetic images are 56 px: 4x4 merged tokens
+    c.data.max_pixels = 112 * 112
+    c.reward.name = "synthetic"
+    c.reward.num_workers = 1
+
+    c.rollout.n = 8
+    c.rollout.max_new_tokens = 48
+    c.rollout.temperature = 1.0
+    c.rollout.top_p = 1.0
+
+    c.rl.algorithm = "shuffle_r1"
+    c.train.total_steps = 60
+    c.train.minibatch_prompts = 8
+    c.train.micro_batch_rows = 64
+    c.optim.learning_rate = 2e-4
+    c.optim.weight_decay = 0.0
+
+    c.eval.every = 20
+    c.eval.n = 4
+    c.eval.max_prompts = 96
+    c.checkpoint.every = 20
+    return c
+
+
+def get_config() -> ConfigDict:
+    """The ml_collections entry point of this file: the entrypoint's default config, the demo."""
+    return demo_config()

@@ -1,0 +1,282 @@
+"""The RL trainer: the only place that knows the order of a step.
+
+prompts -> sampler (n per prompt) -> rewards (host) -> advantages -> update-batch selection (PTS / ABS / ...)
+-> old log-probs -> optimizer steps over mini-batches -> metrics, validation, checkpoint.
+
+Randomness: every key is `fold_in(key(seed), step)` (and a phase id), so a resumed run continues the same stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
+from shuffle_r1_jax.data.sources import Columns
+from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+from shuffle_r1_jax.processing.batch import BucketConfig
+from shuffle_r1_jax.processing.image import ImagePreprocessConfig
+from shuffle_r1_jax.processing.prompts import PromptEncoder
+from shuffle_r1_jax.rewards.pool import RewardPool
+from shuffle_r1_jax.rl.metrics import advantage_collapse, advantage_stats
+from shuffle_r1_jax.sampling import Sampler, SamplingConfig
+from shuffle_r1_jax.train import settings
+from shuffle_r1_jax.train.algorithms import select_update_rows
+from shuffle_r1_jax.train.checkpointing import TrainCheckpointer
+from shuffle_r1_jax.train.evaluation import Evaluator
+from shuffle_r1_jax.train.logprobs import Rollouts, response_logprobs
+from shuffle_r1_jax.train.metric_writers import MetricWriter
+from shuffle_r1_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from shuffle_r1_jax.train.rollout import compute_advantages, generate_and_score, rollout_metrics
+from shuffle_r1_jax.train.update import UpdateTargets, update_minibatch
+
+logger = logging.getLogger(__name__)
+
+_PHASE_SAMPLE, _PHASE_SELECT = 0, 1
+
+
+_image_features = jax.jit(lambda graphdef, params, vision: nnx.merge(graphdef, params).image_features(vision), static_argnums=0)
+
+
+def _old_logprobs_impl(graphdef, params, rollouts: Rollouts, features, *, micro: int, temperature: float, chunk: int):
+    rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro)
+    model = nnx.merge(graphdef, params)
+    logp = jax.lax.map(
+        lambda r: response_logprobs(model, rollouts, r, temperature=temperature, chunk=chunk, image_features=features)[0],
+        rows,
+    )
+    return logp.reshape(rollouts.tokens.shape)
+
+
+_old_logprobs = jax.jit(_old_logprobs_impl, static_argnames=("graphdef", "micro", "temperature", "chunk"))
+_update = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"), donate_argnames=("params", "opt_state"))
+_select = jax.jit(select_update_rows, static_argnames=("cfg",))
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run ends with: steps done, first and last validation accuracy (None without validation)."""
+
+    steps: int
+    start_accuracy: float | None
+    end_accuracy: float | None
+    best_accuracy: float | None
+
+
+class Trainer:
+    """Builds everything from a validated config and runs the loop; resumes from `workdir` when it has a checkpoint."""
+
+    def __init__(self, config: ConfigDict, workdir: str):
+        self.config = config
+        self.run = settings.resolve(config)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        run, c = self.run, config
+        model, self.model_config = load_pretrained(run.checkpoint, run.dtype, attention_impl=c.model.attention_impl)
+        self.graphdef = nnx.graphdef(model)
+        self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        self.ref_params = self.params if c.loss.kl_coef > 0 else None  # the starting policy
+        image_config = ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels)
+        self.encoder = PromptEncoder.from_checkpoint(
+            run.checkpoint, image_config, prompt_format=c.data.prompt_format, max_prompt_length=c.data.max_prompt_length
+        )
+        self.tokenizer = self.encoder.tokenizer
+        columns = Columns(prompt=c.data.prompt_column, answer=c.data.answer_column, images=c.data.images_column,
+                          image_dir=c.data.image_dir or None)  # fmt: skip
+        self.buckets = BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets))
+        self.train_batches = prompt_batches(
+            run.train_data, self.encoder, self.model_config,
+            PipelineConfig(batch_size=run.prompts_per_process, seed=c.seed, shuffle=True, num_epochs=None,
+                           process_index=jax.process_index(), process_count=jax.process_count(),
+                           on_bad_record=c.data.on_bad_record),
+            buckets=self.buckets, columns=columns,
+        )  # fmt: skip
+        stop_ids = tuple(sorted({self.model_config.eos_token_id, int(self.tokenizer.eos_token_id)}))
+        forbidden = (self.model_config.image_token_id, self.model_config.video_token_id)
+        pad = self.encoder.pad_token_id
+        self.sampler = Sampler(self.graphdef, SamplingConfig(
+            temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
+            stop_token_ids=stop_ids, forbidden_token_ids=forbidden, pad_token_id=pad))  # fmt: skip
+        self.reward_pool = RewardPool(c.reward.name, num_workers=c.reward.num_workers)
+        self.optimizer = make_optimizer(run.optimizer, self.params)
+        self.opt_state = self.optimizer.init(self.params)
+        self.schedule = learning_rate_schedule(run.optimizer)
+        self.evaluator = (
+            Evaluator(self, run.val_data, columns, stop_ids, forbidden, pad) if run.val_data else None
+        )
+        self.checkpointer = TrainCheckpointer(
+            self.workdir / "checkpoints", keep_last=c.checkpoint.keep_last, keep_best=c.checkpoint.keep_best,
+            best_metric="val/accuracy", best_mode="max",
+        )  # fmt: skip
+        self.step = 0
+        self.best_score: float | None = None
+        self.base_key = jax.random.key(c.seed)
+        self._restore()
+        self.writer = MetricWriter(
+            self.workdir, total_steps=c.train.total_steps, start_step=self.step + 1 if self.step else 0
+        )
+
+    def _restore(self) -> None:
+        latest = self.checkpointer.latest_step()
+        if latest is None:
+            return
+        restored = self.checkpointer.restore(
+            abstract_params=jax.eval_shape(lambda: self.params), abstract_opt_state=jax.eval_shape(lambda: self.opt_state)
+        )
+        self.params, self.opt_state, self.step = restored.params, restored.opt_state, restored.step
+        self.best_score = restored.best_score
+        self.base_key = restored.rng_key
+        self.train_batches.set_state(restored.data_state)
+        logger.info("resumed from step %d (%s)", self.step, self.checkpointer.directory)
+
+    def _save(self, metrics: dict) -> None:
+        self.checkpointer.save(
+            self.step, self.params, self.opt_state, self.base_key, self.train_batches.get_state(), self.best_score,
+            metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
+        )  # fmt: skip
+
+    def _validate(self) -> dict:
+        metrics = self.evaluator.evaluate(self.params, self.step)
+        accuracy = metrics.get("val/accuracy")
+        if accuracy is not None and (self.best_score is None or accuracy > self.best_score):
+            self.best_score = accuracy
+        return metrics
+
+    def train_step(self) -> dict:
+        """One rollout batch and its optimizer steps; returns the step's metrics."""
+        run, c = self.run, self.config
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        batch = next(self.train_batches)
+        key = jax.random.fold_in(self.base_key, self.step)
+        timings["data"] = time.perf_counter() - start
+
+        t = time.perf_counter()
+        scored = generate_and_score(
+            self.sampler, self.params, batch, n=c.rollout.n, max_new_tokens=c.rollout.max_new_tokens,
+            key=jax.random.fold_in(key, _PHASE_SAMPLE), tokenizer=self.tokenizer, reward_pool=self.reward_pool,
+            reward_timeout_s=c.reward.timeout_s,
+        )  # fmt: skip
+        timings["generate_and_reward"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        rollouts = scored.rollouts
+        advantages = compute_advantages(run.estimator, scored.parts["overall"], rollouts.mask, c.rollout.n)
+        rows, valid, abs_stats = _select(advantages.rollout, run.selection, jax.random.fold_in(key, _PHASE_SELECT))
+        if run.dynamic_sampling:
+            group_scores = scored.parts["overall"].reshape(-1, c.rollout.n)
+            informative = jnp.asarray(group_scores.max(1) > group_scores.min(1))
+            valid = valid & informative[rows // c.rollout.n]
+        token_advantages = advantages.token.reshape(rollouts.tokens.shape)
+        timings["advantage"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        features = (
+            _image_features(self.graphdef, self.params, rollouts.prompts.vision)
+            if run.optimizer.freeze_vision and rollouts.prompts.vision is not None
+            else None
+        )
+        if c.rl.old_logprobs == "sampler":
+            old = rollouts.sampler_logprobs
+        else:
+            old = _old_logprobs(self.graphdef, self.params, rollouts, features, micro=run.old_logprob_micro,
+                                temperature=c.rollout.temperature, chunk=c.loss.logprob_chunk)  # fmt: skip
+        ref = None
+        if self.ref_params is not None:
+            ref = _old_logprobs(self.graphdef, self.ref_params, rollouts, features, micro=run.old_logprob_micro,
+                                temperature=c.rollout.temperature, chunk=c.loss.logprob_chunk)  # fmt: skip
+        targets = UpdateTargets(advantages=token_advantages, old_logprobs=old, ref_logprobs=ref, image_features=features)
+        jax.block_until_ready(old)
+        timings["old_logprobs"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        update_metrics = []
+        for mini_rows, mini_valid in zip(rows.reshape(run.num_minibatches, -1), valid.reshape(run.num_minibatches, -1)):
+            self.params, self.opt_state, m = _update(
+                self.graphdef, self.params, self.opt_state, self.optimizer, rollouts, targets, mini_rows, mini_valid,
+                micro_batches=run.micro_batches, cfg=run.loss,
+            )  # fmt: skip
+            update_metrics.append(m)
+        update_metrics = jax.device_get(update_metrics)
+        timings["update"] = time.perf_counter() - t
+
+        metrics = rollout_metrics(scored)
+        metrics.update(self._advantage_metrics(advantages, rows, valid, rollouts))
+        metrics.update({k: float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]})
+        metrics["update_skipped"] = float(np.sum([m["update_skipped"] for m in update_metrics]))
+        metrics.update({k: float(v) for k, v in jax.device_get(abs_stats).items()})
+        metrics["learning_rate"] = float(self.schedule(self.step * run.num_minibatches))
+        total = time.perf_counter() - start
+        tokens = float(np.asarray(rollouts.mask).sum())
+        metrics.update({f"timing/{k}": v for k, v in timings.items()})
+        metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
+        metrics.update({f"data/{k}": float(v) for k, v in self.train_batches.counts().items()})
+        return metrics
+
+    def _advantage_metrics(self, advantages, rows, valid, rollouts) -> dict:
+        rollout_adv = advantages.rollout.reshape(-1)
+        selected = rollout_adv[rows]
+        mask = np.asarray(rollouts.mask)
+        selected_mask = mask[np.asarray(rows)] * np.asarray(valid)[:, None]
+        nonzero = np.abs(np.asarray(selected)) >= 1e-6
+        out = {k: float(v) for k, v in advantage_stats(rollout_adv).items()}
+        out["advantage/collapse_before"] = float(advantage_collapse(rollout_adv))
+        out["advantage/collapse_after"] = float(advantage_collapse(selected, valid))
+        out["utilization/rollouts_nonzero_advantage"] = float(np.sum(nonzero & np.asarray(valid)) / len(rollout_adv))
+        out["utilization/tokens_nonzero_advantage"] = float(np.sum(selected_mask * nonzero[:, None]) / max(mask.sum(), 1))
+        return out
+
+    def fit(self) -> RunSummary:
+        """Runs to `train.total_steps` (validation before, every k steps and at the end; checkpoints every k)."""
+        c = self.config
+        history: list[float] = []
+        if self.evaluator is not None and c.eval.before_training and self.step == 0:
+            metrics = self._validate()
+            history.append(metrics["val/accuracy"])
+            self.writer.write(0, metrics)
+        nonfinite_in_a_row = 0
+        try:
+            while self.step < c.train.total_steps:
+                metrics = self.train_step()
+                self.step += 1
+                nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics["update_skipped"] else 0
+                last = self.step == c.train.total_steps
+                if self.evaluator is not None and c.eval.every and (self.step % c.eval.every == 0 or last):
+                    metrics.update(self._validate())
+                    history.append(metrics["val/accuracy"])
+                self.writer.write(self.step, metrics)
+                if self.step % c.checkpoint.every == 0 or last:
+                    self._save(metrics)
+                if nonfinite_in_a_row >= c.train.max_nonfinite_in_a_row:
+                    raise FloatingPointError(
+                        f"{nonfinite_in_a_row} updates in a row had a non-finite loss or gradient (step {self.step}); "
+                        "stopping (train.max_nonfinite_in_a_row)"
+                    )
+        finally:
+            self.checkpointer.wait_until_finished()
+        return RunSummary(
+            steps=self.step,
+            start_accuracy=history[0] if history else None,
+            end_accuracy=history[-1] if history else None,
+            best_accuracy=self.best_score,
+        )
+
+    def close(self) -> None:
+        self.reward_pool.close()
+        self.checkpointer.close()
+        self.writer.close()
+
+
+def write_summary(workdir: str, summary: RunSummary) -> None:
+    (Path(workdir) / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2) + "\n")
+
