@@ -19,6 +19,7 @@ def base_config() -> ConfigDict:
     c.demo = ConfigDict()
     c.demo.enabled = False  # build the tiny model and synthetic data (configs/demo.py)
     c.demo.cache_dir = ""  # where the demo's checkpoint, data and warm-up are written once
+    c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
     c.demo.num_train = 4000  # synthetic training samples
     c.demo.num_val = 96  # synthetic validation samples
     c.demo.image_size = 56  # synthetic image side in pixels

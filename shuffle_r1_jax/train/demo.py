@@ -39,7 +39,7 @@ def _settings_key(config: ConfigDict) -> str:
     d = config.demo
     settings = dict(seed=config.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
                     warmup_steps=d.warmup_steps, warmup_batch=d.warmup_batch, warmup_lr=d.warmup_lr,
-                    prompt_format=config.data.prompt_format, version=1)  # fmt: skip
+                    prompt_format=config.data.prompt_format, preset=d.preset, version=1)  # fmt: skip
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -70,7 +70,7 @@ def prepare_demo(config: ConfigDict) -> dict[str, str]:
     """Builds (or finds) the demo assets; returns {"checkpoint", "train", "val"} paths."""
     d = config.demo
     root = Path(os.path.expanduser(d.cache_dir)) / _settings_key(config)
-    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, "demo", seed=config.seed))
+    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=config.seed))
     data = _build_once(
         root / "data",
         lambda out: write_synthetic_dataset(out, d.num_train, d.num_val, config.seed, image_size=d.image_size),

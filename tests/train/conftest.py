@@ -1,0 +1,34 @@
+"""A tiny end-to-end trainer config: the "test" preset model, a small synthetic dataset, a 2-step warm-up."""
+
+import pytest
+
+from shuffle_r1_jax.train.defaults import demo_config
+
+
+def tiny_trainer_config(cache_dir: str):
+    c = demo_config()
+    c.demo.cache_dir = cache_dir
+    c.demo.preset = "test"
+    c.demo.num_train = 64
+    c.demo.num_val = 8
+    c.demo.warmup_steps = 2
+    c.demo.warmup_batch = 8
+    c.data.rollout_batch_prompts = 4
+    c.rollout.n = 4
+    c.rollout.max_new_tokens = 8
+    c.rl.abs_rounds = 2
+    c.train.total_steps = 2
+    c.train.minibatch_prompts = 2
+    c.train.micro_batch_rows = 4
+    c.reward.num_workers = 1
+    c.eval.every = 0
+    c.eval.before_training = False
+    c.eval.n = 2
+    c.checkpoint.every = 1
+    return c
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A session-wide cache directory for the tiny demo assets (built on first use)."""
+    return str(tmp_path_factory.mktemp("demo_cache"))

@@ -1,0 +1,121 @@
+"""The trainer end to end on a tiny model: one step per algorithm, the spec's update arithmetic, config errors,
+and resume after SIGKILL equal to an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from shuffle_r1_jax.train import settings
+from shuffle_r1_jax.train.algorithms import ALGORITHMS
+from shuffle_r1_jax.train.defaults import base_config
+from shuffle_r1_jax.train.trainer import Trainer
+from tests.train.conftest import tiny_trainer_config
+
+
+def _run(config, workdir):
+    trainer = Trainer(config, str(workdir))
+    try:
+        summary = trainer.fit()
+        return trainer.params, summary, trainer
+    finally:
+        trainer.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = algorithm
+    c.train.total_steps = 1
+    params, summary, trainer = _run(c, tmp_path)
+    assert summary.steps == 1
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and '"pg_loss"' in lines[0] and '"advantage/collapse_before"' in lines[0]
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+    assert trainer.checkpointer.latest_step() == 1
+
+
+def test_update_arithmetic_matches_the_paper():
+    """512 prompts x 16 rollouts, alpha 0.5, S = 8, mini-batches of 128 prompts: 4 optimizer steps per rollout
+    batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step)."""
+    c = base_config()
+    c.model.checkpoint, c.data.train = "unused", "unused"
+    for algorithm, rows_per_step in (("shuffle_r1", 1024), ("grpo", 2048), ("pts_only", 1024), ("cppo", 1024)):
+        c.rl.algorithm = algorithm
+        run = settings.resolve(c)
+        assert run.num_minibatches == 4
+        per_prompt = settings.rows_per_prompt(run.selection)
+        assert 128 * per_prompt == rows_per_step
+        assert run.micro_batches == rows_per_step // c.train.micro_batch_rows
+    c.rl.algorithm = "shuffle_r1"
+    run = settings.resolve(c)
+    assert 512 * 8 // 2 // c.rl.abs_rounds == 256  # pairs per ABS round; 8 rounds x 256 pairs = 4096 rows
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (dict(algorithm="shuffle_r1", n=5), "rollout.n = 5 is odd"),
+        (dict(algorithm="ppo"), "rl.algorithm = 'ppo' is unknown"),
+        (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over 8 devices"),
+        (dict(mini=3), "train.minibatch_prompts = 3 must divide"),
+    ],
+)
+def test_config_errors_name_the_key(edit, message):
+    c = base_config()
+    c.model.checkpoint, c.data.train = "unused", "unused"
+    c.rl.algorithm = edit.get("algorithm", "grpo")
+    c.rollout.n = edit.get("n", 16)
+    c.data.rollout_batch_prompts = edit.get("prompts", 512)
+    c.train.minibatch_prompts = edit.get("mini", 128)
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.resolve(c)
+
+
+CONFIG_FILE = """
+from tests.train.conftest import tiny_trainer_config
+
+def get_config():
+    c = tiny_trainer_config({cache!r})
+    c.train.total_steps = {steps}
+    return c
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
+    steps = 5
+    reference, _, _ = _run(_config(demo_cache, steps), tmp_path / "uninterrupted")
+
+    config_file = tmp_path / "tiny_config.py"
+    config_file.write_text(CONFIG_FILE.format(cache=demo_cache, steps=steps))
+    workdir = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not list((workdir / "checkpoints").glob("2*")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 1.5)))  # somewhere in step 3, 4 or a save
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+
+    resumed, summary, _ = _run(_config(demo_cache, steps), workdir)
+    assert summary.steps == steps
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+def _config(cache, steps):
+    c = tiny_trainer_config(cache)
+    c.train.total_steps = steps
+    return c
