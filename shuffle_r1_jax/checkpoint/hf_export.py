@@ -20,7 +20,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from shuffle_r1_jax.checkpoint.hf_names import TensorRule, expected_hf_shape, ours_to_hf, tensor_rules
+from shuffle_r1_jax.checkpoint.hf_names import TensorRule, expected_hf_shape, ours_to_hf, rules_with_variables
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, VisionConfig
 
@@ -147,14 +147,8 @@ class _Planned:
 
 
 def _plan(model: nnx.Module, config: Qwen25VLConfig, dtype) -> list[_Planned]:
-    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    rules = tensor_rules(config)
-    unmapped = set(variables) - {r.path for r in rules}
-    if unmapped:
-        raise CheckpointError(f"internal: parameters without an HF name: {sorted(unmapped)}")
     planned = []
-    for rule in rules:
-        var = variables[rule.path]
+    for rule, var in rules_with_variables(dict(nnx.to_flat_state(nnx.state(model, nnx.Param))), config):
         out_dtype = np.dtype(dtype if dtype is not None else var.get_value().dtype)
         if out_dtype not in _SAFETENSORS_DTYPES:
             raise ValueError(

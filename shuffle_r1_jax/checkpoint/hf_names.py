@@ -106,3 +106,13 @@ def ours_to_hf(rule: TensorRule, value: np.ndarray, hf_full_shape: tuple[int, ..
         n_in = int(np.prod(value.shape[: rule.n_in]))
         return np.ascontiguousarray(value.reshape(n_in, -1).T).reshape(hf_full_shape)
     return value.reshape(hf_full_shape)
+
+
+def rules_with_variables(variables: dict, config: "Qwen25VLConfig") -> list[tuple[TensorRule, object]]:
+    """Pairs every tensor rule with the variable at its path (`variables`: path -> variable, e.g. from
+    `nnx.to_flat_state`). Raises ValueError naming any parameter that has no HF name."""
+    rules = tensor_rules(config)
+    unmapped = set(variables) - {r.path for r in rules}
+    if unmapped:
+        raise ValueError(f"internal: parameters without an HF name: {sorted(unmapped)}")
+    return [(rule, variables[rule.path]) for rule in rules]

@@ -26,6 +26,7 @@ def base_config() -> ConfigDict:
     c.demo.warmup_steps = 150  # supervised warm-up steps on reference answers (the starting policy)
     c.demo.warmup_batch = 32  # prompts per warm-up step
     c.demo.warmup_lr = 3e-3  # warm-up learning rate
+    c.demo.warmup_correct_fraction = 0.5  # warm-up targets give the right answer this often (else a random one)
 
     c.data = ConfigDict()
     c.data.train = ""  # dataset spec: path[@split] of parquet/jsonl in the EasyR1 layout (comma-separated list ok)
@@ -136,7 +137,7 @@ def demo_config() -> ConfigDict:
     c.train.total_steps = 60
     c.train.minibatch_prompts = 8
     c.train.micro_batch_rows = 64
-    c.optim.learning_rate = 2e-4
+    c.optim.learning_rate = 3e-4
     c.optim.weight_decay = 0.0
 
     c.eval.every = 20

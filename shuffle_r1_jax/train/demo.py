@@ -1,9 +1,9 @@
 """The demo's assets, built once per settings under `demo.cache_dir`: a tiny HF-format checkpoint, the synthetic
 dataset, and the warmed-up starting policy.
 
-The warm-up is supervised on well-formatted responses whose answers are drawn at RANDOM from the task's answer
-set: the starting policy knows the format (as an Instruct model would) but answers at chance, so the accuracy
-that follows comes from RL.
+The warm-up is supervised on well-formatted responses whose answer is the right one with probability
+`demo.warmup_correct_fraction` and otherwise drawn at random from the task's answer set: the starting policy
+knows the format and is partly right (as an Instruct model would be), and RL has to sharpen it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def _settings_key(config: ConfigDict) -> str:
     d = config.demo
     settings = dict(seed=config.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
                     warmup_steps=d.warmup_steps, warmup_batch=d.warmup_batch, warmup_lr=d.warmup_lr,
+                    warmup_correct_fraction=d.warmup_correct_fraction,
                     prompt_format=config.data.prompt_format, preset=d.preset, version=1)  # fmt: skip
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -55,12 +56,14 @@ def _build_once(path: Path, build) -> Path:
     return path
 
 
-def _warmup_responses(rng: np.random.Generator):
+def _warmup_responses(rng: np.random.Generator, correct_fraction: float):
     def responses(batch) -> list[str]:
         texts = []
-        for problem in batch.problems:
+        for problem, answer in zip(batch.problems, batch.answers):
             task = task_of_problem(problem)
-            texts.append(response_text(task, str(rng.choice(TASK_ANSWERS[task]))))
+            if rng.random() >= correct_fraction:
+                answer = str(rng.choice(TASK_ANSWERS[task]))
+            texts.append(response_text(task, answer))
         return texts
 
     return responses
@@ -89,7 +92,7 @@ def prepare_demo(config: ConfigDict) -> dict[str, str]:
             nnx.graphdef(model),
             nnx.to_pure_dict(nnx.state(model, nnx.Param)),
             batches,
-            _warmup_responses(np.random.default_rng(config.seed)),
+            _warmup_responses(np.random.default_rng(config.seed), d.warmup_correct_fraction),
             tokenizer=encoder.tokenizer,
             eos_id=model_config.eos_token_id,
             steps=d.warmup_steps,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shuffle_r1_jax.checkpoint.hf_names import alternative_names, hf_to_ours, tensor_rules
+from shuffle_r1_jax.checkpoint.hf_names import alternative_names, hf_to_ours, rules_with_variables
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, load_config
 from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
@@ -58,14 +58,8 @@ def load_pretrained(
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh)
     sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
-    variables = dict(nnx.to_flat_state(state))
-    rules = tensor_rules(config)
-    missing_rules = set(variables) - {r.path for r in rules}
-    if missing_rules:
-        raise CheckpointError(f"internal: no HF name for parameters {sorted(missing_rules)}")
     loaded = []
-    for rule in rules:
-        var = variables[rule.path]
+    for rule, var in rules_with_variables(dict(nnx.to_flat_state(state)), config):
         name = _find(checkpoint, rule.hf_name)
         if name is None:
             raise CheckpointError(f"{os.fspath(path)}: tensor {rule.hf_name!r} is missing from the checkpoint")
