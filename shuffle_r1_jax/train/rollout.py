@@ -6,6 +6,7 @@ Host work is limited to what must run there: decoding token ids to text and the 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ class ScoredRollouts:
 
     rollouts: device arrays (prompts, tokens, mask, sampler log-probs); responses: decoded texts `[R]`;
     parts: reward part name -> `float32[R]` (always "overall"); reward_failures: reason -> count;
-    finish: `int32[R]` finish reasons.
+    finish: `int32[R]` finish reasons; timings: seconds spent generating and scoring.
     """
 
     rollouts: Rollouts
@@ -32,6 +33,7 @@ class ScoredRollouts:
     parts: dict[str, np.ndarray]
     reward_failures: dict[str, int]
     finish: np.ndarray
+    timings: dict[str, float]
 
 
 def decode_responses(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
@@ -52,9 +54,11 @@ def generate_and_score(
     reward_timeout_s: float,
 ) -> ScoredRollouts:
     """Samples n responses per prompt of `batch` and scores each against its prompt's answer."""
+    start = time.perf_counter()
     prompts = jax.tree.map(jnp.asarray, batch.inputs)
     out: SampleOutput = sampler.generate(params, prompts, n=n, max_new_tokens=max_new_tokens, key=key)
     tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    generated = time.perf_counter()
     responses = decode_responses(tokenizer, tokens, mask)
     answers = [a for a in batch.answers for _ in range(n)]
     scores = reward_pool.score(responses, answers, timeout_s=reward_timeout_s)
@@ -64,6 +68,7 @@ def generate_and_score(
         parts=scores.parts,
         reward_failures=scores.failure_counts,
         finish=np.asarray(out.finish),
+        timings={"generate": generated - start, "reward": time.perf_counter() - generated},
     )
 
 

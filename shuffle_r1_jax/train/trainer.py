@@ -161,13 +161,12 @@ class Trainer:
         key = jax.random.fold_in(self.base_key, self.step)
         timings["data"] = time.perf_counter() - start
 
-        t = time.perf_counter()
         scored = generate_and_score(
             self.sampler, self.params, batch, n=c.rollout.n, max_new_tokens=c.rollout.max_new_tokens,
             key=jax.random.fold_in(key, _PHASE_SAMPLE), tokenizer=self.tokenizer, reward_pool=self.reward_pool,
             reward_timeout_s=c.reward.timeout_s,
         )  # fmt: skip
-        timings["generate_and_reward"] = time.perf_counter() - t
+        timings.update(scored.timings)
 
         t = time.perf_counter()
         rollouts = scored.rollouts
