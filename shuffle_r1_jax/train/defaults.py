@@ -15,6 +15,7 @@ def base_config() -> ConfigDict:
     c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer)
     c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
     c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
+    c.model.remat = "none"  # gradient checkpointing per decoder layer: "none" | "full" | "dots"
 
     c.demo = ConfigDict()
     c.demo.enabled = False  # build the tiny model and synthetic data (configs/demo.py)

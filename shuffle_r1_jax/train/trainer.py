@@ -82,7 +82,9 @@ class Trainer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         run, c = self.run, config
-        model, self.model_config = load_pretrained(run.checkpoint, run.dtype, attention_impl=c.model.attention_impl)
+        model, self.model_config = load_pretrained(
+            run.checkpoint, run.dtype, attention_impl=c.model.attention_impl, remat=c.model.remat
+        )
         self.graphdef = nnx.graphdef(model)
         self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         self.ref_params = self.params if c.loss.kl_coef > 0 else None  # the starting policy
@@ -220,6 +222,7 @@ class Trainer:
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
         metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
         metrics.update({f"data/{k}": float(v) for k, v in self.train_batches.counts().items()})
+        metrics["compile/sampler_programs"] = float(self.sampler.compilations)
         return metrics
 
     def _advantage_metrics(self, advantages, rows, valid, rollouts) -> dict:

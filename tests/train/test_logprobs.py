@@ -44,3 +44,31 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
     norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
     assert all(np.isfinite(norms)) and max(norms) > 0
     assert float(jnp.linalg.norm(grads["visual"]["patch_embed"]["kernel"][...])) > 0  # the vision tower learns too
+
+
+def test_remat_gives_the_same_gradients(untied_checkpoint):
+    from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+
+    _, path = untied_checkpoint
+    rng = np.random.default_rng(2)
+    ids, mask = pad_batch([build_sample(rng, [6]), build_sample(rng, [4])], "left")
+    grads, checkpoints = [], {}
+    for remat in ("none", "full", "dots"):
+        model, config = load_pretrained(path, remat=remat)
+        prompts = jax.tree.map(jnp.asarray, prepare_inputs(config, ids, mask))
+        tokens = jnp.asarray(rng.integers(0, 100, (2, 5)) if not grads else grads[0][1])
+        rollouts = Rollouts(prompts, tokens, jnp.ones((2, 5), jnp.int32), jnp.zeros((2, 5)))
+        graphdef, params = nnx.graphdef(model), nnx.state(model, nnx.Param)
+
+        def total(p, graphdef=graphdef, rollouts=rollouts):
+            lp, _ = response_logprobs(nnx.merge(graphdef, p), rollouts, jnp.arange(2), temperature=1.0, chunk=5)
+            return jnp.sum(lp)
+
+        jaxpr = str(jax.make_jaxpr(jax.grad(total))(params))
+        checkpoints[remat] = jaxpr.count("prevent_cse=")  # a parameter of every rematerialised region
+        grads.append((jax.grad(total)(params), tokens))
+    layers = config.text.num_hidden_layers  # one rematerialised region per decoder layer
+    assert checkpoints["full"] == checkpoints["dots"] == checkpoints["none"] + layers
+    for other, _ in grads[1:]:
+        for a, b in zip(jax.tree.leaves(grads[0][0]), jax.tree.leaves(other)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

@@ -119,3 +119,19 @@ def _config(cache, steps):
     c = tiny_trainer_config(cache)
     c.train.total_steps = steps
     return c
+
+
+@pytest.mark.parametrize("name", ["demo", "geo3k_qwen2_5_vl_3b", "geo3k_qwen2_5_vl_7b", "mmrl30k_qwen2_5_vl_7b"])
+def test_shipped_configs_load_and_resolve(name):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    assert set(c.keys()) == set(base_config().keys())
+    if not c.demo.enabled:
+        c.model.checkpoint, c.data.train = "unused", "unused"
+        run = settings.resolve(c)
+        assert run.num_minibatches == 4 and run.selection.selection == "pts_abs"

@@ -17,11 +17,18 @@ from shuffle_r1_jax.parallel.sharding import param_shardings
 
 
 def abstract_model(
-    config: Qwen25VLConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, attention_impl: str = "xla"
+    config: Qwen25VLConfig,
+    *,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    attention_impl: str = "xla",
+    remat: str = "none",
 ) -> Qwen25VL:
     """The model with `ShapeDtypeStruct` parameters: shapes and metadata, no memory allocated."""
     return nnx.eval_shape(
-        lambda: Qwen25VL(config, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, rngs=nnx.Rngs(0))
+        lambda: Qwen25VL(
+            config, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, remat=remat, rngs=nnx.Rngs(0)
+        )
     )
 
 
@@ -40,12 +47,13 @@ def load_pretrained(
     dtype=jnp.float32,
     *,
     attention_impl: str = "xla",
+    remat: str = "none",
     shardings: nnx.State | None = None,
     mesh=None,
 ) -> tuple[Qwen25VL, Qwen25VLConfig]:
     """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards).
 
-    dtype: storage and compute dtype of the returned model. Tensors are read one at a time and put on device
+    dtype: storage and compute dtype of the returned model; attention_impl, remat: see `Qwen25VL`. Tensors are read one at a time and put on device
     (with the `NamedSharding` from `shardings` or, given a `mesh`, from the default logical-axis rules), so the
     host never holds the whole model twice. Accepts the hub names and the `model.visual.*` /
     `model.language_model.*` names; `lm_head.weight` may be absent when the embeddings are tied.
@@ -53,7 +61,7 @@ def load_pretrained(
     """
     config = load_config(path)
     checkpoint = SafetensorsCheckpoint(path)
-    model = abstract_model(config, dtype=dtype, param_dtype=dtype, attention_impl=attention_impl)
+    model = abstract_model(config, dtype=dtype, param_dtype=dtype, attention_impl=attention_impl, remat=remat)
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh)

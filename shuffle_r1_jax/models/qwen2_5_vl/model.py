@@ -54,8 +54,23 @@ class ModelInputs:
     image_token_slot: jax.Array | None = None
 
 
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _run_layer(layer, x, cos, sin, mask, cache):
+    return layer(x, cos, sin, mask, cache)
+
+
 class Qwen25VL(nnx.Module):
-    """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters."""
+    """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters.
+
+    remat: gradient checkpointing of each decoder layer: "none", "full" (recompute everything in the backward
+    pass) or "dots" (keep matmul outputs, recompute the rest).
+    """
 
     def __init__(
         self,
@@ -64,10 +79,14 @@ class Qwen25VL(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         attention_impl: str = "xla",
+        remat: str = "none",
         rngs: nnx.Rngs,
     ):
         if attention_impl not in IMPLEMENTATIONS:
             raise ValueError(f"attention_impl = {attention_impl!r}; expected one of {IMPLEMENTATIONS}")
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat = {remat!r}; expected one of {tuple(REMAT_POLICIES)}")
+        self.remat = remat
         t = config.text
         self.config = config
         self.dtype = dtype
@@ -124,8 +143,11 @@ class Qwen25VL(nnx.Module):
         cos, sin = mrope(position_ids, t.head_dim, t.rope_theta, t.mrope_section, self.dtype)
         x = embeds
         new_caches = []
+        run_layer = _run_layer
+        if self.remat != "none":
+            run_layer = nnx.remat(_run_layer, policy=REMAT_POLICIES[self.remat])
         for i, layer in enumerate(self.layers):
-            x, cache = layer(x, cos, sin, mask, None if caches is None else caches[i])
+            x, cache = run_layer(layer, x, cos, sin, mask, None if caches is None else caches[i])
             new_caches.append(cache)
         return self.norm(x), (None if caches is None else new_caches)
 
