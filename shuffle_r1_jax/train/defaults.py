@@ -65,6 +65,8 @@ def base_config() -> ConfigDict:
     c.rl.abs_weight = "sum"  # pair weight: "sum" | "max" | "mean" | "positive"
     c.rl.abs_power = 1.0  # P = W^p / sum W^p
     c.rl.cppo_prune = 0.5  # CPPO pruning ratio
+    c.rl.dynamic_sampling_max_tries = 3  # DAPO: prompt batches generated at most to fill the batch with informative groups
+    c.rl.dynamic_sampling_fallback = "fill"  # then: "fill" (with zero-advantage groups, counted) | "error"
     c.rl.old_logprobs = "recompute"  # "recompute" (a forward before the update) | "sampler" (the sampler's)
 
     c.loss = ConfigDict()
@@ -116,15 +118,16 @@ def demo_config() -> ConfigDict:
     c.demo.num_train = 4000
     c.demo.num_val = 96
     c.demo.image_size = 56
-    c.demo.warmup_steps = 150
+    c.demo.warmup_steps = 200
     c.demo.warmup_batch = 32
-    c.demo.warmup_lr = 3e-3
+    c.demo.warmup_lr = 1e-3
+    c.demo.warmup_correct_fraction = 0.5
 
     c.data.prompt_format = "none"
     c.data.rollout_batch_prompts = 16
     c.data.max_prompt_length = 128
     c.data.prompt_buckets = (128,)
-    c.data.min_pixels = 56 * 56  # the synthetic images are 56 px: 4x4 merged tokens
+    c.data.min_pixels = 56 * 56  # the synthetic images are 56 px: 4x4 patches, 2x2 merged tokens
     c.data.max_pixels = 112 * 112
     c.reward.name = "synthetic"
     c.reward.num_workers = 1
@@ -135,13 +138,13 @@ def demo_config() -> ConfigDict:
     c.rollout.top_p = 1.0
 
     c.rl.algorithm = "shuffle_r1"
-    c.train.total_steps = 60
+    c.train.total_steps = 120
     c.train.minibatch_prompts = 8
     c.train.micro_batch_rows = 64
-    c.optim.learning_rate = 3e-4
+    c.optim.learning_rate = 5e-4
     c.optim.weight_decay = 0.0
 
-    c.eval.every = 20
+    c.eval.every = 30
     c.eval.n = 4
     c.eval.max_prompts = 96
     c.checkpoint.every = 20

@@ -83,6 +83,10 @@ def resolve(c: ConfigDict) -> RunSettings:
     _require(rows_per_mini % micro == 0,
              f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
              f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)")  # fmt: skip
+    _require(c.rl.dynamic_sampling_max_tries >= 1,
+             f"rl.dynamic_sampling_max_tries = {c.rl.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
+    _require(c.rl.dynamic_sampling_fallback in ("fill", "error"),
+             f"rl.dynamic_sampling_fallback = {c.rl.dynamic_sampling_fallback!r}; expected 'fill' or 'error'")  # fmt: skip
     _require(c.rl.old_logprobs in ("recompute", "sampler"),
              f"rl.old_logprobs = {c.rl.old_logprobs!r}; expected 'recompute' or 'sampler'")  # fmt: skip
     loss_defaults = dict(algorithm.loss)

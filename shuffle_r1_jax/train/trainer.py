@@ -33,6 +33,7 @@ from shuffle_r1_jax.sampling import Sampler, SamplingConfig
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.algorithms import select_update_rows
 from shuffle_r1_jax.train.checkpointing import TrainCheckpointer
+from shuffle_r1_jax.train.dynamic_sampling import fill_informative
 from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.logprobs import Rollouts, response_logprobs
 from shuffle_r1_jax.train.metric_writers import MetricWriter
@@ -163,21 +164,29 @@ class Trainer:
         key = jax.random.fold_in(self.base_key, self.step)
         timings["data"] = time.perf_counter() - start
 
-        scored = generate_and_score(
-            self.sampler, self.params, batch, n=c.rollout.n, max_new_tokens=c.rollout.max_new_tokens,
-            key=jax.random.fold_in(key, _PHASE_SAMPLE), tokenizer=self.tokenizer, reward_pool=self.reward_pool,
-            reward_timeout_s=c.reward.timeout_s,
-        )  # fmt: skip
+        def sample(attempt: int = 0):
+            return generate_and_score(
+                self.sampler, self.params, batch if attempt == 0 else next(self.train_batches), n=c.rollout.n,
+                max_new_tokens=c.rollout.max_new_tokens, key=jax.random.fold_in(key, _PHASE_SAMPLE + 16 * attempt),
+                tokenizer=self.tokenizer, reward_pool=self.reward_pool, reward_timeout_s=c.reward.timeout_s,
+            )  # fmt: skip
+
+        dapo_stats = {}
+        if run.dynamic_sampling:
+            attempts = iter(range(c.rl.dynamic_sampling_max_tries))
+            scored, dapo_stats = fill_informative(
+                lambda: sample(next(attempts)), run.prompts_per_process, c.rollout.n,
+                max_tries=c.rl.dynamic_sampling_max_tries, fallback=c.rl.dynamic_sampling_fallback,
+                pad_id=self.encoder.pad_token_id,
+            )  # fmt: skip
+        else:
+            scored = sample()
         timings.update(scored.timings)
 
         t = time.perf_counter()
         rollouts = scored.rollouts
         advantages = compute_advantages(run.estimator, scored.parts["overall"], rollouts.mask, c.rollout.n)
         rows, valid, abs_stats = _select(advantages.rollout, run.selection, jax.random.fold_in(key, _PHASE_SELECT))
-        if run.dynamic_sampling:
-            group_scores = scored.parts["overall"].reshape(-1, c.rollout.n)
-            informative = jnp.asarray(group_scores.max(1) > group_scores.min(1))
-            valid = valid & informative[rows // c.rollout.n]
         token_advantages = advantages.token.reshape(rollouts.tokens.shape)
         timings["advantage"] = time.perf_counter() - t
 
@@ -216,6 +225,7 @@ class Trainer:
         metrics.update({k: float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]})
         metrics["update_skipped"] = float(np.sum([m["update_skipped"] for m in update_metrics]))
         metrics.update({k: float(v) for k, v in jax.device_get(abs_stats).items()})
+        metrics.update(dapo_stats)
         metrics["learning_rate"] = float(self.schedule(self.step * run.num_minibatches))
         total = time.perf_counter() - start
         tokens = float(np.asarray(rollouts.mask).sum())
