@@ -141,7 +141,7 @@ def demo_config() -> ConfigDict:
     c.train.total_steps = 120
     c.train.minibatch_prompts = 8
     c.train.micro_batch_rows = 64
-    c.optim.learning_rate = 5e-4
+    c.optim.learning_rate = 2e-4
     c.optim.weight_decay = 0.0
 
     c.eval.every = 30

@@ -28,6 +28,9 @@ def test_extract_short_answer(response, expected):
         ("<think> x </think> \\boxed{3.0}", "3", {"overall": 0.1, "format": 1.0, "accuracy": 0.0}),
         ("<think> x </think> \\boxed{three}", "3", {"overall": 0.1, "format": 1.0, "accuracy": 0.0}),
         ("3", "3", {"overall": 0.0, "format": 0.0, "accuracy": 0.0}),
+        ("<think> x </think> \\boxed{2} \\boxed{3}", "3", {"overall": 0.0, "format": 0.0, "accuracy": 0.0}),
+        ("<think> the </think> \\boxed{ </think> \\boxed{3}", "3", {"overall": 0.0, "format": 0.0, "accuracy": 0.0}),
+        ("<think> x </think> \\boxed{3} because", "3", {"overall": 0.9, "format": 0.0, "accuracy": 1.0}),
     ],
 )
 def test_synthetic_reward(response, answer, expected):
