@@ -135,3 +135,20 @@ def test_shipped_configs_load_and_resolve(name):
         c.model.checkpoint, c.data.train = "unused", "unused"
         run = settings.resolve(c)
         assert run.num_minibatches == 4 and run.selection.selection == "pts_abs"
+
+
+@pytest.mark.slow
+def test_training_raises_a_learnable_reward(demo_cache, tmp_path):
+    """End to end, the trainer must improve the policy: a reward for emitting the letter "a" rises."""
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.train.toy_rewards:letter_a_fraction"
+    c.rl.algorithm = "grpo"
+    c.rollout.n = 8
+    c.train.total_steps = 25
+    c.optim.learning_rate = 1e-2
+    c.checkpoint.every = 100
+    _run(c, tmp_path)
+    import json
+
+    rewards = [json.loads(line)["reward/overall"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(rewards[-5:]) > 2 * np.mean(rewards[:5]), rewards
