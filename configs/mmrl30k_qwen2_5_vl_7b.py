@@ -1,6 +1,5 @@
-"""Shuffle-R1's paper setting on mmrl30k for Qwen2.5-VL-7B-Instruct (spec: shuffle_r1.md). The defaults of
-`base_config()` are the paper's hyperparameters (512 prompts x 16 rollouts, alpha 0.5, S 8, mini-batches of 128
-prompts, AdamW 1e-6, frozen vision tower, validation every 5 steps at temperature 0.5 with 8 samples).
+"""Shuffle-R1's paper setting on mmrl30k for Qwen2.5-VL-7B-Instruct (spec: shuffle_r1.md). See
+`paper_config` in shuffle_r1_jax/train/defaults.py for what it sets.
 
     python -m shuffle_r1_jax.train --config configs/mmrl30k_qwen2_5_vl_7b.py \\
         --config.model.checkpoint=/path/to/Qwen2.5-VL-7B-Instruct \\
@@ -8,14 +7,8 @@ prompts, AdamW 1e-6, frozen vision tower, validation every 5 steps at temperatur
         --workdir runs/mmrl30k_qwen2_5_vl_7b
 """
 
-from shuffle_r1_jax.train.defaults import base_config
+from shuffle_r1_jax.train.defaults import paper_config
 
 
 def get_config():
-    c = base_config()
-    c.model.dtype = "bfloat16"
-    c.data.prompt_format = "math"
-    c.reward.name = "math"
-    c.rl.algorithm = "shuffle_r1"
-    c.train.total_steps = 20 * 30000 // 512  # 20 epochs of about 30000 training problems
-    return c
+    return paper_config(train_examples=30000)

@@ -110,6 +110,18 @@ def base_config() -> ConfigDict:
     return c
 
 
+def paper_config(train_examples: int, epochs: int = 20) -> ConfigDict:
+    """The paper's runs: `base_config()` (its hyperparameters) with bf16, the math prompt and reward,
+    Shuffle-R1, and `epochs` passes over `train_examples` problems at 512 prompts per step."""
+    c = base_config()
+    c.model.dtype = "bfloat16"
+    c.data.prompt_format = "math"
+    c.reward.name = "math"
+    c.rl.algorithm = "shuffle_r1"
+    c.train.total_steps = epochs * train_examples // c.data.rollout_batch_prompts
+    return c
+
+
 def demo_config() -> ConfigDict:
     """The demo: see configs/demo.py."""
     c = base_config()
