@@ -150,13 +150,13 @@ def demo_config() -> ConfigDict:
     c.rollout.top_p = 1.0
 
     c.rl.algorithm = "shuffle_r1"
-    c.train.total_steps = 120
+    c.train.total_steps = 200
     c.train.minibatch_prompts = 8
     c.train.micro_batch_rows = 64
-    c.optim.learning_rate = 2e-4
+    c.optim.learning_rate = 1e-4
     c.optim.weight_decay = 0.0
 
-    c.eval.every = 30
+    c.eval.every = 40
     c.eval.n = 4
     c.eval.max_prompts = 96
     c.checkpoint.every = 20
