@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.checkpoint.export import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.hf_export import save_hf_checkpoint
 from shuffle_r1_jax.checkpoint.tiny import make_tiny_checkpoint
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
@@ -31,8 +32,6 @@ from shuffle_r1_jax.train.sft import supervised_finetune
 
 logger = logging.getLogger(__name__)
 
-_NON_WEIGHT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                     "preprocessor_config.json", "generation_config.json")  # fmt: skip
 
 
 def _settings_key(config: ConfigDict) -> str:
@@ -102,10 +101,8 @@ def prepare_demo(config: ConfigDict) -> dict[str, str]:
             and logger.info("demo warm-up step %d/%d: loss %.3f", step + 1, d.warmup_steps, loss),
         )
         nnx.update(model, params)
+        copy_non_weight_files(base, out)
         save_hf_checkpoint(model, out)
-        for name in _NON_WEIGHT_FILES:
-            if (base / name).exists():
-                shutil.copy(base / name, out / name)
 
     warm = _build_once(root / "warm", warm_up)
     return {"checkpoint": str(warm), "train": str(data / "train.parquet"), "val": str(data / "val.parquet")}

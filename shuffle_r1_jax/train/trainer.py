@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.checkpoint.export import HF_SOURCE, copy_non_weight_files
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.data.sources import Columns
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
@@ -121,6 +122,7 @@ class Trainer:
             self.workdir / "checkpoints", keep_last=c.checkpoint.keep_last, keep_best=c.checkpoint.keep_best,
             best_metric="val/accuracy", best_mode="max",
         )  # fmt: skip
+        copy_non_weight_files(run.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
         self.step = 0
         self.best_score: float | None = None
         self.base_key = jax.random.key(c.seed)

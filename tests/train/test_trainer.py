@@ -152,3 +152,37 @@ def test_training_raises_a_learnable_reward(demo_cache, tmp_path):
 
     rewards = [json.loads(line)["reward/overall"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(rewards[-5:]) > 2 * np.mean(rewards[:5]), rewards
+
+
+@pytest.mark.slow
+def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_path):
+    import torch
+    from flax import nnx
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from shuffle_r1_jax.checkpoint.export import export_trainer_checkpoint
+    from shuffle_r1_jax.models.qwen2_5_vl import forward_logits, load_pretrained
+
+    c = tiny_trainer_config(demo_cache)
+    c.train.total_steps = 1
+    params, _, trainer = _run(c, tmp_path / "run")
+    out = tmp_path / "exported"
+    assert export_trainer_checkpoint(tmp_path / "run" / "checkpoints", out) == 1
+
+    ours, config = load_pretrained(out)
+    for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(ours, nnx.Param))), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, attn_implementation="eager").float().eval()
+    rng = np.random.default_rng(0)
+    grid = (1, 4, 4)
+    ids = np.asarray([[40, config.vision_start_token_id] + [config.image_token_id] * 4 + [config.vision_end_token_id, 41, 42]])
+    pixels = rng.standard_normal((16, 1176)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(
+            input_ids=torch.as_tensor(ids), attention_mask=torch.ones_like(torch.as_tensor(ids)),
+            pixel_values=torch.as_tensor(pixels), image_grid_thw=torch.as_tensor([grid]),
+            mm_token_type_ids=torch.as_tensor((ids == config.image_token_id).astype(np.int64)),
+        ).logits.numpy()  # fmt: skip
+    got = np.asarray(forward_logits(ours, ids, np.ones_like(ids), pixels, np.asarray([grid])))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert (out / "tokenizer.json").exists() and (out / "preprocessor_config.json").exists()

@@ -1,0 +1,40 @@
+"""Export a trainer checkpoint to a Hugging Face directory that transformers (and vLLM) load.
+
+    python scripts/export_to_hf.py --ckpt runs/demo/checkpoints [--step N] --out exported/ [--dtype bfloat16]
+
+--ckpt: the trainer's checkpoint directory (<workdir>/checkpoints); --step: a saved step (default: the
+latest); --out: the directory to write (config.json, sharded safetensors with hub tensor names and an index,
+tokenizer and processor files); --dtype: float32 | bfloat16 | float16 (default: as trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import ml_dtypes
+import numpy as np
+
+from shuffle_r1_jax.checkpoint.export import export_trainer_checkpoint
+
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="trainer checkpoint directory (<workdir>/checkpoints)")
+    parser.add_argument("--step", type=int, default=None, help="step to export (default: the latest)")
+    parser.add_argument("--out", required=True, help="output Hugging Face directory")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="safetensors dtype")
+    args = parser.parse_args()
+    try:
+        step = export_trainer_checkpoint(args.ckpt, args.out, step=args.step, dtype=DTYPES.get(args.dtype))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported step {step} of {args.ckpt} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
