@@ -10,6 +10,7 @@ import numpy as np
 from flax import nnx
 
 from shuffle_r1_jax.checkpoint.hf_names import alternative_names, hf_to_ours, rules_with_variables
+from shuffle_r1_jax.checkpoint.orbax_params import is_orbax_params_dir, restore_params
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, load_config
 from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
@@ -38,6 +39,23 @@ def count_parameters(model: nnx.Module) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
 
 
+def _load_orbax(path, graphdef, state, shardings) -> Qwen25VL:
+    """Restores a converted (orbax) parameter directory onto the model's shapes, dtypes and shardings."""
+    sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
+    abstract = {}
+    for p, v in nnx.to_flat_state(state):
+        node = abstract
+        for key in p[:-1]:
+            node = node.setdefault(key, {})
+        node[p[-1]] = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding_of.get(p))
+    try:
+        params = restore_params(path, abstract)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state)
+
+
 def _find(checkpoint: SafetensorsCheckpoint, hf_name: str) -> str | None:
     return next((n for n in alternative_names(hf_name) if n in checkpoint), None)
 
@@ -51,7 +69,8 @@ def load_pretrained(
     shardings: nnx.State | None = None,
     mesh=None,
 ) -> tuple[Qwen25VL, Qwen25VLConfig]:
-    """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards).
+    """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards), or a directory
+    converted by `scripts/convert_hf_to_orbax.py` (config.json + orbax `params/`).
 
     dtype: storage and compute dtype of the returned model; attention_impl, remat: see `Qwen25VL`. Tensors are read one at a time and put on device
     (with the `NamedSharding` from `shardings` or, given a `mesh`, from the default logical-axis rules), so the
@@ -60,11 +79,13 @@ def load_pretrained(
     Raises `CheckpointError` naming a missing or misshaped tensor.
     """
     config = load_config(path)
-    checkpoint = SafetensorsCheckpoint(path)
     model = abstract_model(config, dtype=dtype, param_dtype=dtype, attention_impl=attention_impl, remat=remat)
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh)
+    if is_orbax_params_dir(path):
+        return _load_orbax(path, graphdef, state, shardings), config
+    checkpoint = SafetensorsCheckpoint(path)
     sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
     loaded = []
     for rule, var in rules_with_variables(dict(nnx.to_flat_state(state)), config):

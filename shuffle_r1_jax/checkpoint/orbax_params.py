@@ -1,0 +1,51 @@
+"""Model parameters as an orbax checkpoint: `<dir>/params` (arrays, shardable) next to the HF non-weight files.
+
+`convert_hf_to_orbax` streams an HF directory tensor by tensor into (optionally sharded) device arrays and
+writes them with orbax; `restore_params` reads them back onto given shardings. `load_pretrained` accepts
+such a directory like an HF one, so the trainer can start from either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+PARAMS_DIR = "params"
+
+
+def is_orbax_params_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a converted checkpoint (`params/` written by `save_params`)."""
+    return (Path(path) / PARAMS_DIR).is_dir()
+
+
+def save_params(params: dict, out_dir: str | os.PathLike) -> None:
+    """Writes a pure dict of (possibly sharded) arrays to `<out_dir>/params` (replaced if present)."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(Path(out_dir).absolute() / PARAMS_DIR, params, force=True)
+    checkpointer.wait_until_finished()
+
+
+def restore_params(directory: str | os.PathLike, abstract: dict) -> dict:
+    """Reads `<directory>/params` onto `abstract` (a pure dict of `ShapeDtypeStruct`s, with `.sharding` to place
+    them); raises ValueError naming a parameter whose saved shape differs."""
+    checkpointer = ocp.StandardCheckpointer()
+    path = Path(directory).absolute() / PARAMS_DIR
+    saved = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(checkpointer.metadata(path).item_metadata)[0]}
+    for key, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        name = _name(key)
+        found = saved.get(name)
+        if found is None or tuple(found.shape) != tuple(leaf.shape):
+            raise ValueError(
+                f"{path}: parameter {name!r} expected shape {tuple(leaf.shape)}, found "
+                f"{'nothing' if found is None else tuple(found.shape)}"
+            )
+    return checkpointer.restore(path, abstract)
+
+
+
+def _name(path) -> str:
+    """A tree path as "a/0/b" (orbax stores integer dict keys as strings)."""
+    return "/".join(str(getattr(k, "key", k)) for k in path)
