@@ -107,6 +107,7 @@ def base_config() -> ConfigDict:
     c.checkpoint.every = 50  # steps between checkpoints (and at the end)
     c.checkpoint.keep_last = 3
     c.checkpoint.keep_best = True  # also keep the best validation accuracy
+    c.checkpoint.export_hf = ""  # a directory: export the final policy there in the Hugging Face layout ("" = no)
     return c
 
 

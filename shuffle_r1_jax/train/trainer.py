@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
 
-from shuffle_r1_jax.checkpoint.export import HF_SOURCE, copy_non_weight_files
+from shuffle_r1_jax.checkpoint.export import HF_SOURCE, copy_non_weight_files, export_trainer_checkpoint
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.data.sources import Columns
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
@@ -278,6 +278,9 @@ class Trainer:
                     )
         finally:
             self.checkpointer.wait_until_finished()
+        if c.checkpoint.export_hf and jax.process_index() == 0:
+            step = export_trainer_checkpoint(self.workdir / "checkpoints", c.checkpoint.export_hf)
+            logger.info("exported step %d to %s (Hugging Face layout)", step, c.checkpoint.export_hf)
         return RunSummary(
             steps=self.step,
             start_accuracy=history[0] if history else None,

@@ -39,3 +39,31 @@ def test_convert_then_load_gives_the_hf_logits_and_restores_sharded(untied_check
     kernel = sharded.layers[1].self_attn.q_proj.kernel[...]
     assert kernel.sharding.spec == PartitionSpec("fsdp", "tensor", None) and len(kernel.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(kernel), np.asarray(converted.layers[1].self_attn.q_proj.kernel[...]))
+
+
+def test_hf_to_orbax_to_hf_round_trip_is_bit_exact(untied_checkpoint, tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from shuffle_r1_jax.checkpoint.hf_export import save_hf_checkpoint
+
+    hf_model, path = untied_checkpoint
+    script = Path(__file__).resolve().parents[2] / "scripts" / "convert_hf_to_orbax.py"
+    subprocess.run([sys.executable, str(script), "--hf_dir", str(path), "--out", str(tmp_path / "orbax"),
+                    "--dtype", "float32"], capture_output=True, check=True)  # fmt: skip
+    converted, _ = load_pretrained(tmp_path / "orbax")
+    save_hf_checkpoint(converted, tmp_path / "hf")
+    original, exported = load_file(path / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
+    assert set(original) == set(exported)
+    for name, tensor in original.items():
+        np.testing.assert_array_equal(exported[name], tensor, err_msg=name)
+    reloaded = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+    rng = np.random.default_rng(1)
+    grids = [(1, 6, 10)]
+    ids, mask = pad_batch([build_sample(rng, [2, grids[0], 5])], "left")
+    pixels = random_pixels(rng, grids)
+    np.testing.assert_array_equal(
+        hf_logits(reloaded, ids, mask, pixels, np.asarray(grids)), hf_logits(hf_model, ids, mask, pixels, np.asarray(grids))
+    )
+    assert torch.is_tensor(next(reloaded.parameters()))

@@ -165,9 +165,12 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
 
     c = tiny_trainer_config(demo_cache)
     c.train.total_steps = 1
+    c.checkpoint.export_hf = str(tmp_path / "exported_at_end")
     params, _, trainer = _run(c, tmp_path / "run")
     out = tmp_path / "exported"
     assert export_trainer_checkpoint(tmp_path / "run" / "checkpoints", out) == 1
+    exported_at_end = safetensors_bytes(tmp_path / "exported_at_end")
+    assert exported_at_end == safetensors_bytes(out) and "model.embed_tokens.weight" in exported_at_end
 
     ours, config = load_pretrained(out)
     for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(ours, nnx.Param))), jax.tree.leaves(params)):
@@ -186,3 +189,9 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
     got = np.asarray(forward_logits(ours, ids, np.ones_like(ids), pixels, np.asarray([grid])))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert (out / "tokenizer.json").exists() and (out / "preprocessor_config.json").exists()
+
+
+def safetensors_bytes(directory):
+    from safetensors.numpy import load_file
+
+    return {name: tensor.tobytes() for name, tensor in load_file(Path(directory) / "model.safetensors").items()}
