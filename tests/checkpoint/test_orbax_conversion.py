@@ -19,7 +19,8 @@ def test_convert_then_load_gives_the_hf_logits_and_restores_sharded(untied_check
     out = tmp_path / "orbax"
     script = Path(__file__).resolve().parents[2] / "scripts" / "convert_hf_to_orbax.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--hf_dir", str(path), "--out", str(out), "--dtype", "float32"],
+        [sys.executable, str(script), "--hf_dir", str(path), "--out", str(out), "--dtype", "float32",
+         "--mesh", "2,2,2"],  # a sharded conversion over the 8 simulated devices (XLA_FLAGS is inherited)
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "peak host memory" in result.stdout and (out / "params").is_dir() and (out / "config.json").exists()
