@@ -89,7 +89,8 @@ class Trainer:
         )
         self.graphdef = nnx.graphdef(model)
         self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-        self.ref_params = self.params if c.loss.kl_coef > 0 else None  # the starting policy
+        # the starting policy, copied: the update step donates (and so frees) the training parameters' buffers
+        self.ref_params = jax.tree.map(jnp.copy, self.params) if c.loss.kl_coef > 0 else None
         image_config = ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels)
         self.encoder = PromptEncoder.from_checkpoint(
             run.checkpoint, image_config, prompt_format=c.data.prompt_format, max_prompt_length=c.data.max_prompt_length

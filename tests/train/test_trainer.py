@@ -195,3 +195,17 @@ def safetensors_bytes(directory):
     from safetensors.numpy import load_file
 
     return {name: tensor.tobytes() for name, tensor in load_file(Path(directory) / "model.safetensors").items()}
+
+
+@pytest.mark.slow
+def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path):
+    """The reference policy must survive the donated parameter updates of later steps."""
+    c = tiny_trainer_config(demo_cache)
+    c.loss.kl_coef = 0.05
+    c.train.total_steps = 3
+    c.checkpoint.every = 100
+    _run(c, tmp_path)
+    import json
+
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all(np.isfinite(line["kl_ref"]) for line in lines)
