@@ -41,3 +41,9 @@ def untied_pair(untied_checkpoint):
     hf_model, path = untied_checkpoint
     ours, _ = load_pretrained(path)
     return hf_model, ours
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A session-wide cache directory for the tiny demo assets (built on first use)."""
+    return str(tmp_path_factory.mktemp("demo_cache"))

@@ -15,7 +15,8 @@ solved quickly while hard ones stay mostly unsolved, which makes advantage colla
 Shapes never overlap (2 px gap) and are drawn without anti-aliasing in pure palette colors, so every
 answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout: `problem` (with an
 "<image>" placeholder), `answer`, `images` (list of {"bytes": PNG, "path": None}), plus `difficulty`,
-`task`, `data_source` and `scene` (JSON: image size and the shapes' kind, color and pixel box).
+`task`, `data_source` (`synthetic_shapes/<task>`, so validation reports accuracy per task) and `scene` (JSON:
+image size and the shapes' kind, color and pixel box).
 """
 from __future__ import annotations
 
@@ -260,6 +261,11 @@ def task_of_problem(problem: str) -> str:
     raise ValueError(f"not a synthetic-task problem: {problem!r}")
 
 
+def data_source(task: str) -> str:
+    """The `data_source` of a task's rows: "synthetic_shapes/<task>"."""
+    return f"{DATA_SOURCE}/{task}"
+
+
 def scene_json(sample: SyntheticSample) -> str:
     """The sample's shapes as JSON: {"image_size": s, "shapes": [{"kind", "color", "box"}, ...]}."""
     shapes = [dataclasses.asdict(shape) for shape in sample.shapes]
@@ -280,7 +286,7 @@ def to_record(sample: SyntheticSample) -> dict:
         "images": [{"bytes": png_bytes(render(sample.shapes, sample.image_size)), "path": None}],
         "difficulty": sample.difficulty,
         "task": sample.task,
-        "data_source": DATA_SOURCE,
+        "data_source": data_source(sample.task),
         "scene": scene_json(sample),
     }
 

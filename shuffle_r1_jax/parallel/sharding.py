@@ -15,10 +15,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch's rows are sharded over
 
 # logical axis -> mesh axis (or tuple of mesh axes, or None for replicated)
 DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", BATCH_AXES),
     ("vocab", "tensor"),
     ("embed", "fsdp"),
     ("q_heads", "tensor"),
@@ -85,3 +86,42 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Modul
     )
     nnx.update(model, state)
     return model
+
+
+def constrain_rows(x: jax.Array) -> jax.Array:
+    """Inside a jitted function traced under `jax.set_mesh(mesh)`: constrains dimension 0 of `x` to the batch
+    axes when it divides over them (else leaves `x` as it is); without a context mesh, returns `x`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    shards = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    if shards == 1 or x.shape[0] % shards:
+        return x
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(BATCH_AXES, *([None] * (x.ndim - 1))))
+
+
+def _path_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def mirror_shardings(tree, params, param_sharding_tree, mesh: Mesh):
+    """Shardings for a tree that mirrors parameters (an optax state): a leaf whose path ends with a parameter's
+    path and has that parameter's shape gets the parameter's sharding; every other leaf (step counts, scalars)
+    is replicated. tree, params: trees of arrays or `jax.ShapeDtypeStruct`s; param_sharding_tree: the
+    parameters' `NamedSharding`s, in the structure of `params`."""
+    param_leaves = jax.tree_util.tree_leaves_with_path(params)
+    by_path = {
+        _path_names(path): (tuple(leaf.shape), sharding)
+        for (path, leaf), sharding in zip(param_leaves, jax.tree.leaves(param_sharding_tree))
+    }
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def sharding_of(path, leaf):
+        names = _path_names(path)
+        for start in range(len(names)):
+            shape, sharding = by_path.get(names[start:], (None, None))
+            if shape == tuple(leaf.shape):
+                return sharding
+        return replicated
+
+    return jax.tree_util.tree_map_with_path(sharding_of, tree)

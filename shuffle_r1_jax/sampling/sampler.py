@@ -63,6 +63,17 @@ class Sampler:
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("capacity", "n"))
         self._decode = jax.jit(self._decode_impl, static_argnames=("n", "max_new"), donate_argnames=("caches",))
 
+    @property
+    def prefill_program(self):
+        """The jitted prefill `generate` runs: `(state, inputs, *, capacity, n)`; for ahead-of-time `.lower()`."""
+        return self._prefill
+
+    @property
+    def decode_program(self):
+        """The jitted decode loop `generate` runs: `(state, caches, logits, prompt_mask, rope_deltas, key, *, n,
+        max_new)`, caches donated; for ahead-of-time `.lower()` (e.g. scripts/memory_plan.py)."""
+        return self._decode
+
     def _constrain(self, x: jax.Array, spec: PartitionSpec) -> jax.Array:
         if self.mesh is None:
             return x
@@ -96,7 +107,6 @@ class Sampler:
         self.compilations += 1
         prompts, length = prompt_mask.shape
         logger.info("compiling sampler decode: %d prompts x n=%d, %d new tokens", prompts, n, max_new)
-        model = nnx.merge(self.graphdef, state)
         cfg = self.config
         rows = prompts * n
         row_spec = PartitionSpec(BATCH_AXES)
@@ -112,6 +122,8 @@ class Sampler:
 
         def body(carry):
             step, tokens, logprobs, done, caches, key_valid, logits, key = carry
+            # merged inside the loop body: a model with remat layers cannot be used from an outer trace level
+            model = nnx.merge(self.graphdef, state)
             key, sample_key = jax.random.split(key)
             token, logprob = choose_tokens(logits, sample_key, cfg)
             token = jnp.where(done, cfg.pad_token_id, token)

@@ -3,6 +3,8 @@
     python -m shuffle_r1_jax.train [--config configs/<name>.py] [--config.key=value ...] [--workdir DIR]
 
 Every config key is documented in shuffle_r1_jax/train/defaults.py. A workdir with a checkpoint resumes.
+Several hosts: run the same command on every host (see BUILD_NOTES.md, "Launching on a multi-GPU host and a TPU
+pod slice"); `jax.distributed` starts from the `distributed` config section or the launcher's environment.
 """
 
 from __future__ import annotations
@@ -29,10 +31,15 @@ def main(argv: list[str]) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
     from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
     from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
+    from shuffle_r1_jax.parallel.distributed import is_main_process
+    from shuffle_r1_jax.train import settings
     from shuffle_r1_jax.train.settings import ConfigError
     from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
     try:
+        settings.start_distributed(_CONFIG.value)
+        if not is_main_process():
+            logging.getLogger().setLevel(logging.WARNING)  # process 0 logs the run; the others only problems
         trainer = Trainer(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, ModelConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -41,6 +48,8 @@ def main(argv: list[str]) -> int:
         summary = trainer.fit()
     finally:
         trainer.close()
+    if not is_main_process():
+        return 0
     write_summary(_WORKDIR.value, summary)
     if summary.start_accuracy is not None:
         print(

@@ -21,9 +21,11 @@ def base_config() -> ConfigDict:
     c.demo.enabled = False  # build the tiny model and synthetic data (configs/demo.py)
     c.demo.cache_dir = ""  # where the demo's checkpoint, data and warm-up are written once
     c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
+    c.demo.seed = 0  # seeds the demo's assets (model init, dataset, warm-up), apart from `seed`: runs share them
     c.demo.num_train = 4000  # synthetic training samples
     c.demo.num_val = 96  # synthetic validation samples
     c.demo.image_size = 56  # synthetic image side in pixels
+    c.demo.difficulty_weights = (0.4, 0.3, 0.3)  # shares of easy (color), medium (larger, position), hard (count)
     c.demo.warmup_steps = 150  # supervised warm-up steps on reference answers (the starting policy)
     c.demo.warmup_batch = 32  # prompts per warm-up step
     c.demo.warmup_lr = 3e-3  # warm-up learning rate
@@ -108,6 +110,24 @@ def base_config() -> ConfigDict:
     c.checkpoint.keep_last = 3
     c.checkpoint.keep_best = True  # also keep the best validation accuracy
     c.checkpoint.export_hf = ""  # a directory: export the final policy there in the Hugging Face layout ("" = no)
+
+    # The device mesh (data, fsdp, tensor): parameters and optimizer state are sharded by the logical-axis rules
+    # (shuffle_r1_jax/parallel/sharding.py), rollout and update batches by rows over data x fsdp.
+    c.mesh = ConfigDict()
+    c.mesh.preset = ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (see mesh_config.py)
+    c.mesh.data = 1  # data-parallel replicas (-1 = the devices the other axes leave; at most one -1)
+    c.mesh.fsdp = -1  # parameter/optimizer-state shards (fully sharded data parallel); -1: the rest
+    c.mesh.tensor = 1  # tensor-parallel shards of heads, MLP and vocabulary (must divide one process's devices)
+    c.mesh.num_devices = 0  # 0 = every device of every process; k = the first k devices (one process only)
+
+    # Multi-host start-up (jax.distributed): shuffle_r1_jax/parallel/distributed.py.
+    c.distributed = ConfigDict()
+    c.distributed.initialize = "auto"  # "auto" (if the config, environment or a multi-host preset says so) | "always" | "never"
+    c.distributed.coordinator_address = ""  # "host:port" of process 0 ("" = JAX_COORDINATOR_ADDRESS or cluster detection)
+    c.distributed.num_processes = -1  # -1 = JAX_NUM_PROCESSES or cluster detection
+    c.distributed.process_id = -1  # -1 = JAX_PROCESS_ID or cluster detection
+    c.distributed.cpu_collectives = "gloo"  # cross-process collectives of the CPU backend ("gloo" | "mpi")
+    c.distributed.initialization_timeout_s = 300  # seconds to wait for every process to connect
     return c
 
 

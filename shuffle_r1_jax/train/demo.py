@@ -36,10 +36,11 @@ logger = logging.getLogger(__name__)
 
 def _settings_key(config: ConfigDict) -> str:
     d = config.demo
-    settings = dict(seed=config.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
+    settings = dict(seed=d.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
+                    difficulty_weights=list(d.difficulty_weights),
                     warmup_steps=d.warmup_steps, warmup_batch=d.warmup_batch, warmup_lr=d.warmup_lr,
                     warmup_correct_fraction=d.warmup_correct_fraction,
-                    prompt_format=config.data.prompt_format, preset=d.preset, version=1)  # fmt: skip
+                    prompt_format=config.data.prompt_format, preset=d.preset, version=2)  # fmt: skip
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -72,10 +73,12 @@ def prepare_demo(config: ConfigDict) -> dict[str, str]:
     """Builds (or finds) the demo assets; returns {"checkpoint", "train", "val"} paths."""
     d = config.demo
     root = Path(os.path.expanduser(d.cache_dir)) / _settings_key(config)
-    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=config.seed))
+    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=d.seed))
     data = _build_once(
         root / "data",
-        lambda out: write_synthetic_dataset(out, d.num_train, d.num_val, config.seed, image_size=d.image_size),
+        lambda out: write_synthetic_dataset(
+            out, d.num_train, d.num_val, d.seed, image_size=d.image_size, difficulty_weights=tuple(d.difficulty_weights)
+        ),
     )
 
     def warm_up(out: Path) -> None:
@@ -84,14 +87,14 @@ def prepare_demo(config: ConfigDict) -> dict[str, str]:
         encoder = PromptEncoder.from_checkpoint(base, prompt_format=config.data.prompt_format, max_prompt_length=config.data.max_prompt_length)
         batches = prompt_batches(
             str(data / "train.parquet"), encoder, model_config,
-            PipelineConfig(batch_size=d.warmup_batch, seed=config.seed + 1),
+            PipelineConfig(batch_size=d.warmup_batch, seed=d.seed + 1),
             buckets=BucketConfig(prompt_lengths=tuple(config.data.prompt_buckets)),
         )  # fmt: skip
         params = supervised_finetune(
             nnx.graphdef(model),
             nnx.to_pure_dict(nnx.state(model, nnx.Param)),
             batches,
-            _warmup_responses(np.random.default_rng(config.seed), d.warmup_correct_fraction),
+            _warmup_responses(np.random.default_rng(d.seed), d.warmup_correct_fraction),
             tokenizer=encoder.tokenizer,
             eos_id=model_config.eos_token_id,
             steps=d.warmup_steps,

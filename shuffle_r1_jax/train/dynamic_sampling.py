@@ -3,7 +3,8 @@ rollout batch is full again (a bounded number of tries).
 
 Groups from different prompt batches are merged into one static-shape batch: prompts are left-padded to the
 longest prompt length, image rows are stacked (padded to the widest window count), and each prompt's image-token
-slots are re-pointed at its images' new place.
+slots are re-pointed at its images' new place. With several processes each merges its own rows (the
+processes agree on how many prompt batches to generate), and the merged batch is placed on the mesh again.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, VisionInputs
+from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
+from shuffle_r1_jax.parallel.global_arrays import gather_over_processes, min_over_processes
 from shuffle_r1_jax.train.logprobs import Rollouts
 from shuffle_r1_jax.train.rollout import ScoredRollouts
 
@@ -73,16 +76,23 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
     )
 
 
-def merge_groups(parts: list[tuple[ScoredRollouts, np.ndarray]], n: int, pad_id: int) -> ScoredRollouts:
-    """One `ScoredRollouts` of the chosen groups: `parts` lists (scored batch, its chosen group ids) in order."""
-    host = [jax.tree.map(np.asarray, s.rollouts.prompts) for s, _ in parts]
+def merge_groups(
+    parts: list[tuple[ScoredRollouts, np.ndarray]], n: int, pad_id: int, placer: BatchPlacer | None = None
+) -> ScoredRollouts:
+    """One `ScoredRollouts` of the chosen groups: `parts` lists (scored batch, this process's chosen group ids) in
+    order. With a `placer`, each process merges its own rows and the result is placed as global arrays again;
+    without, the rollouts are one process's device arrays."""
+    local = np.asarray if placer is None else placer.local
+    host = [
+        jax.tree.map(np.asarray, s.rollouts.prompts) if s.host_prompts is None else s.host_prompts for s, _ in parts
+    ]
     prompts = concat_prompts(host, pad_id)
     starts = np.cumsum([0] + [h.input_ids.shape[0] for h in host])
     prompt_rows = np.concatenate([start + groups for start, (_, groups) in zip(starts, parts)])
     rollout_rows = [(groups[:, None] * n + np.arange(n)).reshape(-1) for _, groups in parts]
 
-    def rows_of(get):
-        return np.concatenate([np.asarray(get(s))[r] for (s, _), r in zip(parts, rollout_rows)])
+    def rows_of(get, on_device: bool = False):
+        return np.concatenate([(local(get(s)) if on_device else np.asarray(get(s)))[r] for (s, _), r in zip(parts, rollout_rows)])
 
     prompts = dataclasses.replace(
         prompts,
@@ -93,31 +103,37 @@ def merge_groups(parts: list[tuple[ScoredRollouts, np.ndarray]], n: int, pad_id:
         image_token_slot=None if prompts.image_token_slot is None else prompts.image_token_slot[prompt_rows],
     )
     names = parts[0][0].parts.keys()
+    place_rows = jnp.asarray if placer is None else placer.rows
     return ScoredRollouts(
         rollouts=Rollouts(
-            jax.tree.map(jnp.asarray, prompts),
-            jnp.asarray(rows_of(lambda s: s.rollouts.tokens)),
-            jnp.asarray(rows_of(lambda s: s.rollouts.mask)),
-            jnp.asarray(rows_of(lambda s: s.rollouts.sampler_logprobs)),
+            jax.tree.map(jnp.asarray, prompts) if placer is None else placer.prompts(prompts),
+            place_rows(rows_of(lambda s: s.rollouts.tokens, on_device=True)),
+            place_rows(rows_of(lambda s: s.rollouts.mask, on_device=True)),
+            place_rows(rows_of(lambda s: s.rollouts.sampler_logprobs, on_device=True)),
         ),
         responses=[s.responses[i] for (s, _), r in zip(parts, rollout_rows) for i in r],
         parts={k: rows_of(lambda s, k=k: s.parts[k]) for k in names},
         reward_failures={k: sum(s.reward_failures[k] for s, _ in parts) for k in parts[0][0].reward_failures},
         finish=rows_of(lambda s: s.finish),
         timings={k: sum(s.timings[k] for s, _ in parts) for k in parts[0][0].timings},
+        host_prompts=None if placer is None else prompts,
     )
 
 
-def fill_informative(sample, groups: int, n: int, *, max_tries: int, fallback: str, pad_id: int):
-    """Calls `sample()` (-> a `ScoredRollouts` of `groups` prompts) until `groups` informative groups are found.
+def fill_informative(
+    sample, groups: int, n: int, *, max_tries: int, fallback: str, pad_id: int, placer: BatchPlacer | None = None
+):
+    """Calls `sample()` (-> a `ScoredRollouts` of `groups` prompts on this process) until `groups` informative
+    groups are found (on every process: the calls are collective, so the processes agree on the fewest found).
 
     After `max_tries` calls, fallback "fill" completes the batch with uninformative groups (zero advantage: they
-    change nothing) and "error" raises. Returns (merged `ScoredRollouts`, stats dict).
+    change nothing) and "error" raises. Returns (merged `ScoredRollouts`, stats dict; filled groups summed over
+    processes).
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"rl.dynamic_sampling_fallback = {fallback!r}; expected one of {FALLBACKS}")
     batches, chosen, spare, found, tries = [], [], [], 0, 0
-    while found < groups and tries < max_tries:
+    while min_over_processes(found) < groups and tries < max_tries:
         scored = sample()
         tries += 1
         keep = informative_groups(scored.parts["overall"], n)
@@ -126,15 +142,18 @@ def fill_informative(sample, groups: int, n: int, *, max_tries: int, fallback: s
         spare.append(np.flatnonzero(~keep))
         found += len(chosen[-1])
     missing = groups - found
-    if missing and fallback == "error":
+    fewest = min_over_processes(found)
+    if fewest < groups and fallback == "error":
         raise DynamicSamplingError(
-            f"dynamic sampling found {found} of {groups} prompt groups with differing rewards in {tries} tries "
-            "(raise rl.dynamic_sampling_max_tries, or set rl.dynamic_sampling_fallback='fill')"
+            f"dynamic sampling found {fewest} of {groups} prompt groups with differing rewards in {tries} tries "
+            "(on the process that found the fewest; raise rl.dynamic_sampling_max_tries, or set "
+            "rl.dynamic_sampling_fallback='fill')"
         )
     for i, ids in enumerate(spare):
         take = ids[: max(missing, 0)]
         chosen[i] = np.concatenate([chosen[i], take])
         missing -= len(take)
     parts = [(scored, ids) for scored, ids in zip(batches, chosen) if len(ids)]
-    merged = merge_groups(parts, n, pad_id)
-    return merged, {"dapo/tries": float(tries), "dapo/filled_groups": float(groups - found)}
+    merged = merge_groups(parts, n, pad_id, placer)
+    filled = float(gather_over_processes(np.asarray([groups - found])).sum())
+    return merged, {"dapo/tries": float(tries), "dapo/filled_groups": filled}

@@ -1,7 +1,8 @@
 """Policy log-probs of rollouts: prompt + response sequences through the model, log-probs in chunks.
 
 The vocabulary projection runs over `chunk` response positions at a time under `jax.checkpoint`, so neither the
-forward nor the backward ever holds a full `[rows, response_length, vocab]` fp32 tensor.
+forward nor the backward ever holds a full `[rows, response_length, vocab]` fp32 tensor. Traced under
+`jax.set_mesh(mesh)`, the rows' activations are sharded over the mesh's batch axes (when they divide).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 
 from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, Qwen25VL
 from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
+from shuffle_r1_jax.parallel.sharding import constrain_rows
 from shuffle_r1_jax.rl.metrics import entropy_from_logits
 
 
@@ -77,7 +79,7 @@ def response_logprobs(
     """
     ids, mask, positions, slots = sequence_inputs(rollouts, rows)
     vision = rollouts.prompts.vision if image_features is None else None
-    embeds = model.embed(ids, vision, slots, image_features)
+    embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
     hidden, _ = model.decode(embeds, positions, causal_mask(mask))
     prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
     # position prompt_len - 1 + j predicts response token j

@@ -1,6 +1,7 @@
 """The rollout phase of a step: generate, decode, score on the host, and compute advantages.
 
-Host work is limited to what must run there: decoding token ids to text and the reward functions.
+Host work is limited to what must run there: decoding token ids to text and the reward functions. With several
+processes each decodes and scores its own rows (those of its prompts); metrics are reduced over processes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs
+from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
+from shuffle_r1_jax.parallel.global_arrays import gather_over_processes, local_rows
 from shuffle_r1_jax.processing.batch import PromptBatch
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rl import advantages as adv_lib
@@ -21,11 +25,14 @@ from shuffle_r1_jax.train.logprobs import Rollouts
 
 @dataclasses.dataclass
 class ScoredRollouts:
-    """One rollout batch after rewards: P prompts x n samples, R = P * n rows.
+    """One rollout batch after rewards: P prompts x n samples, R = P * n rows (over all processes).
 
-    rollouts: device arrays (prompts, tokens, mask, sampler log-probs); responses: decoded texts `[R]`;
-    parts: reward part name -> `float32[R]` (always "overall"); reward_failures: reason -> count;
-    finish: `int32[R]` finish reasons; timings: seconds spent generating and scoring.
+    rollouts: global device arrays (prompts, tokens, mask, sampler log-probs; rows sharded over the batch axes).
+    This process's rows only (r = R / process_count, in the order of its rows in the global arrays):
+    responses: decoded texts `[r]`; parts: reward part name -> `float32[r]` (always "overall");
+    reward_failures: reason -> count; finish: `int32[r]` finish reasons.
+    timings: seconds spent generating and scoring. host_prompts: this process's prompt batch (numpy
+    `ModelInputs`, image slots into its own image rows), or None when `rollouts.prompts` is that batch.
     """
 
     rollouts: Rollouts
@@ -34,6 +41,7 @@ class ScoredRollouts:
     reward_failures: dict[str, int]
     finish: np.ndarray
     timings: dict[str, float]
+    host_prompts: ModelInputs | None = None
 
 
 def decode_responses(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
@@ -52,12 +60,16 @@ def generate_and_score(
     tokenizer,
     reward_pool: RewardPool,
     reward_timeout_s: float,
+    placer: BatchPlacer,
 ) -> ScoredRollouts:
-    """Samples n responses per prompt of `batch` and scores each against its prompt's answer."""
+    """Samples n responses per prompt of every process's `batch` and scores this process's rows against their
+    prompts' answers (decoding and rewards on this host only)."""
     start = time.perf_counter()
-    prompts = jax.tree.map(jnp.asarray, batch.inputs)
-    out: SampleOutput = sampler.generate(params, prompts, n=n, max_new_tokens=max_new_tokens, key=key)
-    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    prompts = placer.prompts(batch.inputs)
+    out: SampleOutput = placer.reshard_rows(
+        sampler.generate(params, prompts, n=n, max_new_tokens=max_new_tokens, key=key)
+    )
+    tokens, mask = placer.local(out.tokens), placer.local(out.mask)
     generated = time.perf_counter()
     responses = decode_responses(tokenizer, tokens, mask)
     answers = [a for a in batch.answers for _ in range(n)]
@@ -67,13 +79,15 @@ def generate_and_score(
         responses=responses,
         parts=scores.parts,
         reward_failures=scores.failure_counts,
-        finish=np.asarray(out.finish),
+        finish=placer.local(out.finish),
         timings={"generate": generated - start, "reward": time.perf_counter() - generated},
+        host_prompts=batch.inputs,
     )
 
 
-def compute_advantages(estimator: str, scores: np.ndarray, mask: jax.Array, n: int) -> adv_lib.Advantages:
-    """Advantages of the configured estimator from per-rollout scores `[R]` and the response mask `[R, T]`.
+def compute_advantages(estimator: str, scores: jax.Array, mask: jax.Array, n: int) -> adv_lib.Advantages:
+    """Advantages of the configured estimator from per-rollout scores `[R]` and the response mask `[R, T]`
+    (jittable with `estimator` and `n` static; on global arrays a prompt's n rows sit on one shard).
 
     Returns `Advantages` with token `[P, n, T]` and rollout `[P, n]` arrays.
     """
@@ -84,18 +98,21 @@ def compute_advantages(estimator: str, scores: np.ndarray, mask: jax.Array, n: i
 
 
 def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
-    """Reward parts, response lengths and the truncation (clip) ratio of a rollout batch."""
-    lengths = np.asarray(scored.rollouts.mask).sum(1)
-    metrics = {f"reward/{name}": float(np.mean(v)) for name, v in scored.parts.items()}
-    if "accuracy" in scored.parts:
-        metrics["accuracy"] = float(np.mean(scored.parts["accuracy"]))
+    """Reward parts, response lengths and the truncation (clip) ratio of the rollout batch, over all processes."""
+    lengths = gather_over_processes(local_rows(scored.rollouts.mask).sum(1))
+    parts = {name: gather_over_processes(np.asarray(v, np.float32)) for name, v in scored.parts.items()}
+    finish = gather_over_processes(np.asarray(scored.finish))
+    metrics = {f"reward/{name}": float(np.mean(v)) for name, v in parts.items()}
+    if "accuracy" in parts:
+        metrics["accuracy"] = float(np.mean(parts["accuracy"]))
     metrics.update(
         {
             "response_length/mean": float(lengths.mean()),
             "response_length/max": float(lengths.max()),
             "response_length/min": float(lengths.min()),
-            "response_length/clip_ratio": float(np.mean(scored.finish == FINISH_LENGTH)),
+            "response_length/clip_ratio": float(np.mean(finish == FINISH_LENGTH)),
         }
     )
-    metrics.update({f"reward_failures/{k}": float(v) for k, v in scored.reward_failures.items()})
+    failures = gather_over_processes(np.asarray([[scored.reward_failures[k] for k in sorted(scored.reward_failures)]]))
+    metrics.update({f"reward_failures/{k}": float(v) for k, v in zip(sorted(scored.reward_failures), failures.sum(0))})
     return metrics

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.parallel.distributed import DistributedConfigError, DistributedSpec, initialize_distributed
+from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_devices, mesh_shape
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
 from shuffle_r1_jax.train.algorithms import SelectionConfig, get_algorithm, rows_per_prompt
 from shuffle_r1_jax.train.optimizer import OptimizerConfig
@@ -37,6 +39,8 @@ class RunSettings:
     num_minibatches: int
     micro_batches: int
     old_logprob_micro: int
+    mesh: MeshSpec
+    mesh_shape: tuple[int, int, int]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -44,8 +48,28 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def start_distributed(c: ConfigDict) -> bool:
+    """Starts `jax.distributed` as the `distributed` section says (before any device is touched); returns
+    whether this is a multi-process run's process."""
+    try:
+        return initialize_distributed(DistributedSpec.from_config(c.distributed), c.mesh.preset)
+    except DistributedConfigError as err:
+        raise ConfigError(str(err)) from err
+
+
+def resolve_mesh(c: ConfigDict) -> tuple[MeshSpec, tuple[int, int, int]]:
+    """The `mesh` section checked against this run's devices: (spec, (data, fsdp, tensor))."""
+    spec = MeshSpec.from_config(c.mesh)
+    try:
+        return spec, mesh_shape(spec, len(mesh_devices(spec)))
+    except MeshConfigError as err:
+        raise ConfigError(str(err)) from err
+
+
 def resolve(c: ConfigDict) -> RunSettings:
-    """Validates `c` and returns the resolved settings (the demo's assets are built here when enabled)."""
+    """Validates `c` and returns the resolved settings (the demo's assets are built here when enabled).
+
+    Call `start_distributed` first in a multi-process run: the batch checks use the process and device counts."""
     algorithm = get_algorithm_checked(c.rl.algorithm)
     _require(c.model.dtype in DTYPES, f"model.dtype = {c.model.dtype!r}; expected one of {sorted(DTYPES)}")
     n = c.rollout.n
@@ -57,10 +81,19 @@ def resolve(c: ConfigDict) -> RunSettings:
     processes = jax.process_count()
     _require(prompts % processes == 0,
              f"data.rollout_batch_prompts = {prompts} does not divide over {processes} processes")  # fmt: skip
-    devices = jax.device_count()
-    _require((prompts * n) % devices == 0,
+    try:
+        DistributedSpec.from_config(c.distributed).validate()
+    except DistributedConfigError as err:
+        raise ConfigError(str(err)) from err
+    mesh, (data, fsdp, tensor) = resolve_mesh(c)
+    shards = data * fsdp
+    where = f"the {shards} batch shards of the mesh (mesh data x fsdp = {data} x {fsdp})"
+    _require((prompts * n) % shards == 0,
              f"the rollout batch (data.rollout_batch_prompts x rollout.n = {prompts} x {n} = {prompts * n} rows) "
-             f"does not divide over {devices} devices")  # fmt: skip
+             f"does not divide over {where}")  # fmt: skip
+    _require(processes == 1 or prompts % shards == 0,
+             f"data.rollout_batch_prompts = {prompts} does not divide over {where}: with {processes} processes "
+             "every batch shard holds whole prompts of one process")  # fmt: skip
     mini = c.train.minibatch_prompts
     _require(mini >= 1 and prompts % mini == 0,
              f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}")  # fmt: skip
@@ -121,6 +154,7 @@ def resolve(c: ConfigDict) -> RunSettings:
         dynamic_sampling=algorithm.dynamic_sampling, optimizer=optimizer, loss=loss,
         num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
         old_logprob_micro=_largest_divisor(prompts * n, c.train.micro_batch_rows),
+        mesh=mesh, mesh_shape=(data, fsdp, tensor),
     )  # fmt: skip
 
 

@@ -4,6 +4,13 @@ prompts -> sampler (n per prompt) -> rewards (host) -> advantages -> update-batc
 -> old log-probs -> optimizer steps over mini-batches -> metrics, validation, checkpoint.
 
 Randomness: every key is `fold_in(key(seed), step)` (and a phase id), so a resumed run continues the same stream.
+
+Parallelism: one (data, fsdp, tensor) mesh from the config's `mesh` section (`parallel.mesh_config`). Parameters
+are sharded by the logical-axis rules, the optimizer state like the parameters it mirrors (counts replicated),
+rollout rows over the batch axes (data x fsdp). Advantages, the PTS/ABS selection and the mini-batch gathers
+run jitted on those global arrays; only the per-process work (decoding and rewards of a process's own rows) and
+small metric reductions touch the host. Several processes (`jax.distributed`, the `distributed` section) each
+read their own prompts; process 0 writes logs and run files; checkpoints are written by all of them (orbax).
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -19,17 +25,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from ml_collections import ConfigDict
 
 from shuffle_r1_jax.checkpoint.export import HF_SOURCE, copy_non_weight_files, export_trainer_checkpoint
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.data.sources import Columns
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
+from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes
+from shuffle_r1_jax.parallel.mesh_config import build_mesh
+from shuffle_r1_jax.parallel.sharding import constrain_rows, mirror_shardings
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from shuffle_r1_jax.rewards.pool import RewardPool
-from shuffle_r1_jax.rl.metrics import advantage_collapse, advantage_stats
+from shuffle_r1_jax.rl.metrics import COLLAPSE_EPS, advantage_collapse, advantage_stats
 from shuffle_r1_jax.sampling import Sampler, SamplingConfig
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.algorithms import select_update_rows
@@ -52,17 +63,42 @@ _image_features = jax.jit(lambda graphdef, params, vision: nnx.merge(graphdef, p
 
 def _old_logprobs_impl(graphdef, params, rollouts: Rollouts, features, *, micro: int, temperature: float, chunk: int):
     rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro)
-    model = nnx.merge(graphdef, params)
-    logp = jax.lax.map(
-        lambda r: response_logprobs(model, rollouts, r, temperature=temperature, chunk=chunk, image_features=features)[0],
-        rows,
-    )
-    return logp.reshape(rollouts.tokens.shape)
+
+    def micro_batch(r):  # the model is merged inside the mapped body: remat layers cannot cross trace levels
+        model = nnx.merge(graphdef, params)
+        return response_logprobs(model, rollouts, r, temperature=temperature, chunk=chunk, image_features=features)[0]
+
+    logp = jax.lax.map(micro_batch, rows)
+    return constrain_rows(logp.reshape(rollouts.tokens.shape))
+
+
+def _select_impl(rollout_advantages, cfg, key, *, minibatches: int):
+    """The update batch split into `minibatches` (rows `int32[U / k]`, valid `bool[U / k]`) and the ABS stats."""
+    rows, valid, stats = select_update_rows(rollout_advantages, cfg, key)
+    return jnp.split(rows, minibatches), jnp.split(valid, minibatches), stats
+
+
+def _selection_metrics_impl(rollout_advantages, rows, valid, mask) -> dict:
+    """Advantage statistics and collapse before/after the selection, and rollout/token utilization (scalars).
+
+    rollout_advantages: `float32[P, n]`; rows, valid: lists of the mini-batches' `[U / k]`; mask: `int32[R, T]`."""
+    flat = rollout_advantages.reshape(-1)
+    rows, valid = jnp.concatenate(rows), jnp.concatenate(valid)
+    selected = flat[rows]
+    nonzero = jnp.abs(selected) >= COLLAPSE_EPS
+    selected_tokens = mask[rows] * valid[:, None] * nonzero[:, None]
+    out = advantage_stats(flat)
+    out["advantage/collapse_before"] = advantage_collapse(flat)
+    out["advantage/collapse_after"] = advantage_collapse(selected, valid)
+    out["utilization/rollouts_nonzero_advantage"] = jnp.sum(nonzero & valid) / flat.shape[0]
+    out["utilization/tokens_nonzero_advantage"] = jnp.sum(selected_tokens) / jnp.maximum(jnp.sum(mask), 1)
+    return out
 
 
 _old_logprobs = jax.jit(_old_logprobs_impl, static_argnames=("graphdef", "micro", "temperature", "chunk"))
-_update = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"), donate_argnames=("params", "opt_state"))
-_select = jax.jit(select_update_rows, static_argnames=("cfg",))
+_advantages = jax.jit(compute_advantages, static_argnums=(0, 3))
+_select = jax.jit(_select_impl, static_argnames=("cfg", "minibatches"))
+_selection_metrics = jax.jit(_selection_metrics_impl)
 
 
 @dataclasses.dataclass
@@ -80,17 +116,26 @@ class Trainer:
 
     def __init__(self, config: ConfigDict, workdir: str):
         self.config = config
+        settings.start_distributed(config)
         self.run = settings.resolve(config)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         run, c = self.run, config
+        self.mesh = build_mesh(run.mesh)
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
         model, self.model_config = load_pretrained(
-            run.checkpoint, run.dtype, attention_impl=c.model.attention_impl, remat=c.model.remat
+            run.checkpoint, run.dtype, attention_impl=c.model.attention_impl, remat=c.model.remat, mesh=self.mesh
         )
         self.graphdef = nnx.graphdef(model)
         self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
         # the starting policy, copied: the update step donates (and so frees) the training parameters' buffers
-        self.ref_params = jax.tree.map(jnp.copy, self.params) if c.loss.kl_coef > 0 else None
+        self.ref_params = (
+            jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)(self.params)
+            if c.loss.kl_coef > 0
+            else None
+        )
         image_config = ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels)
         self.encoder = PromptEncoder.from_checkpoint(
             run.checkpoint, image_config, prompt_format=c.data.prompt_format, max_prompt_length=c.data.max_prompt_length
@@ -109,12 +154,21 @@ class Trainer:
         stop_ids = tuple(sorted({self.model_config.eos_token_id, int(self.tokenizer.eos_token_id)}))
         forbidden = (self.model_config.image_token_id, self.model_config.video_token_id)
         pad = self.encoder.pad_token_id
+        self.placer = BatchPlacer(self.mesh, pad, self.model_config.vision.spatial_merge_size**2)
         self.sampler = Sampler(self.graphdef, SamplingConfig(
             temperature=c.rollout.temperature, top_p=c.rollout.top_p, top_k=c.rollout.top_k,
-            stop_token_ids=stop_ids, forbidden_token_ids=forbidden, pad_token_id=pad))  # fmt: skip
+            stop_token_ids=stop_ids, forbidden_token_ids=forbidden, pad_token_id=pad), mesh=self.mesh)  # fmt: skip
         self.reward_pool = RewardPool(c.reward.name, num_workers=c.reward.num_workers)
         self.optimizer = make_optimizer(run.optimizer, self.params)
-        self.opt_state = self.optimizer.init(self.params)
+        self.opt_shardings = mirror_shardings(
+            jax.eval_shape(self.optimizer.init, self.params), self.params, self.param_shardings, self.mesh
+        )
+        self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
+        self._update = jax.jit(
+            update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"),
+            donate_argnames=("params", "opt_state"),
+            out_shardings=(self.param_shardings, self.opt_shardings, self.replicated),
+        )  # fmt: skip
         self.schedule = learning_rate_schedule(run.optimizer)
         self.evaluator = (
             Evaluator(self, run.val_data, columns, stop_ids, forbidden, pad) if run.val_data else None
@@ -123,31 +177,50 @@ class Trainer:
             self.workdir / "checkpoints", keep_last=c.checkpoint.keep_last, keep_best=c.checkpoint.keep_best,
             best_metric="val/accuracy", best_mode="max",
         )  # fmt: skip
-        copy_non_weight_files(run.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
+        if jax.process_index() == 0:
+            copy_non_weight_files(run.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
         self.step = 0
         self.best_score: float | None = None
-        self.base_key = jax.random.key(c.seed)
+        self.base_key = self.replicated_key(jax.random.key(c.seed))
         self._restore()
         self.writer = MetricWriter(
             self.workdir, total_steps=c.train.total_steps, start_step=self.step + 1 if self.step else 0
         )
+
+    def replicated_key(self, key: jax.Array) -> jax.Array:
+        """`key` (the same on every process) replicated over the mesh."""
+        data = jax.device_put(np.asarray(jax.random.key_data(key)), self.replicated)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
 
     def _restore(self) -> None:
         latest = self.checkpointer.latest_step()
         if latest is None:
             return
         restored = self.checkpointer.restore(
-            abstract_params=jax.eval_shape(lambda: self.params), abstract_opt_state=jax.eval_shape(lambda: self.opt_state)
+            abstract_params=_abstract(self.params), abstract_opt_state=_abstract(self.opt_state)
         )
         self.params, self.opt_state, self.step = restored.params, restored.opt_state, restored.step
         self.best_score = restored.best_score
-        self.base_key = restored.rng_key
-        self.train_batches.set_state(restored.data_state)
+        self.base_key = self.replicated_key(restored.rng_key)
+        self._restore_data_position(restored.data_state)
         logger.info("resumed from step %d (%s)", self.step, self.checkpointer.directory)
 
+    def _restore_data_position(self, data_state: dict) -> None:
+        """Each process takes its own saved iterator state; a checkpoint of another process count restarts the
+        data stream from its seed (the parameters, optimizer state and step still resume)."""
+        states = data_state.get("processes", [data_state])
+        if len(states) != jax.process_count():
+            logger.warning(
+                "the checkpoint's data position was saved by %d processes and this run has %d: the prompt stream "
+                "restarts from data seed %d", len(states), jax.process_count(), self.config.seed,
+            )  # fmt: skip
+            return
+        self.train_batches.set_state(states[jax.process_index()])
+
     def _save(self, metrics: dict) -> None:
+        data_state = {"processes": allgather_json(self.train_batches.get_state())}
         self.checkpointer.save(
-            self.step, self.params, self.opt_state, self.base_key, self.train_batches.get_state(), self.best_score,
+            self.step, self.params, self.opt_state, self.base_key, data_state, self.best_score,
             metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
         )  # fmt: skip
 
@@ -159,7 +232,7 @@ class Trainer:
         return metrics
 
     def train_step(self) -> dict:
-        """One rollout batch and its optimizer steps; returns the step's metrics."""
+        """One rollout batch and its optimizer steps; returns the step's metrics (the same on every process)."""
         run, c = self.run, self.config
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -172,6 +245,7 @@ class Trainer:
                 self.sampler, self.params, batch if attempt == 0 else next(self.train_batches), n=c.rollout.n,
                 max_new_tokens=c.rollout.max_new_tokens, key=jax.random.fold_in(key, _PHASE_SAMPLE + 16 * attempt),
                 tokenizer=self.tokenizer, reward_pool=self.reward_pool, reward_timeout_s=c.reward.timeout_s,
+                placer=self.placer,
             )  # fmt: skip
 
         dapo_stats = {}
@@ -180,16 +254,36 @@ class Trainer:
             scored, dapo_stats = fill_informative(
                 lambda: sample(next(attempts)), run.prompts_per_process, c.rollout.n,
                 max_tries=c.rl.dynamic_sampling_max_tries, fallback=c.rl.dynamic_sampling_fallback,
-                pad_id=self.encoder.pad_token_id,
+                pad_id=self.encoder.pad_token_id, placer=self.placer,
             )  # fmt: skip
         else:
             scored = sample()
         timings.update(scored.timings)
+        with jax.set_mesh(self.mesh):
+            metrics = self._update_from(scored, key, timings)
+        metrics.update(dapo_stats)
+        metrics["learning_rate"] = float(self.schedule(self.step * run.num_minibatches))
+        total = time.perf_counter() - start
+        tokens = metrics["response_length/mean"] * c.data.rollout_batch_prompts * c.rollout.n
+        metrics.update({f"timing/{k}": v for k, v in timings.items()})
+        metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
+        counts = self.train_batches.counts()
+        summed = gather_over_processes(np.asarray([[counts[k] for k in sorted(counts)]], np.int64)).sum(0)
+        metrics.update({f"data/{k}": float(v) for k, v in zip(sorted(counts), summed)})
+        metrics["compile/sampler_programs"] = float(self.sampler.compilations)
+        return metrics
 
+    def _update_from(self, scored, key: jax.Array, timings: dict[str, float]) -> dict:
+        """Advantages, the update batch, old (and reference) log-probs and the optimizer steps of one scored
+        rollout batch, on global arrays; returns the rollout, selection and update metrics."""
+        run, c = self.run, self.config
         t = time.perf_counter()
         rollouts = scored.rollouts
-        advantages = compute_advantages(run.estimator, scored.parts["overall"], rollouts.mask, c.rollout.n)
-        rows, valid, abs_stats = _select(advantages.rollout, run.selection, jax.random.fold_in(key, _PHASE_SELECT))
+        scores = self.placer.rows(np.asarray(scored.parts["overall"], np.float32))
+        advantages = _advantages(run.estimator, scores, rollouts.mask, c.rollout.n)
+        rows, valid, abs_stats = _select(
+            advantages.rollout, run.selection, jax.random.fold_in(key, _PHASE_SELECT), minibatches=run.num_minibatches
+        )
         token_advantages = advantages.token.reshape(rollouts.tokens.shape)
         timings["advantage"] = time.perf_counter() - t
 
@@ -214,8 +308,8 @@ class Trainer:
 
         t = time.perf_counter()
         update_metrics = []
-        for mini_rows, mini_valid in zip(rows.reshape(run.num_minibatches, -1), valid.reshape(run.num_minibatches, -1)):
-            self.params, self.opt_state, m = _update(
+        for mini_rows, mini_valid in zip(rows, valid):
+            self.params, self.opt_state, m = self._update(
                 self.graphdef, self.params, self.opt_state, self.optimizer, rollouts, targets, mini_rows, mini_valid,
                 micro_batches=run.micro_batches, cfg=run.loss,
             )  # fmt: skip
@@ -224,32 +318,12 @@ class Trainer:
         timings["update"] = time.perf_counter() - t
 
         metrics = rollout_metrics(scored)
-        metrics.update(self._advantage_metrics(advantages, rows, valid, rollouts))
+        selection = _selection_metrics(advantages.rollout, rows, valid, rollouts.mask)
+        metrics.update({k: float(v) for k, v in jax.device_get(selection).items()})
         metrics.update({k: float(np.mean([m[k] for m in update_metrics])) for k in update_metrics[0]})
         metrics["update_skipped"] = float(np.sum([m["update_skipped"] for m in update_metrics]))
         metrics.update({k: float(v) for k, v in jax.device_get(abs_stats).items()})
-        metrics.update(dapo_stats)
-        metrics["learning_rate"] = float(self.schedule(self.step * run.num_minibatches))
-        total = time.perf_counter() - start
-        tokens = float(np.asarray(rollouts.mask).sum())
-        metrics.update({f"timing/{k}": v for k, v in timings.items()})
-        metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
-        metrics.update({f"data/{k}": float(v) for k, v in self.train_batches.counts().items()})
-        metrics["compile/sampler_programs"] = float(self.sampler.compilations)
         return metrics
-
-    def _advantage_metrics(self, advantages, rows, valid, rollouts) -> dict:
-        rollout_adv = advantages.rollout.reshape(-1)
-        selected = rollout_adv[rows]
-        mask = np.asarray(rollouts.mask)
-        selected_mask = mask[np.asarray(rows)] * np.asarray(valid)[:, None]
-        nonzero = np.abs(np.asarray(selected)) >= 1e-6
-        out = {k: float(v) for k, v in advantage_stats(rollout_adv).items()}
-        out["advantage/collapse_before"] = float(advantage_collapse(rollout_adv))
-        out["advantage/collapse_after"] = float(advantage_collapse(selected, valid))
-        out["utilization/rollouts_nonzero_advantage"] = float(np.sum(nonzero & np.asarray(valid)) / len(rollout_adv))
-        out["utilization/tokens_nonzero_advantage"] = float(np.sum(selected_mask * nonzero[:, None]) / max(mask.sum(), 1))
-        return out
 
     def fit(self) -> RunSummary:
         """Runs to `train.total_steps` (validation before, every k steps and at the end; checkpoints every k)."""
@@ -290,9 +364,15 @@ class Trainer:
         )
 
     def close(self) -> None:
+        """Waits for a checkpoint in flight and releases the reward workers, orbax and the writers."""
         self.reward_pool.close()
         self.checkpointer.close()
         self.writer.close()
+
+
+def _abstract(tree):
+    """Shape, dtype and sharding of each array of `tree` (a restore target on the current mesh)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def write_summary(workdir: str, summary: RunSummary) -> None:

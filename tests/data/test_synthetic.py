@@ -37,7 +37,7 @@ def test_parquet_layout(dataset):
     assert schema.names == ["problem", "answer", "images", "difficulty", "task", "data_source", "scene"]
     for row in train[:10]:
         assert row["problem"].startswith("<image>") and row["problem"].count("<image>") == 1
-        assert row["data_source"] == synthetic.DATA_SOURCE
+        assert row["data_source"] == f"synthetic_shapes/{row['task']}"
         (image,) = row["images"]
         assert image["path"] is None and image["bytes"].startswith(b"\x89PNG")
         assert decode_image(image).size == (56, 56)

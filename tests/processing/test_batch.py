@@ -58,7 +58,7 @@ def test_batch_from_the_synthetic_dataset_runs_through_the_model(setup):
     assert [int((inputs.input_ids[r] == config.image_token_id).sum()) for r in range(3)] == [4, 16, 4]
     assert batch.answers == tuple(r.answer for r in records)
     assert batch.problems == tuple(r.problem for r in records)
-    assert batch.data_sources == ("synthetic_shapes",) * 3
+    assert batch.data_sources == tuple(r.data_source for r in records)
     # 3 images -> image bucket 4; a 112 px image (8x8 patches, 4x4 merged) has 2x2 windows of 2x2 merged tokens
     assert windows_of_grid(8, 8, config.vision) == (2, 2)
     assert inputs.vision.patches.shape == (4, 4 * config.vision.window_patches, config.vision.patch_dim)

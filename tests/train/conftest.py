@@ -1,7 +1,5 @@
 """A tiny end-to-end trainer config: the "test" preset model, a small synthetic dataset, a 2-step warm-up."""
 
-import pytest
-
 from shuffle_r1_jax.train.defaults import demo_config
 
 
@@ -26,9 +24,3 @@ def tiny_trainer_config(cache_dir: str):
     c.eval.n = 2
     c.checkpoint.every = 1
     return c
-
-
-@pytest.fixture(scope="session")
-def demo_cache(tmp_path_factory):
-    """A session-wide cache directory for the tiny demo assets (built on first use)."""
-    return str(tmp_path_factory.mktemp("demo_cache"))

@@ -42,6 +42,20 @@ def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     assert trainer.checkpointer.latest_step() == 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_a_step_with_remat_equals_one_without(remat, demo_cache, tmp_path):
+    """Every pass of the step (sampling, old log-probs, update) runs with rematerialised layers, to the same result."""
+    params = {}
+    for policy in ("none", remat):
+        c = tiny_trainer_config(demo_cache)
+        c.model.remat = policy
+        c.train.total_steps = 1
+        params[policy], _, _ = _run(c, tmp_path / policy)
+    for a, b in zip(jax.tree.leaves(params["none"]), jax.tree.leaves(params[remat])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
 def test_update_arithmetic_matches_the_paper():
     """512 prompts x 16 rollouts, alpha 0.5, S = 8, mini-batches of 128 prompts: 4 optimizer steps per rollout
     batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step)."""
@@ -64,7 +78,7 @@ def test_update_arithmetic_matches_the_paper():
     [
         (dict(algorithm="shuffle_r1", n=5), "rollout.n = 5 is odd"),
         (dict(algorithm="ppo"), "rl.algorithm = 'ppo' is unknown"),
-        (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over 8 devices"),
+        (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over the 8 batch shards"),
         (dict(mini=3), "train.minibatch_prompts = 3 must divide"),
     ],
 )

@@ -1,0 +1,142 @@
+"""The trainer's device mesh from its config section `mesh`: presets, "the rest of the devices", validation.
+
+Config keys (see `train/defaults.py`): `mesh.preset`, `mesh.data`, `mesh.fsdp`, `mesh.tensor` (-1 = the devices
+the other two axes leave; at most one -1) and `mesh.num_devices` (0 = every device of every process).
+
+Presets (sizes data x fsdp x tensor; the device count must match):
+  single_gpu   1 x 1 x 1   one accelerator.
+  gpu_8        1 x 4 x 2   one host of 8 GPUs: FSDP over 4 shards the fp32 master weights and AdamW moments
+                           (16 bytes per parameter: 7B = 133 GB, 33 GB per GPU), tensor 2 over NVLink pairs halves
+                           the per-token weight traffic of decoding (EasyR1's rollout default is also 2-way TP).
+  tpu_v4_32    1 x 4 x 4   v4-32 = 16 chips (32 GiB each) on 4 hosts: tensor 4 stays inside a host's 4 chips and
+                           splits Qwen2.5-VL-7B's 4 KV heads (the KV cache splits with them); FSDP 4 over the hosts
+                           leaves 8.3 GB of fp32 train state per chip for 7B.
+  tpu_v5p_64   2 x 4 x 4   v5p-64 = 32 chips (95 GB each) on 8 hosts: the same 4 x 4 (tensor, FSDP) group, twice;
+                           two data-parallel replicas halve the size of the FSDP all-gathers of each step.
+
+Multi-process meshes are laid out process-major (each process's devices are consecutive along the flattened
+mesh), so a tensor group of at most a host's devices never spans processes, and every shard of the batch axes
+(data, fsdp) belongs to exactly one process: each process feeds its own prompts (`parallel.global_arrays`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from shuffle_r1_jax.parallel.sharding import MESH_AXES
+
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "single_gpu": (1, 1, 1),
+    "gpu_8": (1, 4, 2),
+    "tpu_v4_32": (1, 4, 4),
+    "tpu_v5p_64": (2, 4, 4),
+}
+MULTI_HOST_PRESETS = ("tpu_v4_32", "tpu_v5p_64")
+DEFAULT_SIZES = (1, -1, 1)
+
+
+class MeshConfigError(ValueError):
+    """The `mesh` config section is invalid for this run's devices; the message names the keys and values."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+    """The `mesh` config section as plain values: preset ("" = the explicit sizes), data/fsdp/tensor sizes
+    (-1 = the rest), num_devices (0 = all devices)."""
+
+    preset: str = ""
+    data: int = DEFAULT_SIZES[0]
+    fsdp: int = DEFAULT_SIZES[1]
+    tensor: int = DEFAULT_SIZES[2]
+    num_devices: int = 0
+
+    @classmethod
+    def from_config(cls, section) -> "MeshSpec":
+        return cls(
+            preset=section.preset, data=section.data, fsdp=section.fsdp, tensor=section.tensor,
+            num_devices=section.num_devices,
+        )  # fmt: skip
+
+
+def mesh_devices(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
+    """The devices the mesh uses, process-major: all of them, or the first `num_devices` (one process only)."""
+    devices = sorted(jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id))
+    if spec.num_devices == 0:
+        return devices
+    processes = len({d.process_index for d in devices})
+    if spec.num_devices < 0 or spec.num_devices > len(devices):
+        raise MeshConfigError(f"mesh.num_devices = {spec.num_devices} must be in [0, {len(devices)}] (0 = all devices)")
+    if processes > 1:
+        raise MeshConfigError(
+            f"mesh.num_devices = {spec.num_devices}: a subset of the devices is for one process only; "
+            f"this run has {processes} processes (use 0 = all devices)"
+        )
+    return devices[: spec.num_devices]
+
+
+def mesh_shape(spec: MeshSpec, num_devices: int) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) for `num_devices` devices, with a preset's sizes or the explicit ones (-1 resolved)."""
+    if spec.preset:
+        if spec.preset not in PRESETS:
+            raise MeshConfigError(f"mesh.preset = {spec.preset!r} is unknown; known presets: {', '.join(PRESETS)} "
+                                  "('' = the sizes mesh.data, mesh.fsdp, mesh.tensor)")  # fmt: skip
+        if (spec.data, spec.fsdp, spec.tensor) != DEFAULT_SIZES:
+            raise MeshConfigError(
+                f"mesh.preset = {spec.preset!r} sets the axis sizes, but mesh.data, mesh.fsdp, mesh.tensor = "
+                f"{spec.data}, {spec.fsdp}, {spec.tensor} were also given: leave them at {DEFAULT_SIZES} or set "
+                "mesh.preset=''"
+            )
+        sizes = PRESETS[spec.preset]
+        if math.prod(sizes) != num_devices:
+            raise MeshConfigError(
+                f"mesh.preset = {spec.preset!r} is a {' x '.join(map(str, sizes))} mesh of {math.prod(sizes)} "
+                f"devices, but this run has {num_devices}"
+            )
+        return sizes
+    sizes = (spec.data, spec.fsdp, spec.tensor)
+    for name, size in zip(MESH_AXES, sizes):
+        if size == 0 or size < -1:
+            raise MeshConfigError(f"mesh.{name} = {size} must be a positive size or -1 (the rest of the devices)")
+    rest = [name for name, size in zip(MESH_AXES, sizes) if size == -1]
+    if len(rest) > 1:
+        raise MeshConfigError(f"mesh.{' and mesh.'.join(rest)} are both -1: at most one axis may take the rest")
+    fixed = math.prod(size for size in sizes if size != -1)
+    if rest:
+        if num_devices % fixed:
+            raise MeshConfigError(
+                f"mesh.{rest[0]} = -1 takes the rest, but the other axes' product {fixed} "
+                f"({_describe(sizes)}) does not divide the {num_devices} devices"
+            )
+        sizes = tuple(num_devices // fixed if size == -1 else size for size in sizes)
+    elif fixed != num_devices:
+        raise MeshConfigError(f"{_describe(sizes)} is a mesh of {fixed} devices, but this run has {num_devices}")
+    return sizes
+
+
+def build_mesh(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp, tensor) `Mesh`: one process gets JAX's topology-aware order; several get process-major
+    order, checked so that no shard of the batch axes spans two processes."""
+    devices = mesh_devices(spec, devices)
+    shape = mesh_shape(spec, len(devices))
+    processes = {d.process_index for d in devices}
+    if len(processes) == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+    grid = np.asarray(devices, dtype=object).reshape(shape)
+    per_shard = [{d.process_index for d in grid[i, j].ravel()} for i in range(shape[0]) for j in range(shape[1])]
+    if any(len(p) > 1 for p in per_shard):
+        local = len(devices) // len(processes)
+        raise MeshConfigError(
+            f"{_describe(shape)}: a tensor group of {shape[2]} devices spans processes ({local} devices per process); "
+            "mesh.tensor must divide the devices of one process"
+        )
+    return Mesh(grid, MESH_AXES)
+
+
+def _describe(sizes: Sequence[int]) -> str:
+    return ", ".join(f"mesh.{name} = {size}" for name, size in zip(MESH_AXES, sizes))

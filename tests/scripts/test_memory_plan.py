@@ -1,0 +1,80 @@
+"""scripts/memory_plan.py on the tiny model over a (2, 2, 2) mesh of simulated devices: its per-device figures
+against independent computations, remat's effect on the train step, and failures reported rather than raised."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from scripts import memory_plan as mp
+from shuffle_r1_jax.models.qwen2_5_vl import abstract_model
+from shuffle_r1_jax.parallel.sharding import make_mesh, param_shardings
+
+SMALL = dict(
+    size="tiny", mesh=(2, 2, 2), prompts_per_step=8, n=4, max_prompt_length=64, max_new_tokens=64,
+    minibatch_prompts=4, micro_batch_rows=8, image_tokens=16,
+)  # fmt: skip
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _independent_param_bytes(dtype) -> int:
+    """Sum over parameters of size * itemsize / (product of the mesh axes its spec names)."""
+    mesh = make_mesh(2, 2, 2)
+    state = nnx.state(abstract_model(mp.tiny_model_config(), dtype=dtype, param_dtype=dtype), nnx.Param)
+    total = 0
+    for var, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(param_shardings(state, mesh))):
+        names = [a for entry in sharding.spec if entry for a in ((entry,) if isinstance(entry, str) else entry)]
+        ways = math.prod(mesh.shape[a] for a in names)
+        assert math.prod(var.shape) % ways == 0
+        total += math.prod(var.shape) * jnp.dtype(var.dtype).itemsize // ways
+    return total
+
+
+@pytest.fixture(scope="module")
+def train_plans():
+    """The train step planned with remat "full" and "none" (compiled once for the module)."""
+    return {
+        remat: mp.plan_memory(mp.PlanConfig(**SMALL, remat=remat, programs=("train_step",)), log=_quiet)
+        for remat in ("full", "none")
+    }
+
+
+def test_parameter_and_state_bytes_match_an_independent_count(train_plans):
+    plan = train_plans["full"]
+    assert plan.params == _independent_param_bytes(jnp.bfloat16)
+    # AdamW keeps two moments per trained (text) parameter, in the parameters' dtype; the vision tower is frozen
+    assert 0 < plan.opt_state < 2 * plan.params
+    fp32 = mp.plan_memory(mp.PlanConfig(**SMALL, param_dtype="float32", programs=()), log=_quiet)
+    assert fp32.params == _independent_param_bytes(jnp.float32) == 2 * plan.params
+
+
+def test_train_step_figures(train_plans):
+    full, none = train_plans["full"].program("train_step"), train_plans["none"].program("train_step")
+    for plan, program in ((train_plans["full"], full), (train_plans["none"], none)):
+        s = program.stats
+        assert s is not None, program.error
+        # resident: parameters, optimizer state, rollout batch and targets, plus the mini-batch's row ids (int32)
+        # and valid flags (bool), replicated; the program's arguments are those of them it reads
+        rows = 4 * 2  # minibatch_prompts x rows kept per prompt (PTS keeps 1 pair of n = 4)
+        assert program.resident == plan.params + plan.opt_state + plan.rollouts + rows * 4 + rows
+        assert plan.params + plan.opt_state < s.argument_size_in_bytes <= program.resident
+        assert s.temp_size_in_bytes > 0 and program.phase_peak >= program.peak >= s.argument_size_in_bytes
+        # parameters and optimizer state are donated and come back in place
+        assert s.alias_size_in_bytes >= plan.params + plan.opt_state
+    # without rematerialisation every layer's intermediates live until the backward pass
+    assert none.stats.temp_size_in_bytes > full.stats.temp_size_in_bytes
+
+
+def test_a_program_that_does_not_compile_is_reported():
+    # the cuDNN attention kernel has no CPU lowering: the plan says so instead of raising
+    plan = mp.plan_memory(
+        mp.PlanConfig(**SMALL, attention="cudnn", programs=("sampler_prefill",)), log=_quiet
+    )
+    program = plan.program("sampler_prefill")
+    assert program.stats is None and program.error
+    assert "did not compile" in mp.format_plan(plan)
