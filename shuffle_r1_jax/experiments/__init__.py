@@ -1,0 +1,1 @@
+"""Experiment orchestration and analysis: algorithm comparisons."""
