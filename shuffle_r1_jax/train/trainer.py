@@ -356,6 +356,7 @@ class Trainer:
         if c.checkpoint.export_hf and jax.process_index() == 0:
             step = export_trainer_checkpoint(self.workdir / "checkpoints", c.checkpoint.export_hf)
             logger.info("exported step %d to %s (Hugging Face layout)", step, c.checkpoint.export_hf)
+        history = _logged_accuracies(self.workdir / "metrics.jsonl") or history
         return RunSummary(
             steps=self.step,
             start_accuracy=history[0] if history else None,
@@ -373,6 +374,15 @@ class Trainer:
 def _abstract(tree):
     """Shape, dtype and sharding of each array of `tree` (a restore target on the current mesh)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _logged_accuracies(metrics_file: Path) -> list[float]:
+    """The validation accuracies in the run's metrics file, in step order (so a resumed or re-run workdir
+    reports its whole history); [] where this process writes no metrics file."""
+    if not metrics_file.exists():
+        return []
+    records = (json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip())
+    return [r["val/accuracy"] for r in sorted(records, key=lambda r: r["step"]) if "val/accuracy" in r]
 
 
 def write_summary(workdir: str, summary: RunSummary) -> None:

@@ -56,6 +56,17 @@ def test_a_step_with_remat_equals_one_without(remat, demo_cache, tmp_path):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_rerunning_a_finished_workdir_reports_the_same_summary(demo_cache, tmp_path):
+    c = tiny_trainer_config(demo_cache)
+    c.train.total_steps = 1
+    c.eval.before_training, c.eval.every, c.eval.max_prompts = True, 1, 4
+    _, first, _ = _run(c, tmp_path)
+    assert first.start_accuracy is not None and first.end_accuracy is not None
+    _, again, _ = _run(c, tmp_path)  # resumes at the last step: nothing left to train or validate
+    assert again == first
+
+
 def test_update_arithmetic_matches_the_paper():
     """512 prompts x 16 rollouts, alpha 0.5, S = 8, mini-batches of 128 prompts: 4 optimizer steps per rollout
     batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step)."""
