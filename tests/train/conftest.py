@@ -22,5 +22,6 @@ def tiny_trainer_config(cache_dir: str):
     c.eval.every = 0
     c.eval.before_training = False
     c.eval.n = 2
+    c.optim.freeze_vision = True  # the paper's setting (the demo trains its random vision tower)
     c.checkpoint.every = 1
     return c
