@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds (sampling and data order)")
     p.add_argument("--ablations", default=",".join(ABLATIONS),
                    help=f"Shuffle-R1 ablations to run, comma-separated from {sorted(ABLATIONS)} ('' = none)")
-    p.add_argument("--steps", type=int, default=60, help="rollout batches (training steps) per run")
+    p.add_argument("--steps", type=int, default=80, help="rollout batches (training steps) per run")
     p.add_argument("--eval_every", type=int, default=10, help="validation every k steps (and before and at the end)")
     p.add_argument("--checkpoint", default="", help="HF-format Qwen2.5-VL directory (default: the demo's model)")
     p.add_argument("--train", default="", help="training dataset path[@split] (default: the demo's synthetic task)")
