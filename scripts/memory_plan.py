@@ -305,6 +305,15 @@ def validate(cfg: PlanConfig, config: Qwen25VLConfig) -> None:
         raise ValueError(f"--programs: unknown {sorted(unknown)}; expected some of {PROGRAMS}")
 
 
+def _compiler_options() -> dict[str, str]:
+    """On CPU, XLA's memory-optimized scheduler: the default (concurrency-optimized) one schedules each layer's
+    recomputation next to its forward pass, so remat saves nothing in the CPU analysis although it does on
+    GPU/TPU (BUILD_NOTES, "Memory plan"). The programs are only compiled here, never run."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
 def _compile(
     name: str, shape: str, lower: Callable[[], Any], resident, mesh: Mesh, log: Callable[[str], None]
 ) -> ProgramMemory:
@@ -316,7 +325,7 @@ def _compile(
     try:
         with jax.set_mesh(mesh):
             lowered = lower()
-        stats = lowered.compile().memory_analysis()
+        stats = lowered.compile(compiler_options=_compiler_options()).memory_analysis()
     except Exception as err:  # noqa: BLE001 - any lowering/compile failure is a finding to report
         message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
         log(f"  {name} did not compile: {type(err).__name__}: {message}")

@@ -69,7 +69,10 @@ class Qwen25VL(nnx.Module):
     """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters.
 
     remat: gradient checkpointing of each decoder layer: "none", "full" (recompute everything in the backward
-    pass) or "dots" (keep matmul outputs, recompute the rest).
+    pass) or "dots" (keep matmul outputs, recompute the rest). The saving depends on the compiler scheduling the
+    recomputation late: the CPU backend's default (concurrency-optimized) scheduler runs it beside the forward
+    pass, so CPU memory figures show none unless compiled with
+    `compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`.
     """
 
     def __init__(
