@@ -525,8 +525,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="compute dtype, also of the KV cache (default %(default)s)",
     )
     p.add_argument(
-        "--param_dtype", default=None, choices=sorted(DTYPES),
-        help="storage dtype of parameters and AdamW moments (default: --dtype, as the trainer stores them)",
+        "--param_dtype", default="float32", choices=sorted(DTYPES),
+        help="storage dtype of parameters and AdamW moments (default %(default)s: the trainer's fp32 master "
+        "weights, model.param_dtype)",
     )
     p.add_argument(
         "--remat", default=d.remat, choices=("none", "full", "dots"),

@@ -14,6 +14,7 @@ def base_config() -> ConfigDict:
     c.model = ConfigDict()
     c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer)
     c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
+    c.model.param_dtype = "float32"  # storage dtype of the trained parameters and AdamW moments (fp32 master weights)
     c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
     c.model.remat = "none"  # gradient checkpointing per decoder layer: "none" | "full" | "dots"
 

@@ -30,6 +30,7 @@ class RunSettings:
     train_data: str
     val_data: str
     dtype: object
+    param_dtype: object
     prompts_per_process: int
     estimator: str
     selection: SelectionConfig
@@ -72,6 +73,8 @@ def resolve(c: ConfigDict) -> RunSettings:
     Call `start_distributed` first in a multi-process run: the batch checks use the process and device counts."""
     algorithm = get_algorithm_checked(c.rl.algorithm)
     _require(c.model.dtype in DTYPES, f"model.dtype = {c.model.dtype!r}; expected one of {sorted(DTYPES)}")
+    _require(c.model.param_dtype in DTYPES,
+             f"model.param_dtype = {c.model.param_dtype!r}; expected one of {sorted(DTYPES)}")  # fmt: skip
     n = c.rollout.n
     _require(n >= 2, f"rollout.n = {n}: group advantages need at least 2 samples per prompt")
     if algorithm.selection in ("pts", "pts_abs"):
@@ -150,6 +153,7 @@ def resolve(c: ConfigDict) -> RunSettings:
     _require(bool(train_data), "data.train is empty: give a dataset path[@split]")
     return RunSettings(
         checkpoint=checkpoint, train_data=train_data, val_data=val_data, dtype=DTYPES[c.model.dtype],
+        param_dtype=DTYPES[c.model.param_dtype],
         prompts_per_process=prompts // processes, estimator=algorithm.estimator, selection=selection,
         dynamic_sampling=algorithm.dynamic_sampling, optimizer=optimizer, loss=loss,
         num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,

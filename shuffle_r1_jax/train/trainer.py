@@ -125,7 +125,8 @@ class Trainer:
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
         model, self.model_config = load_pretrained(
-            run.checkpoint, run.dtype, attention_impl=c.model.attention_impl, remat=c.model.remat, mesh=self.mesh
+            run.checkpoint, run.dtype, param_dtype=run.param_dtype, attention_impl=c.model.attention_impl,
+            remat=c.model.remat, mesh=self.mesh,
         )
         self.graphdef = nnx.graphdef(model)
         self.params = nnx.to_pure_dict(nnx.state(model, nnx.Param))

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -65,6 +66,23 @@ def test_rerunning_a_finished_workdir_reports_the_same_summary(demo_cache, tmp_p
     assert first.start_accuracy is not None and first.end_accuracy is not None
     _, again, _ = _run(c, tmp_path)  # resumes at the last step: nothing left to train or validate
     assert again == first
+
+
+@pytest.mark.slow
+def test_bf16_compute_keeps_fp32_master_parameters_and_optimizer_state(demo_cache, tmp_path):
+    """DESIGN decision 6: with model.dtype bfloat16 the trained parameters and AdamW moments stay float32 (an
+    update of lr 1e-6 would round away in bf16 weights)."""
+    c = tiny_trainer_config(demo_cache)
+    c.model.dtype = "bfloat16"
+    c.train.total_steps = 1
+    params, summary, trainer = _run(c, tmp_path)
+    assert summary.steps == 1
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    moments = [x for x in jax.tree.leaves(trainer.opt_state) if getattr(x, "ndim", 0) > 0]
+    assert moments and {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
+    c.model.param_dtype = "float16"
+    with pytest.raises(settings.ConfigError, match="model.param_dtype = 'float16'"):
+        Trainer(c, str(tmp_path / "bad"))
 
 
 def test_update_arithmetic_matches_the_paper():

@@ -64,6 +64,7 @@ def load_pretrained(
     path: str | os.PathLike,
     dtype=jnp.float32,
     *,
+    param_dtype=None,
     attention_impl: str = "xla",
     remat: str = "none",
     shardings: nnx.State | None = None,
@@ -72,14 +73,19 @@ def load_pretrained(
     """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards), or a directory
     converted by `scripts/convert_hf_to_orbax.py` (config.json + orbax `params/`).
 
-    dtype: storage and compute dtype of the returned model; attention_impl, remat: see `Qwen25VL`. Tensors are read one at a time and put on device
+    dtype: compute dtype of the returned model; param_dtype: storage dtype of its parameters (None = dtype; a
+    trainer keeps fp32 master parameters under bf16 compute); attention_impl, remat: see `Qwen25VL`. Tensors are
+    read one at a time and put on device
     (with the `NamedSharding` from `shardings` or, given a `mesh`, from the default logical-axis rules), so the
     host never holds the whole model twice. Accepts the hub names and the `model.visual.*` /
     `model.language_model.*` names; `lm_head.weight` may be absent when the embeddings are tied.
     Raises `CheckpointError` naming a missing or misshaped tensor.
     """
     config = load_config(path)
-    model = abstract_model(config, dtype=dtype, param_dtype=dtype, attention_impl=attention_impl, remat=remat)
+    model = abstract_model(
+        config, dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype, attention_impl=attention_impl,
+        remat=remat,
+    )  # fmt: skip
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh)
