@@ -80,7 +80,7 @@ LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 GPU_BF16_PEAK = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200", 989e12), ("H100", 989e12))
 
 # the trainer's jitted programs whose FLOPs are counted, and the phase (`timing/*` key) each runs in
-PROGRAMS = {"_update": "update", "_old_logprobs": "old_logprobs", "_image_features": "old_logprobs"}
+PROGRAMS = {"_update": "update", "old_logprobs_pass": "old_logprobs", "image_features_pass": "old_logprobs"}
 
 PHASE_LABELS = {
     "data": "data (next prompt batch)",
@@ -255,12 +255,12 @@ def _padded_response(rollouts: Rollouts, chunk: int) -> int:
 
 def analytic_flops(name: str, args: dict[str, Any], config: Qwen25VLConfig) -> int:
     """Model FLOPs of one call of program `name` with (abstract) arguments `args`."""
-    if name == "_image_features":
+    if name == "image_features_pass":
         return vision_forward_flops(config.vision, *args["vision"].patches.shape[:2])
     rollouts: Rollouts = args["rollouts"]
     seq = rollouts.prompts.input_ids.shape[1] + rollouts.tokens.shape[1]
     vision = rollouts.prompts.vision
-    if name == "_old_logprobs":
+    if name == "old_logprobs_pass":
         rows = rollouts.tokens.shape[0]
         flops = decoder_forward_flops(config.text, rows, seq, _padded_response(rollouts, args["chunk"]))
         if args["features"] is None and vision is not None:  # the tower runs inside every micro-batch
@@ -282,7 +282,7 @@ def one_trip_arguments(name: str, args: dict[str, Any]) -> dict[str, Any]:
     if name == "_update":
         chunk = _padded_response(args["rollouts"], args["cfg"].logprob_chunk)
         args.update(micro_batches=1, cfg=dataclasses.replace(args["cfg"], logprob_chunk=chunk))
-    elif name == "_old_logprobs":
+    elif name == "old_logprobs_pass":
         args.update(micro=args["rollouts"].tokens.shape[0], chunk=_padded_response(args["rollouts"], args["chunk"]))
     return args
 

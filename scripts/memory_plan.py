@@ -75,10 +75,10 @@ from shuffle_r1_jax.sampling import Sampler, SamplingConfig  # noqa: E402
 from shuffle_r1_jax.train.algorithms import SelectionConfig, rows_per_prompt  # noqa: E402
 from shuffle_r1_jax.train.logprobs import Rollouts  # noqa: E402
 from shuffle_r1_jax.train.optimizer import OptimizerConfig, make_optimizer  # noqa: E402
-from shuffle_r1_jax.train.settings import _largest_divisor  # noqa: E402
+from shuffle_r1_jax.train.settings import largest_divisor  # noqa: E402
 
 # the trainer's own jitted log-prob programs, so the figures are of what it runs
-from shuffle_r1_jax.train.trainer import _image_features, _old_logprobs  # noqa: E402
+from shuffle_r1_jax.train.trainer import image_features_pass, old_logprobs_pass  # noqa: E402
 from shuffle_r1_jax.train.update import LossConfig, UpdateTargets, update_minibatch  # noqa: E402
 
 GiB = 2**30
@@ -403,13 +403,13 @@ def plan_memory(cfg: PlanConfig, log: Callable[[str], None] = print) -> MemoryPl
         features = abstract(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), dtype, rows_spec(2))
         if "image_features" in cfg.programs:
             programs.append(_compile("image_features", f"{cfg.prompts_per_step * cfg.images_per_prompt} images",
-                lambda: _image_features.lower(graphdef, params, prompts.vision), (params, opt_state, rollouts),
+                lambda: image_features_pass.lower(graphdef, params, prompts.vision), (params, opt_state, rollouts),
                 mesh, log))  # fmt: skip
     chunk = min(cfg.logprob_chunk, cfg.max_new_tokens)
     if "old_logprobs" in cfg.programs:
-        micro = _largest_divisor(rows_total, cfg.micro_batch_rows)
+        micro = largest_divisor(rows_total, cfg.micro_batch_rows)
         programs.append(_compile("old_logprobs", f"{rows_total} rows, {micro} per pass",
-            lambda: _old_logprobs.lower(graphdef, params, rollouts, features, micro=micro, temperature=1.0,
+            lambda: old_logprobs_pass.lower(graphdef, params, rollouts, features, micro=micro, temperature=1.0,
                                         chunk=chunk), (params, opt_state, rollouts, features), mesh, log))  # fmt: skip
 
     targets = UpdateTargets(

@@ -157,7 +157,7 @@ def resolve(c: ConfigDict) -> RunSettings:
         prompts_per_process=prompts // processes, estimator=algorithm.estimator, selection=selection,
         dynamic_sampling=algorithm.dynamic_sampling, optimizer=optimizer, loss=loss,
         num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
-        old_logprob_micro=_largest_divisor(prompts * n, c.train.micro_batch_rows),
+        old_logprob_micro=largest_divisor(prompts * n, c.train.micro_batch_rows),
         mesh=mesh, mesh_shape=(data, fsdp, tensor),
     )  # fmt: skip
 
@@ -172,6 +172,6 @@ def get_algorithm_checked(name: str):
     return algorithm
 
 
-def _largest_divisor(total: int, limit: int) -> int:
+def largest_divisor(total: int, limit: int) -> int:
     """The largest divisor of `total` that is <= `limit` (micro-batch size for the old log-prob pass)."""
     return max(d for d in range(1, min(total, limit) + 1) if total % d == 0)

@@ -58,7 +58,8 @@ logger = logging.getLogger(__name__)
 _PHASE_SAMPLE, _PHASE_SELECT = 0, 1
 
 
-_image_features = jax.jit(lambda graphdef, params, vision: nnx.merge(graphdef, params).image_features(vision), static_argnums=0)
+# The step's jitted passes, public for ahead-of-time lowering (scripts/memory_plan.py, scripts/bench_train_step.py).
+image_features_pass = jax.jit(lambda graphdef, params, vision: nnx.merge(graphdef, params).image_features(vision), static_argnums=0)
 
 
 def _old_logprobs_impl(graphdef, params, rollouts: Rollouts, features, *, micro: int, temperature: float, chunk: int):
@@ -95,7 +96,7 @@ def _selection_metrics_impl(rollout_advantages, rows, valid, mask) -> dict:
     return out
 
 
-_old_logprobs = jax.jit(_old_logprobs_impl, static_argnames=("graphdef", "micro", "temperature", "chunk"))
+old_logprobs_pass = jax.jit(_old_logprobs_impl, static_argnames=("graphdef", "micro", "temperature", "chunk"))
 _advantages = jax.jit(compute_advantages, static_argnums=(0, 3))
 _select = jax.jit(_select_impl, static_argnames=("cfg", "minibatches"))
 _selection_metrics = jax.jit(_selection_metrics_impl)
@@ -290,18 +291,18 @@ class Trainer:
 
         t = time.perf_counter()
         features = (
-            _image_features(self.graphdef, self.params, rollouts.prompts.vision)
+            image_features_pass(self.graphdef, self.params, rollouts.prompts.vision)
             if run.optimizer.freeze_vision and rollouts.prompts.vision is not None
             else None
         )
         if c.rl.old_logprobs == "sampler":
             old = rollouts.sampler_logprobs
         else:
-            old = _old_logprobs(self.graphdef, self.params, rollouts, features, micro=run.old_logprob_micro,
+            old = old_logprobs_pass(self.graphdef, self.params, rollouts, features, micro=run.old_logprob_micro,
                                 temperature=c.rollout.temperature, chunk=c.loss.logprob_chunk)  # fmt: skip
         ref = None
         if self.ref_params is not None:
-            ref = _old_logprobs(self.graphdef, self.ref_params, rollouts, features, micro=run.old_logprob_micro,
+            ref = old_logprobs_pass(self.graphdef, self.ref_params, rollouts, features, micro=run.old_logprob_micro,
                                 temperature=c.rollout.temperature, chunk=c.loss.logprob_chunk)  # fmt: skip
         targets = UpdateTargets(advantages=token_advantages, old_logprobs=old, ref_logprobs=ref, image_features=features)
         jax.block_until_ready(old)
