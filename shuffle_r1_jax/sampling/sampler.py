@@ -1,11 +1,15 @@
 """The jitted rollout sampler: prefill once per prompt, then n samples per prompt share that KV cache.
 
-Two compiled programs per (prompt length, response length, n) bucket:
-  * prefill: vision tower + decoder over the P prompts, writing a cache with room for the response, then
-    copying each prompt's cache rows n times (P*n rows);
+Compiled programs per (prompt length, response length, n) bucket:
+  * image features: the vision tower over all the batch's images, once per `generate`;
+  * prefill: the decoder over the prompts of a call (image features placed at image tokens), writing a cache
+    with room for the response, then copying each prompt's cache rows n times (prompts * n rows);
   * decode: takes that cache donated (updated in place) and runs a `lax.while_loop` of one-token steps that
     ends when every row has stopped or the length is reached.
-Parameters are arguments of both programs. `Sampler.compilations` counts traces (= compilations).
+With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
+chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
+merge the rollouts. Parameters are arguments of every program. `Sampler.compilations` counts traces
+(= compilations).
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
-from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, VisionInputs
+from shuffle_r1_jax.parallel.global_arrays import batch_shard_count
+from shuffle_r1_jax.parallel.sharding import BATCH_AXES
+from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
 from shuffle_r1_jax.sampling.processors import SamplingConfig, choose_tokens
 
 logger = logging.getLogger(__name__)
 
 FINISH_LENGTH = 0
 FINISH_EOS = 1
-
-BATCH_AXES = ("data", "fsdp")
 
 
 @jax.tree_util.register_dataclass
@@ -60,12 +65,21 @@ class Sampler:
         self.mesh = mesh
         self.compilations = 0
         self.prefill_calls = 0
+        self._features = jax.jit(self._features_impl)
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("capacity", "n"))
         self._decode = jax.jit(self._decode_impl, static_argnames=("n", "max_new"), donate_argnames=("caches",))
+        self._chunk = jax.jit(self._chunk_impl, static_argnames=("chunks", "shards"))
+        self._merge = jax.jit(self._merge_impl, static_argnames=("shards",))
+
+    @property
+    def features_program(self):
+        """The jitted vision pass `generate` runs: `(state, vision)` -> merged-token features; for `.lower()`."""
+        return self._features
 
     @property
     def prefill_program(self):
-        """The jitted prefill `generate` runs: `(state, inputs, *, capacity, n)`; for ahead-of-time `.lower()`."""
+        """The jitted prefill `generate` runs: `(state, inputs, features, *, capacity, n)` with `inputs.vision`
+        None and `features` the batch's image features (or None); for ahead-of-time `.lower()`."""
         return self._prefill
 
     @property
@@ -83,7 +97,38 @@ class Sampler:
         spec = PartitionSpec(BATCH_AXES, None, "tensor", None)
         return LayerKVCache(self._constrain(cache.k, spec), self._constrain(cache.v, spec), cache.end)
 
-    def _prefill_impl(self, state, inputs: ModelInputs, *, capacity: int, n: int):
+    def _batch_shards(self, rows: int) -> int:
+        """How many row shards a batch of `rows` rows is cut into on the mesh (1 when they do not divide)."""
+        shards = 1 if self.mesh is None else batch_shard_count(self.mesh)
+        return shards if rows % shards == 0 else 1
+
+    def _features_impl(self, state, vision: VisionInputs):
+        self.compilations += 1
+        logger.info("compiling sampler image features: %d image rows", vision.patches.shape[0])
+        return nnx.merge(self.graphdef, state).image_features(vision)
+
+    def _chunk_impl(self, inputs: ModelInputs, index, *, chunks: int, shards: int) -> ModelInputs:
+        self.compilations += 1
+
+        def cut(x, axis=0):
+            part = take_chunk(x, index, chunks=chunks, shards=shards, axis=axis)
+            if self._batch_shards(part.shape[axis]) == 1:
+                return part
+            spec = [None] * part.ndim
+            spec[axis] = BATCH_AXES
+            return self._constrain(part, PartitionSpec(*spec))
+
+        slots = None if inputs.image_token_slot is None else cut(inputs.image_token_slot)
+        return ModelInputs(
+            cut(inputs.input_ids), cut(inputs.attention_mask), cut(inputs.position_ids, 1), cut(inputs.rope_deltas),
+            image_token_slot=slots,
+        )  # fmt: skip
+
+    def _merge_impl(self, outputs: list[SampleOutput], *, shards: int) -> SampleOutput:
+        self.compilations += 1
+        return jax.tree.map(lambda *parts: merge_chunks(list(parts), shards=shards), *outputs)
+
+    def _prefill_impl(self, state, inputs: ModelInputs, features, *, capacity: int, n: int):
         self.compilations += 1
         batch, length = inputs.input_ids.shape
         logger.info("compiling sampler prefill: %d prompts x %d tokens, cache %d, n=%d", batch, length, capacity, n)
@@ -95,7 +140,7 @@ class Sampler:
         ]
         key_valid = jnp.zeros((batch, capacity), bool).at[:, :length].set(inputs.attention_mask.astype(bool))
         mask = jnp.tril(jnp.ones((length, capacity), bool))[None] & key_valid[:, None, :]
-        embeds = model.embed(inputs.input_ids, inputs.vision, inputs.image_token_slot)
+        embeds = model.embed(inputs.input_ids, None, inputs.image_token_slot, features)
         hidden, caches = model.decode(embeds, inputs.position_ids, mask, caches)
         last_logits = model.logits(hidden[:, -1]).astype(jnp.float32)
         caches = [
@@ -157,18 +202,47 @@ class Sampler:
         finish = jnp.where(done, FINISH_EOS, FINISH_LENGTH).astype(jnp.int32)
         return SampleOutput(tokens, logprobs, mask, finish, mask.sum(-1)), caches
 
-    def generate(self, state: nnx.State, inputs: ModelInputs, *, n: int, max_new_tokens: int, key: jax.Array) -> SampleOutput:
+    def generate(
+        self,
+        state: nnx.State,
+        inputs: ModelInputs,
+        *,
+        n: int,
+        max_new_tokens: int,
+        key: jax.Array,
+        prompts_per_call: int = 0,
+    ) -> SampleOutput:
         """Samples n responses of at most `max_new_tokens` for each of the P prompts in `inputs`.
 
         inputs: a left-padded prompt batch (`prepare_inputs` output, prompt length already bucketed).
-        key: a PRNG key for this call. Returns a `SampleOutput` with P*n rows.
+        key: a PRNG key for this call (chunk j of several samples with `fold_in(key, j)`).
+        prompts_per_call: prompts per prefill/decode call (0 = all P at once); must divide P.
+        Returns a `SampleOutput` with P*n rows.
         """
+        prompts = inputs.input_ids.shape[0]
+        per_call = prompts_per_call or prompts
         if n < 1 or max_new_tokens < 1:
             raise ValueError(f"n = {n} and max_new_tokens = {max_new_tokens} must be >= 1")
+        if per_call < 1 or prompts % per_call:
+            raise ValueError(f"prompts_per_call = {prompts_per_call} must divide the batch's {prompts} prompts")
         capacity = inputs.input_ids.shape[1] + max_new_tokens
+        features = None if inputs.vision is None else self._features(state, inputs.vision)
+        text = dataclasses.replace(inputs, vision=None)
+        chunks = prompts // per_call
+        if chunks == 1:
+            return self._sample(state, text, features, n=n, max_new=max_new_tokens, capacity=capacity, key=key)
+        shards = self._batch_shards(per_call)
+        outputs = [
+            self._sample(
+                state, self._chunk(text, jnp.int32(j), chunks=chunks, shards=shards), features, n=n,
+                max_new=max_new_tokens, capacity=capacity, key=jax.random.fold_in(key, j),
+            )  # fmt: skip
+            for j in range(chunks)
+        ]
+        return self._merge(outputs, shards=shards)
+
+    def _sample(self, state, inputs: ModelInputs, features, *, n: int, max_new: int, capacity: int, key) -> SampleOutput:
         self.prefill_calls += 1
-        caches, logits = self._prefill(state, inputs, capacity=capacity, n=n)
-        output, _ = self._decode(
-            state, caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new_tokens
-        )
+        caches, logits = self._prefill(state, inputs, features, capacity=capacity, n=n)
+        output, _ = self._decode(state, caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new)
         return output

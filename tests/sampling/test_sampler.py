@@ -1,6 +1,7 @@
 """The jitted sampler: greedy parity with transformers' generate, log-probs, seeds, stops, prefill once, sharding."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,7 @@ from flax import nnx
 from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VL, load_pretrained, prepare_inputs
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.sampling import FINISH_EOS, FINISH_LENGTH, Sampler, SamplingConfig
+from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
 from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, pad_batch, random_pixels
 
 FORBIDDEN = (TOKENS["image_token_id"], TOKENS["video_token_id"])
@@ -94,7 +96,7 @@ def test_logprobs_equal_a_full_forward_and_seeds_reproduce(untied_pair, prompts)
     np.testing.assert_array_equal(np.asarray(again.tokens), tokens)
     other = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(8))
     assert not np.array_equal(np.asarray(other.tokens), tokens)
-    assert sampler.compilations == 2  # one prefill + one decode program, reused by the later calls
+    assert sampler.compilations == 3  # image features, prefill and decode programs, reused by the later calls
 
 
 def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
@@ -118,31 +120,102 @@ def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
 def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prompts, monkeypatch):
     _, ours = untied_pair
     seen = []
-    original = Qwen25VL.embed
+    embed, features = Qwen25VL.embed, Qwen25VL.image_features
 
-    def spy(self, input_ids, vision=None, image_token_slot=None, image_features=None):
-        seen.append((input_ids.shape, vision is not None))
-        return original(self, input_ids, vision, image_token_slot, image_features)
+    def spy_embed(self, input_ids, vision=None, image_token_slot=None, image_features=None):
+        seen.append(("embed", input_ids.shape, vision is None and image_features is not None))
+        return embed(self, input_ids, vision, image_token_slot, image_features)
 
-    monkeypatch.setattr(Qwen25VL, "embed", spy)
+    def spy_features(self, vision):
+        seen.append(("vision", vision.patches.shape[0]))
+        return features(self, vision)
+
+    monkeypatch.setattr(Qwen25VL, "embed", spy_embed)
+    monkeypatch.setattr(Qwen25VL, "image_features", spy_features)
     graphdef, state = nnx.split(ours)
     sampler = Sampler(graphdef, SamplingConfig(temperature=1.0))
     n, steps = 4, 3
-    sampler.generate(state, _inputs(ours, prompts), n=n, max_new_tokens=steps, key=jax.random.key(0))
+    inputs = _inputs(ours, prompts)
+    sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(0))
     length = prompts[0].shape[1]
-    # traced once each: the prefill embeds the 3 prompts with their images; the decode step embeds 1 token x 12 rows
-    assert seen == [((3, length), True), ((3 * n, 1), False)]
+    # traced once each: the vision tower over the batch's image rows; the prefill embeds the 3 prompts with those
+    # features; the decode step embeds 1 token x 12 rows (no images)
+    image_rows = inputs.vision.patches.shape[0]
+    assert seen == [("vision", image_rows), ("embed", (3, length), True), ("embed", (3 * n, 1), False)]
     assert sampler.prefill_calls == 1
 
 
-def test_sharded_sampling_equals_one_device(untied_checkpoint, untied_pair, prompts):
+def _four_prompts(config, seed=3):
+    """4 prompts with one image each (three grid sizes), left-padded, as `ModelInputs`."""
+    rng = np.random.default_rng(seed)
+    ids, mask = pad_batch([build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)], "left")
+    grids = [GRIDS[i % 3] for i in range(4)]
+    return prepare_inputs(config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+
+
+def test_chunk_rows_follow_the_row_shards():
+    """take_chunk / merge_chunks against index lists written out by hand: 8 rows in 2 shards, 2 chunks."""
+    x = np.arange(8 * 3).reshape(8, 3)
+    chunk0 = take_chunk(x, jnp.int32(0), chunks=2, shards=2)
+    chunk1 = take_chunk(x, jnp.int32(1), chunks=2, shards=2)
+    np.testing.assert_array_equal(chunk0, x[[0, 1, 4, 5]])
+    np.testing.assert_array_equal(chunk1, x[[2, 3, 6, 7]])
+    positions = np.arange(3 * 8).reshape(3, 8)  # rows in axis 1, as position_ids
+    np.testing.assert_array_equal(take_chunk(positions, jnp.int32(1), chunks=2, shards=2, axis=1), positions[:, [2, 3, 6, 7]])
+    # rollout rows: n = 2 per prompt; prompt p's rows are 2p, 2p + 1
+    rollouts0, rollouts1 = np.repeat(np.asarray(chunk0), 2, 0), np.repeat(np.asarray(chunk1), 2, 0)
+    np.testing.assert_array_equal(merge_chunks([rollouts0, rollouts1], shards=2), np.repeat(x, 2, 0))
+    np.testing.assert_array_equal(take_chunk(x, jnp.int32(2), chunks=4, shards=1), x[[4, 5]])
+
+
+def test_chunked_greedy_sampling_equals_one_call(untied_pair):
+    _, ours = untied_pair
+    graphdef, state = nnx.split(ours)
+    inputs = _four_prompts(ours.config)
+    sampler = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN))
+    whole = sampler.generate(state, inputs, n=2, max_new_tokens=6, key=jax.random.key(0))
+    chunked = sampler.generate(state, inputs, n=2, max_new_tokens=6, key=jax.random.key(0), prompts_per_call=1)
+    assert sampler.prefill_calls == 1 + 4
+    for field in ("tokens", "mask", "finish", "lengths"):
+        np.testing.assert_array_equal(np.asarray(getattr(chunked, field)), np.asarray(getattr(whole, field)))
+    np.testing.assert_allclose(np.asarray(chunked.logprobs), np.asarray(whole.logprobs), atol=1e-5)
+    assert len({tuple(r) for r in np.asarray(whole.tokens)[::2]}) > 1  # the prompts' continuations differ
+    with pytest.raises(ValueError, match="prompts_per_call = 3 must divide the batch's 4 prompts"):
+        sampler.generate(state, inputs, n=2, max_new_tokens=6, key=jax.random.key(0), prompts_per_call=3)
+
+
+def test_chunked_sampling_draws_each_chunk_with_its_own_key(untied_pair):
+    """At T > 0, chunk j of a chunked call is the one-call sampling of those prompts with fold_in(key, j)."""
+    _, ours = untied_pair
+    graphdef, state = nnx.split(ours)
+    inputs = _four_prompts(ours.config, seed=5)
+    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, forbidden_token_ids=FORBIDDEN))
+    key = jax.random.key(11)
+    chunked = sampler.generate(state, inputs, n=2, max_new_tokens=5, key=key, prompts_per_call=2)
+    for j, prompts in enumerate(([0, 1], [2, 3])):
+        rows = [2 * p + s for p in prompts for s in range(2)]
+        alone = sampler.generate(state, _select_prompts(ours.config, inputs, prompts, seed=5), n=2, max_new_tokens=5,
+                                 key=jax.random.fold_in(key, j))  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(chunked.tokens)[rows], np.asarray(alone.tokens))
+
+
+def _select_prompts(config, inputs, prompts, seed):
+    """The `_four_prompts` batch restricted to `prompts`, laid out on its own (images re-collated)."""
+    rng = np.random.default_rng(seed)
+    samples = [build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)]
+    pixels = random_pixels(rng, [GRIDS[i % 3] for i in range(4)])
+    offsets = np.cumsum([0] + [t * h * w for t, h, w in (GRIDS[i % 3] for i in range(4))])
+    ids, mask = pad_batch(samples, "left")
+    grids = [GRIDS[i % 3] for i in prompts]
+    chosen = np.concatenate([pixels[offsets[i] : offsets[i + 1]] for i in prompts])
+    return prepare_inputs(config, ids[prompts], mask[prompts], chosen, np.asarray(grids))
+
+
+def test_sharded_sampling_equals_one_device(untied_checkpoint, untied_pair):
     _, path = untied_checkpoint
     _, single = untied_pair
     config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN)
-    rng = np.random.default_rng(3)
-    ids, mask = pad_batch([build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)], "left")
-    grids = [GRIDS[i % 3] for i in range(4)]
-    inputs = prepare_inputs(single.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    inputs = _four_prompts(single.config)
     expected = Sampler(nnx.graphdef(single), config).generate(
         nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
     )
@@ -152,5 +225,26 @@ def test_sharded_sampling_equals_one_device(untied_checkpoint, untied_pair, prom
         nnx.state(sharded), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
     )
     assert len(got.tokens.sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
+    np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)
+
+
+def test_sharded_chunked_greedy_sampling_equals_one_device(untied_checkpoint, untied_pair):
+    """8 prompts on a (2, 2, 2) mesh (4 row shards) sampled 4 per call: each call takes one prompt per shard."""
+    _, path = untied_checkpoint
+    _, single = untied_pair
+    config = SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN)
+    rng = np.random.default_rng(4)
+    ids, mask = pad_batch([build_sample(rng, [2 + i % 3, GRIDS[i % 3], 1 + i]) for i in range(8)], "left")
+    grids = [GRIDS[i % 3] for i in range(8)]
+    inputs = prepare_inputs(single.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    expected = Sampler(nnx.graphdef(single), config).generate(
+        nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(0)
+    )
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    sharded, _ = load_pretrained(path, mesh=mesh)
+    sampler = Sampler(nnx.graphdef(sharded), config, mesh=mesh)
+    got = sampler.generate(nnx.state(sharded), inputs, n=2, max_new_tokens=5, key=jax.random.key(0), prompts_per_call=4)
+    assert sampler.prefill_calls == 2
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
     np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)
