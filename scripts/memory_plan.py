@@ -6,10 +6,12 @@ The model is built abstractly (`jax.eval_shape`: no weight is allocated), its pa
 `jax.ShapeDtypeStruct` inputs that carry their shardings, compiled, and measured with
 `compiled.memory_analysis()` (argument, output, aliased, temporary and generated-code bytes, per device):
 
-  sampler prefill  vision tower + decoder over the prompts; allocates the KV cache (prompt + response) and
-                   copies each prompt's rows n times;
+  image features   the vision tower once over the rollout batch's images: the sampler's first program (and,
+                   with the frozen vision tower, the trainer's again before the log-prob passes);
+  sampler prefill  the decoder over one sampler call's prompts (--sampler_prompts, the trainer's
+                   rollout.prompts_per_sampler_call) with the image features placed; allocates the KV cache
+                   (prompt + response) and copies each prompt's rows n times;
   sampler decode   the while-loop of one-token steps over the donated KV cache;
-  image features   the frozen vision tower once over the rollout batch's images (unless --train_vision);
   old log-probs    the policy's log-probs of every rollout, micro-batch by micro-batch (whole batch resident);
   train step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
                    parameters and optimizer state donated, the whole rollout batch resident.
@@ -77,13 +79,13 @@ from shuffle_r1_jax.train.logprobs import Rollouts  # noqa: E402
 from shuffle_r1_jax.train.optimizer import OptimizerConfig, make_optimizer  # noqa: E402
 from shuffle_r1_jax.train.settings import largest_divisor  # noqa: E402
 
-# the trainer's own jitted log-prob programs, so the figures are of what it runs
-from shuffle_r1_jax.train.trainer import image_features_pass, old_logprobs_pass  # noqa: E402
+# the trainer's own jitted log-prob program, so the figures are of what it runs
+from shuffle_r1_jax.train.trainer import old_logprobs_pass  # noqa: E402
 from shuffle_r1_jax.train.update import LossConfig, UpdateTargets, update_minibatch  # noqa: E402
 
 GiB = 2**30
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-PROGRAMS = ("sampler_prefill", "sampler_decode", "image_features", "old_logprobs", "train_step")
+PROGRAMS = ("image_features", "sampler_prefill", "sampler_decode", "old_logprobs", "train_step")
 
 
 def tiny_model_config() -> Qwen25VLConfig:
@@ -113,7 +115,7 @@ class PlanConfig:
     mesh: (data, fsdp, tensor). dtype: compute dtype; param_dtype: storage dtype of parameters and AdamW
     moments (None = dtype, as the trainer stores them today). remat / attention: the model's options.
     prompts_per_step: rollout batch in prompts; n: samples per prompt; sampler_prompts: prompts per sampler
-    call (None = the whole rollout batch, as the trainer samples today); keep_ratio: PTS alpha (update rows per
+    call (the trainer's rollout.prompts_per_sampler_call; None = the whole rollout batch); keep_ratio: PTS alpha (update rows per
     prompt = n * alpha); minibatch_prompts: prompts' worth of rows per optimizer step; micro_batch_rows: rows per
     gradient-accumulation micro-batch (and per old-log-prob pass); image_tokens / images_per_prompt: merged
     image tokens per image and images per prompt (0 = text only); logprob_chunk: response positions per
@@ -294,6 +296,11 @@ def validate(cfg: PlanConfig, config: Qwen25VLConfig) -> None:
         raise ValueError(
             f"--sampler_prompts = {sampler_prompts} must divide --prompts_per_step = {cfg.prompts_per_step}"
         )
+    shards = cfg.mesh[0] * cfg.mesh[1]
+    if cfg.sampler_prompts and sampler_prompts % shards:
+        raise ValueError(
+            f"--sampler_prompts = {sampler_prompts} must be a multiple of the {shards} batch shards (mesh data x fsdp)"
+        )
     tokens = vision_slots(config, cfg.image_tokens)[0] * cfg.images_per_prompt
     if tokens >= cfg.max_prompt_length:
         raise ValueError(
@@ -372,22 +379,6 @@ def plan_memory(cfg: PlanConfig, log: Callable[[str], None] = print) -> MemoryPl
     ]
     programs: list[ProgramMemory] = []
 
-    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, top_p=0.99), mesh=mesh)
-    sampler_inputs = abstract_prompts(config, cfg, mesh, sampler_prompts)
-    sampler_shape = f"{sampler_prompts} prompts x n={cfg.n}, cache {capacity} positions"
-    if "sampler_prefill" in cfg.programs:
-        programs.append(_compile("sampler_prefill", sampler_shape, lambda: sampler.prefill_program.lower(
-            params, sampler_inputs, capacity=capacity, n=cfg.n),
-            (params, opt_state, sampler_inputs), mesh, log))  # fmt: skip
-    if "sampler_decode" in cfg.programs:
-        logits = abstract(mesh, (sampler_rows, t.vocab_size), jnp.float32, rows_spec(2))
-        key = jax.eval_shape(lambda: jax.random.key(0))
-        key = abstract(mesh, key.shape, key.dtype)
-        programs.append(_compile("sampler_decode", f"{sampler_shape}, {cfg.max_new_tokens} new tokens",
-            lambda: sampler.decode_program.lower(params, caches, logits, sampler_inputs.attention_mask,
-                sampler_inputs.rope_deltas, key, n=cfg.n, max_new=cfg.max_new_tokens),
-            (params, opt_state, sampler_inputs, caches, logits, key), mesh, log))  # fmt: skip
-
     prompts = abstract_prompts(config, cfg, mesh, cfg.prompts_per_step)
     response = (rows_total, cfg.max_new_tokens)
     rollouts = Rollouts(
@@ -396,15 +387,34 @@ def plan_memory(cfg: PlanConfig, log: Callable[[str], None] = print) -> MemoryPl
         mask=abstract(mesh, response, jnp.int32, rows_spec(2)),
         sampler_logprobs=abstract(mesh, response, jnp.float32, rows_spec(2)),
     )
+    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, top_p=0.99), mesh=mesh)
     features = None
-    if cfg.freeze_vision and prompts.vision is not None:
+    if prompts.vision is not None:
         # the merger's output: one feature row per merged-token slot of the laid-out images
         images, slots = prompts.vision.patch_valid.shape
         features = abstract(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), dtype, rows_spec(2))
         if "image_features" in cfg.programs:
             programs.append(_compile("image_features", f"{cfg.prompts_per_step * cfg.images_per_prompt} images",
-                lambda: image_features_pass.lower(graphdef, params, prompts.vision), (params, opt_state, rollouts),
+                lambda: sampler.features_program.lower(params, prompts.vision), (params, opt_state, prompts),
                 mesh, log))  # fmt: skip
+    # one sampler call's prompts: text fields of its rows; the image features are the whole batch's
+    sampler_inputs = dataclasses.replace(abstract_prompts(config, cfg, mesh, sampler_prompts), vision=None)
+    sampler_shape = f"{sampler_prompts} prompts x n={cfg.n}, cache {capacity} positions"
+    sampler_resident = (params, opt_state, prompts, features)
+    if "sampler_prefill" in cfg.programs:
+        programs.append(_compile("sampler_prefill", sampler_shape, lambda: sampler.prefill_program.lower(
+            params, sampler_inputs, features, capacity=capacity, n=cfg.n),
+            (sampler_resident, sampler_inputs), mesh, log))  # fmt: skip
+    if "sampler_decode" in cfg.programs:
+        logits = abstract(mesh, (sampler_rows, t.vocab_size), jnp.float32, rows_spec(2))
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        key = abstract(mesh, key.shape, key.dtype)
+        programs.append(_compile("sampler_decode", f"{sampler_shape}, {cfg.max_new_tokens} new tokens",
+            lambda: sampler.decode_program.lower(params, caches, logits, sampler_inputs.attention_mask,
+                sampler_inputs.rope_deltas, key, n=cfg.n, max_new=cfg.max_new_tokens),
+            (sampler_resident, caches, logits, key), mesh, log))  # fmt: skip
+    if not cfg.freeze_vision:
+        features = None  # a trained vision tower runs inside the log-prob and train programs
     chunk = min(cfg.logprob_chunk, cfg.max_new_tokens)
     if "old_logprobs" in cfg.programs:
         micro = largest_divisor(rows_total, cfg.micro_batch_rows)

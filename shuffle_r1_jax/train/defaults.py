@@ -58,6 +58,9 @@ def base_config() -> ConfigDict:
     c.rollout.temperature = 1.0
     c.rollout.top_p = 0.99
     c.rollout.top_k = 0  # 0 = off
+    # prompts per sampler call (over all processes; 0 = the whole rollout batch in one call). The KV cache holds
+    # one call's prompts x n rows: at the paper's batch a 3B model needs 32 on 8 x 80 GiB (scripts/memory_plan.py)
+    c.rollout.prompts_per_sampler_call = 0
 
     c.rl = ConfigDict()
     c.rl.algorithm = "shuffle_r1"  # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
@@ -134,9 +137,15 @@ def base_config() -> ConfigDict:
 
 def paper_config(train_examples: int, epochs: int = 20) -> ConfigDict:
     """The paper's runs: `base_config()` (its hyperparameters) with bf16, the math prompt and reward,
-    Shuffle-R1, and `epochs` passes over `train_examples` problems at 512 prompts per step."""
+    Shuffle-R1, and `epochs` passes over `train_examples` problems at 512 prompts per step; sampled 32 prompts
+    per call, 8-row micro-batches, chunked attention and full remat, so that the 3B step fits 80 GiB devices."""
     c = base_config()
     c.model.dtype = "bfloat16"
+    # memory: what fits Qwen2.5-VL-3B on 8 x 80 GiB by scripts/memory_plan.py (BUILD_NOTES, "Memory plan")
+    c.model.attention_impl = "chunked"
+    c.model.remat = "full"
+    c.rollout.prompts_per_sampler_call = 32
+    c.train.micro_batch_rows = 8
     c.data.prompt_format = "math"
     c.reward.name = "math"
     c.rl.algorithm = "shuffle_r1"

@@ -76,7 +76,7 @@ class Evaluator:
                 scored = generate_and_score(
                     sampler, params, batch, n=n, max_new_tokens=c.rollout.max_new_tokens, key=key,
                     tokenizer=t.tokenizer, reward_pool=t.reward_pool, reward_timeout_s=c.reward.timeout_s,
-                    placer=t.placer,
+                    placer=t.placer, prompts_per_call=t.run.prompts_per_sampler_call,
                 )  # fmt: skip
                 part = scored.parts.get("accuracy", scored.parts["overall"])[: weight * n]
                 _add(sums, name, part)

@@ -15,7 +15,7 @@ import numpy as np
 
 from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs
 from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
-from shuffle_r1_jax.parallel.global_arrays import gather_over_processes, local_rows
+from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes, local_rows
 from shuffle_r1_jax.processing.batch import PromptBatch
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rl import advantages as adv_lib
@@ -61,13 +61,18 @@ def generate_and_score(
     reward_pool: RewardPool,
     reward_timeout_s: float,
     placer: BatchPlacer,
+    prompts_per_call: int = 0,
 ) -> ScoredRollouts:
     """Samples n responses per prompt of every process's `batch` and scores this process's rows against their
-    prompts' answers (decoding and rewards on this host only)."""
+    prompts' answers (decoding and rewards on this host only).
+
+    prompts_per_call: prompts (over all processes) per sampler call; 0 = all of them in one call."""
     start = time.perf_counter()
     prompts = placer.prompts(batch.inputs)
     out: SampleOutput = placer.reshard_rows(
-        sampler.generate(params, prompts, n=n, max_new_tokens=max_new_tokens, key=key)
+        sampler.generate(
+            params, prompts, n=n, max_new_tokens=max_new_tokens, key=key, prompts_per_call=prompts_per_call
+        )
     )
     tokens, mask = placer.local(out.tokens), placer.local(out.mask)
     generated = time.perf_counter()
@@ -100,7 +105,10 @@ def compute_advantages(estimator: str, scores: jax.Array, mask: jax.Array, n: in
 def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
     """Reward parts, response lengths and the truncation (clip) ratio of the rollout batch, over all processes."""
     lengths = gather_over_processes(local_rows(scored.rollouts.mask).sum(1))
-    parts = {name: gather_over_processes(np.asarray(v, np.float32)) for name, v in scored.parts.items()}
+    # a process whose rewards all failed has only "overall": the names are agreed first, a missing part is 0
+    names = sorted({name for names in allgather_json(sorted(scored.parts)) for name in names})
+    zeros = np.zeros(len(scored.finish), np.float32)
+    parts = {name: gather_over_processes(np.asarray(scored.parts.get(name, zeros), np.float32)) for name in names}
     finish = gather_over_processes(np.asarray(scored.finish))
     metrics = {f"reward/{name}": float(np.mean(v)) for name, v in parts.items()}
     if "accuracy" in parts:

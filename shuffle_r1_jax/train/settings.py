@@ -32,6 +32,7 @@ class RunSettings:
     dtype: object
     param_dtype: object
     prompts_per_process: int
+    prompts_per_sampler_call: int
     estimator: str
     selection: SelectionConfig
     dynamic_sampling: bool
@@ -97,6 +98,13 @@ def resolve(c: ConfigDict) -> RunSettings:
     _require(processes == 1 or prompts % shards == 0,
              f"data.rollout_batch_prompts = {prompts} does not divide over {where}: with {processes} processes "
              "every batch shard holds whole prompts of one process")  # fmt: skip
+    per_call = c.rollout.prompts_per_sampler_call
+    _require(per_call == 0 or (per_call >= 1 and prompts % per_call == 0),
+             f"rollout.prompts_per_sampler_call = {per_call} must be 0 (the whole batch) or divide "
+             f"data.rollout_batch_prompts = {prompts}")  # fmt: skip
+    _require(per_call == 0 or per_call % shards == 0,
+             f"rollout.prompts_per_sampler_call = {per_call} must be a multiple of {where}, so that every device "
+             "samples the same number of prompts in each call")  # fmt: skip
     mini = c.train.minibatch_prompts
     _require(mini >= 1 and prompts % mini == 0,
              f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}")  # fmt: skip
@@ -119,6 +127,9 @@ def resolve(c: ConfigDict) -> RunSettings:
     _require(rows_per_mini % micro == 0,
              f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
              f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)")  # fmt: skip
+    _require(micro % shards == 0 or rows_per_mini % shards,
+             f"train.micro_batch_rows = {c.train.micro_batch_rows} ({micro} rows per micro-batch) is not a multiple of "
+             f"{where}: the micro-batch would not split over the devices and every device would hold all its rows")  # fmt: skip
     _require(c.rl.dynamic_sampling_max_tries >= 1,
              f"rl.dynamic_sampling_max_tries = {c.rl.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
     _require(c.rl.dynamic_sampling_fallback in ("fill", "error"),
@@ -154,7 +165,7 @@ def resolve(c: ConfigDict) -> RunSettings:
     return RunSettings(
         checkpoint=checkpoint, train_data=train_data, val_data=val_data, dtype=DTYPES[c.model.dtype],
         param_dtype=DTYPES[c.model.param_dtype],
-        prompts_per_process=prompts // processes, estimator=algorithm.estimator, selection=selection,
+        prompts_per_process=prompts // processes, prompts_per_sampler_call=per_call, estimator=algorithm.estimator, selection=selection,
         dynamic_sampling=algorithm.dynamic_sampling, optimizer=optimizer, loss=loss,
         num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
         old_logprob_micro=largest_divisor(prompts * n, c.train.micro_batch_rows),

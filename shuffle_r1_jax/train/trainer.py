@@ -247,7 +247,7 @@ class Trainer:
                 self.sampler, self.params, batch if attempt == 0 else next(self.train_batches), n=c.rollout.n,
                 max_new_tokens=c.rollout.max_new_tokens, key=jax.random.fold_in(key, _PHASE_SAMPLE + 16 * attempt),
                 tokenizer=self.tokenizer, reward_pool=self.reward_pool, reward_timeout_s=c.reward.timeout_s,
-                placer=self.placer,
+                placer=self.placer, prompts_per_call=run.prompts_per_sampler_call,
             )  # fmt: skip
 
         dapo_stats = {}

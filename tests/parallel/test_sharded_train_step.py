@@ -28,6 +28,14 @@ def step_config(cache: str, **mesh):
     return c
 
 
+def chunked_step_config(cache: str):
+    """The sharded step's config on a (2, 2, 2) mesh with 8 prompts sampled 4 per sampler call (2 calls)."""
+    c = step_config(cache, data=2, fsdp=2, tensor=2)
+    c.data.rollout_batch_prompts = 8
+    c.rollout.prompts_per_sampler_call = 4
+    return c
+
+
 def one_step(config, workdir):
     """(trainer, parameters before, parameters after, metrics) of one `train_step`."""
     trainer = Trainer(config, str(workdir))

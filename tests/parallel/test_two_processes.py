@@ -17,7 +17,7 @@ from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.processing.batch import PromptBatch
 from shuffle_r1_jax.train.dynamic_sampling import concat_prompts
 from shuffle_r1_jax.train.trainer import Trainer
-from tests.parallel.test_sharded_train_step import ATOL, RTOL, step_config
+from tests.parallel.test_sharded_train_step import ATOL, RTOL, chunked_step_config, step_config
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
@@ -29,13 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(cache: str, workdir: Path, out: Path) -> None:
+def run_two_processes(cache: str, workdir: Path, out: Path, dapo_workdir: Path, dapo_assets: Path) -> None:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("XLA_FLAGS", None)
+    args = [cache, str(workdir), str(out), str(dapo_workdir), str(dapo_assets)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.parallel.two_process_worker", str(port), str(i), cache, str(workdir), str(out)],
+            [sys.executable, "-m", "tests.parallel.two_process_worker", str(port), str(i), *args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         for i in range(2)
@@ -83,18 +84,34 @@ class TwoProcessOrder:
         return self.parts[0].counts()
 
 
+def seven_prompt_assets(cache: str, directory: Path) -> dict:
+    """The demo's checkpoint and training set with a validation set of its first 7 prompts."""
+    import pyarrow.parquet as pq
+
+    from shuffle_r1_jax.train.demo import prepare_demo
+
+    assets = prepare_demo(step_config(cache))
+    val = directory / "val7.parquet"
+    pq.write_table(pq.read_table(assets["val"]).slice(0, 7), val)
+    return {**assets, "val": str(val)}
+
+
 @pytest.fixture(scope="module")
 def two_process_run(demo_cache, tmp_path_factory):
+    """(workdir, gathered parameters) of scenario 1 and (workdir, gathered parameters, assets) of scenario 2 (DAPO)
+    of `two_process_worker`, run once for the module."""
     workdir = tmp_path_factory.mktemp("two_processes")
     Trainer(step_config(demo_cache), str(tmp_path_factory.mktemp("assets"))).close()  # builds the demo assets once
-    out = workdir / "params.npz"
-    run_two_processes(demo_cache, workdir / "run", out)
-    return workdir / "run", dict(np.load(out))
+    assets = seven_prompt_assets(demo_cache, workdir)
+    (workdir / "dapo_assets.json").write_text(json.dumps(assets))
+    out, dapo = workdir / "params.npz", workdir / "dapo"
+    run_two_processes(demo_cache, workdir / "run", out, dapo, workdir / "dapo_assets.json")
+    return (workdir / "run", dict(np.load(out))), (dapo, dict(np.load(dapo / "params.npz")), assets)
 
 
 def test_two_processes_agree_with_one(two_process_run, demo_cache, tmp_path):
-    _, gathered = two_process_run
-    trainer = Trainer(step_config(demo_cache, data=2, fsdp=2, tensor=2), str(tmp_path))
+    (_, gathered), _ = two_process_run
+    trainer = Trainer(chunked_step_config(demo_cache), str(tmp_path))
     try:
         trainer.train_batches = TwoProcessOrder(trainer)
         before = jax.device_get(trainer.params)
@@ -110,7 +127,7 @@ def test_two_processes_agree_with_one(two_process_run, demo_cache, tmp_path):
 
 
 def test_process_zero_writes_the_run_files(two_process_run):
-    workdir, _ = two_process_run
+    (workdir, _), _ = two_process_run
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1]
     assert 0.0 <= lines[0]["val/accuracy"] <= 1.0 and lines[0]["data/batches"] == 2.0  # one batch per process
@@ -118,7 +135,7 @@ def test_process_zero_writes_the_run_files(two_process_run):
 
 
 def test_their_checkpoint_restores_in_one_process(two_process_run, demo_cache):
-    workdir, gathered = two_process_run
+    (workdir, gathered), _ = two_process_run
     one_device = step_config(demo_cache, data=1, fsdp=1, tensor=1, num_devices=1)
     trainer = Trainer(one_device, str(workdir))  # resumes from the two processes' step-1 checkpoint
     try:
@@ -130,3 +147,54 @@ def test_their_checkpoint_restores_in_one_process(two_process_run, demo_cache):
         assert opt_leaves and all(np.all(np.isfinite(np.asarray(x))) for x in opt_leaves)
     finally:
         trainer.close()
+
+
+def _metrics(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dapo_refills_groups_across_processes(two_process_run):
+    _, (workdir, gathered, _) = two_process_run
+    (step,) = [m for m in _metrics(workdir) if m["step"] == 1]
+    # each process drew prompt batches until both had 2 groups with differing rewards (or 4 tries): the
+    # processes agree on the number of tries, so together they read 2 batches per try
+    assert step["dapo/tries"] >= 2, "the reward should leave groups to refill"
+    assert step["data/batches"] == 2 * step["dapo/tries"]
+    assert step["dapo/filled_groups"] == 0 or step["dapo/tries"] == 4
+    assert all(np.all(np.isfinite(x)) for x in gathered.values())
+
+
+def test_validation_with_a_short_batch_counts_each_prompt_once(two_process_run, demo_cache):
+    """The 7-prompt validation (process 1: a batch of 2 and a short one of 1, padded by repeating its prompt)
+    against greedy decoding of each prompt alone with the run's final parameters."""
+    from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
+    from shuffle_r1_jax.train.rollout import decode_responses
+    from tests.train.toy_rewards import distinct_characters_of_color_answers
+
+    _, (workdir, gathered, assets) = two_process_run
+    (step,) = [m for m in _metrics(workdir) if m["step"] == 1]
+    c = step_config(demo_cache, data=1, fsdp=1, tensor=1, num_devices=1)
+    c.demo.enabled = False
+    c.model.checkpoint, c.data.train, c.data.val = assets["checkpoint"], assets["train"], assets["val"]
+    c.rl.algorithm = "dapo"
+    trainer = Trainer(c, str(workdir))  # resumes the DAPO run's step-1 checkpoint
+    try:
+        for path, x in jax.tree_util.tree_leaves_with_path(trainer.params):
+            np.testing.assert_array_equal(np.asarray(x), gathered[jax.tree_util.keystr(path)])
+        prompts = prompt_batches(
+            assets["val"], trainer.encoder, trainer.model_config,
+            PipelineConfig(batch_size=1, seed=0, shuffle=False, num_epochs=1, drop_remainder=False),
+            buckets=trainer.buckets,
+        )  # fmt: skip
+        scores = []
+        for batch in prompts:
+            out = trainer.evaluator.greedy.generate(
+                trainer.params, trainer.placer.prompts(batch.inputs), n=1,
+                max_new_tokens=c.rollout.max_new_tokens, key=jax.random.key(0),
+            )  # fmt: skip
+            (response,) = decode_responses(trainer.tokenizer, np.asarray(out.tokens), np.asarray(out.mask))
+            scores.append(distinct_characters_of_color_answers(response, batch.answers[0])["accuracy"])
+    finally:
+        trainer.close()
+    assert len(scores) == 7 and len(set(scores)) > 1
+    np.testing.assert_allclose(step["val/greedy_accuracy"], np.mean(scores), rtol=0, atol=1e-6)

@@ -78,3 +78,23 @@ def test_a_program_that_does_not_compile_is_reported():
     program = plan.program("sampler_prefill")
     assert program.stats is None and program.error
     assert "did not compile" in mp.format_plan(plan)
+
+
+def test_sampler_programs_compile_per_call_and_the_cache_scales_with_it():
+    programs = ("image_features", "sampler_prefill", "sampler_decode")
+    whole = mp.plan_memory(mp.PlanConfig(**SMALL, programs=programs), log=_quiet)
+    chunked = mp.plan_memory(mp.PlanConfig(**SMALL, sampler_prompts=4, programs=programs), log=_quiet)
+    for plan in (whole, chunked):
+        assert all(plan.program(name).stats is not None for name in programs), [p.error for p in plan.programs]
+    # the KV cache: layers x 2 (k, v) x rows x (prompt + response) x kv heads x head_dim x 2 bytes (bf16), with
+    # rows over the 4 batch shards and kv heads over the 2 tensor shards
+    t = mp.tiny_model_config().text
+    for plan, prompts in ((whole, 8), (chunked, 4)):
+        rows = prompts * 4 // 4
+        heads = t.num_key_value_heads // 2 if t.num_key_value_heads % 2 == 0 else t.num_key_value_heads
+        assert plan.kv_cache == t.num_hidden_layers * 2 * rows * (64 + 64) * heads * t.head_dim * 2 + 4 * t.num_hidden_layers
+    # the vision pass is the whole batch's either way; the decode loop's peak follows the cache
+    assert chunked.program("image_features").peak == whole.program("image_features").peak
+    assert chunked.program("sampler_decode").peak < whole.program("sampler_decode").peak
+    with pytest.raises(ValueError, match=r"--sampler_prompts = 2 must be a multiple of the 4 batch shards"):
+        mp.plan_memory(mp.PlanConfig(**SMALL, sampler_prompts=2, programs=programs), log=_quiet)

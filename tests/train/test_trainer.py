@@ -109,6 +109,10 @@ def test_update_arithmetic_matches_the_paper():
         (dict(algorithm="ppo"), "rl.algorithm = 'ppo' is unknown"),
         (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over the 8 batch shards"),
         (dict(mini=3), "train.minibatch_prompts = 3 must divide"),
+        (dict(per_call=48), r"rollout.prompts_per_sampler_call = 48 must be 0 \(the whole batch\) or divide "
+                            "data.rollout_batch_prompts = 512"),
+        (dict(per_call=4), r"rollout.prompts_per_sampler_call = 4 must be a multiple of the 8 batch shards"),
+        (dict(micro=4), r"train.micro_batch_rows = 4 \(4 rows per micro-batch\) is not a multiple of the 8 batch shards"),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -118,6 +122,8 @@ def test_config_errors_name_the_key(edit, message):
     c.rollout.n = edit.get("n", 16)
     c.data.rollout_batch_prompts = edit.get("prompts", 512)
     c.train.minibatch_prompts = edit.get("mini", 128)
+    c.rollout.prompts_per_sampler_call = edit.get("per_call", 0)
+    c.train.micro_batch_rows = edit.get("micro", 64)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c)
 

@@ -5,3 +5,13 @@ def letter_a_fraction(response: str, answer: str) -> dict[str, float]:
     """The fraction of the response's characters that are the letter "a": learnable from any start."""
     score = response.count("a") / max(len(response), 1)
     return {"overall": score, "accuracy": score}
+
+
+def distinct_characters_of_color_answers(response: str, answer: str) -> dict[str, float]:
+    """For prompts whose answer is a colour, the fraction of the response's characters that are distinct (varies
+    with any response, even an untrained model's); 0 for the other prompts: their groups are all equal (no signal),
+    so DAPO's dynamic sampling has groups to drop and refill."""
+    if answer not in ("red", "green", "blue", "yellow"):
+        return {"overall": 0.0, "accuracy": 0.0}
+    score = len(set(response)) / max(len(response), 1)
+    return {"overall": score, "accuracy": score}
