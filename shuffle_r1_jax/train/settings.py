@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,8 @@ from shuffle_r1_jax.rl.advantages import available_advantage_estimators
 from shuffle_r1_jax.train.algorithms import SelectionConfig, get_algorithm, rows_per_prompt
 from shuffle_r1_jax.train.optimizer import OptimizerConfig
 from shuffle_r1_jax.train.update import LossConfig
+
+logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -127,9 +130,12 @@ def resolve(c: ConfigDict) -> RunSettings:
     _require(rows_per_mini % micro == 0,
              f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
              f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)")  # fmt: skip
-    _require(micro % shards == 0 or rows_per_mini % shards,
-             f"train.micro_batch_rows = {c.train.micro_batch_rows} ({micro} rows per micro-batch) is not a multiple of "
-             f"{where}: the micro-batch would not split over the devices and every device would hold all its rows")  # fmt: skip
+    if micro % shards and rows_per_mini % shards == 0:
+        logger.warning(
+            "train.micro_batch_rows = %d (%d rows per micro-batch) is not a multiple of %s: micro-batches are not "
+            "split over the devices, every device computes all their rows (fine for tiny models; at 7B this is "
+            "5x the memory, BUILD_NOTES 'Memory plan')", c.train.micro_batch_rows, micro, where,
+        )  # fmt: skip
     _require(c.rl.dynamic_sampling_max_tries >= 1,
              f"rl.dynamic_sampling_max_tries = {c.rl.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
     _require(c.rl.dynamic_sampling_fallback in ("fill", "error"),

@@ -112,7 +112,6 @@ def test_update_arithmetic_matches_the_paper():
         (dict(per_call=48), r"rollout.prompts_per_sampler_call = 48 must be 0 \(the whole batch\) or divide "
                             "data.rollout_batch_prompts = 512"),
         (dict(per_call=4), r"rollout.prompts_per_sampler_call = 4 must be a multiple of the 8 batch shards"),
-        (dict(micro=4), r"train.micro_batch_rows = 4 \(4 rows per micro-batch\) is not a multiple of the 8 batch shards"),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -123,9 +122,20 @@ def test_config_errors_name_the_key(edit, message):
     c.data.rollout_batch_prompts = edit.get("prompts", 512)
     c.train.minibatch_prompts = edit.get("mini", 128)
     c.rollout.prompts_per_sampler_call = edit.get("per_call", 0)
-    c.train.micro_batch_rows = edit.get("micro", 64)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c)
+
+
+def test_micro_batches_that_do_not_split_over_the_devices_are_warned_about(caplog):
+    c = base_config()
+    c.model.checkpoint, c.data.train = "unused", "unused"
+    c.train.micro_batch_rows = 4
+    settings.resolve(c)
+    assert "train.micro_batch_rows = 4 (4 rows per micro-batch) is not a multiple of the 8 batch shards" in caplog.text
+    caplog.clear()
+    c.train.micro_batch_rows = 8
+    settings.resolve(c)
+    assert "micro_batch_rows" not in caplog.text
 
 
 CONFIG_FILE = """
