@@ -80,7 +80,7 @@ LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 GPU_BF16_PEAK = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H200", 989e12), ("H100", 989e12))
 
 # the trainer's jitted programs whose FLOPs are counted, and the phase (`timing/*` key) each runs in
-PROGRAMS = {"_update": "update", "old_logprobs_pass": "old_logprobs", "image_features_pass": "old_logprobs"}
+PROGRAMS = {"_update": "update", "old_logprobs_pass": "old_logprobs", "image_features_jit": "old_logprobs"}
 
 PHASE_LABELS = {
     "data": "data (next prompt batch)",
@@ -255,7 +255,7 @@ def _padded_response(rollouts: Rollouts, chunk: int) -> int:
 
 def analytic_flops(name: str, args: dict[str, Any], config: Qwen25VLConfig) -> int:
     """Model FLOPs of one call of program `name` with (abstract) arguments `args`."""
-    if name == "image_features_pass":
+    if name == "image_features_jit":
         return vision_forward_flops(config.vision, *args["vision"].patches.shape[:2])
     rollouts: Rollouts = args["rollouts"]
     seq = rollouts.prompts.input_ids.shape[1] + rollouts.tokens.shape[1]

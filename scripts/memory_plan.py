@@ -72,6 +72,7 @@ from shuffle_r1_jax.models.qwen2_5_vl import (  # noqa: E402
     qwen2_5_vl_7b_config,
 )
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache  # noqa: E402
+from shuffle_r1_jax.models.qwen2_5_vl.model import image_features_jit  # noqa: E402
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES, make_mesh, mirror_shardings, param_shardings  # noqa: E402
 from shuffle_r1_jax.sampling import Sampler, SamplingConfig  # noqa: E402
 from shuffle_r1_jax.train.algorithms import SelectionConfig, rows_per_prompt  # noqa: E402
@@ -395,7 +396,7 @@ def plan_memory(cfg: PlanConfig, log: Callable[[str], None] = print) -> MemoryPl
         features = abstract(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), dtype, rows_spec(2))
         if "image_features" in cfg.programs:
             programs.append(_compile("image_features", f"{cfg.prompts_per_step * cfg.images_per_prompt} images",
-                lambda: sampler.features_program.lower(params, prompts.vision), (params, opt_state, prompts),
+                lambda: image_features_jit.lower(graphdef, params, prompts.vision), (params, opt_state, prompts),
                 mesh, log))  # fmt: skip
     # one sampler call's prompts: text fields of its rows; the image features are the whole batch's
     sampler_inputs = dataclasses.replace(abstract_prompts(config, cfg, mesh, sampler_prompts), vision=None)

@@ -1,15 +1,16 @@
 """The jitted rollout sampler: prefill once per prompt, then n samples per prompt share that KV cache.
 
 Compiled programs per (prompt length, response length, n) bucket:
-  * image features: the vision tower over all the batch's images, once per `generate`;
+  * image features (`image_features_jit`, shared with the trainer): the vision tower over all the batch's
+    images, once per `generate`;
   * prefill: the decoder over the prompts of a call (image features placed at image tokens), writing a cache
     with room for the response, then copying each prompt's cache rows n times (prompts * n rows);
   * decode: takes that cache donated (updated in place) and runs a `lax.while_loop` of one-token steps that
     ends when every row has stopped or the length is reached.
 With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
 chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
-merge the rollouts. Parameters are arguments of every program. `Sampler.compilations` counts traces
-(= compilations).
+merge the rollouts. Parameters are arguments of every program. `Sampler.compilations` counts the traces
+(= compilations) of the sampler's own programs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
-from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, VisionInputs
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, image_features_jit
 from shuffle_r1_jax.parallel.global_arrays import batch_shard_count
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES
 from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
@@ -65,16 +66,10 @@ class Sampler:
         self.mesh = mesh
         self.compilations = 0
         self.prefill_calls = 0
-        self._features = jax.jit(self._features_impl)
         self._prefill = jax.jit(self._prefill_impl, static_argnames=("capacity", "n"))
         self._decode = jax.jit(self._decode_impl, static_argnames=("n", "max_new"), donate_argnames=("caches",))
         self._chunk = jax.jit(self._chunk_impl, static_argnames=("chunks", "shards"))
         self._merge = jax.jit(self._merge_impl, static_argnames=("shards",))
-
-    @property
-    def features_program(self):
-        """The jitted vision pass `generate` runs: `(state, vision)` -> merged-token features; for `.lower()`."""
-        return self._features
 
     @property
     def prefill_program(self):
@@ -101,11 +96,6 @@ class Sampler:
         """How many row shards a batch of `rows` rows is cut into on the mesh (1 when they do not divide)."""
         shards = 1 if self.mesh is None else batch_shard_count(self.mesh)
         return shards if rows % shards == 0 else 1
-
-    def _features_impl(self, state, vision: VisionInputs):
-        self.compilations += 1
-        logger.info("compiling sampler image features: %d image rows", vision.patches.shape[0])
-        return nnx.merge(self.graphdef, state).image_features(vision)
 
     def _chunk_impl(self, inputs: ModelInputs, index, *, chunks: int, shards: int) -> ModelInputs:
         self.compilations += 1
@@ -226,7 +216,7 @@ class Sampler:
         if per_call < 1 or prompts % per_call:
             raise ValueError(f"prompts_per_call = {prompts_per_call} must divide the batch's {prompts} prompts")
         capacity = inputs.input_ids.shape[1] + max_new_tokens
-        features = None if inputs.vision is None else self._features(state, inputs.vision)
+        features = None if inputs.vision is None else image_features_jit(self.graphdef, state, inputs.vision)
         text = dataclasses.replace(inputs, vision=None)
         chunks = prompts // per_call
         if chunks == 1:

@@ -32,6 +32,7 @@ from shuffle_r1_jax.checkpoint.export import HF_SOURCE, copy_non_weight_files, e
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.data.sources import Columns
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl.model import image_features_jit
 from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
@@ -59,9 +60,6 @@ _PHASE_SAMPLE, _PHASE_SELECT = 0, 1
 
 
 # The step's jitted passes, public for ahead-of-time lowering (scripts/memory_plan.py, scripts/bench_train_step.py).
-image_features_pass = jax.jit(lambda graphdef, params, vision: nnx.merge(graphdef, params).image_features(vision), static_argnums=0)
-
-
 def _old_logprobs_impl(graphdef, params, rollouts: Rollouts, features, *, micro: int, temperature: float, chunk: int):
     rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro)
 
@@ -291,7 +289,7 @@ class Trainer:
 
         t = time.perf_counter()
         features = (
-            image_features_pass(self.graphdef, self.params, rollouts.prompts.vision)
+            image_features_jit(self.graphdef, self.params, rollouts.prompts.vision)
             if run.optimizer.freeze_vision and rollouts.prompts.vision is not None
             else None
         )

@@ -10,6 +10,7 @@ from flax import nnx
 from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VL, load_pretrained, prepare_inputs
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.sampling import FINISH_EOS, FINISH_LENGTH, Sampler, SamplingConfig
+from shuffle_r1_jax.sampling import sampler as sampler_module
 from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
 from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, pad_batch, random_pixels
 
@@ -96,7 +97,7 @@ def test_logprobs_equal_a_full_forward_and_seeds_reproduce(untied_pair, prompts)
     np.testing.assert_array_equal(np.asarray(again.tokens), tokens)
     other = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(8))
     assert not np.array_equal(np.asarray(other.tokens), tokens)
-    assert sampler.compilations == 3  # image features, prefill and decode programs, reused by the later calls
+    assert sampler.compilations == 2  # one prefill + one decode program, reused by the later calls
 
 
 def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
@@ -120,26 +121,26 @@ def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
 def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prompts, monkeypatch):
     _, ours = untied_pair
     seen = []
-    embed, features = Qwen25VL.embed, Qwen25VL.image_features
+    embed, features = Qwen25VL.embed, sampler_module.image_features_jit
 
     def spy_embed(self, input_ids, vision=None, image_token_slot=None, image_features=None):
         seen.append(("embed", input_ids.shape, vision is None and image_features is not None))
         return embed(self, input_ids, vision, image_token_slot, image_features)
 
-    def spy_features(self, vision):
+    def spy_features(graphdef, state, vision):  # called (not traced) once per generate
         seen.append(("vision", vision.patches.shape[0]))
-        return features(self, vision)
+        return features(graphdef, state, vision)
 
     monkeypatch.setattr(Qwen25VL, "embed", spy_embed)
-    monkeypatch.setattr(Qwen25VL, "image_features", spy_features)
+    monkeypatch.setattr(sampler_module, "image_features_jit", spy_features)
     graphdef, state = nnx.split(ours)
     sampler = Sampler(graphdef, SamplingConfig(temperature=1.0))
     n, steps = 4, 3
     inputs = _inputs(ours, prompts)
     sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(0))
     length = prompts[0].shape[1]
-    # traced once each: the vision tower over the batch's image rows; the prefill embeds the 3 prompts with those
-    # features; the decode step embeds 1 token x 12 rows (no images)
+    # the vision tower runs once over the batch's image rows; then, traced once each, the prefill embeds the 3
+    # prompts with those features and the decode step embeds 1 token x 12 rows (no images)
     image_rows = inputs.vision.patches.shape[0]
     assert seen == [("vision", image_rows), ("embed", (3, length), True), ("embed", (3 * n, 1), False)]
     assert sampler.prefill_calls == 1

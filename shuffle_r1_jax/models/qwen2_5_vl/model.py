@@ -181,6 +181,13 @@ def forward_jit(graphdef, state, inputs: ModelInputs):
     return model(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def image_features_jit(graphdef, state, vision: VisionInputs):
+    """Jitted vision tower + merger over a split model (one program per graphdef and vision shapes, shared by
+    every caller). Returns the merged-token features `[image rows * patch slots / merge unit, H]`."""
+    return nnx.merge(graphdef, state).image_features(vision)
+
+
 def prepare_inputs(
     config: Qwen25VLConfig,
     input_ids,
