@@ -201,12 +201,15 @@ class Sampler:
         max_new_tokens: int,
         key: jax.Array,
         prompts_per_call: int = 0,
+        image_features: jax.Array | None = None,
     ) -> SampleOutput:
         """Samples n responses of at most `max_new_tokens` for each of the P prompts in `inputs`.
 
         inputs: a left-padded prompt batch (`prepare_inputs` output, prompt length already bucketed).
         key: a PRNG key for this call (chunk j of several samples with `fold_in(key, j)`).
         prompts_per_call: prompts per prefill/decode call (0 = all P at once); must divide P.
+        image_features: `image_features_jit` of `inputs.vision` under `state`, when the caller has them already
+        (computed here otherwise).
         Returns a `SampleOutput` with P*n rows.
         """
         prompts = inputs.input_ids.shape[0]
@@ -216,7 +219,9 @@ class Sampler:
         if per_call < 1 or prompts % per_call:
             raise ValueError(f"prompts_per_call = {prompts_per_call} must divide the batch's {prompts} prompts")
         capacity = inputs.input_ids.shape[1] + max_new_tokens
-        features = None if inputs.vision is None else image_features_jit(self.graphdef, state, inputs.vision)
+        features = image_features
+        if features is None and inputs.vision is not None:
+            features = image_features_jit(self.graphdef, state, inputs.vision)
         text = dataclasses.replace(inputs, vision=None)
         chunks = prompts // per_call
         if chunks == 1:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs
+from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, image_features_jit
 from shuffle_r1_jax.parallel.batch_placement import BatchPlacer
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes, local_rows
 from shuffle_r1_jax.processing.batch import PromptBatch
@@ -33,6 +33,8 @@ class ScoredRollouts:
     reward_failures: reason -> count; finish: `int32[r]` finish reasons.
     timings: seconds spent generating and scoring. host_prompts: this process's prompt batch (numpy
     `ModelInputs`, image slots into its own image rows), or None when `rollouts.prompts` is that batch.
+    image_features: the merged-token features of `rollouts.prompts.vision` under the sampling parameters (a
+    global array), or None (no images, or a batch merged from several).
     """
 
     rollouts: Rollouts
@@ -42,6 +44,7 @@ class ScoredRollouts:
     finish: np.ndarray
     timings: dict[str, float]
     host_prompts: ModelInputs | None = None
+    image_features: jax.Array | None = None
 
 
 def decode_responses(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
@@ -69,9 +72,11 @@ def generate_and_score(
     prompts_per_call: prompts (over all processes) per sampler call; 0 = all of them in one call."""
     start = time.perf_counter()
     prompts = placer.prompts(batch.inputs)
+    features = None if prompts.vision is None else image_features_jit(sampler.graphdef, params, prompts.vision)
     out: SampleOutput = placer.reshard_rows(
         sampler.generate(
-            params, prompts, n=n, max_new_tokens=max_new_tokens, key=key, prompts_per_call=prompts_per_call
+            params, prompts, n=n, max_new_tokens=max_new_tokens, key=key, prompts_per_call=prompts_per_call,
+            image_features=features,
         )
     )
     tokens, mask = placer.local(out.tokens), placer.local(out.mask)
@@ -87,6 +92,7 @@ def generate_and_score(
         finish=placer.local(out.finish),
         timings={"generate": generated - start, "reward": time.perf_counter() - generated},
         host_prompts=batch.inputs,
+        image_features=features,
     )
 
 

@@ -288,11 +288,12 @@ class Trainer:
         timings["advantage"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        features = (
-            image_features_jit(self.graphdef, self.params, rollouts.prompts.vision)
-            if run.optimizer.freeze_vision and rollouts.prompts.vision is not None
-            else None
-        )
+        features = None
+        if run.optimizer.freeze_vision and rollouts.prompts.vision is not None:
+            # the sampler's, under the same parameters; a DAPO batch merged from several has none
+            features = scored.image_features
+            if features is None:
+                features = image_features_jit(self.graphdef, self.params, rollouts.prompts.vision)
         if c.rl.old_logprobs == "sampler":
             old = rollouts.sampler_logprobs
         else:

@@ -43,6 +43,29 @@ def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     assert trainer.checkpointer.latest_step() == 1
 
 
+def test_a_frozen_vision_tower_runs_once_per_step(demo_cache, tmp_path, monkeypatch):
+    """The sampler's image features are the update's (same parameters): one vision pass per step, not two."""
+    from shuffle_r1_jax.sampling import sampler as sampler_module
+    from shuffle_r1_jax.train import rollout, trainer as trainer_module
+
+    calls = []
+
+    def counted(original):
+        def run(graphdef, state, vision):
+            calls.append(vision.patches.shape)
+            return original(graphdef, state, vision)
+
+        return run
+
+    for module in (sampler_module, rollout, trainer_module):
+        monkeypatch.setattr(module, "image_features_jit", counted(module.image_features_jit))
+    c = tiny_trainer_config(demo_cache)
+    assert c.optim.freeze_vision
+    c.train.total_steps = 2
+    _, summary, _ = _run(c, tmp_path)
+    assert summary.steps == 2 and len(calls) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_a_step_with_remat_equals_one_without(remat, demo_cache, tmp_path):
