@@ -6,8 +6,8 @@ The model is built abstractly (`jax.eval_shape`: no weight is allocated), its pa
 `jax.ShapeDtypeStruct` inputs that carry their shardings, compiled, and measured with
 `compiled.memory_analysis()` (argument, output, aliased, temporary and generated-code bytes, per device):
 
-  image features   the vision tower once over the rollout batch's images: the sampler's first program (and,
-                   with the frozen vision tower, the trainer's again before the log-prob passes);
+  image features   the vision tower once over the rollout batch's images: the sampler's first program (with
+                   the frozen vision tower its output also feeds the log-prob and train programs);
   sampler prefill  the decoder over one sampler call's prompts (--sampler_prompts, the trainer's
                    rollout.prompts_per_sampler_call) with the image features placed; allocates the KV cache
                    (prompt + response) and copies each prompt's rows n times;
