@@ -15,9 +15,11 @@ import pathlib
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from build_notes import write_section  # noqa: E402
+from shuffle_r1_jax.perf.notes import write_section
+
+NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
 SIZES = {
     "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -77,7 +79,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("HF -> orbax conversion memory", body)
+        write_section(NOTES, "HF -> orbax conversion memory", body)
 
 
 if __name__ == "__main__":

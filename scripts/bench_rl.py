@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import pathlib
-import platform
 import statistics
-import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
-from shuffle_r1_jax.rl import advantages, batch_shuffle, pts
+from shuffle_r1_jax.perf.notes import machine_description, write_section
+from shuffle_r1_jax.rl import advantages, pts
 from shuffle_r1_jax.rl.policy_loss import ppo_policy_loss
+from shuffle_r1_jax.rl.selection import SelectionConfig, select_update_rows
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from build_notes import write_section  # noqa: E402
+NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
 SECTION = "RL kernels benchmark"
 
@@ -45,34 +43,12 @@ def timed(fn, *args, repeats: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
-def make_selection(keep_ratio: float, rounds: int, group_size: int):
-    @jax.jit
-    def select(rollout_advantages, key):
-        idx = pts.pairwise_trajectory_sampling(rollout_advantages, keep_ratio)
-        weights = batch_shuffle.pair_weights(pts.pair_advantages(rollout_advantages, idx))
-        num_pairs = weights.shape[0]
-        per_round = batch_shuffle.pairs_per_round(num_pairs, rounds)
-        draws = batch_shuffle.advantage_batch_shuffle(weights, rounds, per_round, key)
-        stats = batch_shuffle.draw_statistics(draws, num_pairs)
-        return batch_shuffle.update_batch_indices(idx, draws, group_size), stats
-
-    return select
-
-
 @jax.jit
 def loss_and_grad(logp, old_logp, adv, mask):
     def loss_fn(x):
         return ppo_policy_loss(x, old_logp, adv, mask, clip_low=0.2, clip_high=0.2, dual_clip=3.0)
 
     return jax.value_and_grad(loss_fn, has_aux=True)(logp)
-
-
-def machine() -> str:
-    device = jax.devices()[0]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if device.platform == "cpu":
-        return f"CPU ({platform.processor() or platform.machine()}), {cores} cores"
-    return f"{device.platform.upper()} {device.device_kind} x{jax.device_count()}, host {cores} cores"
 
 
 def main() -> None:
@@ -96,16 +72,17 @@ def main() -> None:
     rollout_adv = grpo(token_rewards, response_mask).rollout
     del token_rewards, response_mask
 
-    select = make_selection(args.keep_ratio, args.rounds, args.n)
+    cfg = SelectionConfig("pts_abs", args.n, keep_ratio=args.keep_ratio, rounds=args.rounds)
+    select = jax.jit(lambda rollout_advantages, key: select_update_rows(rollout_advantages, cfg, key))
     sel_first, sel_time = timed(select, rollout_adv, k_shuffle, repeats=args.repeats)
-    batch, stats = select(rollout_adv, k_shuffle)
-    trajectories = batch.rollout_indices.shape[0]
+    rows, _, stats = select(rollout_adv, k_shuffle)
+    trajectories = rows.shape[0]
 
     shape = (trajectories, args.response_len)
     old_logp = -jax.random.exponential(k_old, shape)
     logp = old_logp + 0.05 * jax.random.normal(k_lp, shape)
     adv = jnp.broadcast_to(jax.random.normal(k_adv, (trajectories, 1)), shape)
-    loss_lengths = jnp.take(lengths.reshape(-1), batch.rollout_indices)
+    loss_lengths = jnp.take(lengths.reshape(-1), rows)
     mask = jnp.arange(args.response_len)[None, :] < loss_lengths[:, None]
     loss_first, loss_time = timed(loss_and_grad, logp, old_logp, adv, mask, repeats=args.repeats)
 
@@ -116,7 +93,7 @@ def main() -> None:
          ("response_len", args.response_len), ("repeats", args.repeats)])
     pairs = args.groups * pts.num_kept_pairs(args.n, args.keep_ratio)
     body = (
-        f"Command: `{command}`; {machine()}, jax {jax.__version__}, {datetime.date.today()}.\n"
+        f"Command: `{command}`; {machine_description()}, {datetime.date.today()}.\n"
         f"Median of {args.repeats} runs after compilation, each ended by `block_until_ready`.\n\n"
         f"| kernel | shape | time | compile + first run |\n|---|---|---|---|\n"
         f"| GRPO advantages (from token rewards) | {args.groups} x {args.n} x {args.response_len} tokens | "
@@ -136,7 +113,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section(SECTION, body)
+        write_section(NOTES, SECTION, body)
 
 
 if __name__ == "__main__":

@@ -16,24 +16,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import pathlib
 import platform
-import sys
 import tempfile
 import time
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained, prepare_inputs
-from shuffle_r1_jax.sampling import Sampler, SamplingConfig
+from shuffle_r1_jax.models.dtypes import DTYPES
+from shuffle_r1_jax.perf.notes import write_section
+from shuffle_r1_jax.perf.sampler_benchmark import decode_bandwidth, time_sampler
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from build_notes import write_section  # noqa: E402
+NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
-IMAGE_TOKEN, VIDEO_TOKEN, VISION_START, VISION_END = 151655, 151656, 151652, 151653
+IMAGE_TOKEN, VISION_START, VISION_END = 151655, 151652, 151653
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,41 +124,6 @@ def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
     return elapsed
 
 
-def time_ours(path: str, case: Case, ids, mask, pixels, grids, runs: int):
-    model, config = load_pretrained(path, getattr(jnp, case.dtype))
-    graphdef, state = nnx.split(model)
-    sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, top_p=0.99, forbidden_token_ids=(IMAGE_TOKEN, VIDEO_TOKEN)))
-    inputs = prepare_inputs(config, ids, mask, pixels, grids)
-    start = time.perf_counter()
-    out = sampler.generate(state, inputs, n=case.n, max_new_tokens=case.new_tokens, key=jax.random.key(0))
-    jax.block_until_ready(out)
-    first = time.perf_counter() - start
-    times = []
-    for run in range(runs):
-        start = time.perf_counter()
-        out = sampler.generate(state, inputs, n=case.n, max_new_tokens=case.new_tokens, key=jax.random.key(run + 1))
-        jax.block_until_ready(out)
-        times.append(time.perf_counter() - start)
-    assert int(np.asarray(out.lengths).min()) == case.new_tokens
-    steady = float(np.median(times))
-    return steady, first - steady, sampler.compilations, model
-
-
-def bandwidth_bound(model, case: Case, seconds: float) -> str:
-    """Weights + KV cache bytes read per decode step over the measured time per step, as a fraction of peak."""
-    params = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model.layers))) + model.embed_tokens.embedding[...].nbytes
-    t = model.config.text
-    length = case.text_tokens + case.image_grid[1] * case.image_grid[2] // 4 + 2 + case.new_tokens // 2
-    kv = 2 * t.num_hidden_layers * case.prompts * case.n * length * t.num_key_value_heads * t.head_dim * 2
-    per_step = seconds / case.new_tokens
-    achieved = (params + kv) / per_step
-    peak = {"H100": 3.35e12, "H200": 4.8e12}
-    kind = jax.devices()[0].device_kind
-    bound = next((v for k, v in peak.items() if k in kind), None)
-    text = f"{(params + kv) / 1e9:.2f} GB read per decode step, {achieved / 1e12:.2f} TB/s achieved"
-    return text + (f" = {achieved / bound:.0%} of the {bound / 1e12:.2f} TB/s peak" if bound else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=sorted(CASES), default="cpu", help="benchmark shape (see above)")
@@ -175,7 +137,9 @@ def main() -> None:
     tokens = rows * case.new_tokens
     with tempfile.TemporaryDirectory() as directory:
         hf = hf_model_and_dir(case, directory)
-        ours, compile_s, compilations, model = time_ours(directory, case, ids, mask, pixels, grids, args.runs)
+        ours, compile_s, compilations, model = time_sampler(
+            directory, DTYPES[case.dtype], ids, mask, pixels, grids, n=case.n, new_tokens=case.new_tokens, runs=args.runs
+        )
         print(f"ours: {ours:.2f} s, {tokens / ours:.0f} tokens/s (compile {compile_s:.1f} s, {compilations} programs)")
         hf_s = None if args.skip_hf else time_hf(hf, case, ids, mask, pixels, grids)
     lines = [
@@ -194,11 +158,12 @@ def main() -> None:
         print(f"transformers: {hf_s:.2f} s, {tokens / hf_s:.0f} tokens/s; ratio {hf_s / ours:.2f}x")
     lines.append(f"Our compile time: {compile_s:.1f} s ({compilations} programs: prefill + decode).")
     if jax.devices()[0].platform == "gpu":
-        lines.append("Memory bandwidth: " + bandwidth_bound(model, case, ours))
+        context = ids.shape[1] + case.new_tokens // 2
+        lines.append("Memory bandwidth: " + decode_bandwidth(model, rows, context, case.new_tokens, ours))
     body = "\n".join(lines) + "\n"
     print(body)
     if not args.no_write:
-        write_section(f"Sampler benchmark ({case.name})", body)
+        write_section(NOTES, f"Sampler benchmark ({case.name})", body)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ import resource
 import sys
 import time
 
-import jax.numpy as jnp
 from flax import nnx
 
-from shuffle_r1_jax.checkpoint.export import copy_non_weight_files
+from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.orbax_params import save_params
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
+from shuffle_r1_jax.models.dtypes import DTYPES
 from shuffle_r1_jax.models.qwen2_5_vl import ConfigError, load_pretrained
 from shuffle_r1_jax.parallel.sharding import make_mesh
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def main() -> int:

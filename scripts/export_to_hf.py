@@ -12,12 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import ml_dtypes
-import numpy as np
-
-from shuffle_r1_jax.checkpoint.export import export_trainer_checkpoint
-
-DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+from shuffle_r1_jax.models.dtypes import DTYPES
+from shuffle_r1_jax.train.export import export_trainer_checkpoint
 
 
 def main() -> int:

@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import jax.numpy as jnp
-
-from shuffle_r1_jax.checkpoint.tiny import PRESETS, TINY_IMAGE_CONFIG, make_tiny_checkpoint
+from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS, TINY_IMAGE_CONFIG, make_tiny_checkpoint
+from shuffle_r1_jax.models.dtypes import DTYPES
 from shuffle_r1_jax.models.qwen2_5_vl import count_parameters, load_pretrained
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -12,17 +12,17 @@ import argparse
 import datetime
 import math
 import platform
-import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from shuffle_r1_jax.models.qwen2_5_vl import abstract_model, qwen2_5_vl_3b_config
+from shuffle_r1_jax.perf.notes import write_section
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from build_notes import write_section  # noqa: E402
+NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
 
 READING = """\
@@ -85,7 +85,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("Vision tower memory (compile-time analysis)", body)
+        write_section(NOTES, "Vision tower memory (compile-time analysis)", body)
 
 
 if __name__ == "__main__":

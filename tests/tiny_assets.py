@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shuffle_r1_jax.checkpoint.tiny import TINY_IMAGE_CONFIG, make_tiny_checkpoint
-from shuffle_r1_jax.data.synthetic import write_synthetic_dataset
+from shuffle_r1_jax.demo.synthetic import write_synthetic_dataset
+from shuffle_r1_jax.demo.tiny_checkpoint import TINY_IMAGE_CONFIG, make_tiny_checkpoint
 
 IMAGE_CONFIG = TINY_IMAGE_CONFIG
 _CACHE: dict[str, object] = {}

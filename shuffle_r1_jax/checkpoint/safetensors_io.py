@@ -1,7 +1,9 @@
-"""Reading Hugging Face safetensors checkpoints tensor by tensor, without torch.
+"""Hugging Face safetensors checkpoints read and written tensor by tensor, without torch.
 
 A checkpoint directory holds `model.safetensors`, or shards listed in `model.safetensors.index.json`.
-Tensors are memory-mapped and read one at a time, so a loader never holds the whole file set in memory.
+Reading: tensors are read one at a time, so a loader never holds the whole file set in memory. Writing: each
+file's header is computed from the shapes first, then every tensor is fetched (e.g. from a device), converted
+and appended, so the writer holds one tensor at a time.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import dataclasses
 import json
 import os
 import struct
+from pathlib import Path
+from typing import Callable
 
 import ml_dtypes
 import numpy as np
@@ -26,6 +30,10 @@ _DTYPES = {
     "U8": np.uint8,
     "BOOL": np.bool_,
 }
+_CODES = {np.dtype(dtype): code for code, dtype in _DTYPES.items()}
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
 class CheckpointError(ValueError):
@@ -69,14 +77,14 @@ class SafetensorsCheckpoint:
 
     def __init__(self, directory: str | os.PathLike):
         directory = os.fspath(directory)
-        index_file = os.path.join(directory, "model.safetensors.index.json")
-        single = os.path.join(directory, "model.safetensors")
+        index_file = os.path.join(directory, INDEX_FILE)
+        single = os.path.join(directory, SINGLE_FILE)
         if os.path.exists(index_file):
             with open(index_file) as f:
                 weight_map = json.load(f)["weight_map"]
             files = sorted(set(weight_map.values()))
         elif os.path.exists(single):
-            files = ["model.safetensors"]
+            files = [SINGLE_FILE]
         else:
             raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json")
         self.directory = directory
@@ -103,3 +111,93 @@ class SafetensorsCheckpoint:
             f.seek(e.data_offset + e.start)
             data = np.frombuffer(f.read(e.end - e.start), dtype=e.dtype, count=count)
         return data.reshape(e.shape)
+
+
+def safetensors_code(dtype) -> str:
+    """The safetensors dtype code ("F32", "BF16", ...) of a NumPy dtype; ValueError naming it otherwise."""
+    dtype = np.dtype(dtype)
+    if dtype not in _CODES:
+        raise ValueError(f"dtype {dtype} cannot be written to safetensors; expected one of {sorted(map(str, _CODES))}")
+    return _CODES[dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorToWrite:
+    """One tensor of a checkpoint being written: its name, shape and dtype (for the header), and `fetch()`,
+    called once when its bytes are written, returning the array (that shape and dtype)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fetch: Callable[[], np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def _pack_shards(tensors: list[TensorToWrite], max_shard_bytes: int) -> list[list[TensorToWrite]]:
+    """Greedy packing in order; a tensor larger than the limit gets a shard of its own."""
+    shards: list[list[TensorToWrite]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def _header(tensors: list[TensorToWrite]) -> bytes:
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in tensors:
+        header[tensor.name] = {
+            "dtype": safetensors_code(tensor.dtype),
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    return encoded + b" " * (-len(encoded) % 8)
+
+
+def write_safetensors_file(path: str | os.PathLike, tensors: list[TensorToWrite]) -> None:
+    """One safetensors file: 8-byte header length, JSON header (space-padded to 8 bytes), tensor data."""
+    header = _header(tensors)
+    with open(path, "wb") as f:
+        f.write(len(header).to_bytes(8, "little"))
+        f.write(header)
+        for tensor in tensors:
+            value = np.ascontiguousarray(tensor.fetch(), dtype=tensor.dtype)
+            if value.shape != tuple(tensor.shape):
+                raise CheckpointError(f"{path}: tensor {tensor.name!r} fetched with shape {value.shape}, "
+                                      f"expected {tuple(tensor.shape)}")  # fmt: skip
+            f.write(memoryview(value.reshape(-1).view(np.uint8)))
+
+
+def write_safetensors_dir(
+    out_dir: str | os.PathLike, tensors: list[TensorToWrite], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
+) -> list[Path]:
+    """Writes `tensors` into `out_dir` as `model.safetensors`, or, above `max_shard_bytes` in total, as
+    `model-0000i-of-0000n.safetensors` shards listed in `model.safetensors.index.json` (the other layout's
+    files are removed). Returns the written safetensors files."""
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes = {max_shard_bytes} must be positive")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = _pack_shards(tensors, max_shard_bytes)
+    if len(shards) == 1:
+        write_safetensors_file(out / SINGLE_FILE, shards[0])
+        (out / INDEX_FILE).unlink(missing_ok=True)
+        return [out / SINGLE_FILE]
+    weight_map, files = {}, []
+    for i, shard in enumerate(shards):
+        files.append(out / f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+        write_safetensors_file(files[-1], shard)
+        weight_map.update({tensor.name: files[-1].name for tensor in shard})
+    (out / SINGLE_FILE).unlink(missing_ok=True)
+    index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)}, "weight_map": weight_map}
+    (out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return files

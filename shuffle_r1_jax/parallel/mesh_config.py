@@ -1,7 +1,8 @@
 """The trainer's device mesh from its config section `mesh`: presets, "the rest of the devices", validation.
 
 Config keys (see `train/defaults.py`): `mesh.preset`, `mesh.data`, `mesh.fsdp`, `mesh.tensor` (-1 = the devices
-the other two axes leave; at most one -1) and `mesh.num_devices` (0 = every device of every process).
+the other two axes leave; at most one -1), `mesh.num_devices` (0 = every device of every process) and
+`mesh.rules` (logical parameter axis -> mesh axes, `parallel.sharding.DEFAULT_RULES` by default).
 
 Presets (sizes data x fsdp x tensor; the device count must match):
   single_gpu   1 x 1 x 1   one accelerator.
@@ -29,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from shuffle_r1_jax.parallel.sharding import MESH_AXES
+from shuffle_r1_jax.parallel.sharding import DEFAULT_RULES, MESH_AXES, Rules, checked_rules
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     "single_gpu": (1, 1, 1),
@@ -48,20 +49,24 @@ class MeshConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
     """The `mesh` config section as plain values: preset ("" = the explicit sizes), data/fsdp/tensor sizes
-    (-1 = the rest), num_devices (0 = all devices)."""
+    (-1 = the rest), num_devices (0 = all devices), rules (logical parameter axis -> mesh axes)."""
 
     preset: str = ""
     data: int = DEFAULT_SIZES[0]
     fsdp: int = DEFAULT_SIZES[1]
     tensor: int = DEFAULT_SIZES[2]
     num_devices: int = 0
+    rules: Rules = DEFAULT_RULES
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "rules", checked_rules(self.rules))
+        except ValueError as err:
+            raise MeshConfigError(str(err)) from err
 
     @classmethod
     def from_config(cls, section) -> "MeshSpec":
-        return cls(
-            preset=section.preset, data=section.data, fsdp=section.fsdp, tensor=section.tensor,
-            num_devices=section.num_devices,
-        )  # fmt: skip
+        return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
 
 
 def mesh_devices(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:

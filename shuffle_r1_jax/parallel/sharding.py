@@ -17,9 +17,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch's rows are sharded over
 
-# logical axis -> mesh axis (or tuple of mesh axes, or None for replicated)
-DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", BATCH_AXES),
+# logical axis -> mesh axis (or tuple of mesh axes, or None for replicated): the default of the config's
+# `mesh.rules`. Batch rows are not in it: they always go over BATCH_AXES.
+Rules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
+DEFAULT_RULES: Rules = (
     ("vocab", "tensor"),
     ("embed", "fsdp"),
     ("q_heads", "tensor"),
@@ -32,6 +33,25 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("patch", None),
     ("norm", None),
 )
+
+
+def checked_rules(rules) -> Rules:
+    """`rules` as a tuple of (logical axis, mesh axes) pairs with the mesh axes checked; ValueError naming the
+    entry otherwise. A mesh-axes entry is one of MESH_AXES, a sequence of them, or None (replicated)."""
+    checked = []
+    for entry in rules:
+        if len(entry) != 2 or not isinstance(entry[0], str):
+            raise ValueError(f"mesh.rules entry {entry!r} must be a pair (logical axis name, mesh axes)")
+        name, target = entry
+        axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+        unknown = [a for a in axes if a not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"mesh.rules entry {entry!r}: unknown mesh axes {unknown}; expected some of {MESH_AXES}")
+        checked.append((name, target if target is None or isinstance(target, str) else axes))
+    names = [name for name, _ in checked]
+    if len(set(names)) != len(names):
+        raise ValueError(f"mesh.rules names a logical axis twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    return tuple(checked)
 
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -88,6 +88,13 @@ class PromptBatch:
         return int(self.inputs.input_ids.shape[1])
 
 
+def pad_left(x: np.ndarray, length: int, value) -> np.ndarray:
+    """`x` (`[..., L]`, L <= length) padded on the left of its last axis to `length` with `value`."""
+    pad = [(0, 0)] * x.ndim
+    pad[-1] = (length - x.shape[-1], 0)
+    return np.pad(x, pad, constant_values=value)
+
+
 def left_pad(sequences: Sequence[np.ndarray], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-aligns `int[L_i]` sequences in `int32[B, length]` filled with pad_id; returns (ids, mask)."""
     ids = np.full((len(sequences), length), pad_id, np.int32)

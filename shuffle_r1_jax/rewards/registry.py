@@ -1,4 +1,5 @@
-"""Name -> reward function. A config names "math", "r1v", "synthetic", or "package.module:function".
+"""Name -> reward function. A config names "math", "r1v", or "package.module:function" (the demo's reward is
+"shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
 holds `overall` (the scalar used for advantages) plus named parts that are logged. It must be defined at
@@ -15,7 +16,6 @@ RewardFn = Callable[[str, str], Mapping[str, float]]
 _REWARDS: dict[str, str | RewardFn] = {
     "math": "shuffle_r1_jax.rewards.math_reward:math_reward",
     "r1v": "shuffle_r1_jax.rewards.r1v_reward:r1v_reward",
-    "synthetic": "shuffle_r1_jax.rewards.synthetic_reward:synthetic_reward",
 }
 
 
@@ -31,18 +31,18 @@ def available_rewards() -> list[str]:
     return sorted(_REWARDS)
 
 
-def import_function(path: str) -> RewardFn:
-    """Imports "package.module:function" (importlib), raising ValueError naming the path on failure."""
+def import_function(path: str, what: str = "reward") -> Callable:
+    """Imports "package.module:function" (importlib); ValueError naming `what` and the path on failure."""
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"reward path {path!r} is not of the form 'package.module:function'")
+        raise ValueError(f"{what} {path!r} is not of the form 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"cannot import module {module_name!r} of reward {path!r}: {err}") from err
+        raise ValueError(f"cannot import module {module_name!r} of {what} {path!r}: {err}") from err
     fn = getattr(module, attribute, None)
     if not callable(fn):
-        raise ValueError(f"reward {path!r}: module {module_name!r} has no callable {attribute!r}")
+        raise ValueError(f"{what} {path!r}: module {module_name!r} has no callable {attribute!r}")
     return fn
 
 

@@ -99,6 +99,24 @@ def outcome_token_rewards(scores: jax.Array, response_mask: jax.Array) -> jax.Ar
     return onehot * jnp.where(has_any, scores.astype(jnp.float32), 0.0)[..., None]
 
 
+def advantages_from_scores(estimator: str, scores: jax.Array, response_mask: jax.Array, n: int) -> Advantages:
+    """Advantages of a flat rollout batch whose rows are grouped by prompt, from one score per rollout.
+
+    Args:
+      estimator: a registered estimator name (static).
+      scores: float `[R]` outcome score of each rollout, R = G * n, rows g * n .. g * n + n - 1 of prompt g.
+      response_mask: int/bool `[R, T]`.
+      n: rollouts per prompt (static).
+
+    Returns:
+      `Advantages` with token `[G, n, T]` and rollout `[G, n]` float32 arrays. On row-sharded global arrays a
+      prompt's n rows sit on one shard, so the group reductions need no communication.
+    """
+    group_mask = jnp.asarray(response_mask).reshape(-1, n, response_mask.shape[1])
+    token_rewards = outcome_token_rewards(jnp.asarray(scores, jnp.float32).reshape(-1, n), group_mask)
+    return get_advantage_estimator(estimator)(token_rewards, group_mask)
+
+
 def _require_group_size(scores: jax.Array, minimum: int, what: str) -> None:
     if scores.ndim != 2:
         raise ValueError(f"{what} expects scores of shape [groups, n], got shape {scores.shape}")

@@ -63,6 +63,32 @@ def advantage_stats(advantages: jax.Array, mask: jax.Array | None = None, prefix
     }
 
 
+def selection_metrics(rollout_advantages: jax.Array, rows: jax.Array, valid: jax.Array, mask: jax.Array) -> dict:
+    """Advantage statistics, collapse before and after update-batch selection, and rollout / token utilization.
+
+    Args:
+      rollout_advantages: float32 `[G, n]`.
+      rows, valid: int32 / bool `[U]`, the update batch (flat rollout ids and which slots count).
+      mask: int/bool `[G * n, T]` response mask of the rollout batch.
+
+    Returns:
+      float32 scalars: `advantage/...` (over all rollouts), `advantage/collapse_before`, `advantage/collapse_after`
+      (over the valid update rows), `utilization/rollouts_nonzero_advantage` (valid update rows with |A| >= eps
+      per generated rollout) and `utilization/tokens_nonzero_advantage` (their response tokens per generated
+      response token).
+    """
+    flat = rollout_advantages.reshape(-1)
+    selected = flat[rows]
+    nonzero = jnp.abs(selected) >= COLLAPSE_EPS
+    selected_tokens = mask[rows] * valid[:, None] * nonzero[:, None]
+    out = advantage_stats(flat)
+    out["advantage/collapse_before"] = advantage_collapse(flat)
+    out["advantage/collapse_after"] = advantage_collapse(selected, valid)
+    out["utilization/rollouts_nonzero_advantage"] = jnp.sum(nonzero & valid) / flat.shape[0]
+    out["utilization/tokens_nonzero_advantage"] = jnp.sum(selected_tokens) / jnp.maximum(jnp.sum(mask), 1)
+    return out
+
+
 def utilization(active_tokens: jax.Array, mask: jax.Array) -> dict:
     """Token and rollout utilization of an update.
 

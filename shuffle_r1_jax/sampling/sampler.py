@@ -1,8 +1,8 @@
 """The jitted rollout sampler: prefill once per prompt, then n samples per prompt share that KV cache.
 
 Compiled programs per (prompt length, response length, n) bucket:
-  * image features (`image_features_jit`, shared with the trainer): the vision tower over all the batch's
-    images, once per `generate`;
+  * image features: the vision tower over all the batch's images, once per `generate` (the caller's features
+    when it passes them, as the trainer does with its own program; else `image_features_jit`);
   * prefill: the decoder over the prompts of a call (image features placed at image tokens), writing a cache
     with room for the response, then copying each prompt's cache rows n times (prompts * n rows);
   * decode: takes that cache donated (updated in place) and runs a `lax.while_loop` of one-token steps that

@@ -1,6 +1,6 @@
 """`python -m shuffle_r1_jax.train`: train a policy; with no flags, the demo (configs/demo.py).
 
-    python -m shuffle_r1_jax.train [--config configs/<name>.py] [--config.key=value ...] [--workdir DIR]
+    python -m shuffle_r1_jax.train [--config configs/<name>.py[:args]] [--config.key=value ...] [--workdir DIR]
 
 Every config key is documented in shuffle_r1_jax/train/defaults.py. A workdir with a checkpoint resumes.
 Several hosts: run the same command on every host (see BUILD_NOTES.md, "Launching on a multi-GPU host and a TPU
@@ -10,18 +10,20 @@ pod slice"); `jax.distributed` starts from the `distributed` config section or t
 from __future__ import annotations
 
 import logging
-import os
 import sys
+from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from shuffle_r1_jax.train import defaults
+# The default config is the demo's file, named by path: the train room imports nothing of the demo room.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "config.py"
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.abspath(defaults.__file__), "experiment config file (default: the demo)", lock_config=True
-)
+    "config", str(DEMO_CONFIG), "experiment config file, optionally with :arguments (default: the demo)",
+    lock_config=True,
+)  # fmt: skip
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
 
 
@@ -33,15 +35,15 @@ def main(argv: list[str]) -> int:
     from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
     from shuffle_r1_jax.parallel.distributed import is_main_process
     from shuffle_r1_jax.train import settings
-    from shuffle_r1_jax.train.settings import ConfigError
     from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
     try:
         settings.start_distributed(_CONFIG.value)
         if not is_main_process():
             logging.getLogger().setLevel(logging.WARNING)  # process 0 logs the run; the others only problems
-        trainer = Trainer(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, ModelConfigError, CheckpointError, FileNotFoundError) as err:
+        _, run = settings.prepare(_CONFIG.value)
+        trainer = Trainer(run, _WORKDIR.value)
+    except (settings.ConfigError, ModelConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

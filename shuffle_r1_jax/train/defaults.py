@@ -1,36 +1,32 @@
-"""Every config key with its default and meaning (`base_config`), and the demo config (`demo_config`).
+"""Every config key with its default and meaning (`base_config`), and the parser of config-file arguments.
 
-Defaults are the Shuffle-R1 paper's settings where it has one (spec: shuffle_r1.md). Experiment configs in
-`configs/` start from `base_config()`; the entrypoint's default is `demo_config()`.
+Defaults are the Shuffle-R1 paper's settings where it has one (spec: shuffle_r1.md). Config files in `configs/`
+start from `base_config()`: `configs/shuffle_r1_paper.py` (the paper's runs, by arguments), `configs/demo.py`
+(the entrypoint's default, `shuffle_r1_jax/demo/config.py`). `train.settings.resolve` checks every key and turns
+the config into typed settings; nothing downstream reads these keys.
 """
+
+from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.parallel.sharding import DEFAULT_RULES
+
 
 def base_config() -> ConfigDict:
+    """Every key of a training run with its default (the paper's hyperparameters); no model or data set."""
     c = ConfigDict()
     c.seed = 0  # seeds sampling, ABS draws and data order; folded with the step, so a resumed run continues
+    # "module:function" called before the run resolves, with the config; it builds inputs the run needs and
+    # returns {dotted key: value} pointing the config at them (the demo builds its checkpoint and data). "" = none
+    c.setup = ""
 
     c.model = ConfigDict()
-    c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer)
+    c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer) or a converted one
     c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
     c.model.param_dtype = "float32"  # storage dtype of the trained parameters and AdamW moments (fp32 master weights)
     c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
     c.model.remat = "none"  # gradient checkpointing per decoder layer: "none" | "full" | "dots"
-
-    c.demo = ConfigDict()
-    c.demo.enabled = False  # build the tiny model and synthetic data (configs/demo.py)
-    c.demo.cache_dir = ""  # where the demo's checkpoint, data and warm-up are written once
-    c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
-    c.demo.seed = 0  # seeds the demo's assets (model init, dataset, warm-up), apart from `seed`: runs share them
-    c.demo.num_train = 4000  # synthetic training samples
-    c.demo.num_val = 96  # synthetic validation samples
-    c.demo.image_size = 56  # synthetic image side in pixels
-    c.demo.difficulty_weights = (0.4, 0.3, 0.3)  # shares of easy (color), medium (larger, position), hard (count)
-    c.demo.warmup_steps = 150  # supervised warm-up steps on reference answers (the starting policy)
-    c.demo.warmup_batch = 32  # prompts per warm-up step
-    c.demo.warmup_lr = 3e-3  # warm-up learning rate
-    c.demo.warmup_correct_fraction = 0.5  # warm-up targets give the right answer this often (else a random one)
 
     c.data = ConfigDict()
     c.data.train = ""  # dataset spec: path[@split] of parquet/jsonl in the EasyR1 layout (comma-separated list ok)
@@ -48,7 +44,7 @@ def base_config() -> ConfigDict:
     c.data.on_bad_record = "skip"  # "skip" (count) | "error" (stop)
 
     c.reward = ConfigDict()
-    c.reward.name = "math"  # "math" | "r1v" | "synthetic" | "module:function"
+    c.reward.name = "math"  # "math" | "r1v" | "package.module:function"
     c.reward.timeout_s = 10.0  # per-sample limit; a reward over it scores 0 and is counted
     c.reward.num_workers = 4  # reward worker processes
 
@@ -63,7 +59,8 @@ def base_config() -> ConfigDict:
     c.rollout.prompts_per_sampler_call = 0
 
     c.rl = ConfigDict()
-    c.rl.algorithm = "shuffle_r1"  # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
+    # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
+    c.rl.algorithm = "shuffle_r1"
     c.rl.keep_ratio = 0.5  # PTS alpha (pairs kept per prompt = n/2 * alpha)
     c.rl.pts_variant = "pairs"  # "pairs" | "max_side" | "min_side" | "random" (the paper's ablations)
     c.rl.pts_rerank = False  # re-rank pairs by |A1| + |A2| before keeping
@@ -77,28 +74,28 @@ def base_config() -> ConfigDict:
 
     c.loss = ConfigDict()
     c.loss.clip_low = 0.2
-    c.loss.clip_high = 0.2  # DAPO's algorithm sets 0.28 unless given
+    c.loss.clip_high = 0.2  # the dapo algorithm sets 0.28
     c.loss.dual_clip = 3.0  # 0 = off
     c.loss.ratio_level = "token"  # "token" (PPO) | "sequence" (GSPO)
-    c.loss.agg_mode = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm"
+    c.loss.agg_mode = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm" (dr_grpo's)
     c.loss.kl_coef = 0.0  # KL to the reference policy (off in Shuffle-R1)
-    c.loss.kl_kind = "k3"
-    c.loss.logprob_chunk = 256  # response positions per vocabulary chunk
+    c.loss.kl_kind = "k3"  # "k1" | "k2" | "k3" | "abs"
+    c.loss.logprob_chunk = 256  # response positions per vocabulary chunk (capped at rollout.max_new_tokens)
 
     c.optim = ConfigDict()
     c.optim.learning_rate = 1e-6
-    c.optim.warmup_steps = 0
+    c.optim.warmup_steps = 0  # optimizer steps of linear warm-up from 0
     c.optim.schedule = "constant"  # "constant" | "cosine"
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
     c.optim.weight_decay = 1e-2
-    c.optim.max_grad_norm = 1.0
-    c.optim.freeze_vision = True
+    c.optim.max_grad_norm = 1.0  # global-norm clip (0 = off)
+    c.optim.freeze_vision = True  # the vision tower is not trained (its features are computed once per step)
 
     c.train = ConfigDict()
     c.train.total_steps = 100  # rollout batches
     c.train.minibatch_prompts = 128  # prompts' worth of rows per optimizer step (4 steps per rollout batch at 512)
-    c.train.micro_batch_rows = 64  # rows per gradient-accumulation micro-batch
+    c.train.micro_batch_rows = 64  # rows per gradient-accumulation micro-batch (and per old-log-prob pass)
     c.train.max_nonfinite_in_a_row = 5  # stop after this many skipped (non-finite) updates in a row
 
     c.eval = ConfigDict()
@@ -115,14 +112,17 @@ def base_config() -> ConfigDict:
     c.checkpoint.keep_best = True  # also keep the best validation accuracy
     c.checkpoint.export_hf = ""  # a directory: export the final policy there in the Hugging Face layout ("" = no)
 
-    # The device mesh (data, fsdp, tensor): parameters and optimizer state are sharded by the logical-axis rules
-    # (shuffle_r1_jax/parallel/sharding.py), rollout and update batches by rows over data x fsdp.
+    # The device mesh (data, fsdp, tensor): parameters and optimizer state are sharded by `rules`, rollout and
+    # update batches by rows over data x fsdp.
     c.mesh = ConfigDict()
-    c.mesh.preset = ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (see mesh_config.py)
+    c.mesh.preset = ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (parallel/mesh_config.py)
     c.mesh.data = 1  # data-parallel replicas (-1 = the devices the other axes leave; at most one -1)
     c.mesh.fsdp = -1  # parameter/optimizer-state shards (fully sharded data parallel); -1: the rest
     c.mesh.tensor = 1  # tensor-parallel shards of heads, MLP and vocabulary (must divide one process's devices)
     c.mesh.num_devices = 0  # 0 = every device of every process; k = the first k devices (one process only)
+    # (logical parameter axis, mesh axis | (mesh axes) | None): where each named parameter dimension is sharded;
+    # a dimension that does not divide over its axes is replicated
+    c.mesh.rules = DEFAULT_RULES
 
     # Multi-host start-up (jax.distributed): shuffle_r1_jax/parallel/distributed.py.
     c.distributed = ConfigDict()
@@ -135,73 +135,26 @@ def base_config() -> ConfigDict:
     return c
 
 
-def paper_config(train_examples: int, epochs: int = 20) -> ConfigDict:
-    """The paper's runs: `base_config()` (its hyperparameters) with bf16, the math prompt and reward,
-    Shuffle-R1, and `epochs` passes over `train_examples` problems at 512 prompts per step; sampled 32 prompts
-    per call, 8-row micro-batches, chunked attention and full remat, so that the 3B step fits 80 GiB devices."""
-    c = base_config()
-    c.model.dtype = "bfloat16"
-    # memory: what fits Qwen2.5-VL-3B on 8 x 80 GiB by scripts/memory_plan.py (BUILD_NOTES, "Memory plan")
-    c.model.attention_impl = "chunked"
-    c.model.remat = "full"
-    c.rollout.prompts_per_sampler_call = 32
-    c.train.micro_batch_rows = 8
-    c.data.prompt_format = "math"
-    c.reward.name = "math"
-    c.rl.algorithm = "shuffle_r1"
-    c.train.total_steps = epochs * train_examples // c.data.rollout_batch_prompts
-    return c
+def parse_config_arg(arg: str | None, **defaults) -> ConfigDict:
+    """The argument of a config file (`--config file.py:model=7b,dataset=geo3k`) as a ConfigDict over `defaults`.
 
-
-def demo_config() -> ConfigDict:
-    """The demo: see configs/demo.py.
-
-    Differences from the paper's settings, all for a 1.1M-parameter random model on 2 CPU cores: the task mix
-    leans on the one task such a model can perceive (color; the others stay near chance and show advantage
-    collapse), the vision tower trains (it starts random, unlike a pretrained one), and the learning rate is
-    larger. The starting policy (supervised warm-up on half-right answers) knows the format and is partly right.
+    Each comma-separated `key=value` must name a key of `defaults`; the value takes the default's type (an int,
+    float, bool or str). ValueError naming the key and the known keys otherwise.
     """
-    c = base_config()
-    c.demo.enabled = True
-    c.demo.cache_dir = "~/.cache/shuffle_r1_jax/demo-v1"
-    c.demo.num_train = 4000
-    c.demo.num_val = 96
-    c.demo.image_size = 56
-    c.demo.difficulty_weights = (0.6, 0.2, 0.2)
-    c.demo.warmup_steps = 300
-    c.demo.warmup_batch = 32
-    c.demo.warmup_lr = 1e-3
-    c.demo.warmup_correct_fraction = 0.5
-
-    c.data.prompt_format = "none"
-    c.data.rollout_batch_prompts = 16
-    c.data.max_prompt_length = 64  # the demo's prompts are under 40 tokens (56 px images: 4 image tokens)
-    c.data.prompt_buckets = (64,)
-    c.data.min_pixels = 56 * 56  # the synthetic images are 56 px: 4x4 patches, 2x2 merged tokens
-    c.data.max_pixels = 112 * 112
-    c.reward.name = "synthetic"
-    c.reward.num_workers = 1
-
-    c.rollout.n = 8
-    c.rollout.max_new_tokens = 48
-    c.rollout.temperature = 1.0
-    c.rollout.top_p = 1.0
-
-    c.rl.algorithm = "shuffle_r1"
-    c.train.total_steps = 150
-    c.train.minibatch_prompts = 4  # 4 optimizer steps per rollout batch, as in the paper
-    c.train.micro_batch_rows = 64
-    c.optim.learning_rate = 1e-4
-    c.optim.weight_decay = 0.0
-    c.optim.freeze_vision = False
-
-    c.eval.every = 25
-    c.eval.n = 4
-    c.eval.max_prompts = 96
-    c.checkpoint.every = 25
-    return c
-
-
-def get_config() -> ConfigDict:
-    """The ml_collections entry point of this file: the entrypoint's default config, the demo."""
-    return demo_config()
+    args = ConfigDict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in defaults:
+            raise ValueError(f"config argument {item!r}: expected key=value with key one of {sorted(defaults)}")
+        kind = type(defaults[key])
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"config argument {key}={value!r}: expected true or false")
+            args[key] = value.lower() in ("true", "1")
+        else:
+            try:
+                args[key] = kind(value)
+            except ValueError as err:
+                raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from err
+    return args

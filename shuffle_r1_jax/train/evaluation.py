@@ -6,93 +6,112 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+from pathlib import Path
+from typing import Callable, Iterator
 
 import jax
 import numpy as np
 
-from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, max_over_processes
 from shuffle_r1_jax.processing.batch import PromptBatch
-from shuffle_r1_jax.sampling import Sampler, SamplingConfig
-from shuffle_r1_jax.train.rollout import generate_and_score
+from shuffle_r1_jax.rollout.generate import RolloutGenerator
+from shuffle_r1_jax.train.settings import EvalSettings
 
 
 class Evaluator:
-    """Runs the validation set through the sampler; `evaluate(params, step)` returns `val/...` metrics.
+    """Runs the validation set through two rollout generators; `evaluate(params, step)` returns `val/...` metrics.
 
-    Every process evaluates its share of the validation set (`PipelineConfig.process_index`); the sampler calls
-    are collective, so the processes run the same number of batches of the same size: a process whose share
-    ran out repeats its last batch, a short last batch repeats its last prompt, and repeated prompts carry no
-    weight in the metrics, which are summed over processes.
+    Every process evaluates its share of the validation set; the sampler calls are collective, so the processes
+    run the same number of batches of the same size: a process whose share ran out repeats its last batch, a
+    short last batch repeats its last prompt, and repeated prompts carry no weight in the metrics, which are
+    summed over processes.
+
+    Args:
+      settings: the `eval` settings.
+      batches: makes a fresh pass over this process's share of the validation set (an iterator of prompt
+        batches of at most `batch_size` prompts with a `counts()` of skipped records).
+      batch_size: prompts per process per batch (every sampler call takes this many).
+      sampled: the generator at the validation temperature, `settings.n` samples per prompt.
+      greedy: the greedy generator, one sample per prompt.
+      key: a replicated PRNG key; batch i samples with `fold_in(key, i)` (the same stream at every validation).
+      samples_file: where process 0 appends `settings.num_examples` sample generations per validation.
+      source: the validation dataset spec, for messages.
     """
 
-    def __init__(self, trainer, val_data: str, columns, stop_ids, forbidden, pad_id: int):
-        c = trainer.config
-        self.trainer, self.val_data, self.columns = trainer, val_data, columns
-        self.n = c.eval.n
-        self.max_prompts = c.eval.max_prompts
-        self.num_examples = c.eval.num_examples
-        common = dict(stop_token_ids=stop_ids, forbidden_token_ids=forbidden, pad_token_id=pad_id)
-        self.sampled = Sampler(trainer.graphdef, SamplingConfig(temperature=c.eval.temperature, top_p=1.0, **common),
-                               mesh=trainer.mesh)  # fmt: skip
-        self.greedy = Sampler(trainer.graphdef, SamplingConfig(temperature=0.0, **common), mesh=trainer.mesh)
-        self.samples_file = trainer.workdir / "eval_samples.jsonl"
-
-    def _batches(self):
-        t = self.trainer
-        return prompt_batches(
-            self.val_data, t.encoder, t.model_config,
-            PipelineConfig(batch_size=t.run.prompts_per_process, seed=0, shuffle=False, num_epochs=1,
-                           drop_remainder=False, process_index=jax.process_index(), process_count=jax.process_count()),
-            buckets=t.buckets, columns=self.columns,
-        )  # fmt: skip
+    def __init__(
+        self,
+        settings: EvalSettings,
+        batches: Callable[[], Iterator[PromptBatch]],
+        batch_size: int,
+        sampled: RolloutGenerator,
+        greedy: RolloutGenerator,
+        key: jax.Array,
+        samples_file: Path,
+        source: str,
+    ):
+        self.settings = settings
+        self.batches = batches
+        self.batch_size = batch_size
+        self.sampled = sampled
+        self.greedy = greedy
+        self.key = key
+        self.samples_file = samples_file
+        self.source = source
 
     def _aligned_batches(self):
-        """(batch of exactly prompts_per_process prompts, how many of them count) until every process is done."""
-        size, seen, last = self.trainer.run.prompts_per_process, 0, None
-        batches = self._batches()
+        """(batch of exactly `batch_size` prompts, how many of them count) until every process is done."""
+        seen, last = 0, None
+        batches = self.batches()
+        max_prompts = self.settings.max_prompts
         while True:
-            done = self.max_prompts and seen * jax.process_count() >= self.max_prompts
+            done = max_prompts and seen * jax.process_count() >= max_prompts
             batch = None if done else next(batches, None)
             if max_over_processes([batch is not None])[0] == 0:
                 return
             if batch is None and last is None:
-                raise RuntimeError(f"process {jax.process_index()} got no usable prompt of {self.val_data!r} "
-                                   f"(data counts: {batches.counts()}); use fewer processes or more validation data")  # fmt: skip
+                raise RuntimeError(
+                    f"process {jax.process_index()} got no usable prompt of {self.source!r} (data counts: "
+                    f"{batches.counts()}); use fewer processes or more validation data"
+                )
             weight = 0 if batch is None else batch.batch_size
-            batch = last if batch is None else _repeat_last_prompt(batch, size)
+            batch = last if batch is None else _repeat_last_prompt(batch, self.batch_size)
             seen += weight
             last = batch
             yield batch, weight
 
     def evaluate(self, params, step: int) -> dict[str, float]:
-        t, c = self.trainer, self.trainer.config
+        """`val/accuracy` (the "accuracy" reward part, else "overall", mean over n samples), `val/greedy_accuracy`,
+        `val/accuracy/<data source>`, over all processes' prompts."""
         sums: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])  # name -> [sum, count]
         examples = []
-        base_key = t.replicated_key(jax.random.key(c.seed + 1))
         for index, (batch, weight) in enumerate(self._aligned_batches()):
-            key = jax.random.fold_in(base_key, index)
-            for sampler, n, name in ((self.sampled, self.n, "val/accuracy"), (self.greedy, 1, "val/greedy_accuracy")):
-                scored = generate_and_score(
-                    sampler, params, batch, n=n, max_new_tokens=c.rollout.max_new_tokens, key=key,
-                    tokenizer=t.tokenizer, reward_pool=t.reward_pool, reward_timeout_s=c.reward.timeout_s,
-                    placer=t.placer, prompts_per_call=t.run.prompts_per_sampler_call,
-                )  # fmt: skip
+            key = jax.random.fold_in(self.key, index)
+            for generate, name in ((self.sampled, "val/accuracy"), (self.greedy, "val/greedy_accuracy")):
+                n = generate.n
+                scored = generate(params, batch, key)
                 part = scored.parts.get("accuracy", scored.parts["overall"])[: weight * n]
                 _add(sums, name, part)
-                if sampler is self.sampled:
-                    for i, source in enumerate(batch.data_sources[:weight]):
-                        _add(sums, f"val/accuracy/{source}", part[i * n : (i + 1) * n])
-                    for i in range(min(self.num_examples - len(examples), weight)):
-                        examples.append({"step": step, "problem": batch.problems[i], "answer": batch.answers[i],
-                                         "response": scored.responses[i * n], "score": float(part[i * n])})  # fmt: skip
+                if generate is not self.sampled:
+                    continue
+                for i, source in enumerate(batch.data_sources[:weight]):
+                    _add(sums, f"val/accuracy/{source}", part[i * n : (i + 1) * n])
+                for i in range(min(self.settings.num_examples - len(examples), weight)):
+                    examples.append(
+                        {
+                            "step": step,
+                            "problem": batch.problems[i],
+                            "answer": batch.answers[i],
+                            "response": scored.responses[i * n],
+                            "score": float(part[i * n]),
+                        }
+                    )
         totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         for process_sums in allgather_json(dict(sums)):
             for name, (total, count) in process_sums.items():
                 totals[name][0] += total
                 totals[name][1] += count
         if not totals["val/accuracy"][1]:
-            raise RuntimeError(f"the validation set {self.val_data!r} gave no usable prompt")
+            raise RuntimeError(f"the validation set {self.source!r} gave no usable prompt")
         if jax.process_index() == 0:
             with open(self.samples_file, "a") as f:
                 for example in examples:
@@ -111,14 +130,10 @@ def _repeat_last_prompt(batch: PromptBatch, size: int) -> PromptBatch:
     if extra == 0:
         return batch
     take = np.concatenate([np.arange(batch.batch_size), np.full(extra, batch.batch_size - 1)])
-    inputs = batch.inputs
-    inputs = dataclasses.replace(
-        inputs,
-        input_ids=inputs.input_ids[take], attention_mask=inputs.attention_mask[take],
-        position_ids=inputs.position_ids[:, take], rope_deltas=inputs.rope_deltas[take],
-        image_token_slot=None if inputs.image_token_slot is None else inputs.image_token_slot[take],
-    )  # fmt: skip
+    fields = ("problems", "answers", "data_sources", "record_ids")
     return dataclasses.replace(
-        batch, inputs=inputs, prompt_lengths=batch.prompt_lengths[take],
-        **{f: tuple(getattr(batch, f)[i] for i in take) for f in ("problems", "answers", "data_sources", "record_ids")},
-    )  # fmt: skip
+        batch,
+        inputs=batch.inputs.take_rows(take),
+        prompt_lengths=batch.prompt_lengths[take],
+        **{f: tuple(getattr(batch, f)[i] for i in take) for f in fields},
+    )

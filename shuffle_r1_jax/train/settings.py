@@ -1,51 +1,52 @@
-"""The trainer's config checked and resolved into typed settings, with errors that name the key and value."""
+"""The run's config, checked and resolved once into typed settings; errors name the key and the value.
+
+`resolve(config)` is pure: it validates every key, derives the batch arithmetic (prompts per process, update
+rows, micro-batches) and, unless `check_inputs=False`, checks that the inputs exist (the checkpoint, the
+datasets, the reward and setup functions import). It never builds anything. The trainer, the evaluator, the
+memory planner and the step benchmark read only the `RunSettings` it returns.
+
+`run_setup(config)` runs the config's `setup` function (the demo builds its assets there) and returns the
+config pointing at what it built; `prepare(config)` is the whole start-up order: start `jax.distributed` when
+configured, resolve (fail fast on a bad value), set up, resolve again with the inputs checked.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.data.pipeline import ON_BAD_RECORD
+from shuffle_r1_jax.data.sources import Columns, DataSpecError, resolve_data_files
+from shuffle_r1_jax.learner.optimizer import OptimizerConfig
+from shuffle_r1_jax.learner.update import LossConfig
+from shuffle_r1_jax.models.dtypes import DTYPES
+from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
+from shuffle_r1_jax.models.qwen2_5_vl import load_config
+from shuffle_r1_jax.models.qwen2_5_vl.model import IMPLEMENTATIONS, REMAT_POLICIES
 from shuffle_r1_jax.parallel.distributed import DistributedConfigError, DistributedSpec, initialize_distributed
 from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_devices, mesh_shape
+from shuffle_r1_jax.processing.batch import BucketConfig
+from shuffle_r1_jax.processing.image import ImagePreprocessConfig
+from shuffle_r1_jax.processing.prompts import load_prompt_format
+from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
-from shuffle_r1_jax.train.algorithms import SelectionConfig, get_algorithm, rows_per_prompt
-from shuffle_r1_jax.train.optimizer import OptimizerConfig
-from shuffle_r1_jax.train.update import LossConfig
+from shuffle_r1_jax.rl.algorithms import get_algorithm
+from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MODEL_DTYPES = ("float32", "bfloat16")
+DYNAMIC_SAMPLING_FALLBACKS = ("fill", "error")
+OLD_LOGPROBS = ("recompute", "sampler")
 
 
 class ConfigError(ValueError):
     """A config value is invalid or inconsistent with another; the message names the keys and values."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSettings:
-    """Everything the trainer derives from the config (static: hashable where jitted functions take it)."""
-
-    checkpoint: str
-    train_data: str
-    val_data: str
-    dtype: object
-    param_dtype: object
-    prompts_per_process: int
-    prompts_per_sampler_call: int
-    estimator: str
-    selection: SelectionConfig
-    dynamic_sampling: bool
-    optimizer: OptimizerConfig
-    loss: LossConfig
-    num_minibatches: int
-    micro_batches: int
-    old_logprob_micro: int
-    mesh: MeshSpec
-    mesh_shape: tuple[int, int, int]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -53,55 +54,271 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The policy: checkpoint directory, compute and storage dtypes (JAX dtypes), attention and remat."""
+
+    checkpoint: str
+    dtype: Any
+    param_dtype: Any
+    attention_impl: str
+    remat: str
+
+    def __post_init__(self):
+        _require(self.attention_impl in IMPLEMENTATIONS,
+                 f"model.attention_impl = {self.attention_impl!r}; expected one of {IMPLEMENTATIONS}")  # fmt: skip
+        _require(self.remat in REMAT_POLICIES,
+                 f"model.remat = {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """The prompt stream: dataset specs, columns, prompt format and length buckets, image resizing, the rollout
+    batch (over all processes and per process), bad-record policy and the shuffle seed."""
+
+    train: str
+    val: str
+    columns: Columns
+    prompt_format: str
+    max_prompt_length: int
+    buckets: BucketConfig
+    image: ImagePreprocessConfig
+    rollout_batch_prompts: int
+    prompts_per_process: int
+    on_bad_record: str
+    seed: int
+
+    def __post_init__(self):
+        _require(self.rollout_batch_prompts >= 1,
+                 f"data.rollout_batch_prompts = {self.rollout_batch_prompts} must be >= 1")  # fmt: skip
+        _require(self.max_prompt_length >= 1, f"data.max_prompt_length = {self.max_prompt_length} must be >= 1")
+        _require(self.buckets.max_prompt_length >= self.max_prompt_length,
+                 f"data.prompt_buckets = {self.buckets.prompt_lengths}: the largest must be >= data.max_prompt_length "
+                 f"= {self.max_prompt_length}")  # fmt: skip
+        _require(0 < self.image.min_pixels <= self.image.max_pixels,
+                 f"data.min_pixels = {self.image.min_pixels} and data.max_pixels = {self.image.max_pixels} must "
+                 "satisfy 0 < min <= max")  # fmt: skip
+        _require(self.on_bad_record in ON_BAD_RECORD,
+                 f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}")  # fmt: skip
+        try:
+            load_prompt_format(self.prompt_format)
+        except ValueError as err:
+            raise ConfigError(f"data.prompt_format = {self.prompt_format!r}: {err}") from err
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSettings:
+    """The reward function (registered name or "module:function"), its per-sample time limit and workers."""
+
+    name: str
+    timeout_s: float
+    num_workers: int
+
+    def __post_init__(self):
+        _require(self.timeout_s > 0, f"reward.timeout_s = {self.timeout_s} must be > 0")
+        _require(self.num_workers >= 1, f"reward.num_workers = {self.num_workers} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    """Sampling of the training rollouts: n per prompt, response length, temperature, top-p / top-k (0 = off),
+    prompts per sampler call over all processes (0 = the whole batch)."""
+
+    n: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    prompts_per_sampler_call: int
+
+    def __post_init__(self):
+        _require(self.n >= 2, f"rollout.n = {self.n}: group advantages need at least 2 samples per prompt")
+        _require(self.max_new_tokens >= 1, f"rollout.max_new_tokens = {self.max_new_tokens} must be >= 1")
+        _require(self.temperature > 0, f"rollout.temperature = {self.temperature} must be > 0 for training")
+        _require(0 < self.top_p <= 1, f"rollout.top_p = {self.top_p} must be in (0, 1]")
+        _require(self.top_k >= 0, f"rollout.top_k = {self.top_k} must be >= 0 (0 = off)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+    """The algorithm: its advantage estimator and update-batch selection, DAPO's refill (tries, fallback), and
+    where the old log-probs come from ("recompute" or the "sampler"'s)."""
+
+    algorithm: str
+    estimator: str
+    selection: SelectionConfig
+    dynamic_sampling: bool
+    dynamic_sampling_max_tries: int
+    dynamic_sampling_fallback: str
+    old_logprobs: str
+
+    def __post_init__(self):
+        _require(self.estimator in available_advantage_estimators(),
+                 f"rl.algorithm = {self.algorithm!r} needs advantage estimator {self.estimator!r}, which is not "
+                 "registered")  # fmt: skip
+        _require(self.selection.selection in available_selectors(),
+                 f"rl.algorithm = {self.algorithm!r} needs update-batch selector {self.selection.selection!r}, "
+                 "which is not registered")  # fmt: skip
+        _require(self.dynamic_sampling_max_tries >= 1,
+                 f"rl.dynamic_sampling_max_tries = {self.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
+        _require(self.dynamic_sampling_fallback in DYNAMIC_SAMPLING_FALLBACKS,
+                 f"rl.dynamic_sampling_fallback = {self.dynamic_sampling_fallback!r}; expected one of "
+                 f"{DYNAMIC_SAMPLING_FALLBACKS}")  # fmt: skip
+        _require(self.old_logprobs in OLD_LOGPROBS,
+                 f"rl.old_logprobs = {self.old_logprobs!r}; expected one of {OLD_LOGPROBS}")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """The loop: rollout batches to run, optimizer steps per batch (mini-batches), micro-batches per optimizer
+    step, rows per old-log-prob pass, and the non-finite-update limit."""
+
+    total_steps: int
+    num_minibatches: int
+    micro_batches: int
+    logprob_micro_batch_rows: int
+    max_nonfinite_in_a_row: int
+
+    def __post_init__(self):
+        _require(self.total_steps >= 1, f"train.total_steps = {self.total_steps} must be >= 1")
+        _require(self.max_nonfinite_in_a_row >= 1,
+                 f"train.max_nonfinite_in_a_row = {self.max_nonfinite_in_a_row} must be >= 1")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """Validation: every k steps (0 = never, and at the end), before training, n samples per prompt at
+    `temperature` (plus greedy), at most `max_prompts` prompts (0 = all), sample generations written."""
+
+    every: int
+    before_training: bool
+    n: int
+    temperature: float
+    max_prompts: int
+    num_examples: int
+
+    def __post_init__(self):
+        _require(self.every >= 0, f"eval.every = {self.every} must be >= 0 (0 = never)")
+        _require(self.n >= 1, f"eval.n = {self.n} must be >= 1")
+        _require(self.temperature > 0, f"eval.temperature = {self.temperature} must be > 0 (greedy runs as well)")
+        _require(self.max_prompts >= 0, f"eval.max_prompts = {self.max_prompts} must be >= 0 (0 = all)")
+        _require(self.num_examples >= 0, f"eval.num_examples = {self.num_examples} must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+    """Checkpoints every k steps (and at the end), how many to keep, keep the best, export at the end."""
+
+    every: int
+    keep_last: int
+    keep_best: bool
+    export_hf: str
+
+    def __post_init__(self):
+        _require(self.every >= 1, f"checkpoint.every = {self.every} must be >= 1")
+        _require(self.keep_last >= 1, f"checkpoint.keep_last = {self.keep_last} must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """Everything a run reads, resolved from its config (static: hashable where jitted functions take it)."""
+
+    seed: int
+    model: ModelSettings
+    data: DataSettings
+    reward: RewardSettings
+    rollout: RolloutSettings
+    rl: RLSettings
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    train: TrainSettings
+    eval: EvalSettings
+    checkpoint: CheckpointSettings
+    mesh: MeshSpec
+    mesh_shape: tuple[int, int, int]
+    distributed: DistributedSpec
+
+    @property
+    def batch_shards(self) -> int:
+        """Row shards of a batch on the mesh: data x fsdp."""
+        return self.mesh_shape[0] * self.mesh_shape[1]
+
+
+def _converted(errors: tuple[type[Exception], ...], build):
+    """`build()` with the listed exceptions re-raised as ConfigError (their messages name the keys)."""
+    try:
+        return build()
+    except errors as err:
+        raise ConfigError(str(err)) from err
+
+
 def start_distributed(c: ConfigDict) -> bool:
     """Starts `jax.distributed` as the `distributed` section says (before any device is touched); returns
     whether this is a multi-process run's process."""
-    try:
-        return initialize_distributed(DistributedSpec.from_config(c.distributed), c.mesh.preset)
-    except DistributedConfigError as err:
-        raise ConfigError(str(err)) from err
+    spec = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
+    return _converted((DistributedConfigError,), lambda: initialize_distributed(spec, c.mesh.preset))
 
 
-def resolve_mesh(c: ConfigDict) -> tuple[MeshSpec, tuple[int, int, int]]:
-    """The `mesh` section checked against this run's devices: (spec, (data, fsdp, tensor))."""
-    spec = MeshSpec.from_config(c.mesh)
-    try:
-        return spec, mesh_shape(spec, len(mesh_devices(spec)))
-    except MeshConfigError as err:
-        raise ConfigError(str(err)) from err
+def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
+    """Validates `c` and returns the resolved settings; ConfigError naming the key and value otherwise.
 
-
-def resolve(c: ConfigDict) -> RunSettings:
-    """Validates `c` and returns the resolved settings (the demo's assets are built here when enabled).
-
-    Call `start_distributed` first in a multi-process run: the batch checks use the process and device counts."""
-    algorithm = get_algorithm_checked(c.rl.algorithm)
-    _require(c.model.dtype in DTYPES, f"model.dtype = {c.model.dtype!r}; expected one of {sorted(DTYPES)}")
-    _require(c.model.param_dtype in DTYPES,
-             f"model.param_dtype = {c.model.param_dtype!r}; expected one of {sorted(DTYPES)}")  # fmt: skip
-    n = c.rollout.n
-    _require(n >= 2, f"rollout.n = {n}: group advantages need at least 2 samples per prompt")
-    if algorithm.selection in ("pts", "pts_abs"):
-        _require(n % 2 == 0, f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)")
-    _require(c.rollout.temperature > 0, f"rollout.temperature = {c.rollout.temperature} must be > 0 for training")
-    prompts = c.data.rollout_batch_prompts
-    processes = jax.process_count()
+    check_inputs: also check that model.checkpoint, data.train and data.val exist and the reward imports (off
+    for planning a run whose inputs are elsewhere). Call `start_distributed` first in a multi-process run: the
+    batch checks use the process and device counts.
+    """
+    algorithm = _converted((ValueError,), lambda: get_algorithm(c.rl.algorithm))
+    for key in ("dtype", "param_dtype"):
+        _require(c.model[key] in MODEL_DTYPES, f"model.{key} = {c.model[key]!r}; expected one of {MODEL_DTYPES}")
+    model = ModelSettings(
+        checkpoint=c.model.checkpoint, dtype=DTYPES[c.model.dtype], param_dtype=DTYPES[c.model.param_dtype],
+        attention_impl=c.model.attention_impl, remat=c.model.remat,
+    )  # fmt: skip
+    prompts, processes = c.data.rollout_batch_prompts, jax.process_count()
     _require(prompts % processes == 0,
              f"data.rollout_batch_prompts = {prompts} does not divide over {processes} processes")  # fmt: skip
-    try:
-        DistributedSpec.from_config(c.distributed).validate()
-    except DistributedConfigError as err:
-        raise ConfigError(str(err)) from err
-    mesh, (data, fsdp, tensor) = resolve_mesh(c)
-    shards = data * fsdp
-    where = f"the {shards} batch shards of the mesh (mesh data x fsdp = {data} x {fsdp})"
+    data = _converted((ValueError,), lambda: DataSettings(
+        train=c.data.train, val=c.data.val,
+        columns=Columns(prompt=c.data.prompt_column, answer=c.data.answer_column, images=c.data.images_column,
+                        image_dir=c.data.image_dir or None),
+        prompt_format=c.data.prompt_format, max_prompt_length=c.data.max_prompt_length,
+        buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
+        image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
+        rollout_batch_prompts=prompts, prompts_per_process=prompts // processes,
+        on_bad_record=c.data.on_bad_record, seed=c.seed,
+    ))  # fmt: skip
+    reward = RewardSettings(name=c.reward.name, timeout_s=c.reward.timeout_s, num_workers=c.reward.num_workers)
+    rollout = RolloutSettings(
+        n=c.rollout.n, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
+        top_p=c.rollout.top_p, top_k=c.rollout.top_k, prompts_per_sampler_call=c.rollout.prompts_per_sampler_call,
+    )  # fmt: skip
+    n = rollout.n
+    selection = SelectionConfig(
+        selection=algorithm.selector, group_size=n, keep_ratio=c.rl.keep_ratio, pts_variant=c.rl.pts_variant,
+        rerank=c.rl.pts_rerank, rounds=c.rl.abs_rounds, weight=c.rl.abs_weight, power=c.rl.abs_power,
+        cppo_prune=c.rl.cppo_prune,
+    )  # fmt: skip
+    selection = dataclasses.replace(selection, **dict(algorithm.selection))
+    if algorithm.selector in ("pts", "pts_abs"):
+        _require(n % 2 == 0,
+                 f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)")  # fmt: skip
+    rl = RLSettings(
+        algorithm=c.rl.algorithm, estimator=algorithm.estimator, selection=selection,
+        dynamic_sampling=algorithm.dynamic_sampling, dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
+        dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback, old_logprobs=c.rl.old_logprobs,
+    )  # fmt: skip
+    distributed = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
+    _converted((DistributedConfigError,), distributed.validate)
+    mesh = _converted((MeshConfigError,), lambda: MeshSpec.from_config(c.mesh))
+    data_ways, fsdp, tensor = _converted((MeshConfigError,), lambda: mesh_shape(mesh, len(mesh_devices(mesh))))
+    shards = data_ways * fsdp
+    where = f"the {shards} batch shards of the mesh (mesh data x fsdp = {data_ways} x {fsdp})"
     _require((prompts * n) % shards == 0,
              f"the rollout batch (data.rollout_batch_prompts x rollout.n = {prompts} x {n} = {prompts * n} rows) "
              f"does not divide over {where}")  # fmt: skip
     _require(processes == 1 or prompts % shards == 0,
              f"data.rollout_batch_prompts = {prompts} does not divide over {where}: with {processes} processes "
              "every batch shard holds whole prompts of one process")  # fmt: skip
-    per_call = c.rollout.prompts_per_sampler_call
+    per_call = rollout.prompts_per_sampler_call
     _require(per_call == 0 or (per_call >= 1 and prompts % per_call == 0),
              f"rollout.prompts_per_sampler_call = {per_call} must be 0 (the whole batch) or divide "
              f"data.rollout_batch_prompts = {prompts}")  # fmt: skip
@@ -111,21 +328,13 @@ def resolve(c: ConfigDict) -> RunSettings:
     mini = c.train.minibatch_prompts
     _require(mini >= 1 and prompts % mini == 0,
              f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}")  # fmt: skip
-    keep_ratio = 1.0 if c.rl.algorithm == "abs_only" else c.rl.keep_ratio
-    selection = SelectionConfig(
-        selection=algorithm.selection, group_size=n, keep_ratio=keep_ratio, pts_variant=c.rl.pts_variant,
-        rerank=c.rl.pts_rerank, rounds=c.rl.abs_rounds, weight=c.rl.abs_weight, power=c.rl.abs_power,
-        cppo_prune=c.rl.cppo_prune,
-    )  # fmt: skip
-    try:
-        per_prompt = rows_per_prompt(selection)
-    except ValueError as err:
-        raise ConfigError(f"rl: {err}") from err
-    if algorithm.selection == "pts_abs":
+    per_prompt = _converted((ValueError,), lambda: rows_per_prompt(selection))
+    if algorithm.selector == "pts_abs":
         pairs = prompts * per_prompt // 2
         _require(pairs % c.rl.abs_rounds == 0,
                  f"rl.abs_rounds = {c.rl.abs_rounds} must divide the {pairs} pairs PTS keeps per rollout batch")  # fmt: skip
     rows_per_mini = mini * per_prompt
+    _require(c.train.micro_batch_rows >= 1, f"train.micro_batch_rows = {c.train.micro_batch_rows} must be >= 1")
     micro = min(c.train.micro_batch_rows, rows_per_mini)
     _require(rows_per_mini % micro == 0,
              f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
@@ -136,57 +345,88 @@ def resolve(c: ConfigDict) -> RunSettings:
             "split over the devices, every device computes all their rows (fine for tiny models; at 7B this is "
             "5x the memory, BUILD_NOTES 'Memory plan')", c.train.micro_batch_rows, micro, where,
         )  # fmt: skip
-    _require(c.rl.dynamic_sampling_max_tries >= 1,
-             f"rl.dynamic_sampling_max_tries = {c.rl.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
-    _require(c.rl.dynamic_sampling_fallback in ("fill", "error"),
-             f"rl.dynamic_sampling_fallback = {c.rl.dynamic_sampling_fallback!r}; expected 'fill' or 'error'")  # fmt: skip
-    _require(c.rl.old_logprobs in ("recompute", "sampler"),
-             f"rl.old_logprobs = {c.rl.old_logprobs!r}; expected 'recompute' or 'sampler'")  # fmt: skip
-    loss_defaults = dict(algorithm.loss)
-    loss_kwargs = dict(
-        clip_low=c.loss.clip_low, clip_high=loss_defaults.get("clip_high", c.loss.clip_high),
+    train = TrainSettings(
+        total_steps=c.train.total_steps, num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
+        logprob_micro_batch_rows=largest_divisor(prompts * n, c.train.micro_batch_rows),
+        max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
+    )  # fmt: skip
+    loss_fixed = dict(algorithm.loss)
+    loss = _converted((ValueError,), lambda: LossConfig(
+        clip_low=c.loss.clip_low, clip_high=loss_fixed.get("clip_high", c.loss.clip_high),
         dual_clip=c.loss.dual_clip or None, ratio_level=c.loss.ratio_level,
-        agg_mode=loss_defaults.get("agg_mode", c.loss.agg_mode),
-        norm_constant=float(c.rollout.max_new_tokens), kl_coef=c.loss.kl_coef, kl_kind=c.loss.kl_kind,
-        temperature=c.rollout.temperature, logprob_chunk=min(c.loss.logprob_chunk, c.rollout.max_new_tokens),
+        agg_mode=loss_fixed.get("agg_mode", c.loss.agg_mode), norm_constant=float(rollout.max_new_tokens),
+        kl_coef=c.loss.kl_coef, kl_kind=c.loss.kl_kind, temperature=rollout.temperature,
+        logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
+    ))  # fmt: skip
+    optimizer = _converted((ValueError,), lambda: OptimizerConfig(
+        learning_rate=c.optim.learning_rate, warmup_steps=c.optim.warmup_steps, schedule=c.optim.schedule,
+        total_steps=max(train.total_steps * train.num_minibatches, 1), b1=c.optim.b1, b2=c.optim.b2,
+        weight_decay=c.optim.weight_decay, max_grad_norm=c.optim.max_grad_norm, freeze_vision=c.optim.freeze_vision,
+    ))  # fmt: skip
+    settings = RunSettings(
+        seed=c.seed, model=model, data=data, reward=reward, rollout=rollout, rl=rl, loss=loss, optimizer=optimizer,
+        train=train,
+        eval=EvalSettings(every=c.eval.every, before_training=c.eval.before_training, n=c.eval.n,
+                          temperature=c.eval.temperature, max_prompts=c.eval.max_prompts,
+                          num_examples=c.eval.num_examples),
+        checkpoint=CheckpointSettings(every=c.checkpoint.every, keep_last=c.checkpoint.keep_last,
+                                      keep_best=c.checkpoint.keep_best, export_hf=c.checkpoint.export_hf),
+        mesh=mesh, mesh_shape=(data_ways, fsdp, tensor), distributed=distributed,
     )  # fmt: skip
-    try:
-        loss = LossConfig(**loss_kwargs)
-        steps_total = c.train.total_steps * (prompts // mini)
-        optimizer = OptimizerConfig(
-            learning_rate=c.optim.learning_rate, warmup_steps=c.optim.warmup_steps, schedule=c.optim.schedule,
-            total_steps=max(steps_total, 1), b1=c.optim.b1, b2=c.optim.b2, weight_decay=c.optim.weight_decay,
-            max_grad_norm=c.optim.max_grad_norm, freeze_vision=c.optim.freeze_vision,
-        )  # fmt: skip
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    checkpoint, train_data, val_data = c.model.checkpoint, c.data.train, c.data.val
-    if c.demo.enabled:
-        from shuffle_r1_jax.train.demo import prepare_demo
+    if c.setup:
+        _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
+    if check_inputs:
+        check_run_inputs(settings)
+    return settings
 
-        assets = prepare_demo(c)
-        checkpoint, train_data, val_data = assets["checkpoint"], assets["train"], assets["val"]
+
+def check_run_inputs(settings: RunSettings) -> None:
+    """The checkpoint has a readable config.json, every dataset spec names files, the reward imports;
+    ConfigError naming the key otherwise."""
+    checkpoint = settings.model.checkpoint
     _require(bool(checkpoint), "model.checkpoint is empty: give an HF-format Qwen2.5-VL directory (or use configs/demo.py)")
-    _require(bool(train_data), "data.train is empty: give a dataset path[@split]")
-    return RunSettings(
-        checkpoint=checkpoint, train_data=train_data, val_data=val_data, dtype=DTYPES[c.model.dtype],
-        param_dtype=DTYPES[c.model.param_dtype],
-        prompts_per_process=prompts // processes, prompts_per_sampler_call=per_call, estimator=algorithm.estimator, selection=selection,
-        dynamic_sampling=algorithm.dynamic_sampling, optimizer=optimizer, loss=loss,
-        num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
-        old_logprob_micro=largest_divisor(prompts * n, c.train.micro_batch_rows),
-        mesh=mesh, mesh_shape=(data, fsdp, tensor),
-    )  # fmt: skip
-
-
-def get_algorithm_checked(name: str):
+    _require((Path(checkpoint) / "config.json").is_file(),
+             f"model.checkpoint = {checkpoint!r} has no config.json: give a local HF-format Qwen2.5-VL directory "
+             "(download one with `huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct --local-dir DIR`) or one "
+             "converted by scripts/convert_hf_to_orbax.py")  # fmt: skip
+    _converted((ModelConfigError,), lambda: load_config(checkpoint))
+    _require(bool(settings.data.train), "data.train is empty: give a dataset path[@split]")
+    for key in ("train", "val"):
+        for spec in filter(None, getattr(settings.data, key).split(",")):
+            try:
+                resolve_data_files(spec)
+            except DataSpecError as err:
+                raise ConfigError(f"data.{key}: {err}") from err
     try:
-        algorithm = get_algorithm(name)
+        get_reward_fn(settings.reward.name)
     except ValueError as err:
-        raise ConfigError(str(err)) from err
-    if algorithm.estimator not in available_advantage_estimators():
-        raise ConfigError(f"rl.algorithm = {name!r} needs advantage estimator {algorithm.estimator!r}, which is not registered")
-    return algorithm
+        raise ConfigError(f"reward.name = {settings.reward.name!r}: {err}") from err
+
+
+def run_setup(c: ConfigDict) -> ConfigDict:
+    """The config after its `setup` function ran: `setup(config)` builds what the run needs and returns
+    {dotted key: value}, set on a copy of the config. The config itself when `setup` is empty."""
+    if not c.setup:
+        return c
+    overrides = _converted((ValueError,), lambda: import_function(c.setup, what="setup"))(c)
+    c = c.copy_and_resolve_references()
+    for key, value in overrides.items():
+        *sections, field = key.split(".")
+        node = c
+        for section in sections:
+            node = node[section]
+        node[field] = value
+    return c
+
+
+def prepare(c: ConfigDict) -> tuple[ConfigDict, RunSettings]:
+    """The start-up order of a run: `jax.distributed` started when configured (before any device is touched),
+    every value checked (fast, nothing built), the setup run, then the settings resolved with the inputs checked.
+    Returns the config after setup and its settings."""
+    start_distributed(c)
+    resolve(c, check_inputs=False)
+    c = run_setup(c)
+    return c, resolve(c)
 
 
 def largest_divisor(total: int, limit: int) -> int:

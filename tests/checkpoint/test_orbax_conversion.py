@@ -47,7 +47,7 @@ def test_hf_to_orbax_to_hf_round_trip_is_bit_exact(untied_checkpoint, tmp_path):
     from safetensors.numpy import load_file
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from shuffle_r1_jax.checkpoint.hf_export import save_hf_checkpoint
+    from shuffle_r1_jax.models.qwen2_5_vl.saving import save_hf_checkpoint
 
     hf_model, path = untied_checkpoint
     script = Path(__file__).resolve().parents[2] / "scripts" / "convert_hf_to_orbax.py"

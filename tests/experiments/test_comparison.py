@@ -2,15 +2,28 @@
 figures; and the script end to end on the tiny model."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shuffle_r1_jax.experiments.comparison import (
-    markdown_table, plan_runs, read_history, reference_accuracy, steps_to_reach, summarize,
+    markdown_table,
+    plan_runs,
+    read_history,
+    reference_accuracy,
+    steps_to_reach,
+    summarize,
 )  # fmt: skip
+from shuffle_r1_jax.experiments.runner import (
+    README_END,
+    README_START,
+    comparison_config,
+    comparison_report,
+    run_comparison,
+    write_readme_block,
+)
+from tests.train.conftest import tiny_trainer_config
 
 
 def test_plan_runs_covers_algorithms_seeds_and_ablations_once():
@@ -80,24 +93,32 @@ def test_read_history_and_summary_match_hand_computed_figures(tmp_path):
 
 
 @pytest.mark.slow
-def test_script_runs_a_tiny_comparison_and_resumes(tmp_path, demo_cache, monkeypatch):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    import compare_algorithms
-
-    tiny = ["demo.preset='test'", "demo.num_train=64", "demo.num_val=8", "demo.warmup_steps=2", "demo.warmup_batch=8",
-            f"demo.cache_dir='{demo_cache}'", "data.rollout_batch_prompts=4", "rollout.n=4", "rollout.max_new_tokens=8",
-            "rl.abs_rounds=2", "train.minibatch_prompts=2", "train.micro_batch_rows=4", "eval.n=2", "eval.max_prompts=4"]  # fmt: skip
-    argv = ["--out", str(tmp_path), "--algorithms", "grpo,shuffle_r1", "--seeds", "0", "--ablations=",
-            "--steps", "2", "--eval_every", "1"] + [a for kv in tiny for a in ("--set", kv)]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", ["compare_algorithms.py", *argv])
-    compare_algorithms.main(argv)
-    results = (tmp_path / "results.md").read_text()
-    assert "| grpo | 1 |" in results and "| shuffle_r1 | 1 |" in results
+def test_a_tiny_comparison_runs_reports_and_resumes(tmp_path, demo_cache):
+    config = comparison_config(tiny_trainer_config(demo_cache), steps=2, eval_every=1)
+    config.eval.max_prompts = 4
+    specs = plan_runs(["grpo", "shuffle_r1"], [0], [])
+    assert run_comparison(config, specs, tmp_path) > 0
+    results = comparison_report(config, specs, tmp_path, spent=1.0, command="test", machine="test machine")
+    assert "| grpo | 1 |" in results and "| shuffle_r1 | 1 |" in results and "test machine" in results
     assert (tmp_path / "curves.png").stat().st_size > 0
     tables = json.loads((tmp_path / "results.json").read_text())
     assert [r["name"] for r in tables["algorithms"]] == ["grpo", "shuffle_r1"]
     assert all(r["steps"] == 2 for r in tables["algorithms"])
     # a second invocation finds the runs finished and only reports
     finished = (tmp_path / "runs" / "grpo" / "seed0" / "metrics.jsonl").read_text()
-    compare_algorithms.main(argv)
+    assert run_comparison(config, specs, tmp_path) == 0.0
     assert (tmp_path / "runs" / "grpo" / "seed0" / "metrics.jsonl").read_text() == finished
+
+
+def test_the_readme_block_is_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
+    plot = tmp_path / "curves.png"
+    plot.write_bytes(b"png")
+    write_readme_block(readme, plot, "new table")
+    text = readme.read_text()
+    assert "old" not in text and "new table" in text and text.startswith("intro") and text.endswith("rest\n")
+    assert (tmp_path / "docs" / "compare_algorithms.png").read_bytes() == b"png"
+    readme.write_text("no block")
+    with pytest.raises(ValueError, match="no <!-- compare_algorithms:start -->"):
+        write_readme_block(readme, plot, "new table")

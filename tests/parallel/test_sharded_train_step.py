@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec
 
-from shuffle_r1_jax.train.trainer import Trainer
-from tests.train.conftest import tiny_trainer_config
+from tests.train.conftest import make_trainer, tiny_trainer_config
 
 # Both runs sample the same tokens and train on the same rows, so the parameters differ only by fp32
 # reassociation (gradients summed over shards, matmuls split over tensor shards), which AdamW's normalisation
@@ -38,7 +37,7 @@ def chunked_step_config(cache: str):
 
 def one_step(config, workdir):
     """(trainer, parameters before, parameters after, metrics) of one `train_step`."""
-    trainer = Trainer(config, str(workdir))
+    trainer = make_trainer(config, workdir)
     try:
         before = jax.device_get(trainer.params)
         metrics = trainer.train_step()

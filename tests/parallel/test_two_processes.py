@@ -15,9 +15,10 @@ import pytest
 
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.processing.batch import PromptBatch
-from shuffle_r1_jax.train.dynamic_sampling import concat_prompts
+from shuffle_r1_jax.rollout.dynamic_sampling import concat_prompts
 from shuffle_r1_jax.train.trainer import Trainer
 from tests.parallel.test_sharded_train_step import ATOL, RTOL, chunked_step_config, step_config
+from tests.train.conftest import make_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
@@ -60,14 +61,14 @@ class TwoProcessOrder:
     0, 2, 4, ...) then process 1's (1, 3, 5, ...) of each step, as the trainer places them."""
 
     def __init__(self, trainer: Trainer):
-        c = trainer.config
+        data = trainer.settings.data
         self.pad = trainer.encoder.pad_token_id
         self.parts = [
             prompt_batches(
-                trainer.run.train_data, trainer.encoder, trainer.model_config,
-                PipelineConfig(batch_size=c.data.rollout_batch_prompts // 2, seed=c.seed, shuffle=True, num_epochs=None,
-                               process_index=i, process_count=2),
-                buckets=trainer.buckets,
+                data.train, trainer.encoder, trainer.model_config,
+                PipelineConfig(batch_size=data.rollout_batch_prompts // 2, seed=data.seed, shuffle=True,
+                               num_epochs=None, process_index=i, process_count=2),
+                buckets=data.buckets,
             )  # fmt: skip
             for i in range(2)
         ]
@@ -88,12 +89,12 @@ def seven_prompt_assets(cache: str, directory: Path) -> dict:
     """The demo's checkpoint and training set with a validation set of its first 7 prompts."""
     import pyarrow.parquet as pq
 
-    from shuffle_r1_jax.train.demo import prepare_demo
+    from shuffle_r1_jax.demo.assets import build_assets
 
-    assets = prepare_demo(step_config(cache))
+    built = build_assets(step_config(cache))
     val = directory / "val7.parquet"
-    pq.write_table(pq.read_table(assets["val"]).slice(0, 7), val)
-    return {**assets, "val": str(val)}
+    pq.write_table(pq.read_table(built["data.val"]).slice(0, 7), val)
+    return {"checkpoint": built["model.checkpoint"], "train": built["data.train"], "val": str(val)}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,6 @@ def two_process_run(demo_cache, tmp_path_factory):
     """(workdir, gathered parameters) of scenario 1 and (workdir, gathered parameters, assets) of scenario 2 (DAPO)
     of `two_process_worker`, run once for the module."""
     workdir = tmp_path_factory.mktemp("two_processes")
-    Trainer(step_config(demo_cache), str(tmp_path_factory.mktemp("assets"))).close()  # builds the demo assets once
     assets = seven_prompt_assets(demo_cache, workdir)
     (workdir / "dapo_assets.json").write_text(json.dumps(assets))
     out, dapo = workdir / "params.npz", workdir / "dapo"
@@ -111,7 +111,7 @@ def two_process_run(demo_cache, tmp_path_factory):
 
 def test_two_processes_agree_with_one(two_process_run, demo_cache, tmp_path):
     (_, gathered), _ = two_process_run
-    trainer = Trainer(chunked_step_config(demo_cache), str(tmp_path))
+    trainer = make_trainer(chunked_step_config(demo_cache), tmp_path)
     try:
         trainer.train_batches = TwoProcessOrder(trainer)
         before = jax.device_get(trainer.params)
@@ -137,7 +137,7 @@ def test_process_zero_writes_the_run_files(two_process_run):
 def test_their_checkpoint_restores_in_one_process(two_process_run, demo_cache):
     (workdir, gathered), _ = two_process_run
     one_device = step_config(demo_cache, data=1, fsdp=1, tensor=1, num_devices=1)
-    trainer = Trainer(one_device, str(workdir))  # resumes from the two processes' step-1 checkpoint
+    trainer = make_trainer(one_device, workdir)  # resumes from the two processes' step-1 checkpoint
     try:
         assert trainer.step == 1
         assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(trainer.params))
@@ -168,31 +168,31 @@ def test_validation_with_a_short_batch_counts_each_prompt_once(two_process_run, 
     """The 7-prompt validation (process 1: a batch of 2 and a short one of 1, padded by repeating its prompt)
     against greedy decoding of each prompt alone with the run's final parameters."""
     from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
-    from shuffle_r1_jax.train.rollout import decode_responses
+    from shuffle_r1_jax.rollout.generate import decode_responses
     from tests.train.toy_rewards import distinct_characters_of_color_answers
 
     _, (workdir, gathered, assets) = two_process_run
     (step,) = [m for m in _metrics(workdir) if m["step"] == 1]
     c = step_config(demo_cache, data=1, fsdp=1, tensor=1, num_devices=1)
-    c.demo.enabled = False
+    c.setup = ""
     c.model.checkpoint, c.data.train, c.data.val = assets["checkpoint"], assets["train"], assets["val"]
     c.rl.algorithm = "dapo"
-    trainer = Trainer(c, str(workdir))  # resumes the DAPO run's step-1 checkpoint
+    trainer = make_trainer(c, workdir)  # resumes the DAPO run's step-1 checkpoint
     try:
         for path, x in jax.tree_util.tree_leaves_with_path(trainer.params):
             np.testing.assert_array_equal(np.asarray(x), gathered[jax.tree_util.keystr(path)])
         prompts = prompt_batches(
             assets["val"], trainer.encoder, trainer.model_config,
             PipelineConfig(batch_size=1, seed=0, shuffle=False, num_epochs=1, drop_remainder=False),
-            buckets=trainer.buckets,
+            buckets=trainer.settings.data.buckets,
         )  # fmt: skip
         scores = []
         for batch in prompts:
-            out = trainer.evaluator.greedy.generate(
+            out = trainer.evaluator.greedy.sampler.generate(
                 trainer.params, trainer.placer.prompts(batch.inputs), n=1,
                 max_new_tokens=c.rollout.max_new_tokens, key=jax.random.key(0),
             )  # fmt: skip
-            (response,) = decode_responses(trainer.tokenizer, np.asarray(out.tokens), np.asarray(out.mask))
+            (response,) = decode_responses(trainer.encoder.tokenizer, np.asarray(out.tokens), np.asarray(out.mask))
             scores.append(distinct_characters_of_color_answers(response, batch.answers[0])["accuracy"])
     finally:
         trainer.close()

@@ -43,7 +43,7 @@ def dapo_config(cache: str, port: int, process_id: int, assets: dict):
     """Scenario 2: DAPO on a reward that gives no signal to non-colour prompts; explicit asset paths, so that
     validation reads the 7-prompt set."""
     c = two_process_config(cache, port, process_id)
-    c.demo.enabled = False
+    c.setup = ""
     c.model.checkpoint, c.data.train, c.data.val = assets["checkpoint"], assets["train"], assets["val"]
     c.rl.algorithm = "dapo"
     c.rl.dynamic_sampling_max_tries = 4
@@ -54,9 +54,9 @@ def dapo_config(cache: str, port: int, process_id: int, assets: dict):
 
 
 def run(config, workdir: str, out: str) -> None:
-    from shuffle_r1_jax.train.trainer import Trainer
+    from tests.train.conftest import make_trainer
 
-    trainer = Trainer(config, workdir)
+    trainer = make_trainer(config, workdir)
     try:
         assert jax.process_count() == 2 and jax.device_count() == 8, (jax.process_count(), jax.device_count())
         trainer.fit()

@@ -3,15 +3,13 @@ import pytest
 from shuffle_r1_jax.rewards import registry
 from shuffle_r1_jax.rewards.math_reward import math_reward
 from shuffle_r1_jax.rewards.r1v_reward import r1v_reward
-from shuffle_r1_jax.rewards.synthetic_reward import synthetic_reward
 from tests.rewards.faulty_rewards import flaky_reward
 
 
 def test_builtin_names():
     assert registry.get_reward_fn("math") is math_reward
     assert registry.get_reward_fn("r1v") is r1v_reward
-    assert registry.get_reward_fn("synthetic") is synthetic_reward
-    assert {"math", "r1v", "synthetic"} <= set(registry.available_rewards())
+    assert {"math", "r1v"} <= set(registry.available_rewards())
 
 
 def test_module_function_path_and_callable():

@@ -14,7 +14,7 @@ import sys
 import jax
 import numpy as np
 
-from shuffle_r1_jax.train.checkpointing import TrainCheckpointer
+from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
 
 KEEP_LAST = 2
 SHAPE = (512, 1024)  # 2 MiB of float32 per array; params + two moments = 6 MiB per step

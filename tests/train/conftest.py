@@ -1,6 +1,9 @@
-"""A tiny end-to-end trainer config: the "test" preset model, a small synthetic dataset, a 2-step warm-up."""
+"""A tiny end-to-end trainer config (the "test" preset model, a small synthetic dataset, a 2-step warm-up) and a
+trainer built from a config as the entrypoint builds it."""
 
-from shuffle_r1_jax.train.defaults import demo_config
+from shuffle_r1_jax.demo.config import demo_config
+from shuffle_r1_jax.train.settings import prepare
+from shuffle_r1_jax.train.trainer import Trainer
 
 
 def tiny_trainer_config(cache_dir: str):
@@ -25,3 +28,9 @@ def tiny_trainer_config(cache_dir: str):
     c.optim.freeze_vision = True  # the paper's setting (the demo trains its random vision tower)
     c.checkpoint.every = 1
     return c
+
+
+def make_trainer(config, workdir, **kwargs) -> Trainer:
+    """`Trainer` of `config` in `workdir`, after the config's setup (the demo's assets) and resolution."""
+    _, settings = prepare(config)
+    return Trainer(settings, str(workdir), **kwargs)

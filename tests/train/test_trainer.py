@@ -13,15 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shuffle_r1_jax.rl.algorithms import ALGORITHMS
+from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
-from shuffle_r1_jax.train.algorithms import ALGORITHMS
 from shuffle_r1_jax.train.defaults import base_config
-from shuffle_r1_jax.train.trainer import Trainer
-from tests.train.conftest import tiny_trainer_config
+from tests.train.conftest import make_trainer, tiny_trainer_config
 
 
-def _run(config, workdir):
-    trainer = Trainer(config, str(workdir))
+def _run(config, workdir, **kwargs):
+    trainer = make_trainer(config, workdir, **kwargs)
     try:
         summary = trainer.fit()
         return trainer.params, summary, trainer
@@ -45,24 +45,28 @@ def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
 
 def test_a_frozen_vision_tower_runs_once_per_step(demo_cache, tmp_path, monkeypatch):
     """The sampler's image features are the update's (same parameters): one vision pass per step, not two."""
+    import dataclasses
+
     from shuffle_r1_jax.sampling import sampler as sampler_module
-    from shuffle_r1_jax.train import rollout, trainer as trainer_module
 
     calls = []
 
     def counted(original):
-        def run(graphdef, state, vision):
-            calls.append(vision.patches.shape)
-            return original(graphdef, state, vision)
+        def run(*args):
+            calls.append(args[-1].patches.shape)
+            return original(*args)
 
         return run
 
-    for module in (sampler_module, rollout, trainer_module):
-        monkeypatch.setattr(module, "image_features_jit", counted(module.image_features_jit))
+    monkeypatch.setattr(sampler_module, "image_features_jit", counted(sampler_module.image_features_jit))
+
+    def instrument(programs):
+        return dataclasses.replace(programs, image_features=counted(programs.image_features))
+
     c = tiny_trainer_config(demo_cache)
     assert c.optim.freeze_vision
     c.train.total_steps = 2
-    _, summary, _ = _run(c, tmp_path)
+    _, summary, _ = _run(c, tmp_path, instrument=instrument)
     assert summary.steps == 2 and len(calls) == 2
 
 
@@ -105,23 +109,19 @@ def test_bf16_compute_keeps_fp32_master_parameters_and_optimizer_state(demo_cach
     assert moments and {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
     c.model.param_dtype = "float16"
     with pytest.raises(settings.ConfigError, match="model.param_dtype = 'float16'"):
-        Trainer(c, str(tmp_path / "bad"))
+        make_trainer(c, tmp_path / "bad")
 
 
 def test_update_arithmetic_matches_the_paper():
     """512 prompts x 16 rollouts, alpha 0.5, S = 8, mini-batches of 128 prompts: 4 optimizer steps per rollout
     batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step)."""
     c = base_config()
-    c.model.checkpoint, c.data.train = "unused", "unused"
     for algorithm, rows_per_step in (("shuffle_r1", 1024), ("grpo", 2048), ("pts_only", 1024), ("cppo", 1024)):
         c.rl.algorithm = algorithm
-        run = settings.resolve(c)
-        assert run.num_minibatches == 4
-        per_prompt = settings.rows_per_prompt(run.selection)
-        assert 128 * per_prompt == rows_per_step
-        assert run.micro_batches == rows_per_step // c.train.micro_batch_rows
-    c.rl.algorithm = "shuffle_r1"
-    run = settings.resolve(c)
+        run = settings.resolve(c, check_inputs=False)
+        assert run.train.num_minibatches == 4
+        assert 128 * rows_per_prompt(run.rl.selection) == rows_per_step
+        assert run.train.micro_batches == rows_per_step // c.train.micro_batch_rows
     assert 512 * 8 // 2 // c.rl.abs_rounds == 256  # pairs per ABS round; 8 rounds x 256 pairs = 4096 rows
 
 
@@ -139,25 +139,23 @@ def test_update_arithmetic_matches_the_paper():
 )
 def test_config_errors_name_the_key(edit, message):
     c = base_config()
-    c.model.checkpoint, c.data.train = "unused", "unused"
     c.rl.algorithm = edit.get("algorithm", "grpo")
     c.rollout.n = edit.get("n", 16)
     c.data.rollout_batch_prompts = edit.get("prompts", 512)
     c.train.minibatch_prompts = edit.get("mini", 128)
     c.rollout.prompts_per_sampler_call = edit.get("per_call", 0)
     with pytest.raises(settings.ConfigError, match=message):
-        settings.resolve(c)
+        settings.resolve(c, check_inputs=False)
 
 
 def test_micro_batches_that_do_not_split_over_the_devices_are_warned_about(caplog):
     c = base_config()
-    c.model.checkpoint, c.data.train = "unused", "unused"
     c.train.micro_batch_rows = 4
-    settings.resolve(c)
+    settings.resolve(c, check_inputs=False)
     assert "train.micro_batch_rows = 4 (4 rows per micro-batch) is not a multiple of the 8 batch shards" in caplog.text
     caplog.clear()
     c.train.micro_batch_rows = 8
-    settings.resolve(c)
+    settings.resolve(c, check_inputs=False)
     assert "micro_batch_rows" not in caplog.text
 
 
@@ -203,20 +201,52 @@ def _config(cache, steps):
     return c
 
 
-@pytest.mark.parametrize("name", ["demo", "geo3k_qwen2_5_vl_3b", "geo3k_qwen2_5_vl_7b", "mmrl30k_qwen2_5_vl_7b"])
-def test_shipped_configs_load_and_resolve(name):
+def _config_file(name: str):
     import importlib.util
 
     path = Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    c = module.get_config()
+    return module
+
+
+@pytest.mark.parametrize(
+    "arg, checkpoint, n, steps",
+    [
+        (None, "Qwen/Qwen2.5-VL-3B-Instruct", 16, 80),
+        ("model=7b,dataset=geo3k", "Qwen/Qwen2.5-VL-7B-Instruct", 16, 80),
+        ("model=7b,dataset=mmrl30k,algorithm=grpo", "Qwen/Qwen2.5-VL-7B-Instruct", 8, 1160),
+    ],
+)
+def test_the_paper_config_takes_arguments(arg, checkpoint, n, steps):
+    c = _config_file("shuffle_r1_paper").get_config(arg)
     assert set(c.keys()) == set(base_config().keys())
-    if not c.demo.enabled:
-        c.model.checkpoint, c.data.train = "unused", "unused"
-        run = settings.resolve(c)
-        assert run.num_minibatches == 4 and run.selection.selection == "pts_abs"
+    run = settings.resolve(c, check_inputs=False)
+    assert run.model.checkpoint == checkpoint and run.rollout.n == n and run.train.total_steps == steps
+    assert run.train.num_minibatches == 4 and run.rollout.prompts_per_sampler_call == 32
+    assert 128 * rows_per_prompt(run.rl.selection) == 1024  # the paper's update rows per optimizer step, any algorithm
+    with pytest.raises(settings.ConfigError, match="model.checkpoint = 'Qwen/Qwen2.5-VL-3B-Instruct' has no config.json"):
+        settings.resolve(_config_file("shuffle_r1_paper").get_config())
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [("model=13b", "model='13b'; expected one of"), ("epochs=3", "key one of"), ("model", "expected key=value")],
+)
+def test_bad_paper_config_arguments_are_named(arg, message):
+    with pytest.raises(ValueError, match=message):
+        _config_file("shuffle_r1_paper").get_config(arg)
+
+
+def test_the_demo_config_file_resolves_without_building_anything(tmp_path):
+    c = _config_file("demo").get_config()
+    c.demo.cache_dir = str(tmp_path / "cache")
+    run = settings.resolve(c, check_inputs=False)
+    assert run.rl.selection.selection == "pts_abs" and run.data.rollout_batch_prompts == 16
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(settings.ConfigError, match="model.checkpoint is empty"):
+        settings.resolve(c)
 
 
 @pytest.mark.slow
@@ -242,8 +272,8 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
     from flax import nnx
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from shuffle_r1_jax.checkpoint.export import export_trainer_checkpoint
     from shuffle_r1_jax.models.qwen2_5_vl import forward_logits, load_pretrained
+    from shuffle_r1_jax.train.export import export_trainer_checkpoint
 
     c = tiny_trainer_config(demo_cache)
     c.train.total_steps = 1

@@ -12,7 +12,14 @@ from shuffle_r1_jax.models.qwen2_5_vl.config import (
 )
 from shuffle_r1_jax.models.qwen2_5_vl.layout import LayoutError, layout_images, mrope_positions
 from shuffle_r1_jax.models.qwen2_5_vl.loading import abstract_model, count_parameters, load_pretrained
-from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, Qwen25VL, VisionInputs, forward_jit, forward_logits, prepare_inputs
+from shuffle_r1_jax.models.qwen2_5_vl.model import (
+    ModelInputs,
+    Qwen25VL,
+    VisionInputs,
+    forward_jit,
+    forward_logits,
+    prepare_inputs,
+)
 
 __all__ = [
     "ConfigError",

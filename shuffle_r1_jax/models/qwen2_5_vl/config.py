@@ -292,3 +292,23 @@ def qwen2_5_vl_7b_config() -> Qwen25VLConfig:
         vision=VisionConfig(out_hidden_size=3584),
         tie_word_embeddings=False,
     )
+
+
+HUB_CONFIGS = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": qwen2_5_vl_3b_config,
+    "Qwen/Qwen2.5-VL-7B-Instruct": qwen2_5_vl_7b_config,
+}
+
+
+def config_of_checkpoint(checkpoint: str | os.PathLike) -> Qwen25VLConfig:
+    """The model config of `checkpoint`: its config.json when it is a local directory (or file), else the built-in
+    dimensions of a known hub id (`HUB_CONFIGS`), for planning a run before the weights are downloaded.
+    ConfigError naming the value otherwise."""
+    if os.path.exists(checkpoint):
+        return load_config(checkpoint)
+    if str(checkpoint) in HUB_CONFIGS:
+        return HUB_CONFIGS[str(checkpoint)]()
+    raise ConfigError(
+        f"model.checkpoint = {str(checkpoint)!r} is neither a local checkpoint directory nor a known hub id "
+        f"({', '.join(HUB_CONFIGS)})"
+    )

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shuffle_r1_jax.checkpoint.hf_names import alternative_names, hf_to_ours, rules_with_variables
 from shuffle_r1_jax.checkpoint.orbax_params import is_orbax_params_dir, restore_params
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, load_config
 from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
-from shuffle_r1_jax.parallel.sharding import param_shardings
+from shuffle_r1_jax.models.qwen2_5_vl.params import alternative_names, hf_to_ours, rules_with_variables
+from shuffle_r1_jax.parallel.sharding import DEFAULT_RULES, Rules, param_shardings
 
 
 def abstract_model(
@@ -69,6 +69,7 @@ def load_pretrained(
     remat: str = "none",
     shardings: nnx.State | None = None,
     mesh=None,
+    rules: Rules = DEFAULT_RULES,
 ) -> tuple[Qwen25VL, Qwen25VLConfig]:
     """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards), or a directory
     converted by `scripts/convert_hf_to_orbax.py` (config.json + orbax `params/`).
@@ -76,7 +77,7 @@ def load_pretrained(
     dtype: compute dtype of the returned model; param_dtype: storage dtype of its parameters (None = dtype; a
     trainer keeps fp32 master parameters under bf16 compute); attention_impl, remat: see `Qwen25VL`. Tensors are
     read one at a time and put on device
-    (with the `NamedSharding` from `shardings` or, given a `mesh`, from the default logical-axis rules), so the
+    (with the `NamedSharding` from `shardings` or, given a `mesh`, from the logical-axis `rules`), so the
     host never holds the whole model twice. Accepts the hub names and the `model.visual.*` /
     `model.language_model.*` names; `lm_head.weight` may be absent when the embeddings are tied.
     Raises `CheckpointError` naming a missing or misshaped tensor.
@@ -88,7 +89,7 @@ def load_pretrained(
     )  # fmt: skip
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
-        shardings = param_shardings(state, mesh)
+        shardings = param_shardings(state, mesh, rules)
     if is_orbax_params_dir(path):
         return _load_orbax(path, graphdef, state, shardings), config
     checkpoint = SafetensorsCheckpoint(path)

@@ -53,6 +53,18 @@ class ModelInputs:
     vision: VisionInputs | None = None
     image_token_slot: jax.Array | None = None
 
+    def take_rows(self, rows) -> "ModelInputs":
+        """The prompts `rows` (`int[K]`, repeats allowed) of this batch; the vision batch is kept whole, so the
+        taken rows' image slots still point at their images."""
+        return dataclasses.replace(
+            self,
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            position_ids=self.position_ids[:, rows],
+            rope_deltas=self.rope_deltas[rows],
+            image_token_slot=None if self.image_token_slot is None else self.image_token_slot[rows],
+        )
+
 
 REMAT_POLICIES = {
     "none": None,

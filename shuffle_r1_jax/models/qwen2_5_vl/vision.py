@@ -6,7 +6,6 @@ Shapes: images B, patch slots per image L = windows_per_image * window_patches, 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from shuffle_r1_jax.models.qwen2_5_vl.attention import dot_product_attention

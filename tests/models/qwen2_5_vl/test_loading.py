@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from shuffle_r1_jax.checkpoint.hf_names import hf_to_ours, ours_to_hf, tensor_rules
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
 from shuffle_r1_jax.models.qwen2_5_vl import forward_logits, load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl.params import hf_to_ours, ours_to_hf, tensor_rules
 from tests.models.qwen2_5_vl.hf_reference import build_sample, hf_logits, pad_batch, random_pixels
 
 

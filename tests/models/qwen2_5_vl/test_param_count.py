@@ -4,7 +4,12 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from shuffle_r1_jax.models.qwen2_5_vl import abstract_model, count_parameters, qwen2_5_vl_3b_config, qwen2_5_vl_7b_config
+from shuffle_r1_jax.models.qwen2_5_vl import (
+    abstract_model,
+    count_parameters,
+    qwen2_5_vl_3b_config,
+    qwen2_5_vl_7b_config,
+)
 from tests.models.qwen2_5_vl.test_config import HUB_3B
 
 

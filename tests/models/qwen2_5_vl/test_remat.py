@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from shuffle_r1_jax.checkpoint.tiny import PRESETS
+from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS
 from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VLConfig, abstract_model
 from shuffle_r1_jax.models.qwen2_5_vl.config import TextConfig
 from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask

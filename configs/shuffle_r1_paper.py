@@ -1,0 +1,54 @@
+"""Shuffle-R1's paper runs (spec: shuffle_r1.md): Qwen2.5-VL-3B or -7B-Instruct on Geometry3K or MMRL30k, with
+the paper's hyperparameters (`base_config`), bf16 compute, the math prompt and reward, 20 epochs.
+
+    huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir models/Qwen2.5-VL-7B-Instruct
+    huggingface-cli download hiyouga/geometry3k --repo-type dataset --local-dir data/geometry3k
+    python -m shuffle_r1_jax.train --config configs/shuffle_r1_paper.py:model=7b,dataset=geo3k \\
+        --config.model.checkpoint=models/Qwen2.5-VL-7B-Instruct --workdir runs/geo3k_7b
+
+Arguments (after the file name, comma-separated key=value):
+  model      3b | 7b (default 3b). model.checkpoint defaults to the hub id, which the trainer cannot load:
+             give a local directory. The memory planner reads the dimensions from the hub id.
+  dataset    geo3k | mmrl30k (default geo3k): data.train / data.val default to data/<name>@train / @test (the
+             layout of the download above) and train.total_steps to 20 epochs of 512 prompts.
+  algorithm  any rl.algorithm (default shuffle_r1). grpo and dapo sample n = 8 (the paper compares at the same
+             update rollout size: Shuffle-R1 samples 16 and keeps half).
+
+Memory (scripts/memory_plan.py with this file, BUILD_NOTES "Memory plan"): on 8 x 80 GiB devices, FSDP over all
+of them, chunked attention, remat "full", 32 prompts per sampler call and 8-row micro-batches (one row per
+device): the 3B step peaks at 33 GiB per device. The 7B step is planned at 83 GiB on the CPU compiler (3 GiB
+over; a GPU compile keeps no fp32 copies of bf16 weights, not yet measured); neither tensor parallelism nor
+smaller micro-batches help it (BUILD_NOTES).
+"""
+
+from shuffle_r1_jax.train.defaults import base_config, parse_config_arg
+
+MODELS = {"3b": "Qwen/Qwen2.5-VL-3B-Instruct", "7b": "Qwen/Qwen2.5-VL-7B-Instruct"}
+# training examples: Geometry3K's train split; MMRL30k (2.1k Geometry3K + 27k MM-Eureka problems, rounded)
+DATASETS = {"geo3k": ("data/geometry3k", 2101), "mmrl30k": ("data/MMRL30k", 30000)}
+EPOCHS = 20
+
+
+def get_config(arg: str | None = None):
+    args = parse_config_arg(arg, model="3b", dataset="geo3k", algorithm="shuffle_r1")
+    if args.model not in MODELS:
+        raise ValueError(f"config argument model={args.model!r}; expected one of {sorted(MODELS)}")
+    if args.dataset not in DATASETS:
+        raise ValueError(f"config argument dataset={args.dataset!r}; expected one of {sorted(DATASETS)}")
+    c = base_config()
+    c.model.checkpoint = MODELS[args.model]
+    c.model.dtype = "bfloat16"
+    path, examples = DATASETS[args.dataset]
+    c.data.train, c.data.val = f"{path}@train", f"{path}@test"
+    c.data.prompt_format = "math"
+    c.reward.name = "math"
+    c.rl.algorithm = args.algorithm
+    c.rollout.n = 8 if args.algorithm in ("grpo", "dapo") else 16
+    c.train.total_steps = EPOCHS * (examples // c.data.rollout_batch_prompts)
+    # what the memory plan found for 8 x 80 GiB devices (the same for both sizes)
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    c.model.attention_impl = "chunked"
+    c.model.remat = "full"
+    c.rollout.prompts_per_sampler_call = 32
+    c.train.micro_batch_rows = 8
+    return c

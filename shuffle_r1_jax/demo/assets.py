@@ -1,0 +1,118 @@
+"""The demo's `setup`: its assets, built once per settings under `demo.cache_dir`: a tiny HF-format checkpoint,
+the synthetic dataset, and the warmed-up starting policy (`demo.warmup`). Each directory appears atomically, so
+a run killed while building starts that part again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
+from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
+from shuffle_r1_jax.demo.synthetic import write_synthetic_dataset
+from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS, make_tiny_checkpoint
+from shuffle_r1_jax.demo.warmup import supervised_finetune, warmup_responses
+from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl.saving import save_hf_checkpoint
+from shuffle_r1_jax.processing.batch import BucketConfig
+from shuffle_r1_jax.processing.prompts import PromptEncoder
+
+logger = logging.getLogger(__name__)
+
+
+def _settings_key(config: ConfigDict) -> str:
+    d = config.demo
+    settings = dict(seed=d.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
+                    difficulty_weights=list(d.difficulty_weights),
+                    warmup_steps=d.warmup_steps, warmup_batch=d.warmup_batch, warmup_lr=d.warmup_lr,
+                    warmup_correct_fraction=d.warmup_correct_fraction,
+                    prompt_format=config.data.prompt_format, preset=d.preset, version=2)  # fmt: skip
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _build_once(path: Path, build) -> Path:
+    """Runs build(tmp_dir) unless `path` exists; the directory appears atomically (rename when complete)."""
+    if path.exists():
+        return path
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def check_demo_section(d: ConfigDict) -> None:
+    """ValueError naming the `demo` key whose value cannot build assets."""
+    checks = [
+        (d.preset in PRESETS, f"demo.preset = {d.preset!r}; expected one of {sorted(PRESETS)}"),
+        (d.num_train >= 1 and d.num_val >= 1, f"demo.num_train = {d.num_train}, demo.num_val = {d.num_val} must be >= 1"),
+        (d.image_size >= 28, f"demo.image_size = {d.image_size} must be >= 28 (one merged image token)"),
+        (len(d.difficulty_weights) == 3 and min(d.difficulty_weights) >= 0 and sum(d.difficulty_weights) > 0,
+         f"demo.difficulty_weights = {tuple(d.difficulty_weights)} must be 3 non-negative shares, not all 0"),
+        (d.warmup_steps >= 0 and d.warmup_batch >= 1,
+         f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1"),
+        (d.warmup_lr > 0, f"demo.warmup_lr = {d.warmup_lr} must be > 0"),
+        (0 <= d.warmup_correct_fraction <= 1, f"demo.warmup_correct_fraction = {d.warmup_correct_fraction} must be in [0, 1]"),
+    ]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
+def build_assets(config: ConfigDict) -> dict[str, str]:
+    """The demo config's `setup`: builds (or finds) the demo assets for `config.demo` and returns the config
+    keys that point at them: {"model.checkpoint", "data.train", "data.val"}."""
+    d = config.demo
+    check_demo_section(d)
+    root = Path(os.path.expanduser(d.cache_dir)) / _settings_key(config)
+    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=d.seed))
+    data = _build_once(
+        root / "data",
+        lambda out: write_synthetic_dataset(
+            out, d.num_train, d.num_val, d.seed, image_size=d.image_size, difficulty_weights=tuple(d.difficulty_weights)
+        ),
+    )
+
+    def warm_up(out: Path) -> None:
+        logger.info("demo: supervised warm-up of the starting policy (%d steps), once", d.warmup_steps)
+        model, model_config = load_pretrained(base, jnp.float32)
+        encoder = PromptEncoder.from_checkpoint(base, prompt_format=config.data.prompt_format, max_prompt_length=config.data.max_prompt_length)
+        batches = prompt_batches(
+            str(data / "train.parquet"), encoder, model_config,
+            PipelineConfig(batch_size=d.warmup_batch, seed=d.seed + 1),
+            buckets=BucketConfig(prompt_lengths=tuple(config.data.prompt_buckets)),
+        )  # fmt: skip
+        params = supervised_finetune(
+            nnx.graphdef(model),
+            nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+            batches,
+            warmup_responses(np.random.default_rng(d.seed), d.warmup_correct_fraction),
+            tokenizer=encoder.tokenizer,
+            eos_id=model_config.eos_token_id,
+            steps=d.warmup_steps,
+            learning_rate=d.warmup_lr,
+            max_response_tokens=config.rollout.max_new_tokens,
+            log=lambda step, loss: (step % 25 == 0 or step == d.warmup_steps - 1)
+            and logger.info("demo warm-up step %d/%d: loss %.3f", step + 1, d.warmup_steps, loss),
+        )
+        nnx.update(model, params)
+        copy_non_weight_files(base, out)
+        save_hf_checkpoint(model, out)
+
+    warm = _build_once(root / "warm", warm_up)
+    return {
+        "model.checkpoint": str(warm),
+        "data.train": str(data / "train.parquet"),
+        "data.val": str(data / "val.parquet"),
+    }

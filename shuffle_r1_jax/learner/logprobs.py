@@ -1,0 +1,122 @@
+"""Policy log-probs of rollouts: prompt + response sequences through the model, log-probs in chunks.
+
+The vocabulary projection runs over `chunk` response positions at a time under `jax.checkpoint`, so neither the
+forward nor the backward ever holds a full `[rows, response_length, vocab]` fp32 tensor. Traced under
+`jax.set_mesh(mesh)`, the rows' activations are sharded over the mesh's batch axes (when they divide).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
+from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
+from shuffle_r1_jax.parallel.sharding import constrain_rows
+from shuffle_r1_jax.rl.metrics import entropy_from_logits
+from shuffle_r1_jax.rollout.types import Rollouts
+
+
+def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Prompt + response sequences of the given rollout rows.
+
+    rows: `int32[B]` rollout row ids. Returns input_ids, attention_mask `int32[B, Lp + Lr]`, position_ids
+    `int32[3, B, Lp + Lr]` (responses continue each prompt's M-RoPE positions) and image_token_slot `[B, Lp + Lr]`.
+    """
+    prompts = rollouts.prompts
+    prompt_rows = rows // rollouts.samples_per_prompt
+    response_len = rollouts.tokens.shape[1]
+    ids = jnp.concatenate([prompts.input_ids[prompt_rows], rollouts.tokens[rows]], axis=1)
+    prompt_mask = prompts.attention_mask[prompt_rows]
+    mask = jnp.concatenate([prompt_mask, rollouts.mask[rows]], axis=1)
+    start = prompt_mask.sum(-1) + prompts.rope_deltas[prompt_rows]
+    response_pos = jnp.broadcast_to((start[:, None] + jnp.arange(response_len))[None], (3, len(rows), response_len))
+    positions = jnp.concatenate([prompts.position_ids[:, prompt_rows], response_pos.astype(jnp.int32)], axis=2)
+    if prompts.image_token_slot is None:
+        slots = None
+    else:
+        slots = jnp.concatenate(
+            [prompts.image_token_slot[prompt_rows], jnp.full((len(rows), response_len), -1, jnp.int32)], axis=1
+        )
+    return ids, mask, positions, slots
+
+
+def response_logprobs(
+    model: Qwen25VL,
+    rollouts: Rollouts,
+    rows: jax.Array,
+    *,
+    temperature: float,
+    chunk: int,
+    image_features: jax.Array | None = None,
+    with_entropy: bool = False,
+) -> tuple[jax.Array, jax.Array | None]:
+    """log_softmax(logits / temperature) of each response token of `rows`, and optionally the entropy.
+
+    image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
+    None and the prompts have images, the vision tower runs here (and is differentiated).
+    Returns (`float32[B, Lr]`, `float32[B, Lr]` or None).
+    """
+    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
+    vision = rollouts.prompts.vision if image_features is None else None
+    embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
+    hidden, _ = model.decode(embeds, positions, causal_mask(mask))
+    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
+    # position prompt_len - 1 + j predicts response token j
+    predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
+    targets = rollouts.tokens[rows]
+    n_chunks = -(-response_len // chunk)
+    pad = n_chunks * chunk - response_len
+    predictors = jnp.pad(predictors, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+
+    @jax.checkpoint
+    def one_chunk(args):
+        h, t = args
+        logits = model.logits(h).astype(jnp.float32) / temperature
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), t[..., None], -1)[..., 0]
+        ent = entropy_from_logits(logits) if with_entropy else jnp.zeros_like(logp)
+        return logp, ent
+
+    def split(x):
+        return jnp.moveaxis(x.reshape(x.shape[0], n_chunks, chunk, *x.shape[2:]), 1, 0)
+
+    logp, ent = jax.lax.map(one_chunk, (split(predictors), split(targets)))
+
+    def merge(x):
+        return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], n_chunks * chunk)[:, :response_len]
+
+    return merge(logp), (merge(ent) if with_entropy else None)
+
+
+def rollout_logprobs(
+    graphdef: nnx.GraphDef,
+    params,
+    rollouts: Rollouts,
+    image_features: jax.Array | None,
+    *,
+    micro_batch_rows: int,
+    temperature: float,
+    chunk: int,
+) -> jax.Array:
+    """Log-probs of every rollout's response tokens under `params`, `micro_batch_rows` rows at a time (the old
+    and reference log-probs of a step; jittable with the keywords and `graphdef` static).
+
+    Args:
+      graphdef, params: the split model (params a pure dict).
+      rollouts: the rollout batch, R rows; `micro_batch_rows` must divide R.
+      image_features: the merged-token features of `rollouts.prompts.vision` (frozen vision tower), or None.
+      micro_batch_rows, temperature, chunk: rows per pass, sampling temperature, positions per vocabulary chunk.
+
+    Returns:
+      float32 `[R, Lr]`, rows sharded over the batch axes under a context mesh.
+    """
+    rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro_batch_rows)
+
+    def micro_batch(r):  # merged inside the mapped body: remat layers cannot cross trace levels
+        model = nnx.merge(graphdef, params)
+        return response_logprobs(model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features)[0]
+
+    logp = jax.lax.map(micro_batch, rows)
+    return constrain_rows(logp.reshape(rollouts.tokens.shape))

@@ -1,0 +1,142 @@
+"""One optimizer step of the policy over a mini-batch of rollout rows, with gradient accumulation.
+
+The mini-batch's rows are split into equal micro-batches scanned in order; every micro-batch's loss is
+normalised by the WHOLE mini-batch's valid-token (or sequence) count, so the summed micro-batch gradients are
+exactly the gradient of the full mini-batch. A non-finite loss or gradient skips the update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from shuffle_r1_jax.learner.logprobs import Rollouts, response_logprobs
+from shuffle_r1_jax.rl.aggregation import count_sequences, count_tokens
+from shuffle_r1_jax.rl.kl import kl_loss
+from shuffle_r1_jax.rl.metrics import masked_mean
+from shuffle_r1_jax.rl.policy_loss import ppo_policy_loss
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """clip_low / clip_high: PPO clip ranges (DAPO clip-higher: 0.2 / 0.28); dual_clip: c for A < 0 (None off);
+    ratio_level: "token" (PPO) or "sequence" (GSPO); agg_mode: see `rl.aggregation`; norm_constant: for
+    seq-mean-token-sum-norm; kl_coef / kl_kind: KL-to-reference loss (0 = off); temperature: the sampling
+    temperature log-probs are computed at; logprob_chunk: response positions per vocabulary chunk."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = 3.0
+    ratio_level: str = "token"
+    agg_mode: str = "token-mean"
+    norm_constant: float | None = None
+    kl_coef: float = 0.0
+    kl_kind: str = "k3"
+    temperature: float = 1.0
+    logprob_chunk: int = 256
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class UpdateTargets:
+    """Per-rollout training targets: advantages `float32[R, Lr]`, old_logprobs `float32[R, Lr]`,
+    ref_logprobs `float32[R, Lr]` or None, image_features (frozen tower's merged-token features) or None."""
+
+    advantages: jax.Array
+    old_logprobs: jax.Array
+    ref_logprobs: jax.Array | None = None
+    image_features: jax.Array | None = None
+
+
+def _micro_loss(params, graphdef, rollouts, targets, rows, valid, num_tokens, num_sequences, cfg: LossConfig):
+    model = nnx.merge(graphdef, params)
+    logp, entropy = response_logprobs(
+        model,
+        rollouts,
+        rows,
+        temperature=cfg.temperature,
+        chunk=cfg.logprob_chunk,
+        image_features=targets.image_features,
+        with_entropy=True,
+    )
+    mask = rollouts.mask[rows] * valid[:, None]
+    loss, metrics = ppo_policy_loss(
+        logp,
+        targets.old_logprobs[rows],
+        targets.advantages[rows],
+        mask,
+        clip_low=cfg.clip_low,
+        clip_high=cfg.clip_high,
+        dual_clip=cfg.dual_clip,
+        ratio_level=cfg.ratio_level,
+        agg_mode=cfg.agg_mode,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        norm_constant=cfg.norm_constant,
+    )
+    if cfg.kl_coef > 0:
+        kl, kl_metrics = kl_loss(
+            logp, targets.ref_logprobs[rows], mask, kind=cfg.kl_kind, agg_mode=cfg.agg_mode,
+            num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=cfg.norm_constant,
+        )  # fmt: skip
+        loss = loss + cfg.kl_coef * kl
+        metrics = {**metrics, **kl_metrics}
+    metrics = {**metrics, "entropy": masked_mean(jax.lax.stop_gradient(entropy), mask)}
+    return loss, (metrics, jnp.sum(mask))
+
+
+def update_minibatch(
+    graphdef: nnx.GraphDef,
+    params: Params,
+    opt_state: optax.OptState,
+    optimizer: optax.GradientTransformation,
+    rollouts: Rollouts,
+    targets: UpdateTargets,
+    rows: jax.Array,
+    valid: jax.Array,
+    *,
+    micro_batches: int,
+    cfg: LossConfig,
+) -> tuple[Params, optax.OptState, dict]:
+    """One optimizer step over the mini-batch `rows` (`int32[M]`, rollout row ids; `valid` `bool[M]`).
+
+    M must divide into `micro_batches` equal micro-batches. Returns (params, opt_state, metrics): float32
+    scalar metrics, token-weighted over the mini-batch (pg_loss is the mini-batch loss), plus grad_norm and
+    `update_skipped` (1.0 when the loss or gradient was not finite and the parameters were left unchanged).
+    """
+    if rows.shape[0] % micro_batches:
+        raise ValueError(f"mini-batch of {rows.shape[0]} rows does not split into {micro_batches} micro-batches")
+    mask = rollouts.mask[rows] * valid[:, None]
+    num_tokens, num_sequences = count_tokens(mask), count_sequences(mask)
+    micro_rows = rows.reshape(micro_batches, -1)
+    micro_valid = valid.reshape(micro_batches, -1)
+    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+
+    def accumulate(carry, micro):
+        grads, loss = carry
+        (micro_loss, (metrics, tokens)), micro_grads = grad_fn(
+            params, graphdef, rollouts, targets, micro[0], micro[1], num_tokens, num_sequences, cfg
+        )
+        return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, loss), (micro_metrics, micro_tokens) = jax.lax.scan(
+        accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_rows, micro_valid)
+    )
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_params, params)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
+    weight = micro_tokens / jnp.maximum(jnp.sum(micro_tokens), 1.0)
+    metrics = {k: jnp.sum(v * weight) for k, v in micro_metrics.items() if k != "pg_loss"}
+    metrics.update(pg_loss=loss, grad_norm=grad_norm, update_skipped=1.0 - finite.astype(jnp.float32))
+    return params, opt_state, metrics

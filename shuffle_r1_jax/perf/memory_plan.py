@@ -1,0 +1,385 @@
+"""Per-device memory of one training step, from the run's own config, before renting hardware: the trainer's
+programs (`train.programs.build_step_programs`) are lowered on abstract inputs, compiled, and XLA's accounting
+is read; nothing is run and no weight is allocated.
+
+The model is built abstractly (`nnx.eval_shape`), its parameters get the shardings of the config's `mesh.rules`,
+and each program `Trainer.train_step` runs is lowered on `jax.ShapeDtypeStruct` inputs that carry the trainer's
+shardings (prompt and rollout rows over data x fsdp), under the mesh as the trainer traces them:
+
+  image_features   the vision tower once over the rollout batch's images (with the frozen vision tower its
+                   output also feeds the log-prob and train programs);
+  sampler_prefill  the decoder over one sampler call's prompts (rollout.prompts_per_sampler_call) with the image
+                   features placed; allocates the KV cache (prompt bucket + response) and copies each prompt's
+                   rows n times;
+  sampler_decode   the while-loop of one-token steps over the donated KV cache;
+  old_logprobs     the policy's log-probs of every rollout, micro-batch by micro-batch;
+  train_step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
+                   parameters and optimizer state donated, the whole rollout batch resident.
+
+A program's peak is XLA's figure (arguments + outputs - aliased + temporaries when XLA gives none). A phase's
+peak puts in place of the program's arguments everything on the device while it runs: jit drops inputs a
+program does not read, but they stay allocated, and the optimizer state and rollout batch stay all step.
+The data's shapes are assumptions the config does not hold: the prompt length is the largest prompt bucket
+and each prompt has `images_per_prompt` square images of about `image_tokens` merged tokens.
+
+On CPU the programs are compiled with XLA:CPU's memory-optimized scheduler: its default schedules each layer's
+recomputation next to its forward pass, so remat would show no saving (BUILD_NOTES, "Memory plan").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from shuffle_r1_jax.learner.optimizer import make_optimizer
+from shuffle_r1_jax.learner.update import UpdateTargets
+from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, VisionInputs, abstract_model
+from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
+from shuffle_r1_jax.parallel.mesh_config import build_mesh
+from shuffle_r1_jax.parallel.sharding import BATCH_AXES, mirror_shardings, param_shardings
+from shuffle_r1_jax.rl.selection import rows_per_prompt
+from shuffle_r1_jax.rollout.types import Rollouts
+from shuffle_r1_jax.train.programs import SpecialTokens, build_step_programs
+from shuffle_r1_jax.train.settings import RunSettings
+
+GiB = 2**30
+PROGRAMS = ("image_features", "sampler_prefill", "sampler_decode", "old_logprobs", "train_step")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShapes:
+    """What the plan assumes of the data: images per prompt (0 = text only) and merged tokens per image."""
+
+    images_per_prompt: int = 1
+    image_tokens: int = 1024
+
+
+@dataclasses.dataclass
+class ProgramMemory:
+    """One compiled program: XLA's per-device byte counts (or the reason it did not compile), and `resident`, the
+    bytes on the device while it runs: its inputs (those it reads are its arguments; jit drops the others) and
+    what the step keeps there meanwhile (the optimizer state, the rollout batch)."""
+
+    name: str
+    shape: str
+    resident: int
+    stats: Any = None
+    error: str | None = None
+    compile_s: float = 0.0
+
+    @property
+    def peak(self) -> int | None:
+        """Per-device peak of the program alone (XLA's figure, else arguments + outputs - aliased + temp)."""
+        if self.stats is None:
+            return None
+        s = self.stats
+        estimate = s.argument_size_in_bytes + s.output_size_in_bytes - s.alias_size_in_bytes + s.temp_size_in_bytes
+        return max(getattr(s, "peak_memory_in_bytes", 0) or 0, estimate)
+
+    @property
+    def phase_peak(self) -> int | None:
+        """Per-device peak of the phase: the program's peak with its arguments replaced by all resident bytes."""
+        return None if self.peak is None else self.peak - self.stats.argument_size_in_bytes + self.resident
+
+
+@dataclasses.dataclass
+class MemoryPlan:
+    """The per-device figures of one plan (bytes) and what they are of."""
+
+    settings: RunSettings
+    data: DataShapes
+    model_name: str
+    num_params: int
+    devices: str
+    params: int
+    opt_state: int
+    kv_cache: int
+    rollouts: int
+    programs: list[ProgramMemory]
+
+    def program(self, name: str) -> ProgramMemory:
+        return next(p for p in self.programs if p.name == name)
+
+
+def bytes_per_device(tree) -> int:
+    """Bytes one device holds of a tree of sharded `ShapeDtypeStruct`s (the largest shard of each leaf)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+        total += math.prod(shape) * leaf.dtype.itemsize
+    return total
+
+
+def _fitting_spec(mesh: Mesh, shape: tuple[int, ...], spec: PartitionSpec) -> PartitionSpec:
+    """`spec` with every dimension that does not divide by its mesh axes replicated instead."""
+    out = []
+    for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+        ways = math.prod(mesh.shape[a] for a in names)
+        out.append(axes if names and size % ways == 0 else None)
+    return PartitionSpec(*out)
+
+
+def _array(mesh: Mesh, shape: tuple[int, ...], dtype, rows_axis: int | None = None) -> jax.ShapeDtypeStruct:
+    """An abstract array with dimension `rows_axis` over the batch axes (None: replicated); a dimension that does
+    not divide is replicated, as the trainer's placement does."""
+    spec = PartitionSpec() if rows_axis is None else PartitionSpec(*([None] * rows_axis), BATCH_AXES)
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, _fitting_spec(mesh, shape, spec)))
+
+
+def _with_shardings(tree, shardings):
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
+
+
+def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
+    """(merged tokens, patch slots) of one square image with about `image_tokens` merged tokens, laid out in
+    attention windows as `layout.layout_images` does."""
+    v = config.vision
+    side = math.isqrt(image_tokens - 1) + 1 if image_tokens > 0 else 0
+    windows = math.ceil(side / v.window_merged) ** 2
+    return side * side, windows * v.window_patches
+
+
+def abstract_prompts(config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: int, data: DataShapes) -> ModelInputs:
+    """A left-padded prompt batch as the data pipeline feeds it, prompt rows over the batch axes."""
+    vision, slots = None, None
+    if data.images_per_prompt > 0:
+        _, patch_slots = vision_slots(config, data.image_tokens)
+        images = prompts * data.images_per_prompt
+        vision = VisionInputs(
+            patches=_array(mesh, (images, patch_slots, config.vision.patch_dim), jnp.float32, 0),
+            patch_pos=_array(mesh, (images, patch_slots, 2), jnp.int32, 0),
+            patch_valid=_array(mesh, (images, patch_slots), jnp.bool_, 0),
+        )
+        slots = _array(mesh, (prompts, length), jnp.int32, 0)
+    return ModelInputs(
+        input_ids=_array(mesh, (prompts, length), jnp.int32, 0),
+        attention_mask=_array(mesh, (prompts, length), jnp.int32, 0),
+        position_ids=_array(mesh, (3, prompts, length), jnp.int32, 1),
+        rope_deltas=_array(mesh, (prompts,), jnp.int32, 0),
+        vision=vision,
+        image_token_slot=slots,
+    )
+
+
+def _compiler_options() -> dict[str, str]:
+    """On CPU, XLA's memory-optimized scheduler (see the module docstring)."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
+def _compile(name: str, shape: str, lower: Callable[[], Any], resident, mesh: Mesh, log) -> ProgramMemory:
+    """Lowers (under `mesh`, as the trainer traces its step) and compiles one program; a failure is recorded (its
+    first line), not raised. resident: the abstract arrays on the device while it runs."""
+    log(f"compiling {name} ({shape}) ...")
+    resident = bytes_per_device(resident)
+    start = time.perf_counter()
+    try:
+        with jax.set_mesh(mesh):
+            lowered = lower()
+        stats = lowered.compile(compiler_options=_compiler_options()).memory_analysis()
+    except Exception as err:  # noqa: BLE001 - any lowering/compile failure is a finding to report
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        log(f"  {name} did not compile: {type(err).__name__}: {message}")
+        elapsed = time.perf_counter() - start
+        return ProgramMemory(name, shape, resident, error=f"{type(err).__name__}: {message}", compile_s=elapsed)
+    result = ProgramMemory(name, shape, resident, stats=stats, compile_s=time.perf_counter() - start)
+    log(f"  {name}: phase peak {format_gib(result.phase_peak)} GiB per device (compile {result.compile_s:.0f} s)")
+    return result
+
+
+def plan_memory(
+    settings: RunSettings,
+    config: Qwen25VLConfig,
+    *,
+    model_name: str,
+    data: DataShapes = DataShapes(),
+    programs: tuple[str, ...] = PROGRAMS,
+    log: Callable[[str], None] = print,
+) -> MemoryPlan:
+    """Compiles the step's programs for `settings` (a model of `config`) on abstract inputs; returns the figures.
+
+    The mesh is `settings.mesh` over this process's devices (simulated CPU devices give the CPU compiler's
+    figures for the same programs and shardings).
+    """
+    unknown = set(programs) - set(PROGRAMS)
+    if unknown:
+        raise ValueError(f"programs: unknown {sorted(unknown)}; expected some of {PROGRAMS}")
+    tokens_per_prompt = vision_slots(config, data.image_tokens)[0] * data.images_per_prompt
+    length = settings.data.buckets.max_prompt_length
+    if tokens_per_prompt >= length:
+        raise ValueError(
+            f"{data.images_per_prompt} image(s) of {data.image_tokens} tokens do not fit in the largest prompt "
+            f"bucket {length} (data.prompt_buckets)"
+        )
+    m, rollout, train = settings.model, settings.rollout, settings.train
+    mesh = build_mesh(settings.mesh)
+    model = abstract_model(config, dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl,
+                           remat=m.remat)  # fmt: skip
+    state = nnx.state(model, nnx.Param)
+    param_sharding_tree = nnx.to_pure_dict(param_shardings(state, mesh, settings.mesh.rules))
+    params = _with_shardings(nnx.to_pure_dict(state), param_sharding_tree)
+    graphdef = nnx.graphdef(model)
+    optimizer = make_optimizer(settings.optimizer, params)
+    opt_abstract = jax.eval_shape(optimizer.init, params)
+    opt_sharding_tree = mirror_shardings(opt_abstract, params, param_sharding_tree, mesh)
+    opt_state = _with_shardings(opt_abstract, opt_sharding_tree)
+    step = build_step_programs(settings, graphdef, mesh, optimizer, SpecialTokens.of(config),
+                               param_shardings=param_sharding_tree, opt_shardings=opt_sharding_tree)  # fmt: skip
+    t = config.text
+    prompts_total = settings.data.rollout_batch_prompts
+    rows_total = prompts_total * rollout.n
+    sampler_prompts = rollout.prompts_per_sampler_call or prompts_total
+    capacity = length + rollout.max_new_tokens
+    log(f"{model_name}: {count(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))} parameters; mesh "
+        f"{dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} devices")  # fmt: skip
+
+    prompts = abstract_prompts(config, mesh, prompts_total, length, data)
+    response = (rows_total, rollout.max_new_tokens)
+    rollouts = Rollouts(
+        prompts=prompts,
+        tokens=_array(mesh, response, jnp.int32, 0),
+        mask=_array(mesh, response, jnp.int32, 0),
+        sampler_logprobs=_array(mesh, response, jnp.float32, 0),
+    )
+    cache_shape = (sampler_prompts * rollout.n, capacity, t.num_key_value_heads, t.head_dim)
+    cache_sharding = NamedSharding(mesh, _fitting_spec(mesh, cache_shape, PartitionSpec(BATCH_AXES, None, "tensor")))
+    caches = [
+        LayerKVCache(
+            k=jax.ShapeDtypeStruct(cache_shape, m.dtype, sharding=cache_sharding),
+            v=jax.ShapeDtypeStruct(cache_shape, m.dtype, sharding=cache_sharding),
+            end=_array(mesh, (), jnp.int32),
+        )
+        for _ in range(t.num_hidden_layers)
+    ]
+    results: list[ProgramMemory] = []
+    features = None
+    if prompts.vision is not None:
+        images, slots = prompts.vision.patch_valid.shape
+        features = _array(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), m.dtype, 0)
+        if "image_features" in programs:
+            results.append(_compile(
+                "image_features", f"{images} images", lambda: step.image_features.lower(params, prompts.vision),
+                (params, opt_state, prompts), mesh, log,
+            ))  # fmt: skip
+    # one sampler call's prompts: the text fields of its rows; the image features are the whole batch's
+    sampler_inputs = dataclasses.replace(abstract_prompts(config, mesh, sampler_prompts, length, data), vision=None)
+    sampler_shape = f"{sampler_prompts} prompts x n={rollout.n}, cache {capacity} positions"
+    sampler_resident = (params, opt_state, prompts, features)
+    if "sampler_prefill" in programs:
+        results.append(_compile(
+            "sampler_prefill", sampler_shape,
+            lambda: step.sampler.prefill_program.lower(params, sampler_inputs, features, capacity=capacity,
+                                                       n=rollout.n),
+            (sampler_resident, sampler_inputs), mesh, log,
+        ))  # fmt: skip
+    if "sampler_decode" in programs:
+        logits = _array(mesh, (sampler_prompts * rollout.n, t.vocab_size), jnp.float32, 0)
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
+        results.append(_compile(
+            "sampler_decode", f"{sampler_shape}, {rollout.max_new_tokens} new tokens",
+            lambda: step.sampler.decode_program.lower(params, caches, logits, sampler_inputs.attention_mask,
+                                                      sampler_inputs.rope_deltas, key, n=rollout.n,
+                                                      max_new=rollout.max_new_tokens),
+            (sampler_resident, caches, logits, key), mesh, log,
+        ))  # fmt: skip
+    if not settings.optimizer.freeze_vision:
+        features = None  # a trained vision tower runs inside the log-prob and train programs
+    if "old_logprobs" in programs:
+        results.append(_compile(
+            "old_logprobs", f"{rows_total} rows, {train.logprob_micro_batch_rows} per pass",
+            lambda: step.logprobs.lower(params, rollouts, features), (params, opt_state, rollouts, features), mesh,
+            log,
+        ))  # fmt: skip
+    targets = UpdateTargets(
+        advantages=_array(mesh, response, jnp.float32, 0),
+        old_logprobs=_array(mesh, response, jnp.float32, 0),
+        ref_logprobs=_array(mesh, response, jnp.float32, 0) if settings.loss.kl_coef > 0 else None,
+        image_features=features,
+    )
+    mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
+    if "train_step" in programs:
+        rows, valid = _array(mesh, (mini_rows,), jnp.int32), _array(mesh, (mini_rows,), jnp.bool_)
+        shape = f"{mini_rows} rows in {train.micro_batches} micro-batches of {mini_rows // train.micro_batches}"
+        results.append(_compile(
+            "train_step", shape, lambda: step.update.lower(params, opt_state, rollouts, targets, rows, valid),
+            (params, opt_state, rollouts, targets, rows, valid), mesh, log,
+        ))  # fmt: skip
+    return MemoryPlan(
+        settings=settings, data=data, model_name=model_name,
+        num_params=sum(math.prod(p.shape) for p in jax.tree.leaves(params)),
+        devices=f"{mesh.devices.size} x {jax.devices()[0].platform}", params=bytes_per_device(params),
+        opt_state=bytes_per_device(opt_state), kv_cache=bytes_per_device(caches),
+        rollouts=bytes_per_device((rollouts, targets)), programs=results,
+    )  # fmt: skip
+
+
+def format_gib(x: int | None) -> str:
+    """Bytes as GiB: two decimals, or two significant digits below 0.01 GiB (tiny models)."""
+    if x is None:
+        return "-"
+    return f"{x / GiB:.2f}" if x >= 0.01 * GiB or x == 0 else f"{x / GiB:.2g}"
+
+
+def count(n: int) -> str:
+    """A parameter count as "3.75 B" or "1.12 M"."""
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
+    """The plan as markdown: what it is of, the resident figures, one row per program, the fits line."""
+    s = plan.settings
+    m, rollout = s.model, s.rollout
+    budget = device_memory_gib * GiB
+    mini = s.data.rollout_batch_prompts // s.train.num_minibatches
+    micro = s.data.rollout_batch_prompts * rows_per_prompt(s.rl.selection) // s.train.num_minibatches
+    micro //= s.train.micro_batches
+    lines = [
+        f"{plan.model_name}, {count(plan.num_params)} parameters; mesh (data, fsdp, tensor) = {s.mesh_shape} on "
+        f"{plan.devices}; compute {jnp.dtype(m.dtype).name}, parameters {jnp.dtype(m.param_dtype).name}, remat "
+        f"{m.remat}, attention {m.attention_impl}, vision {'frozen' if s.optimizer.freeze_vision else 'trained'}.",
+        f"Batch: {s.data.rollout_batch_prompts} prompts x n={rollout.n}, prompt {s.data.buckets.max_prompt_length} + "
+        f"response {rollout.max_new_tokens} tokens, {plan.data.images_per_prompt} image(s) of "
+        f"{plan.data.image_tokens} tokens per prompt, mini-batch {mini} prompts, micro-batch {micro} rows.",
+        "",
+        "| per device | GiB |",
+        "|---|---|",
+        f"| parameters | {format_gib(plan.params)} |",
+        f"| optimizer state (AdamW moments of trained parameters) | {format_gib(plan.opt_state)} |",
+        f"| KV cache (sampler) | {format_gib(plan.kv_cache)} |",
+        f"| rollout batch + targets (log-prob and train programs) | {format_gib(plan.rollouts)} |",
+        "",
+        "| program | shape | arguments | outputs | aliased | temp | code | program peak | resident | phase peak | "
+        f"fits {device_memory_gib:g} GiB | compile |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in plan.programs:
+        if p.stats is None:
+            lines.append(
+                f"| {p.name} | {p.shape} | did not compile: {p.error} | | | | | | | | no | {p.compile_s:.0f} s |"
+            )
+            continue
+        st = p.stats
+        fits = "yes" if p.phase_peak <= budget else "NO"
+        lines.append(
+            f"| {p.name} | {p.shape} | {format_gib(st.argument_size_in_bytes)} | {format_gib(st.output_size_in_bytes)} | "
+            f"{format_gib(st.alias_size_in_bytes)} | {format_gib(st.temp_size_in_bytes)} | "
+            f"{format_gib(st.generated_code_size_in_bytes)} | {format_gib(p.peak)} | {format_gib(p.resident)} | "
+            f"{format_gib(p.phase_peak)} | {fits} | {p.compile_s:.0f} s |"
+        )
+    peaks = [p.phase_peak for p in plan.programs if p.phase_peak is not None]
+    failed = [p.name for p in plan.programs if p.stats is None]
+    if peaks:
+        verdict = "fits" if max(peaks) <= budget and not failed else "does NOT fit"
+        note = f" ({', '.join(failed)} did not compile)" if failed else ""
+        lines += ["", f"Step peak per device: {format_gib(max(peaks))} GiB of {device_memory_gib:g} GiB: {verdict}{note}."]
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Metrics of one scored rollout batch, reduced over all processes: rewards, response lengths, truncation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes, local_rows
+from shuffle_r1_jax.rollout.types import ScoredRollouts
+from shuffle_r1_jax.sampling import FINISH_LENGTH
+
+
+def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
+    """Reward parts (`reward/<part>`, and `accuracy`), response lengths (`response_length/mean|max|min`), the
+    truncation ratio (`response_length/clip_ratio`) and reward failures by reason, over all processes' rows."""
+    lengths = gather_over_processes(local_rows(scored.rollouts.mask).sum(1))
+    # a process whose rewards all failed has only "overall": the names are agreed first, a missing part is 0
+    names = sorted({name for names in allgather_json(sorted(scored.parts)) for name in names})
+    zeros = np.zeros(len(scored.finish), np.float32)
+    parts = {name: gather_over_processes(np.asarray(scored.parts.get(name, zeros), np.float32)) for name in names}
+    finish = gather_over_processes(np.asarray(scored.finish))
+    metrics = {f"reward/{name}": float(np.mean(v)) for name, v in parts.items()}
+    if "accuracy" in parts:
+        metrics["accuracy"] = float(np.mean(parts["accuracy"]))
+    metrics.update(
+        {
+            "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+            "response_length/min": float(lengths.min()),
+            "response_length/clip_ratio": float(np.mean(finish == FINISH_LENGTH)),
+        }
+    )
+    reasons = sorted(scored.reward_failures)
+    failures = gather_over_processes(np.asarray([[scored.reward_failures[k] for k in reasons]]))
+    metrics.update({f"reward_failures/{k}": float(v) for k, v in zip(reasons, failures.sum(0))})
+    return metrics

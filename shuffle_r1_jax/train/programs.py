@@ -1,0 +1,157 @@
+"""The jitted programs of a training run, built in one place from the resolved settings.
+
+`build_step_programs` declares every program's static arguments (closed over), donation and output shardings
+once. The trainer calls them; the memory planner (`perf.memory_plan`) and the step benchmark
+(`perf.step_benchmark`) lower the very same objects on abstract inputs (`program.lower(...)`). Parameters are
+always arguments (a pure dict of arrays), never constants.
+
+  image_features     (params, vision) -> f[M, H]: the vision tower and merger once per rollout batch
+  sampler            `Sampler` whose `prefill_program` / `decode_program` run once per sampler call
+  advantages         (scores f32[R], mask i32[R, T]) -> Advantages ([P, n, T] and [P, n]): the estimator
+  select             (rollout advantages f32[P, n], key) -> (rows, valid, stats): the update batch, cut into
+                     `train.num_minibatches` lists of `int32[U / k]` rows and `bool[U / k]` valid flags
+  selection_metrics  (rollout advantages, rows, valid, mask) -> float32 scalars
+  logprobs           (params, rollouts, features) -> f32[R, T]: old and reference log-probs, micro-batched
+  update             (params, opt_state, rollouts, targets, rows, valid) -> (params, opt_state, metrics): one
+                     optimizer step; params and opt_state donated, outputs sharded like the inputs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from shuffle_r1_jax.learner.logprobs import rollout_logprobs
+from shuffle_r1_jax.learner.update import update_minibatch
+from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from shuffle_r1_jax.rl.advantages import advantages_from_scores
+from shuffle_r1_jax.rl.metrics import selection_metrics
+from shuffle_r1_jax.rl.selection import select_update_rows
+from shuffle_r1_jax.sampling import Sampler, SamplingConfig
+from shuffle_r1_jax.train.settings import RunSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialTokens:
+    """Token ids the samplers need: stop (end a response), forbidden (never sampled: image and video
+    placeholders), pad (written after a response ends)."""
+
+    stop: tuple[int, ...]
+    forbidden: tuple[int, ...]
+    pad: int
+
+    @classmethod
+    def of(cls, config: Qwen25VLConfig, tokenizer=None) -> "SpecialTokens":
+        """From the model config and, when given, the tokenizer (its eos and pad tokens)."""
+        stop = {config.eos_token_id}
+        if tokenizer is not None:
+            stop.add(int(tokenizer.eos_token_id))
+        pad = config.eos_token_id if tokenizer is None else int(tokenizer.pad_token_id)
+        return cls(tuple(sorted(stop)), (config.image_token_id, config.video_token_id), pad)
+
+    def sampling(self, temperature: float, top_p: float = 1.0, top_k: int = 0) -> SamplingConfig:
+        return SamplingConfig(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_token_ids=self.stop,
+            forbidden_token_ids=self.forbidden,
+            pad_token_id=self.pad,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPrograms:
+    """Every jitted program of one training step (see the module docstring for signatures)."""
+
+    image_features: Callable
+    sampler: Sampler
+    advantages: Callable
+    select: Callable
+    selection_metrics: Callable
+    logprobs: Callable
+    update: Callable
+
+
+def build_step_programs(
+    settings: RunSettings,
+    graphdef: nnx.GraphDef,
+    mesh: Mesh,
+    optimizer: optax.GradientTransformation,
+    tokens: SpecialTokens,
+    *,
+    param_shardings: Any,
+    opt_shardings: Any,
+) -> StepPrograms:
+    """The step's programs for `settings` over the model `graphdef` on `mesh`.
+
+    Args:
+      settings: the resolved run settings.
+      graphdef: the policy's graph definition (static in every program).
+      mesh: the device mesh the programs are traced under.
+      optimizer: the optax optimizer the update applies.
+      tokens: special token ids of the samplers.
+      param_shardings, opt_shardings: trees of `NamedSharding`s of the parameters and the optimizer state (the
+        update's outputs keep them).
+    """
+    rollout, loss, train = settings.rollout, settings.loss, settings.train
+
+    def image_features(params, vision):
+        return nnx.merge(graphdef, params).image_features(vision)
+
+    def advantages(scores, mask):
+        return advantages_from_scores(settings.rl.estimator, scores, mask, rollout.n)
+
+    def select(rollout_advantages, key):
+        rows, valid, stats = select_update_rows(rollout_advantages, settings.rl.selection, key)
+        return jnp.split(rows, train.num_minibatches), jnp.split(valid, train.num_minibatches), stats
+
+    def concatenated_selection_metrics(rollout_advantages, rows, valid, mask):
+        return selection_metrics(rollout_advantages, jnp.concatenate(rows), jnp.concatenate(valid), mask)
+
+    def logprobs(params, rollouts, features):
+        return rollout_logprobs(
+            graphdef,
+            params,
+            rollouts,
+            features,
+            micro_batch_rows=train.logprob_micro_batch_rows,
+            temperature=rollout.temperature,
+            chunk=loss.logprob_chunk,
+        )
+
+    def update(params, opt_state, rollouts, targets, rows, valid):
+        return update_minibatch(
+            graphdef, params, opt_state, optimizer, rollouts, targets, rows, valid,
+            micro_batches=train.micro_batches, cfg=loss,
+        )  # fmt: skip
+
+    sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return StepPrograms(
+        image_features=jax.jit(image_features),
+        sampler=Sampler(graphdef, sampling, mesh=mesh),
+        advantages=jax.jit(advantages),
+        select=jax.jit(select),
+        selection_metrics=jax.jit(concatenated_selection_metrics),
+        logprobs=jax.jit(logprobs),
+        update=jax.jit(
+            update,
+            donate_argnames=("params", "opt_state"),
+            out_shardings=(param_shardings, opt_shardings, replicated),
+        ),
+    )
+
+
+def build_eval_samplers(
+    settings: RunSettings, graphdef: nnx.GraphDef, mesh: Mesh, tokens: SpecialTokens
+) -> tuple[Sampler, Sampler]:
+    """The validation samplers: (sampled at `eval.temperature`, greedy)."""
+    sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature), mesh=mesh)
+    return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh)

@@ -1,0 +1,326 @@
+"""TrainCheckpointer: bit-exact round trips, sharded restores, retention of the last N plus the best, errors,
+and that a process SIGKILLed at random moments while saving always leaves a restorable latest step."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
+from shuffle_r1_jax.parallel.sharding import make_mesh
+from tests.train import checkpoint_kill_writer as writer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Tiny(nnx.Module):
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        self.layers = nnx.List([nnx.Linear(8, width, rngs=rngs), nnx.Linear(width, 8, rngs=rngs)])
+
+    def __call__(self, x):
+        return self.layers[1](jax.nn.relu(self.layers[0](x)))
+
+
+def _abstract_params(width: int = 16) -> nnx.State:
+    return nnx.state(nnx.eval_shape(lambda: _Tiny(width, nnx.Rngs(0))), nnx.Param)
+
+
+def _masked_adam() -> optax.GradientTransformation:
+    kernels_only = lambda tree: jax.tree.map(lambda x: x.ndim == 2, tree)  # noqa: E731
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.masked(optax.adam(1e-2), kernels_only))
+
+
+def _trained(tx: optax.GradientTransformation, steps: int = 2) -> tuple[nnx.State, optax.OptState]:
+    """Parameters and optimizer state after a few updates, so every moment is non-trivial."""
+    model = _Tiny(16, nnx.Rngs(1))
+    graphdef, params = nnx.split(model, nnx.Param)
+    opt_state = tx.init(params.to_pure_dict())
+    x = jax.random.normal(jax.random.key(2), (4, 8))
+
+    def loss(pure):
+        state = jax.tree.map(lambda v: v, params)
+        nnx.replace_by_pure_dict(state, pure)
+        return jnp.mean(nnx.merge(graphdef, state)(x) ** 2)
+
+    pure = params.to_pure_dict()
+    for _ in range(steps):
+        updates, opt_state = tx.update(jax.grad(loss)(pure), opt_state, pure)
+        pure = optax.apply_updates(pure, updates)
+    nnx.replace_by_pure_dict(params, pure)
+    return params, opt_state
+
+
+def _assert_trees_identical(actual, expected) -> None:
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+def _save(checkpointer, step, params, opt_state, *, metrics=None, best_score=None):
+    return checkpointer.save(
+        step, params, opt_state, jax.random.key(step), {"position": step}, best_score, metrics=metrics
+    )
+
+
+@pytest.mark.parametrize("make_tx", [lambda: optax.adamw(1e-2), _masked_adam], ids=["adamw", "masked_adam"])
+def test_round_trip_is_bit_identical(tmp_path, make_tx):
+    tx = make_tx()
+    params, opt_state = _trained(tx)
+    key = jax.random.split(jax.random.key(7))[1]
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert checkpointer.save(12, params, opt_state, key, {"epoch": 1, "order": [3, 1, 2]}, 0.625)
+
+    abstract = _abstract_params()
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert checkpointer.latest_step() == 12
+        restored = checkpointer.restore(
+            abstract_params=abstract, abstract_opt_state=jax.eval_shape(tx.init, abstract.to_pure_dict())
+        )
+    assert restored.step == 12
+    assert isinstance(restored.params, nnx.State)
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.opt_state, opt_state)
+    assert jax.random.key_impl(restored.rng_key) == jax.random.key_impl(key)
+    np.testing.assert_array_equal(jax.random.key_data(restored.rng_key), jax.random.key_data(key))
+    assert restored.data_state == {"epoch": 1, "order": [3, 1, 2]}
+    assert restored.best_score == 0.625
+
+
+def test_restore_onto_a_2x2x2_mesh(tmp_path):
+    tx = optax.adamw(1e-2)
+    params, opt_state = _trained(tx)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 3, params, opt_state)
+
+    mesh = make_mesh(2, 2, 2)
+
+    def sharded(leaf):
+        spec = PartitionSpec("fsdp", "tensor") if leaf.ndim == 2 else PartitionSpec()
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec))
+
+    abstract = jax.tree.map(sharded, _abstract_params())
+    abstract_opt = jax.tree.map(sharded, jax.eval_shape(tx.init, _abstract_params().to_pure_dict()))
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        restored = checkpointer.restore(abstract_params=abstract, abstract_opt_state=abstract_opt)
+    for got, target in zip(jax.tree.leaves(restored.params), jax.tree.leaves(abstract)):
+        assert got.sharding == target.sharding
+    for got, target in zip(jax.tree.leaves(restored.opt_state), jax.tree.leaves(abstract_opt)):
+        assert got.sharding == target.sharding
+    assert restored.params["layers"][0]["kernel"][...].sharding.spec == PartitionSpec("fsdp", "tensor")
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.opt_state, opt_state)
+
+    # Targets without shardings get the ones the arrays were saved with.
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 4, restored.params, restored.opt_state)
+        again = checkpointer.restore(abstract_params=_abstract_params(), abstract_opt_state=None)
+    for got, target in zip(jax.tree.leaves(again.params), jax.tree.leaves(abstract)):
+        assert got.sharding == target.sharding
+
+    explicit = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Explicit,))
+    array = jax.device_put(jnp.zeros((8, 16)), NamedSharding(explicit, PartitionSpec("x")))
+    abstract_mesh_target = jax.tree.map(lambda x: x, _abstract_params())
+    abstract_mesh_target["layers"][0]["kernel"] = nnx.Param(jax.eval_shape(lambda: array))
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        with pytest.raises(ValueError, match="parameter 'layers/0/kernel': its sharding .* is over an abstract mesh"):
+            checkpointer.restore(abstract_params=abstract_mesh_target, abstract_opt_state=None)
+
+
+def test_restore_without_optimizer_state(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2))
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        restored = checkpointer.restore(abstract_params=_abstract_params(), abstract_opt_state=None)
+    assert restored.opt_state is None
+    _assert_trees_identical(restored.params, params)
+
+
+def test_optimizer_state_without_arrays_round_trips(tmp_path):
+    tx = optax.sgd(1e-2)  # state: (EmptyState(), EmptyState())
+    params, opt_state = _trained(tx, steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        restored = checkpointer.restore(
+            abstract_params=_abstract_params(), abstract_opt_state=jax.eval_shape(tx.init, params.to_pure_dict())
+        )
+    assert jax.tree.structure(restored.opt_state) == jax.tree.structure(opt_state)
+
+
+@pytest.mark.parametrize("best_mode", ["max", "min"])
+def test_retention_keeps_last_n_and_the_best(tmp_path, best_mode):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    sign = 1.0 if best_mode == "max" else -1.0
+    scores = {1: 0.1, 2: 0.9, 3: 0.3, 4: 0.4, 5: None, 6: 0.6}  # step 5 was not validated
+    with TrainCheckpointer(tmp_path, keep_last=3, best_mode=best_mode) as checkpointer:
+        for step, score in scores.items():
+            metrics = {"train/loss": 1.0} if score is None else {"val/accuracy": sign * score}
+            assert _save(checkpointer, step, params, opt_state, metrics=metrics)
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [2, 4, 5, 6]
+        assert checkpointer.best_step() == 2
+
+    with TrainCheckpointer(tmp_path, keep_last=3, best_mode=best_mode) as checkpointer:
+        assert checkpointer.all_steps() == [2, 4, 5, 6]
+        assert checkpointer.best_step() == 2
+        assert checkpointer.metrics(2) == {"val/accuracy": sign * 0.9}
+        _save(checkpointer, 7, params, opt_state, metrics={"val/accuracy": sign * 0.95})
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [5, 6, 7]
+        assert checkpointer.best_step() == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["5", "6", "7"]
+
+
+def test_keep_best_off_keeps_only_the_last_n(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path, keep_last=2, keep_best=False) as checkpointer:
+        for step in range(1, 5):
+            _save(checkpointer, step, params, opt_state, metrics={"val/accuracy": 1.0 if step == 1 else 0.0})
+        checkpointer.wait_until_finished()
+        assert checkpointer.all_steps() == [3, 4]
+        assert checkpointer.best_step() is None
+
+
+def test_saved_arrays_may_be_donated_once_save_returns(tmp_path):
+    params = {"w": jnp.arange(1 << 20, dtype=jnp.float32)}
+    opt_state = {"m": jnp.full((1 << 20,), 3.0)}
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        params["w"].delete()
+        opt_state["m"].delete()
+        abstract = {"w": jax.ShapeDtypeStruct((1 << 20,), jnp.float32)}
+        restored = checkpointer.restore(abstract_params=abstract, abstract_opt_state={"m": abstract["w"]})
+    np.testing.assert_array_equal(restored.params["w"], np.arange(1 << 20, dtype=np.float32))
+    np.testing.assert_array_equal(restored.opt_state["m"], np.full((1 << 20,), 3.0, np.float32))
+
+
+def test_restore_casts_to_the_target_dtype(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), _abstract_params())
+        restored = checkpointer.restore(abstract_params=abstract, abstract_opt_state=None)
+    for got, saved in zip(jax.tree.leaves(restored.params), jax.tree.leaves(params)):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(got, saved.astype(jnp.bfloat16))
+
+
+def test_steps_at_or_below_the_latest_are_not_saved(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert _save(checkpointer, 5, params, opt_state)
+        assert not _save(checkpointer, 5, params, opt_state)
+        assert not _save(checkpointer, 4, params, opt_state)
+        assert checkpointer.all_steps() == [5]
+
+
+def test_incomplete_saves_and_deletions_are_ignored_and_removed(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        _save(checkpointer, 2, params, opt_state)
+    # What a kill leaves: a step still being written, and a step renamed away for deletion but not yet removed.
+    partial = tmp_path / "3.orbax-checkpoint-tmp-1234567"
+    (partial / "params").mkdir(parents=True)
+    (partial / "params" / "half_written").write_bytes(b"\0" * 10)
+    (tmp_path / "_deleted" / "0").mkdir(parents=True)
+
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert checkpointer.all_steps() == [1, 2]
+        restored = checkpointer.restore(abstract_params=_abstract_params(), abstract_opt_state=None)
+    assert restored.step == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def test_restore_errors(tmp_path):
+    with TrainCheckpointer(tmp_path / "empty") as checkpointer:
+        with pytest.raises(FileNotFoundError, match="no complete checkpoint in"):
+            checkpointer.restore(abstract_params=_abstract_params(), abstract_opt_state=None)
+
+    tx = optax.adamw(1e-2)
+    params, opt_state = _trained(tx, steps=1)
+    with TrainCheckpointer(tmp_path / "run") as checkpointer:
+        _save(checkpointer, 4, params, opt_state)
+        with pytest.raises(FileNotFoundError, match=r"step 9 .* complete steps: \[4\]"):
+            checkpointer.restore(9, abstract_params=_abstract_params(), abstract_opt_state=None)
+        wide = _abstract_params(width=32)
+        shapes = r"parameter 'layers/0/bias': checkpoint step 4 has shape \(16,\), the target expects \(32,\)"
+        with pytest.raises(ValueError, match=shapes):
+            checkpointer.restore(abstract_params=wide, abstract_opt_state=None)
+        abstract = _abstract_params()
+        other_optimizer = jax.eval_shape(_masked_adam().init, abstract.to_pure_dict())
+        paths = r"optimizer state leaf paths of checkpoint step 4 do not match.*missing from the checkpoint: '1/inner"
+        with pytest.raises(ValueError, match=paths):
+            checkpointer.restore(abstract_params=abstract, abstract_opt_state=other_optimizer)
+
+
+def test_save_errors(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        with pytest.raises(TypeError, match="new-style jax.random.key"):
+            checkpointer.save(1, params, opt_state, jax.random.PRNGKey(0), {}, None)
+        with pytest.raises(TypeError, match=r"data_state\['files'\] is not JSON-serialisable"):
+            checkpointer.save(1, params, opt_state, jax.random.key(0), {"files": {1, 2}}, None)
+        with pytest.raises(ValueError, match=r"metrics\['hist'\] must be a scalar"):
+            checkpointer.save(1, params, opt_state, jax.random.key(0), {}, None, metrics={"hist": np.ones(3)})
+        assert checkpointer.all_steps() == []
+    with pytest.raises(ValueError, match="keep_last must be an integer >= 1, got 0"):
+        TrainCheckpointer(tmp_path, keep_last=0)
+    with pytest.raises(ValueError, match="best_mode must be 'max' or 'min', got 'best'"):
+        TrainCheckpointer(tmp_path, best_mode="best")
+
+
+def _assert_step_holds(checkpointer: TrainCheckpointer, step: int) -> None:
+    abstract_params, abstract_opt = writer.abstract_targets()
+    restored = checkpointer.restore(step, abstract_params=abstract_params, abstract_opt_state=abstract_opt)
+    expected = writer.step_state(step)
+    assert restored.step == step
+    _assert_trees_identical(restored.params, jax.tree.map(jnp.asarray, expected["params"]))
+    _assert_trees_identical(restored.opt_state, jax.tree.map(jnp.asarray, expected["opt_state"]))
+    np.testing.assert_array_equal(jax.random.key_data(restored.rng_key), jax.random.key_data(expected["rng_key"]))
+    assert restored.data_state == expected["data_state"]
+    assert restored.best_score == expected["best_score"]
+
+
+def test_sigkill_during_saves_leaves_a_restorable_latest_step(tmp_path):
+    rounds = random.Random(0)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    latest = 0
+    for _ in range(4):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.train.checkpoint_kill_writer", str(tmp_path)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert process.stdout.readline().strip() == "ready"
+            try:
+                process.wait(timeout=rounds.uniform(0.05, 1.2))
+            except subprocess.TimeoutExpired:
+                pass
+            assert process.poll() is None, "the writer stopped before it was killed"
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+        with TrainCheckpointer(tmp_path, keep_last=writer.KEEP_LAST) as checkpointer:
+            steps = checkpointer.all_steps()
+            assert steps and steps[-1] > latest
+            latest = steps[-1]
+            for step in steps:
+                _assert_step_holds(checkpointer, step)

@@ -1,0 +1,95 @@
+"""The synthetic shapes tasks: determinism, parquet layout, answers re-derived from the pixels."""
+import collections
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from scipy import ndimage
+
+from shuffle_r1_jax.demo import synthetic
+from shuffle_r1_jax.processing.image_io import decode_image
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    paths = synthetic.write_synthetic_dataset(out, num_train=120, num_val=30, seed=7, image_size=56)
+    return paths, pq.read_table(paths["train"]).to_pylist(), pq.read_table(paths["val"]).to_pylist()
+
+
+def _color_mask(pixels, name):
+    return np.all(pixels == np.asarray(synthetic.COLORS[name], np.uint8), axis=-1)
+
+
+def test_deterministic_for_a_seed():
+    first = synthetic.generate_samples(40, seed=3, image_size=84)
+    again = synthetic.generate_samples(40, seed=3, image_size=84)
+    assert first == again
+    assert [synthetic.to_record(s) for s in first[:5]] == [synthetic.to_record(s) for s in again[:5]]
+    assert synthetic.generate_samples(40, seed=4, image_size=84) != first
+    assert synthetic.generate_samples(40, seed=3, split=1, image_size=84) != first
+
+
+def test_parquet_layout(dataset):
+    paths, train, val = dataset
+    assert len(train) == 120 and len(val) == 30
+    schema = pq.read_schema(paths["train"])
+    assert schema.names == ["problem", "answer", "images", "difficulty", "task", "data_source", "scene"]
+    for row in train[:10]:
+        assert row["problem"].startswith("<image>") and row["problem"].count("<image>") == 1
+        assert row["data_source"] == f"synthetic_shapes/{row['task']}"
+        (image,) = row["images"]
+        assert image["path"] is None and image["bytes"].startswith(b"\x89PNG")
+        assert decode_image(image).size == (56, 56)
+    assert {row["problem"] for row in train} <= {"<image>" + q for q in synthetic.QUESTIONS.values()}
+    assert [r["answer"] for r in train] != [r["answer"] for r in val]
+
+
+def test_answers_are_correct_by_construction(dataset):
+    _, train, _ = dataset
+    for row in train:
+        pixels = np.asarray(decode_image(row["images"][0]))
+        size, shapes = synthetic.shapes_from_scene(row["scene"])
+        np.testing.assert_array_equal(np.asarray(synthetic.render(shapes, size)), pixels)
+        answer = row["answer"]
+        if row["task"] == "color":
+            counts = {name: _color_mask(pixels, name).sum() for name in synthetic.COLORS}
+            assert max(counts, key=counts.get) == answer
+        elif row["task"] == "count":
+            _, num_red_blobs = ndimage.label(_color_mask(pixels, "red"))
+            assert str(num_red_blobs) == answer
+        elif row["task"] == "larger":
+            by_kind = {shape.kind: shape for shape in shapes}
+            areas = {kind: by_kind[kind].area for kind in ("circle", "square")}
+            assert max(areas, key=areas.get) == answer
+            assert max(areas.values()) / min(areas.values()) > 1.5  # clearly different
+        else:
+            by_kind = {shape.kind: shape for shape in shapes}
+            circle, square = by_kind["circle"].box, by_kind["square"].box
+            assert (circle[2] < square[0]) == (answer == "left")
+            assert circle[2] < square[0] or square[2] < circle[0]  # side by side, no overlap in x
+
+
+def test_difficulty_distribution(dataset):
+    _, train, val = dataset
+    assert collections.Counter(r["difficulty"] for r in train) == {0: 48, 1: 36, 2: 36}
+    assert collections.Counter(r["difficulty"] for r in val) == {0: 12, 1: 9, 2: 9}
+    tasks = {(r["difficulty"], r["task"]) for r in train}
+    assert tasks == {(0, "color"), (1, "larger"), (1, "position"), (2, "count")}
+    assert synthetic.difficulty_counts(10, (1, 1, 1)) == [4, 3, 3]
+    assert synthetic.difficulty_counts(7, (0.0, 1.0, 0.0)) == [0, 7, 0]
+
+
+def test_answers_are_short_and_from_a_small_set():
+    samples = synthetic.generate_samples(200, seed=0, image_size=112)
+    answers = {s.answer for s in samples}
+    assert answers <= {"red", "green", "blue", "circle", "square", "left", "right", "1", "2", "3", "4"}
+    assert len({s.answer for s in samples if s.task == "count"}) == 4
+
+
+def test_shapes_do_not_overlap_or_leave_the_canvas():
+    for sample in synthetic.generate_samples(100, seed=1, image_size=56):
+        boxes = [shape.box for shape in sample.shapes]
+        assert all(0 < b[0] and b[2] < 55 and 0 < b[1] and b[3] < 55 for b in boxes)
+        for i, a in enumerate(boxes):
+            assert all(synthetic._boxes_apart(a, b) for b in boxes[i + 1 :])

@@ -1,0 +1,94 @@
+"""The policy update step: exact gradient accumulation, frozen vision tower, loss value, non-finite skip."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from shuffle_r1_jax.learner.optimizer import OptimizerConfig, make_optimizer
+from shuffle_r1_jax.learner.update import LossConfig, UpdateTargets, update_minibatch
+from shuffle_r1_jax.models.qwen2_5_vl import prepare_inputs
+from shuffle_r1_jax.rollout.types import Rollouts
+from shuffle_r1_jax.sampling import Sampler, SamplingConfig
+from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, pad_batch, random_pixels
+
+
+@pytest.fixture(scope="module")
+def setup(untied_pair):
+    _, model = untied_pair
+    rng = np.random.default_rng(0)
+    grids = [(1, 8, 12), (1, 4, 4)]
+    ids, mask = pad_batch([build_sample(rng, [3, grids[0], 5]), build_sample(rng, [7, grids[1], 2])], "left")
+    prompts = jax.tree.map(jnp.asarray, prepare_inputs(model.config, ids, mask, random_pixels(rng, grids), np.asarray(grids)))
+    graphdef = nnx.graphdef(model)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    config = SamplingConfig(temperature=1.0, stop_token_ids=(TOKENS["eos_token_id"],),
+                            forbidden_token_ids=(TOKENS["image_token_id"], TOKENS["video_token_id"]))  # fmt: skip
+    out = Sampler(graphdef, config).generate(params, prompts, n=4, max_new_tokens=6, key=jax.random.key(0))
+    rollouts = Rollouts(prompts, out.tokens, out.mask, out.logprobs)
+    advantages = jnp.asarray(np.random.default_rng(1).standard_normal((8, 1)) * np.ones((1, 6)), jnp.float32)
+    targets = UpdateTargets(advantages=advantages, old_logprobs=out.logprobs)
+    return graphdef, params, rollouts, targets
+
+
+def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, valid=None, optimizer=None):
+    graphdef, params, rollouts, default_targets = setup
+    if optimizer is None:
+        optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3, freeze_vision=freeze_vision), params)
+    rows = jnp.arange(8) if rows is None else rows
+    valid = jnp.ones(len(rows), bool) if valid is None else valid
+    step = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"))
+    return step(
+        graphdef, params, optimizer.init(params), optimizer, rollouts, targets or default_targets, rows, valid,
+        micro_batches=micro_batches, cfg=LossConfig(),
+    )  # fmt: skip
+
+
+def test_micro_batches_give_the_full_batch_update(setup):
+    """With SGD (lr 1) the parameter change is the gradient: accumulated over 4 micro-batches == one batch."""
+    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0))
+    four, _, m4 = _step(setup, 4, optimizer=optax.sgd(1.0))
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    np.testing.assert_allclose(float(m1["pg_loss"]), float(m4["pg_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m1["grad_norm"]), float(m4["grad_norm"]), rtol=1e-4)
+
+
+def test_first_step_loss_is_minus_the_token_mean_advantage(setup):
+    _, params, rollouts, targets = setup
+    _, _, metrics = _step(setup, 2)
+    mask = np.asarray(rollouts.mask, np.float64)
+    expected = -(np.asarray(targets.advantages) * mask).sum() / mask.sum()  # ratio 1 at the first step
+    np.testing.assert_allclose(float(metrics["pg_loss"]), expected, rtol=1e-4, atol=1e-6)
+    assert float(metrics["update_skipped"]) == 0.0
+
+
+def test_frozen_vision_tower_does_not_move(setup):
+    _, params, _, _ = setup
+    frozen, _, _ = _step(setup, 2, freeze_vision=True)
+    trained, _, _ = _step(setup, 2, freeze_vision=False)
+    kernel = lambda p: np.asarray(p["visual"]["blocks"][0]["attn"]["qkv"]["kernel"])  # noqa: E731
+    np.testing.assert_array_equal(kernel(frozen), kernel(params))
+    assert not np.array_equal(kernel(trained), kernel(params))
+    assert not np.array_equal(np.asarray(frozen["layers"][0]["mlp"]["up_proj"]["kernel"]), np.asarray(params["layers"][0]["mlp"]["up_proj"]["kernel"]))
+
+
+def test_invalid_rows_are_left_out(setup):
+    """Rows marked invalid (ABS shortfall) change nothing: same update as the batch without them."""
+    graphdef, params, rollouts, targets = setup
+    sgd = optax.sgd(1.0)
+    with_invalid, _, _ = _step(setup, 2, rows=jnp.asarray([0, 1, 2, 3, 5, 5, 5, 5]), valid=jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], bool), optimizer=sgd)
+    without, _, _ = _step(setup, 1, rows=jnp.asarray([0, 1, 2, 3, 5]), valid=jnp.ones(5, bool), optimizer=sgd)
+    for a, b in zip(jax.tree.leaves(with_invalid), jax.tree.leaves(without)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_non_finite_loss_skips_the_update(setup):
+    _, params, _, targets = setup
+    bad = UpdateTargets(advantages=targets.advantages.at[0, 0].set(jnp.nan), old_logprobs=targets.old_logprobs)
+    new, _, metrics = _step(setup, 2, targets=bad)
+    assert float(metrics["update_skipped"]) == 1.0
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

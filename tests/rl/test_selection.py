@@ -1,0 +1,48 @@
+"""Update-batch selection per algorithm: sizes match the spec's arithmetic, rows point at the right rollouts."""
+
+import jax
+import numpy as np
+import pytest
+
+from shuffle_r1_jax.rl.algorithms import ALGORITHMS, get_algorithm
+from shuffle_r1_jax.rl.selection import SelectionConfig, rows_per_prompt, select_update_rows
+
+
+def _advantages(groups=4, n=16, seed=0):
+    return np.random.default_rng(seed).standard_normal((groups, n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("selection, per_prompt", [("all", 16), ("cppo", 8), ("pts", 8), ("pts_abs", 8)])
+def test_update_batch_sizes(selection, per_prompt):
+    cfg = SelectionConfig(selection=selection, group_size=16, keep_ratio=0.5, rounds=8, cppo_prune=0.5)
+    rows, valid, _ = select_update_rows(_advantages(), cfg, jax.random.key(0))
+    assert rows_per_prompt(cfg) == per_prompt and rows.shape == valid.shape == (4 * per_prompt,)
+    assert np.all((np.asarray(rows) >= 0) & (np.asarray(rows) < 64))
+
+
+def test_pts_rows_pair_best_with_worst_of_the_same_prompt():
+    adv = _advantages()
+    cfg = SelectionConfig(selection="pts", group_size=16, keep_ratio=0.5)
+    rows = np.asarray(select_update_rows(adv, cfg, jax.random.key(0))[0]).reshape(4, 4, 2)
+    for g in range(4):
+        order = np.argsort(-adv[g], kind="stable")
+        expected = np.stack([order[:4], order[::-1][:4]], 1) + 16 * g
+        np.testing.assert_array_equal(rows[g], expected)
+
+
+def test_shuffle_rows_are_kept_pairs_drawn_by_weight():
+    adv = _advantages(groups=8)
+    adv[3] = 0.0  # an all-equal group: weight 0, never drawn
+    cfg = SelectionConfig(selection="pts_abs", group_size=16, keep_ratio=0.5, rounds=8)
+    rows, valid, stats = select_update_rows(adv, cfg, jax.random.key(1))
+    rows = np.asarray(rows)
+    kept = {tuple(p) for p in np.asarray(select_update_rows(adv, SelectionConfig("pts", 16, 0.5), jax.random.key(1))[0]).reshape(-1, 2)}
+    assert all(tuple(p) in kept for p in rows.reshape(-1, 2))  # every drawn pair is a PTS pair, kept adjacent
+    assert not np.any((rows >= 48) & (rows < 64))
+    assert np.all(np.asarray(valid)) and int(stats["abs/num_valid"]) == 8 * 4
+
+
+def test_unknown_algorithm_is_named():
+    with pytest.raises(ValueError, match="'ppo'.*shuffle_r1"):
+        get_algorithm("ppo")
+    assert set(ALGORITHMS) >= {"grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "cppo", "shuffle_r1", "pts_only", "abs_only"}
