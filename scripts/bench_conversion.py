@@ -22,11 +22,25 @@ from shuffle_r1_jax.perf.notes import write_section
 NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
 SIZES = {
-    "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-               num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
-}  # fmt: skip
+    "3b": dict(
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+    ),
+}
 
 
 def write_random_checkpoint(size: str, directory: pathlib.Path) -> int:
@@ -37,10 +51,17 @@ def write_random_checkpoint(size: str, directory: pathlib.Path) -> int:
     text = dict(SIZES[size], rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
     config = Qwen2_5_VLConfig(
         text_config=text,
-        vision_config=dict(out_hidden_size=text["hidden_size"], hidden_size=1280, intermediate_size=3420,
-                           depth=32, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31], window_size=112),
+        vision_config=dict(
+            out_hidden_size=text["hidden_size"],
+            hidden_size=1280,
+            intermediate_size=3420,
+            depth=32,
+            num_heads=16,
+            fullatt_block_indexes=[7, 15, 23, 31],
+            window_size=112,
+        ),
         tie_word_embeddings=text["tie_word_embeddings"],
-    )  # fmt: skip
+    )
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration(config)
     model = model.to_empty(device="cpu").to(torch.bfloat16)
@@ -66,8 +87,10 @@ def main() -> None:
     script = pathlib.Path(__file__).resolve().parent / "convert_hf_to_orbax.py"
     result = subprocess.run(
         [sys.executable, str(script), "--hf_dir", str(hf_dir), "--out", str(out), "--dtype", args.dtype],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = result.stdout.strip().splitlines()[-1]
     one_copy = count * (2 if args.dtype == "bfloat16" else 4) / 2**30
     shutil.rmtree(work, ignore_errors=True)

@@ -88,9 +88,16 @@ def main() -> None:
 
     share = sel_time / loss_time
     command = "python scripts/bench_rl.py" + "".join(
-        f" --{name.replace('_', '-')} {value}" for name, value in
-        [("groups", args.groups), ("n", args.n), ("keep_ratio", args.keep_ratio), ("rounds", args.rounds),
-         ("response_len", args.response_len), ("repeats", args.repeats)])
+        f" --{name.replace('_', '-')} {value}"
+        for name, value in [
+            ("groups", args.groups),
+            ("n", args.n),
+            ("keep_ratio", args.keep_ratio),
+            ("rounds", args.rounds),
+            ("response_len", args.response_len),
+            ("repeats", args.repeats),
+        ]
+    )
     pairs = args.groups * pts.num_kept_pairs(args.n, args.keep_ratio)
     body = (
         f"Command: `{command}`; {machine_description()}, {datetime.date.today()}.\n"

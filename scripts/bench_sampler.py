@@ -49,18 +49,44 @@ class Case:
 CASES = {
     "cpu": Case(
         name="cpu",
-        text=dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-                  intermediate_size=1536, vocab_size=151936, rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
+        text=dict(
+            hidden_size=512,
+            num_hidden_layers=8,
+            num_attention_heads=8,
+            num_key_value_heads=2,
+            intermediate_size=1536,
+            vocab_size=151936,
+            rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]},
+        ),
         vision=dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, fullatt_block_indexes=[3]),
-        prompts=8, n=4, text_tokens=64, image_grid=(1, 16, 16), new_tokens=128, dtype="float32",
-    ),  # fmt: skip
+        prompts=8,
+        n=4,
+        text_tokens=64,
+        image_grid=(1, 16, 16),
+        new_tokens=128,
+        dtype="float32",
+    ),
     "gpu": Case(
         name="gpu",
-        text=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
-                  intermediate_size=11008, vocab_size=151936, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
-        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]),
-        prompts=64, n=8, text_tokens=768, image_grid=(1, 32, 32), new_tokens=512, dtype="bfloat16",
-    ),  # fmt: skip
+        text=dict(
+            hidden_size=2048,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            intermediate_size=11008,
+            vocab_size=151936,
+            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+        ),
+        vision=dict(
+            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]
+        ),
+        prompts=64,
+        n=8,
+        text_tokens=768,
+        image_grid=(1, 32, 32),
+        new_tokens=512,
+        dtype="bfloat16",
+    ),
 }
 
 
@@ -90,7 +116,13 @@ def make_inputs(case: Case, seed: int = 0):
     rows = []
     for _ in range(case.prompts):
         text = rng.integers(0, 150000, case.text_tokens).tolist()
-        rows.append(text[: case.text_tokens // 2] + [VISION_START] + [IMAGE_TOKEN] * image_tokens + [VISION_END] + text[case.text_tokens // 2 :])
+        rows.append(
+            text[: case.text_tokens // 2]
+            + [VISION_START]
+            + [IMAGE_TOKEN] * image_tokens
+            + [VISION_END]
+            + text[case.text_tokens // 2 :]
+        )
     ids = np.asarray(rows, np.int64)
     mask = np.ones_like(ids)
     grids = np.asarray([case.image_grid] * case.prompts)
@@ -109,8 +141,13 @@ def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
         pixel_values=torch.as_tensor(pixels, device=device, dtype=dtype),
         image_grid_thw=torch.as_tensor(grids, device=device),
         mm_token_type_ids=torch.as_tensor((ids == IMAGE_TOKEN).astype(np.int64), device=device),
-        do_sample=True, temperature=1.0, top_p=0.99, top_k=0, num_return_sequences=case.n, pad_token_id=0,
-    )  # fmt: skip
+        do_sample=True,
+        temperature=1.0,
+        top_p=0.99,
+        top_k=0,
+        num_return_sequences=case.n,
+        pad_token_id=0,
+    )
     with torch.no_grad():
         model.generate(**kwargs, max_new_tokens=2, min_new_tokens=2)  # warm-up
         if device.type == "cuda":
@@ -138,14 +175,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         hf = hf_model_and_dir(case, directory)
         ours, compile_s, compilations, model = time_sampler(
-            directory, DTYPES[case.dtype], ids, mask, pixels, grids, n=case.n, new_tokens=case.new_tokens, runs=args.runs
+            directory,
+            DTYPES[case.dtype],
+            ids,
+            mask,
+            pixels,
+            grids,
+            n=case.n,
+            new_tokens=case.new_tokens,
+            runs=args.runs,
         )
         print(f"ours: {ours:.2f} s, {tokens / ours:.0f} tokens/s (compile {compile_s:.1f} s, {compilations} programs)")
         hf_s = None if args.skip_hf else time_hf(hf, case, ids, mask, pixels, grids)
     lines = [
         f"Command: `python scripts/bench_sampler.py --case {case.name} --runs {args.runs}`; "
         f"{jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, {datetime.date.today()}.",
-        f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts (one image, grid {case.image_grid}), "
+        f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts "
+        f"(one image, grid {case.image_grid}), "
         f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
         "",
         "| sampler | time | tokens/s |",

@@ -46,9 +46,12 @@ FLAGS = flags.FLAGS
 
 # the 3b case's settings for one 80 GB GPU, where the command line leaves the key at the config's value
 SIZE_3B = {
-    "data.rollout_batch_prompts": 64, "rollout.max_new_tokens": 512, "model.dtype": "bfloat16",
-    "train.minibatch_prompts": 16, "train.micro_batch_rows": 4,
-}  # fmt: skip
+    "data.rollout_batch_prompts": 64,
+    "rollout.max_new_tokens": 512,
+    "model.dtype": "bfloat16",
+    "train.minibatch_prompts": 16,
+    "train.micro_batch_rows": 4,
+}
 
 
 def random_3b_config(config):
@@ -57,8 +60,13 @@ def random_3b_config(config):
 
     given = {arg.split("=")[0].removeprefix("--config.") for arg in sys.argv if arg.startswith("--config.")}
     dtype = config.model.dtype if "model.dtype" in given else SIZE_3B["model.dtype"]
-    paths = random_3b_assets(FLAGS.cache_dir, layers=FLAGS.layers, vision_layers=FLAGS.vision_layers, dtype=dtype,
-                             image_size=FLAGS.image_size)  # fmt: skip
+    paths = random_3b_assets(
+        FLAGS.cache_dir,
+        layers=FLAGS.layers,
+        vision_layers=FLAGS.vision_layers,
+        dtype=dtype,
+        image_size=FLAGS.image_size,
+    )
     with config.unlocked():
         config.setup = ""
         config.model.checkpoint, config.data.train, config.data.val = paths["checkpoint"], paths["train"], ""

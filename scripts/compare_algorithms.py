@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
         comparison_report,
         run_comparison,
         write_readme_block,
-    )  # fmt: skip
+    )
     from shuffle_r1_jax.perf.notes import machine_description
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -43,8 +43,10 @@ def main() -> int:
     save_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)), args.out)
     copy_non_weight_files(args.hf_dir, args.out)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"converted {args.hf_dir} -> {args.out} ({args.dtype}) in {time.perf_counter() - start:.1f} s; "
-          f"peak host memory (max RSS) {peak_gib:.2f} GiB")  # fmt: skip
+    print(
+        f"converted {args.hf_dir} -> {args.out} ({args.dtype}) in {time.perf_counter() - start:.1f} s; "
+        f"peak host memory (max RSS) {peak_gib:.2f} GiB"
+    )
     return 0
 
 

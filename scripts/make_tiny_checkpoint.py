@@ -22,21 +22,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="checkpoint directory to write (created if missing)")
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS), default="test",
+        "--preset",
+        choices=sorted(PRESETS),
+        default="test",
         help="model size: 'test' (text hidden 64, 2 layers; vision depth 2, hidden 32) or "
         "'demo' (text hidden 128, 4 layers; vision depth 2, hidden 64)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
-        "--vocab-size", type=int, default=256,
+        "--vocab-size",
+        type=int,
+        default=256,
         help="tokenizer budget (at least 109); the model vocabulary is the trained tokenizer's length",
     )
     parser.add_argument(
-        "--min-pixels", type=int, default=TINY_IMAGE_CONFIG.min_pixels,
+        "--min-pixels",
+        type=int,
+        default=TINY_IMAGE_CONFIG.min_pixels,
         help="preprocessor_config.json min_pixels (images smaller are upscaled)",
     )
     parser.add_argument(
-        "--max-pixels", type=int, default=TINY_IMAGE_CONFIG.max_pixels,
+        "--max-pixels",
+        type=int,
+        default=TINY_IMAGE_CONFIG.max_pixels,
         help="preprocessor_config.json max_pixels (images larger are downscaled)",
     )
     parser.add_argument("--untied", action="store_true", help="write a separate lm_head (default: tied embeddings)")

@@ -62,9 +62,13 @@ def main(argv: list[str]) -> int:
         model_config = config_of_checkpoint(settings.model.checkpoint)
         data = DataShapes(images_per_prompt=FLAGS.images_per_prompt, image_tokens=FLAGS.image_tokens)
         plan = plan_memory(
-            settings, model_config, model_name=settings.model.checkpoint, data=data,
-            programs=tuple(FLAGS.programs or PROGRAMS), log=lambda line: print(line, flush=True),
-        )  # fmt: skip
+            settings,
+            model_config,
+            model_name=settings.model.checkpoint,
+            data=data,
+            programs=tuple(FLAGS.programs or PROGRAMS),
+            log=lambda line: print(line, flush=True),
+        )
     except (ConfigError, ModelConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -30,9 +30,21 @@ import pytest
 PACKAGE = "shuffle_r1_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 ORDER = (
-    "parallel", "checkpoint", "models", "processing", "data", "rewards", "sampling", "rl", "rollout", "learner",
-    "train", "demo", "perf", "experiments",
-)  # fmt: skip
+    "parallel",
+    "checkpoint",
+    "models",
+    "processing",
+    "data",
+    "rewards",
+    "sampling",
+    "rl",
+    "rollout",
+    "learner",
+    "train",
+    "demo",
+    "perf",
+    "experiments",
+)
 ALIASES = {"processing/tiny_tokenizer.py": "demo"}
 
 
@@ -113,4 +125,6 @@ def test_an_upward_import_is_caught(tmp_path):
     )
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "__init__.py").write_text("from ..models import bad\n")
-    assert violations(tmp_path) == ["models/bad.py:2 imports shuffle_r1_jax.train.trainer (models may not import train)"]
+    assert violations(tmp_path) == [
+        "models/bad.py:2 imports shuffle_r1_jax.train.trainer (models may not import train)"
+    ]

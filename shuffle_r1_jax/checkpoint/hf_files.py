@@ -7,9 +7,17 @@ import shutil
 from pathlib import Path
 
 NON_WEIGHT_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "chat_template.jinja", "chat_template.json", "preprocessor_config.json", "vocab.json", "merges.txt",
-)  # fmt: skip
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 def copy_non_weight_files(source: str | os.PathLike, destination: str | os.PathLike) -> None:

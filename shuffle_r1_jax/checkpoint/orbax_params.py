@@ -45,7 +45,6 @@ def restore_params(directory: str | os.PathLike, abstract: dict) -> dict:
     return checkpointer.restore(path, abstract)
 
 
-
 def _name(path) -> str:
     """A tree path as "a/0/b" (orbax stores integer dict keys as strings)."""
     return "/".join(str(getattr(k, "key", k)) for k in path)

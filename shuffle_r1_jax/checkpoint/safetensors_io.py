@@ -172,8 +172,9 @@ def write_safetensors_file(path: str | os.PathLike, tensors: list[TensorToWrite]
         for tensor in tensors:
             value = np.ascontiguousarray(tensor.fetch(), dtype=tensor.dtype)
             if value.shape != tuple(tensor.shape):
-                raise CheckpointError(f"{path}: tensor {tensor.name!r} fetched with shape {value.shape}, "
-                                      f"expected {tuple(tensor.shape)}")  # fmt: skip
+                raise CheckpointError(
+                    f"{path}: tensor {tensor.name!r} fetched with shape {value.shape}, expected {tuple(tensor.shape)}"
+                )
             f.write(memoryview(value.reshape(-1).view(np.uint8)))
 
 

@@ -346,8 +346,7 @@ def _check_against_checkpoint(
     for name, shape in expected.items():
         if saved[name] != shape:
             raise ValueError(
-                f"{what} {'/'.join(name)!r}: checkpoint step {step} has shape {saved[name]}, "
-                f"the target expects {shape}"
+                f"{what} {'/'.join(name)!r}: checkpoint step {step} has shape {saved[name]}, the target expects {shape}"
             )
 
 

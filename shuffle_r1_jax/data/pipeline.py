@@ -177,9 +177,7 @@ class PromptBatchIterator:
         expected = self._fingerprint()
         if state["stream"] != expected:
             diff = {k: (state["stream"].get(k), v) for k, v in expected.items() if state["stream"].get(k) != v}
-            raise ValueError(
-                f"data iterator state belongs to another stream; (saved, current) differ in {diff}"
-            )
+            raise ValueError(f"data iterator state belongs to another stream; (saved, current) differ in {diff}")
         self._iterator.set_state(state["grain"])
         self._records_read = int(state["records_read"])
         self._batches = int(state["batches"])

@@ -32,11 +32,20 @@ logger = logging.getLogger(__name__)
 
 def _settings_key(config: ConfigDict) -> str:
     d = config.demo
-    settings = dict(seed=d.seed, num_train=d.num_train, num_val=d.num_val, image_size=d.image_size,
-                    difficulty_weights=list(d.difficulty_weights),
-                    warmup_steps=d.warmup_steps, warmup_batch=d.warmup_batch, warmup_lr=d.warmup_lr,
-                    warmup_correct_fraction=d.warmup_correct_fraction,
-                    prompt_format=config.data.prompt_format, preset=d.preset, version=2)  # fmt: skip
+    settings = dict(
+        seed=d.seed,
+        num_train=d.num_train,
+        num_val=d.num_val,
+        image_size=d.image_size,
+        difficulty_weights=list(d.difficulty_weights),
+        warmup_steps=d.warmup_steps,
+        warmup_batch=d.warmup_batch,
+        warmup_lr=d.warmup_lr,
+        warmup_correct_fraction=d.warmup_correct_fraction,
+        prompt_format=config.data.prompt_format,
+        preset=d.preset,
+        version=2,
+    )
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -56,15 +65,25 @@ def check_demo_section(d: ConfigDict) -> None:
     """ValueError naming the `demo` key whose value cannot build assets."""
     checks = [
         (d.preset in PRESETS, f"demo.preset = {d.preset!r}; expected one of {sorted(PRESETS)}"),
-        (d.num_train >= 1 and d.num_val >= 1, f"demo.num_train = {d.num_train}, demo.num_val = {d.num_val} must be >= 1"),
+        (
+            d.num_train >= 1 and d.num_val >= 1,
+            f"demo.num_train = {d.num_train}, demo.num_val = {d.num_val} must be >= 1",
+        ),
         (d.image_size >= 28, f"demo.image_size = {d.image_size} must be >= 28 (one merged image token)"),
-        (len(d.difficulty_weights) == 3 and min(d.difficulty_weights) >= 0 and sum(d.difficulty_weights) > 0,
-         f"demo.difficulty_weights = {tuple(d.difficulty_weights)} must be 3 non-negative shares, not all 0"),
-        (d.warmup_steps >= 0 and d.warmup_batch >= 1,
-         f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1"),
+        (
+            len(d.difficulty_weights) == 3 and min(d.difficulty_weights) >= 0 and sum(d.difficulty_weights) > 0,
+            f"demo.difficulty_weights = {tuple(d.difficulty_weights)} must be 3 non-negative shares, not all 0",
+        ),
+        (
+            d.warmup_steps >= 0 and d.warmup_batch >= 1,
+            f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1",
+        ),
         (d.warmup_lr > 0, f"demo.warmup_lr = {d.warmup_lr} must be > 0"),
-        (0 <= d.warmup_correct_fraction <= 1, f"demo.warmup_correct_fraction = {d.warmup_correct_fraction} must be in [0, 1]"),
-    ]  # fmt: skip
+        (
+            0 <= d.warmup_correct_fraction <= 1,
+            f"demo.warmup_correct_fraction = {d.warmup_correct_fraction} must be in [0, 1]",
+        ),
+    ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
@@ -87,12 +106,16 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
     def warm_up(out: Path) -> None:
         logger.info("demo: supervised warm-up of the starting policy (%d steps), once", d.warmup_steps)
         model, model_config = load_pretrained(base, jnp.float32)
-        encoder = PromptEncoder.from_checkpoint(base, prompt_format=config.data.prompt_format, max_prompt_length=config.data.max_prompt_length)
+        encoder = PromptEncoder.from_checkpoint(
+            base, prompt_format=config.data.prompt_format, max_prompt_length=config.data.max_prompt_length
+        )
         batches = prompt_batches(
-            str(data / "train.parquet"), encoder, model_config,
+            str(data / "train.parquet"),
+            encoder,
+            model_config,
             PipelineConfig(batch_size=d.warmup_batch, seed=d.seed + 1),
             buckets=BucketConfig(prompt_lengths=tuple(config.data.prompt_buckets)),
-        )  # fmt: skip
+        )
         params = supervised_finetune(
             nnx.graphdef(model),
             nnx.to_pure_dict(nnx.state(model, nnx.Param)),
@@ -103,8 +126,10 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
             steps=d.warmup_steps,
             learning_rate=d.warmup_lr,
             max_response_tokens=config.rollout.max_new_tokens,
-            log=lambda step, loss: (step % 25 == 0 or step == d.warmup_steps - 1)
-            and logger.info("demo warm-up step %d/%d: loss %.3f", step + 1, d.warmup_steps, loss),
+            log=lambda step, loss: (
+                (step % 25 == 0 or step == d.warmup_steps - 1)
+                and logger.info("demo warm-up step %d/%d: loss %.3f", step + 1, d.warmup_steps, loss)
+            ),
         )
         nnx.update(model, params)
         copy_non_weight_files(base, out)

@@ -30,7 +30,9 @@ def demo_config() -> ConfigDict:
     c = base_config()
     c.setup = SETUP
     c.demo = ConfigDict()
-    c.demo.cache_dir = "~/.cache/shuffle_r1_jax/demo-v1"  # where the demo's checkpoint, data and warm-up are written once
+    c.demo.cache_dir = (
+        "~/.cache/shuffle_r1_jax/demo-v1"  # where the demo's checkpoint, data and warm-up are written once
+    )
     c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
     c.demo.seed = 0  # seeds the demo's assets (model init, dataset, warm-up), apart from `seed`: runs share them
     c.demo.num_train = 4000  # synthetic training samples

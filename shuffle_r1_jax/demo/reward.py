@@ -1,4 +1,5 @@
 """Reward for the synthetic image tasks (`shuffle_r1_jax.demo.synthetic`): exact match of a short answer."""
+
 from __future__ import annotations
 
 import re

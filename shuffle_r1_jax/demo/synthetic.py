@@ -18,6 +18,7 @@ answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout:
 `task`, `data_source` (`synthetic_shapes/<task>`, so validation reports accuracy per task) and `scene` (JSON:
 image size and the shapes' kind, color and pixel box).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,15 +56,17 @@ DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
 GAP = 2
 _MAX_PLACEMENT_TRIES = 500
 
-SCHEMA = pa.schema([
-    ("problem", pa.string()),
-    ("answer", pa.string()),
-    ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-    ("difficulty", pa.int64()),
-    ("task", pa.string()),
-    ("data_source", pa.string()),
-    ("scene", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("problem", pa.string()),
+        ("answer", pa.string()),
+        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
+        ("difficulty", pa.int64()),
+        ("task", pa.string()),
+        ("data_source", pa.string()),
+        ("scene", pa.string()),
+    ]
+)
 
 
 @dataclasses.dataclass(frozen=True)

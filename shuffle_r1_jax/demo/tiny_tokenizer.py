@@ -7,6 +7,7 @@ and `</answer>` are single (non-special) tokens so a tiny model can learn the fo
 `save_tiny_tokenizer` writes a directory `AutoTokenizer.from_pretrained` loads, plus the Qwen2-VL
 `preprocessor_config.json`, so `AutoProcessor` loads it once a model `config.json` is added.
 """
+
 from __future__ import annotations
 
 import json

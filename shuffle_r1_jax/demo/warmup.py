@@ -67,7 +67,9 @@ def supervised_finetune(
     for step in range(steps):
         batch = next(batches)
         tokens, mask = tokenize_responses(tokenizer, responses(batch), eos_id, max_response_tokens)
-        rollouts = Rollouts(jax.tree.map(jnp.asarray, batch.inputs), jnp.asarray(tokens), jnp.asarray(mask), jnp.zeros(tokens.shape))
+        rollouts = Rollouts(
+            jax.tree.map(jnp.asarray, batch.inputs), jnp.asarray(tokens), jnp.asarray(mask), jnp.zeros(tokens.shape)
+        )
         params, opt_state, loss = _sft_step(graphdef, params, opt_state, optimizer, rollouts, chunk=max_response_tokens)
         log(step, float(loss))
     return params

@@ -135,20 +135,22 @@ def summarize(histories: Mapping[str, Sequence[RunHistory]], target: float | Non
     for name, runs in histories.items():
         final = _mean_std([h.accuracy[-1] for h in runs])
         best = _mean_std([h.accuracy.max() for h in runs])
-        rows.append({
-            "name": name,
-            "seeds": len(runs),
-            "start": float(np.mean([h.accuracy[0] for h in runs])),
-            "final": final,
-            "best": best,
-            "steps_to_reference": None if target is None else steps_to_reach(runs, target),
-            "zero_adv_generated": float(np.nanmean(np.concatenate([h.collapse_generated for h in runs]))),
-            "zero_adv_update": float(np.nanmean(np.concatenate([h.collapse_update for h in runs]))),
-            "token_utilization": float(np.nanmean(np.concatenate([h.token_utilization for h in runs]))),
-            "rollouts_per_step": float(np.nanmean(np.concatenate([h.rollouts for h in runs]))),
-            "seconds_per_step": float(np.nanmean(np.concatenate([h.step_seconds[1:] for h in runs]))),
-            "steps": int(max(h.steps[-1] for h in runs)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "seeds": len(runs),
+                "start": float(np.mean([h.accuracy[0] for h in runs])),
+                "final": final,
+                "best": best,
+                "steps_to_reference": None if target is None else steps_to_reach(runs, target),
+                "zero_adv_generated": float(np.nanmean(np.concatenate([h.collapse_generated for h in runs]))),
+                "zero_adv_update": float(np.nanmean(np.concatenate([h.collapse_update for h in runs]))),
+                "token_utilization": float(np.nanmean(np.concatenate([h.token_utilization for h in runs]))),
+                "rollouts_per_step": float(np.nanmean(np.concatenate([h.rollouts for h in runs]))),
+                "seconds_per_step": float(np.nanmean(np.concatenate([h.step_seconds[1:] for h in runs]))),
+                "steps": int(max(h.steps[-1] for h in runs)),
+            }
+        )
     return rows
 
 

@@ -25,7 +25,7 @@ from shuffle_r1_jax.experiments.comparison import (
     read_history,
     reference_accuracy,
     summarize,
-)  # fmt: skip
+)
 from shuffle_r1_jax.experiments.plots import plot_comparison
 from shuffle_r1_jax.train.settings import prepare
 from shuffle_r1_jax.train.trainer import Trainer, write_summary
@@ -90,8 +90,9 @@ def run_comparison(config: ConfigDict, specs: list[RunSpec], out: Path) -> float
     return spent
 
 
-def comparison_report(config: ConfigDict, specs: list[RunSpec], out: Path, *, spent: float, command: str,
-                      machine: str) -> str:  # fmt: skip
+def comparison_report(
+    config: ConfigDict, specs: list[RunSpec], out: Path, *, spent: float, command: str, machine: str
+) -> str:
     """Reads every run back; writes `<out>/results.json` and `<out>/curves.png`; returns the Markdown report
     (the command, machine, cost and one table per group)."""
     per_batch = config.data.rollout_batch_prompts * config.rollout.n

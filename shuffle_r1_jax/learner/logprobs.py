@@ -116,7 +116,9 @@ def rollout_logprobs(
 
     def micro_batch(r):  # merged inside the mapped body: remat layers cannot cross trace levels
         model = nnx.merge(graphdef, params)
-        return response_logprobs(model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features)[0]
+        return response_logprobs(
+            model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features
+        )[0]
 
     logp = jax.lax.map(micro_batch, rows)
     return constrain_rows(logp.reshape(rollouts.tokens.shape))

@@ -56,7 +56,7 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
 
 
 def parameter_labels(params: nnx.State, freeze_vision: bool) -> nnx.State:
-    """"frozen" for vision-tower parameters when frozen, else "train"; same tree structure as `params`."""
+    """ "frozen" for vision-tower parameters when frozen, else "train"; same tree structure as `params`."""
 
     def label(path, _):
         return "frozen" if freeze_vision and path and path[0] == "visual" else "train"

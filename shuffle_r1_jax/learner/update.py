@@ -83,9 +83,15 @@ def _micro_loss(params, graphdef, rollouts, targets, rows, valid, num_tokens, nu
     )
     if cfg.kl_coef > 0:
         kl, kl_metrics = kl_loss(
-            logp, targets.ref_logprobs[rows], mask, kind=cfg.kl_kind, agg_mode=cfg.agg_mode,
-            num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=cfg.norm_constant,
-        )  # fmt: skip
+            logp,
+            targets.ref_logprobs[rows],
+            mask,
+            kind=cfg.kl_kind,
+            agg_mode=cfg.agg_mode,
+            num_tokens=num_tokens,
+            num_sequences=num_sequences,
+            norm_constant=cfg.norm_constant,
+        )
         loss = loss + cfg.kl_coef * kl
         metrics = {**metrics, **kl_metrics}
     metrics = {**metrics, "entropy": masked_mean(jax.lax.stop_gradient(entropy), mask)}

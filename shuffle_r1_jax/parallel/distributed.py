@@ -52,14 +52,18 @@ class DistributedSpec:
         if self.initialize not in MODES:
             raise DistributedConfigError(f"distributed.initialize = {self.initialize!r}; expected one of {MODES}")
         if self.num_processes == 0 or self.num_processes < -1:
-            raise DistributedConfigError(f"distributed.num_processes = {self.num_processes} must be >= 1 or -1 (detect)")
+            raise DistributedConfigError(
+                f"distributed.num_processes = {self.num_processes} must be >= 1 or -1 (detect)"
+            )
         if self.process_id < -1 or (self.num_processes > 0 and self.process_id >= self.num_processes):
             raise DistributedConfigError(
                 f"distributed.process_id = {self.process_id} must be in [0, distributed.num_processes = "
                 f"{self.num_processes}) or -1 (detect)"
             )
         if self.cpu_collectives not in ("gloo", "mpi"):
-            raise DistributedConfigError(f"distributed.cpu_collectives = {self.cpu_collectives!r}; expected 'gloo' or 'mpi'")
+            raise DistributedConfigError(
+                f"distributed.cpu_collectives = {self.cpu_collectives!r}; expected 'gloo' or 'mpi'"
+            )
 
 
 def wants_initialize(spec: DistributedSpec, mesh_preset: str = "", environ=os.environ) -> bool:
@@ -91,8 +95,11 @@ def initialize_distributed(spec: DistributedSpec, mesh_preset: str = "") -> bool
     )
     logger.info(
         "jax.distributed: process %d of %d, %d local of %d devices",
-        jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count(),
-    )  # fmt: skip
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return True
 
 

@@ -71,7 +71,9 @@ def local_rows(x: jax.Array, axis: int = 0) -> np.ndarray:
     for shard in x.addressable_shards:
         for dim, part in enumerate(shard.index):
             if dim != axis and (part.start or 0, part.stop) not in ((0, None), (0, x.shape[dim])):
-                raise ValueError(f"local_rows: array of shape {x.shape} is sharded along dimension {dim}, not only {axis}")
+                raise ValueError(
+                    f"local_rows: array of shape {x.shape} is sharded along dimension {dim}, not only {axis}"
+                )
         pieces.setdefault(shard.index[axis].start or 0, np.asarray(shard.data))
     return np.concatenate([pieces[start] for start in sorted(pieces)], axis=axis)
 

@@ -89,8 +89,10 @@ def mesh_shape(spec: MeshSpec, num_devices: int) -> tuple[int, int, int]:
     """(data, fsdp, tensor) for `num_devices` devices, with a preset's sizes or the explicit ones (-1 resolved)."""
     if spec.preset:
         if spec.preset not in PRESETS:
-            raise MeshConfigError(f"mesh.preset = {spec.preset!r} is unknown; known presets: {', '.join(PRESETS)} "
-                                  "('' = the sizes mesh.data, mesh.fsdp, mesh.tensor)")  # fmt: skip
+            raise MeshConfigError(
+                f"mesh.preset = {spec.preset!r} is unknown; known presets: {', '.join(PRESETS)} "
+                "('' = the sizes mesh.data, mesh.fsdp, mesh.tensor)"
+            )
         if (spec.data, spec.fsdp, spec.tensor) != DEFAULT_SIZES:
             raise MeshConfigError(
                 f"mesh.preset = {spec.preset!r} sets the axis sizes, but mesh.data, mesh.fsdp, mesh.tensor = "

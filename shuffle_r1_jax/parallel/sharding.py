@@ -50,7 +50,9 @@ def checked_rules(rules) -> Rules:
         checked.append((name, target if target is None or isinstance(target, str) else axes))
     names = [name for name, _ in checked]
     if len(set(names)) != len(names):
-        raise ValueError(f"mesh.rules names a logical axis twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+        raise ValueError(
+            f"mesh.rules names a logical axis twice: {sorted(n for n in set(names) if names.count(n) > 1)}"
+        )
     return tuple(checked)
 
 

@@ -222,8 +222,9 @@ def plan_memory(
         )
     m, rollout, train = settings.model, settings.rollout, settings.train
     mesh = build_mesh(settings.mesh)
-    model = abstract_model(config, dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl,
-                           remat=m.remat)  # fmt: skip
+    model = abstract_model(
+        config, dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl, remat=m.remat
+    )
     state = nnx.state(model, nnx.Param)
     param_sharding_tree = nnx.to_pure_dict(param_shardings(state, mesh, settings.mesh.rules))
     params = _with_shardings(nnx.to_pure_dict(state), param_sharding_tree)
@@ -232,15 +233,24 @@ def plan_memory(
     opt_abstract = jax.eval_shape(optimizer.init, params)
     opt_sharding_tree = mirror_shardings(opt_abstract, params, param_sharding_tree, mesh)
     opt_state = _with_shardings(opt_abstract, opt_sharding_tree)
-    step = build_step_programs(settings, graphdef, mesh, optimizer, SpecialTokens.of(config),
-                               param_shardings=param_sharding_tree, opt_shardings=opt_sharding_tree)  # fmt: skip
+    step = build_step_programs(
+        settings,
+        graphdef,
+        mesh,
+        optimizer,
+        SpecialTokens.of(config),
+        param_shardings=param_sharding_tree,
+        opt_shardings=opt_sharding_tree,
+    )
     t = config.text
     prompts_total = settings.data.rollout_batch_prompts
     rows_total = prompts_total * rollout.n
     sampler_prompts = rollout.prompts_per_sampler_call or prompts_total
     capacity = length + rollout.max_new_tokens
-    log(f"{model_name}: {count(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))} parameters; mesh "
-        f"{dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} devices")  # fmt: skip
+    log(
+        f"{model_name}: {count(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))} parameters; mesh "
+        f"{dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} devices"
+    )
 
     prompts = abstract_prompts(config, mesh, prompts_total, length, data)
     response = (rows_total, rollout.max_new_tokens)
@@ -266,40 +276,69 @@ def plan_memory(
         images, slots = prompts.vision.patch_valid.shape
         features = _array(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), m.dtype, 0)
         if "image_features" in programs:
-            results.append(_compile(
-                "image_features", f"{images} images", lambda: step.image_features.lower(params, prompts.vision),
-                (params, opt_state, prompts), mesh, log,
-            ))  # fmt: skip
+            results.append(
+                _compile(
+                    "image_features",
+                    f"{images} images",
+                    lambda: step.image_features.lower(params, prompts.vision),
+                    (params, opt_state, prompts),
+                    mesh,
+                    log,
+                )
+            )
     # one sampler call's prompts: the text fields of its rows; the image features are the whole batch's
     sampler_inputs = dataclasses.replace(abstract_prompts(config, mesh, sampler_prompts, length, data), vision=None)
     sampler_shape = f"{sampler_prompts} prompts x n={rollout.n}, cache {capacity} positions"
     sampler_resident = (params, opt_state, prompts, features)
     if "sampler_prefill" in programs:
-        results.append(_compile(
-            "sampler_prefill", sampler_shape,
-            lambda: step.sampler.prefill_program.lower(params, sampler_inputs, features, capacity=capacity,
-                                                       n=rollout.n),
-            (sampler_resident, sampler_inputs), mesh, log,
-        ))  # fmt: skip
+        results.append(
+            _compile(
+                "sampler_prefill",
+                sampler_shape,
+                lambda: step.sampler.prefill_program.lower(
+                    params, sampler_inputs, features, capacity=capacity, n=rollout.n
+                ),
+                (sampler_resident, sampler_inputs),
+                mesh,
+                log,
+            )
+        )
     if "sampler_decode" in programs:
         logits = _array(mesh, (sampler_prompts * rollout.n, t.vocab_size), jnp.float32, 0)
         key = jax.eval_shape(lambda: jax.random.key(0))
         key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
-        results.append(_compile(
-            "sampler_decode", f"{sampler_shape}, {rollout.max_new_tokens} new tokens",
-            lambda: step.sampler.decode_program.lower(params, caches, logits, sampler_inputs.attention_mask,
-                                                      sampler_inputs.rope_deltas, key, n=rollout.n,
-                                                      max_new=rollout.max_new_tokens),
-            (sampler_resident, caches, logits, key), mesh, log,
-        ))  # fmt: skip
+        results.append(
+            _compile(
+                "sampler_decode",
+                f"{sampler_shape}, {rollout.max_new_tokens} new tokens",
+                lambda: step.sampler.decode_program.lower(
+                    params,
+                    caches,
+                    logits,
+                    sampler_inputs.attention_mask,
+                    sampler_inputs.rope_deltas,
+                    key,
+                    n=rollout.n,
+                    max_new=rollout.max_new_tokens,
+                ),
+                (sampler_resident, caches, logits, key),
+                mesh,
+                log,
+            )
+        )
     if not settings.optimizer.freeze_vision:
         features = None  # a trained vision tower runs inside the log-prob and train programs
     if "old_logprobs" in programs:
-        results.append(_compile(
-            "old_logprobs", f"{rows_total} rows, {train.logprob_micro_batch_rows} per pass",
-            lambda: step.logprobs.lower(params, rollouts, features), (params, opt_state, rollouts, features), mesh,
-            log,
-        ))  # fmt: skip
+        results.append(
+            _compile(
+                "old_logprobs",
+                f"{rows_total} rows, {train.logprob_micro_batch_rows} per pass",
+                lambda: step.logprobs.lower(params, rollouts, features),
+                (params, opt_state, rollouts, features),
+                mesh,
+                log,
+            )
+        )
     targets = UpdateTargets(
         advantages=_array(mesh, response, jnp.float32, 0),
         old_logprobs=_array(mesh, response, jnp.float32, 0),
@@ -310,17 +349,28 @@ def plan_memory(
     if "train_step" in programs:
         rows, valid = _array(mesh, (mini_rows,), jnp.int32), _array(mesh, (mini_rows,), jnp.bool_)
         shape = f"{mini_rows} rows in {train.micro_batches} micro-batches of {mini_rows // train.micro_batches}"
-        results.append(_compile(
-            "train_step", shape, lambda: step.update.lower(params, opt_state, rollouts, targets, rows, valid),
-            (params, opt_state, rollouts, targets, rows, valid), mesh, log,
-        ))  # fmt: skip
+        results.append(
+            _compile(
+                "train_step",
+                shape,
+                lambda: step.update.lower(params, opt_state, rollouts, targets, rows, valid),
+                (params, opt_state, rollouts, targets, rows, valid),
+                mesh,
+                log,
+            )
+        )
     return MemoryPlan(
-        settings=settings, data=data, model_name=model_name,
+        settings=settings,
+        data=data,
+        model_name=model_name,
         num_params=sum(math.prod(p.shape) for p in jax.tree.leaves(params)),
-        devices=f"{mesh.devices.size} x {jax.devices()[0].platform}", params=bytes_per_device(params),
-        opt_state=bytes_per_device(opt_state), kv_cache=bytes_per_device(caches),
-        rollouts=bytes_per_device((rollouts, targets)), programs=results,
-    )  # fmt: skip
+        devices=f"{mesh.devices.size} x {jax.devices()[0].platform}",
+        params=bytes_per_device(params),
+        opt_state=bytes_per_device(opt_state),
+        kv_cache=bytes_per_device(caches),
+        rollouts=bytes_per_device((rollouts, targets)),
+        programs=results,
+    )
 
 
 def format_gib(x: int | None) -> str:
@@ -371,7 +421,8 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
         st = p.stats
         fits = "yes" if p.phase_peak <= budget else "NO"
         lines.append(
-            f"| {p.name} | {p.shape} | {format_gib(st.argument_size_in_bytes)} | {format_gib(st.output_size_in_bytes)} | "
+            f"| {p.name} | {p.shape} | {format_gib(st.argument_size_in_bytes)} "
+            f"| {format_gib(st.output_size_in_bytes)} | "
             f"{format_gib(st.alias_size_in_bytes)} | {format_gib(st.temp_size_in_bytes)} | "
             f"{format_gib(st.generated_code_size_in_bytes)} | {format_gib(p.peak)} | {format_gib(p.resident)} | "
             f"{format_gib(p.phase_peak)} | {fits} | {p.compile_s:.0f} s |"
@@ -381,5 +432,8 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
     if peaks:
         verdict = "fits" if max(peaks) <= budget and not failed else "does NOT fit"
         note = f" ({', '.join(failed)} did not compile)" if failed else ""
-        lines += ["", f"Step peak per device: {format_gib(max(peaks))} GiB of {device_memory_gib:g} GiB: {verdict}{note}."]
+        lines += [
+            "",
+            f"Step peak per device: {format_gib(max(peaks))} GiB of {device_memory_gib:g} GiB: {verdict}{note}.",
+        ]
     return "\n".join(lines)

@@ -15,8 +15,14 @@ from shuffle_r1_jax.models.qwen2_5_vl.random_weights import random_model
 from shuffle_r1_jax.models.qwen2_5_vl.saving import save_hf_checkpoint
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 
-TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id", "bos_token_id",
-                "eos_token_id")  # fmt: skip
+TOKEN_FIELDS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+    "bos_token_id",
+    "eos_token_id",
+)
 
 
 def random_3b_assets(

@@ -121,9 +121,14 @@ def one_trip_programs(trainer: Trainer) -> StepPrograms:
         loss=dataclasses.replace(s.loss, logprob_chunk=_padded_response(s)),
     )
     return build_step_programs(
-        settings, trainer.graphdef, trainer.mesh, trainer.optimizer, SpecialTokens.of(trainer.model_config),
-        param_shardings=trainer.param_shardings, opt_shardings=trainer.opt_shardings,
-    )  # fmt: skip
+        settings,
+        trainer.graphdef,
+        trainer.mesh,
+        trainer.optimizer,
+        SpecialTokens.of(trainer.model_config),
+        param_shardings=trainer.param_shardings,
+        opt_shardings=trainer.opt_shardings,
+    )
 
 
 def xla_flops(program, args: tuple) -> float | None:
@@ -220,7 +225,10 @@ def run_benchmark(settings: RunSettings, workdir: str, *, warmup_steps: int, ste
         with jax.set_mesh(trainer.mesh):
             program_flops = {
                 name: {
-                    key: (xla_flops(getattr(one_trip, name), args), analytic_flops(name, args, settings, trainer.model_config))
+                    key: (
+                        xla_flops(getattr(one_trip, name), args),
+                        analytic_flops(name, args, settings, trainer.model_config),
+                    )
                     for key, args in recorder.signatures.items()
                 }
                 for name, recorder in recorders.items()
@@ -326,7 +334,12 @@ def format_report(r: BenchResult) -> str:
         f"| **step** | {r.step_seconds:.3f} | 100% | {r.response_tokens / r.step_seconds:.0f} "
         f"| {(r.response_tokens + r.prompt_tokens) / r.step_seconds:.0f} | | | | |"
     )
-    lines += ["", LEGEND, "", "FLOPs per program call (XLA: cost analysis of the one-trip program; ratio XLA / analytic):"]
+    lines += [
+        "",
+        LEGEND,
+        "",
+        "FLOPs per program call (XLA: cost analysis of the one-trip program; ratio XLA / analytic):",
+    ]
     for name, by_key in r.program_flops.items():
         for xla, analytic in by_key.values():
             ratio = f"{xla / analytic:.2f}" if xla else "-"
@@ -336,7 +349,8 @@ def format_report(r: BenchResult) -> str:
     total = len(r.compiles_per_step)
     lines += [
         "",
-        f"Compilations over the {total}-step run (XLA backend compiles; prompt buckets seen: {sorted(set(r.buckets))}):",
+        f"Compilations over the {total}-step run (XLA backend compiles; prompt buckets seen: "
+        f"{sorted(set(r.buckets))}):",
         f"- step 1: {r.compiles_per_step[0]} compiles, {r.compile_seconds_per_step[0]:.1f} s backend compile + "
         f"{r.trace_lower_seconds_per_step[0]:.1f} s tracing/lowering",
         f"- steps 2-{total}: {sum(r.compiles_per_step[1:])} compiles, {sum(r.compile_seconds_per_step[1:]):.2f} s "
@@ -386,4 +400,3 @@ def describe_settings(settings: RunSettings) -> str:
         f"{s.train.num_minibatches} optimizer steps per batch, {s.train.micro_batches} micro-batches each, "
         f"old log-probs {s.rl.old_logprobs}."
     )
-

@@ -5,6 +5,7 @@ Reproduces the layout of the Hugging Face `Qwen2VLImageProcessor` (PIL backend):
 ordered [channel, frame, row, col]; rows are ordered so that each `merge_size x merge_size` block of
 patches is contiguous (block rows, block cols, then the patches inside a block row-major).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,6 +92,7 @@ def load_image_config(path: str | os.PathLike) -> ImagePreprocessConfig:
         image_mean=tuple(float(v) for v in raw.get("image_mean", default.image_mean)),
         image_std=tuple(float(v) for v in raw.get("image_std", default.image_std)),
     )
+
 
 def smart_resize(
     height: int,

@@ -3,6 +3,7 @@
 A source that cannot be decoded raises `ImageDecodeError` (naming the source), so a data pipeline can
 count and skip the sample instead of stopping.
 """
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Read model responses: tag normalization, the think-then-box format, the last \\boxed{...}, <answer> tags."""
+
 from __future__ import annotations
 
 import re

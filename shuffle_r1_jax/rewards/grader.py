@@ -10,6 +10,7 @@ after rounding to 6 decimals.
 math-verify's own signal-based time limits are switched off (they only work in a main thread); callers
 bound the time with `shuffle_r1_jax.rewards.pool`, which runs graders in killable processes.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The Shuffle-R1 / EasyR1 math reward: think-then-box format plus a math-equivalence accuracy."""
+
 from __future__ import annotations
 
 from shuffle_r1_jax.rewards.extract import last_boxed_content, math_format, normalize_tags

@@ -8,6 +8,7 @@ counted reason; scoring never stops the run.
 Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker, ~1 s);
 `score_batch` is the one-shot form that starts and stops a pool per call.
 """
+
 from __future__ import annotations
 
 import collections
@@ -155,8 +156,7 @@ class _BatchState:
         for parts in self.parts:
             names.extend(name for name in (parts or {}) if name not in names)
         arrays = {
-            name: np.asarray([(parts or {}).get(name, 0.0) for parts in self.parts], dtype=np.float32)
-            for name in names
+            name: np.asarray([(parts or {}).get(name, 0.0) for parts in self.parts], dtype=np.float32) for name in names
         }
         counts = {reason: self.reasons.count(reason) for reason in FAILURE_REASONS}
         for reason, message in self.first_error.items():

@@ -1,4 +1,5 @@
 """The R1-V style reward: <think>...</think> <answer>...</answer> format, equal weight on accuracy."""
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ holds `overall` (the scalar used for advantages) plus named parts that are logge
 module level so worker processes can import it. Built-in names are resolved lazily, so importing this
 module does not import the math grader.
 """
+
 from __future__ import annotations
 
 import importlib

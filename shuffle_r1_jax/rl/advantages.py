@@ -17,6 +17,7 @@ are keyword arguments specific to an estimator (e.g. `eps`, `gamma`). Add one wi
 
 All functions are jittable: shapes are static; options are Python numbers (gamma and eps may also be traced).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -238,8 +239,10 @@ def cppo_num_kept(group_size: int, prune_ratio: float) -> int:
         raise ValueError(f"CPPO prune_ratio must be in [0, 1), got {prune_ratio!r}")
     k = int(group_size * (1.0 - prune_ratio))
     if k < 1:
-        raise ValueError(f"CPPO keeps int(n * (1 - prune_ratio)) = {k} rollouts for n={group_size}, "
-                         f"prune_ratio={prune_ratio!r}; it must keep at least 1")
+        raise ValueError(
+            f"CPPO keeps int(n * (1 - prune_ratio)) = {k} rollouts for n={group_size}, "
+            f"prune_ratio={prune_ratio!r}; it must keep at least 1"
+        )
     return k
 
 

@@ -16,6 +16,7 @@ Modes:
 Rows whose mask is empty (e.g. ABS shortfall slots the trainer masked out) contribute 0 and are not
 counted in the default denominators.
 """
+
 from __future__ import annotations
 
 import jax

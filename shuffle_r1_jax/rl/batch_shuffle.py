@@ -19,6 +19,7 @@ Everything is a pure jittable function of arrays and a PRNG key (deterministic f
 runs inside a jitted step on a device mesh, with its inputs and outputs sharded, without a host
 round-trip.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -130,8 +131,9 @@ def advantage_batch_shuffle(pair_weights: jax.Array, rounds: int, per_round: int
     if rounds < 1:
         raise ValueError(f"ABS rounds must be >= 1, got rounds={rounds!r}")
     if not 1 <= per_round <= num_pairs:
-        raise ValueError(f"ABS per_round must be in [1, P={num_pairs}] (distinct pairs per round), "
-                         f"got per_round={per_round!r}")
+        raise ValueError(
+            f"ABS per_round must be in [1, P={num_pairs}] (distinct pairs per round), got per_round={per_round!r}"
+        )
     w = pair_weights.astype(jnp.float32)
     positive = w > 0
     log_w = jnp.where(positive, jnp.log(jnp.where(positive, w, 1.0)), -jnp.inf)
@@ -209,6 +211,8 @@ def split_minibatches(x: jax.Array, num_minibatches: int) -> jax.Array:
     """
     total = x.shape[0]
     if num_minibatches < 1 or total % num_minibatches or (total // num_minibatches) % 2:
-        raise ValueError(f"cannot split an update batch of {total} trajectories into num_minibatches="
-                         f"{num_minibatches!r} equal chunks of even size (pairs must stay together)")
+        raise ValueError(
+            f"cannot split an update batch of {total} trajectories into num_minibatches="
+            f"{num_minibatches!r} equal chunks of even size (pairs must stay together)"
+        )
     return x.reshape(num_minibatches, total // num_minibatches, *x.shape[1:])

@@ -4,6 +4,7 @@ Both are jittable. The "keep generating until the batch is full" loop of dynamic
 trainer's (host) job: it uses `dynamic_sampling_keep_mask` on each generated batch and concatenates kept
 groups until it has enough, within a bounded number of tries.
 """
+
 from __future__ import annotations
 
 import jax
@@ -45,8 +46,10 @@ def overlong_reward_penalty(
       float32 `[...]`, in [-factor, 0].
     """
     if not 0 < cache_length <= max_length:
-        raise ValueError(f"overlong shaping needs 0 < cache_length <= max_length, got cache_length={cache_length!r}, "
-                         f"max_length={max_length!r}")
+        raise ValueError(
+            f"overlong shaping needs 0 < cache_length <= max_length, got cache_length={cache_length!r}, "
+            f"max_length={max_length!r}"
+        )
     length = response_lengths.astype(jnp.float32)
     threshold = float(max_length - cache_length)
     inside = (threshold - length) / cache_length

@@ -8,6 +8,7 @@ With samples from the current policy pi, logp = log pi(y_t) and ref_logp = log p
   abs:                |logp - ref_logp|
 All are jittable and computed in float32.
 """
+
 from __future__ import annotations
 
 import jax
@@ -68,8 +69,9 @@ def kl_loss(
       (float32 scalar loss, {"kl_loss": loss, "kl_ref": masked mean of the estimate}).
     """
     per_token = kl_estimate(logp, ref_logp, kind)
-    loss = aggregate_loss(per_token, mask, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
-                          norm_constant=norm_constant)
+    loss = aggregate_loss(
+        per_token, mask, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=norm_constant
+    )
     return loss, {"kl_loss": loss, "kl_ref": masked_mean(jax.lax.stop_gradient(per_token), mask)}
 
 

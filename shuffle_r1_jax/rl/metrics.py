@@ -4,6 +4,7 @@ Every function is pure and jittable. Masks may be bool or 0/1 floats of the same
 A reduction over an empty mask returns 0 instead of NaN, so metrics of a batch whose every row was
 dropped (for instance ABS shortfall slots) stay finite.
 """
+
 from __future__ import annotations
 
 import jax

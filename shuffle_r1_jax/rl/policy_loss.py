@@ -16,6 +16,7 @@ Clip metrics count the valid tokens where a clip is ACTIVE, i.e. where the token
   dual:   A < 0 and r > dual_clip
 A token is "utilized" when |A| >= 1e-6 and no clip is active.
 """
+
 from __future__ import annotations
 
 import jax
@@ -92,8 +93,9 @@ def ppo_policy_loss(
     per_token = jnp.maximum(-adv * ratio, -adv * clipped_ratio)
     if dual_clip is not None:
         per_token = jnp.where(adv < 0, jnp.minimum(per_token, -adv * dual_clip), per_token)
-    loss = aggregate_loss(per_token, m, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
-                          norm_constant=norm_constant)
+    loss = aggregate_loss(
+        per_token, m, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=norm_constant
+    )
 
     r = jax.lax.stop_gradient(ratio)
     higher = (adv > 0) & (r > 1.0 + clip_high)

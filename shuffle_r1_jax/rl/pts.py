@@ -12,6 +12,7 @@ groups gives pair id g * M + m, the id ABS draws (see `batch_shuffle`).
 
 Everything is jittable; `keep_ratio`, `variant` and `rerank_by_magnitude` are static.
 """
+
 from __future__ import annotations
 
 import jax
@@ -32,8 +33,10 @@ def num_kept_pairs(group_size: int, keep_ratio: float) -> int:
         raise ValueError(f"PTS keep_ratio must be in (0, 1], got keep_ratio={keep_ratio!r}")
     kept = int(group_size // 2 * keep_ratio)
     if kept < 1:
-        raise ValueError(f"PTS keeps M = int(n/2 * keep_ratio) = int({group_size // 2} * {keep_ratio!r}) = {kept} "
-                         f"pairs per group; it must keep at least 1 (raise keep_ratio or n)")
+        raise ValueError(
+            f"PTS keeps M = int(n/2 * keep_ratio) = int({group_size // 2} * {keep_ratio!r}) = {kept} "
+            f"pairs per group; it must keep at least 1 (raise keep_ratio or n)"
+        )
     return kept
 
 

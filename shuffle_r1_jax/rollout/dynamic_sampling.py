@@ -41,7 +41,9 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
     slots_per_row = max((b.vision.patches.shape[1] for b in with_images), default=0) // 4
     image_slots, vision_rows, offset = [], [], 0
     for b in batches:
-        slot = np.full(b.input_ids.shape, -1, np.int32) if b.image_token_slot is None else np.asarray(b.image_token_slot)
+        slot = (
+            np.full(b.input_ids.shape, -1, np.int32) if b.image_token_slot is None else np.asarray(b.image_token_slot)
+        )
         if b.vision is not None:
             old_row = b.vision.patches.shape[1] // 4
             slot = np.where(slot >= 0, (slot // old_row + offset) * slots_per_row + slot % old_row, -1)
@@ -56,7 +58,9 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
             offset += b.vision.patches.shape[0]
         image_slots.append(pad_left(slot, length, -1))
     vision = (
-        VisionInputs(*(np.concatenate([getattr(v, f.name) for v in vision_rows]) for f in dataclasses.fields(VisionInputs)))
+        VisionInputs(
+            *(np.concatenate([getattr(v, f.name) for v in vision_rows]) for f in dataclasses.fields(VisionInputs))
+        )
         if vision_rows
         else None
     )
@@ -86,7 +90,9 @@ def merge_groups(
     rollout_rows = [(groups[:, None] * n + np.arange(n)).reshape(-1) for _, groups in parts]
 
     def rows_of(get, on_device: bool = False):
-        return np.concatenate([(local(get(s)) if on_device else np.asarray(get(s)))[r] for (s, _), r in zip(parts, rollout_rows)])
+        return np.concatenate(
+            [(local(get(s)) if on_device else np.asarray(get(s)))[r] for (s, _), r in zip(parts, rollout_rows)]
+        )
 
     prompts = prompts.take_rows(prompt_rows)
     names = parts[0][0].parts.keys()

@@ -68,21 +68,29 @@ class BatchPlacer:
             return ModelInputs(self.rows(ids), self.rows(mask), self.rows(positions, 1), self.rows(local.rope_deltas))
         vision, slots = self._pad_vision(local, length, image_rows, width, patch_dim)
         return ModelInputs(
-            self.rows(ids), self.rows(mask), self.rows(positions, 1), self.rows(local.rope_deltas),
-            vision=jax.tree.map(self.rows, vision), image_token_slot=self.rows(slots),
-        )  # fmt: skip
+            self.rows(ids),
+            self.rows(mask),
+            self.rows(positions, 1),
+            self.rows(local.rope_deltas),
+            vision=jax.tree.map(self.rows, vision),
+            image_token_slot=self.rows(slots),
+        )
 
     def _pad_vision(self, local: ModelInputs, length: int, image_rows: int, width: int, patch_dim: int):
-        """Vision rows padded to (image_rows, width) and slots re-pointed at the global rows of this process's images."""
+        """Vision rows padded to (image_rows, width), and slots re-pointed at the global rows of this process's
+        images."""
         vision = local.vision or VisionInputs(
             np.zeros((0, width, patch_dim), np.float32), np.zeros((0, width, 2), np.int32), np.zeros((0, width), bool)
         )
-        slots = np.full(local.input_ids.shape, -1, np.int32) if local.image_token_slot is None else local.image_token_slot
+        slots = (
+            np.full(local.input_ids.shape, -1, np.int32) if local.image_token_slot is None else local.image_token_slot
+        )
         extra = ((0, image_rows - vision.patches.shape[0]), (0, width - vision.patches.shape[1]))
         vision = VisionInputs(
-            np.pad(vision.patches, extra + ((0, 0),)), np.pad(vision.patch_pos, extra + ((0, 0),)),
+            np.pad(vision.patches, extra + ((0, 0),)),
+            np.pad(vision.patch_pos, extra + ((0, 0),)),
             np.pad(vision.patch_valid, extra),
-        )  # fmt: skip
+        )
         old_row = max(local.vision.patches.shape[1] // self.merge, 1) if local.vision is not None else 1
         new_row = width // self.merge
         global_rows = ga.local_row_ids(

@@ -110,9 +110,12 @@ class Sampler:
 
         slots = None if inputs.image_token_slot is None else cut(inputs.image_token_slot)
         return ModelInputs(
-            cut(inputs.input_ids), cut(inputs.attention_mask), cut(inputs.position_ids, 1), cut(inputs.rope_deltas),
+            cut(inputs.input_ids),
+            cut(inputs.attention_mask),
+            cut(inputs.position_ids, 1),
+            cut(inputs.rope_deltas),
             image_token_slot=slots,
-        )  # fmt: skip
+        )
 
     def _merge_impl(self, outputs: list[SampleOutput], *, shards: int) -> SampleOutput:
         self.compilations += 1
@@ -170,9 +173,7 @@ class Sampler:
             # feed the token: its key/value goes to slot length + step, its position continues the prompt's
             key_valid = key_valid.at[:, length + step].set(~done)
             positions = jnp.broadcast_to((next_position + step)[None, :, None], (3, rows, 1))
-            hidden, caches = model.decode(
-                model.embed(token[:, None]), positions, key_valid[:, None, :], caches
-            )
+            hidden, caches = model.decode(model.embed(token[:, None]), positions, key_valid[:, None, :], caches)
             caches = [self._constrain_cache(c) for c in caches]
             logits = self._constrain(model.logits(hidden[:, 0]).astype(jnp.float32), PartitionSpec(BATCH_AXES, None))
             return step + 1, tokens, logprobs, new_done, caches, key_valid, logits, key
@@ -229,15 +230,24 @@ class Sampler:
         shards = self._batch_shards(per_call)
         outputs = [
             self._sample(
-                state, self._chunk(text, jnp.int32(j), chunks=chunks, shards=shards), features, n=n,
-                max_new=max_new_tokens, capacity=capacity, key=jax.random.fold_in(key, j),
-            )  # fmt: skip
+                state,
+                self._chunk(text, jnp.int32(j), chunks=chunks, shards=shards),
+                features,
+                n=n,
+                max_new=max_new_tokens,
+                capacity=capacity,
+                key=jax.random.fold_in(key, j),
+            )
             for j in range(chunks)
         ]
         return self._merge(outputs, shards=shards)
 
-    def _sample(self, state, inputs: ModelInputs, features, *, n: int, max_new: int, capacity: int, key) -> SampleOutput:
+    def _sample(
+        self, state, inputs: ModelInputs, features, *, n: int, max_new: int, capacity: int, key
+    ) -> SampleOutput:
         self.prefill_calls += 1
         caches, logits = self._prefill(state, inputs, features, capacity=capacity, n=n)
-        output, _ = self._decode(state, caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new)
+        output, _ = self._decode(
+            state, caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new
+        )
         return output

@@ -21,9 +21,11 @@ from ml_collections import config_flags
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "config.py"
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", str(DEMO_CONFIG), "experiment config file, optionally with :arguments (default: the demo)",
+    "config",
+    str(DEMO_CONFIG),
+    "experiment config file, optionally with :arguments (default: the demo)",
     lock_config=True,
-)  # fmt: skip
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
 
 

@@ -22,7 +22,9 @@ def base_config() -> ConfigDict:
     c.setup = ""
 
     c.model = ConfigDict()
-    c.model.checkpoint = ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer) or a converted one
+    c.model.checkpoint = (
+        ""  # an HF-format Qwen2.5-VL directory (config.json, safetensors, tokenizer) or a converted one
+    )
     c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
     c.model.param_dtype = "float32"  # storage dtype of the trained parameters and AdamW moments (fp32 master weights)
     c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
@@ -68,7 +70,9 @@ def base_config() -> ConfigDict:
     c.rl.abs_weight = "sum"  # pair weight: "sum" | "max" | "mean" | "positive"
     c.rl.abs_power = 1.0  # P = W^p / sum W^p
     c.rl.cppo_prune = 0.5  # CPPO pruning ratio
-    c.rl.dynamic_sampling_max_tries = 3  # DAPO: prompt batches generated at most to fill the batch with informative groups
+    c.rl.dynamic_sampling_max_tries = (
+        3  # DAPO: prompt batches generated at most to fill the batch with informative groups
+    )
     c.rl.dynamic_sampling_fallback = "fill"  # then: "fill" (with zero-advantage groups, counted) | "error"
     c.rl.old_logprobs = "recompute"  # "recompute" (a forward before the update) | "sampler" (the sampler's)
 
@@ -115,7 +119,9 @@ def base_config() -> ConfigDict:
     # The device mesh (data, fsdp, tensor): parameters and optimizer state are sharded by `rules`, rollout and
     # update batches by rows over data x fsdp.
     c.mesh = ConfigDict()
-    c.mesh.preset = ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (parallel/mesh_config.py)
+    c.mesh.preset = (
+        ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (parallel/mesh_config.py)
+    )
     c.mesh.data = 1  # data-parallel replicas (-1 = the devices the other axes leave; at most one -1)
     c.mesh.fsdp = -1  # parameter/optimizer-state shards (fully sharded data parallel); -1: the rest
     c.mesh.tensor = 1  # tensor-parallel shards of heads, MLP and vocabulary (must divide one process's devices)
@@ -126,8 +132,12 @@ def base_config() -> ConfigDict:
 
     # Multi-host start-up (jax.distributed): shuffle_r1_jax/parallel/distributed.py.
     c.distributed = ConfigDict()
-    c.distributed.initialize = "auto"  # "auto" (if the config, environment or a multi-host preset says so) | "always" | "never"
-    c.distributed.coordinator_address = ""  # "host:port" of process 0 ("" = JAX_COORDINATOR_ADDRESS or cluster detection)
+    c.distributed.initialize = (
+        "auto"  # "auto" (if the config, environment or a multi-host preset says so) | "always" | "never"
+    )
+    c.distributed.coordinator_address = (
+        ""  # "host:port" of process 0 ("" = JAX_COORDINATOR_ADDRESS or cluster detection)
+    )
     c.distributed.num_processes = -1  # -1 = JAX_NUM_PROCESSES or cluster detection
     c.distributed.process_id = -1  # -1 = JAX_PROCESS_ID or cluster detection
     c.distributed.cpu_collectives = "gloo"  # cross-process collectives of the CPU backend ("gloo" | "mpi")

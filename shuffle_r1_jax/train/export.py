@@ -31,7 +31,9 @@ def export_trainer_checkpoint(
     checkpoints_dir = Path(checkpoints_dir)
     source = checkpoints_dir / HF_SOURCE
     if not (source / "config.json").exists():
-        raise FileNotFoundError(f"{source}/config.json is missing: is {checkpoints_dir} a trainer checkpoint directory?")
+        raise FileNotFoundError(
+            f"{source}/config.json is missing: is {checkpoints_dir} a trainer checkpoint directory?"
+        )
     config = load_config(source)
     model = abstract_model(config, dtype=jnp.float32, param_dtype=jnp.float32)
     abstract = jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(model, nnx.Param)))

@@ -14,11 +14,14 @@ always arguments (a pure dict of arrays), never constants.
   logprobs           (params, rollouts, features) -> f32[R, T]: old and reference log-probs, micro-batched
   update             (params, opt_state, rollouts, targets, rows, valid) -> (params, opt_state, metrics): one
                      optimizer step; params and opt_state donated, outputs sharded like the inputs
+The update is jitted per build (its output shardings are the trainer's); the others are module-level jitted
+functions with their static arguments bound (`BoundProgram`), so equal settings share compilations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -66,6 +69,50 @@ class SpecialTokens:
         )
 
 
+class BoundProgram:
+    """A module-level jitted function with its static arguments bound: called and lowered like a jitted function
+    of the others. Programs with equal static arguments share one compilation cache across trainers (tests and
+    comparisons build many in one process)."""
+
+    def __init__(self, jitted, **static):
+        self.jitted = jitted
+        self.static = static
+
+    def __call__(self, *args):
+        return self.jitted(*args, **self.static)
+
+    def lower(self, *args):
+        return self.jitted.lower(*args, **self.static)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _image_features(params, vision, *, graphdef):
+    return nnx.merge(graphdef, params).image_features(vision)
+
+
+@functools.partial(jax.jit, static_argnames=("estimator", "n"))
+def _advantages(scores, mask, *, estimator, n):
+    return advantages_from_scores(estimator, scores, mask, n)
+
+
+@functools.partial(jax.jit, static_argnames=("selection", "minibatches"))
+def _select(rollout_advantages, key, *, selection, minibatches):
+    rows, valid, stats = select_update_rows(rollout_advantages, selection, key)
+    return jnp.split(rows, minibatches), jnp.split(valid, minibatches), stats
+
+
+@jax.jit
+def _selection_metrics(rollout_advantages, rows, valid, mask):
+    return selection_metrics(rollout_advantages, jnp.concatenate(rows), jnp.concatenate(valid), mask)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "micro_batch_rows", "temperature", "chunk"))
+def _logprobs(params, rollouts, features, *, graphdef, micro_batch_rows, temperature, chunk):
+    return rollout_logprobs(
+        graphdef, params, rollouts, features, micro_batch_rows=micro_batch_rows, temperature=temperature, chunk=chunk
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class StepPrograms:
     """Every jitted program of one training step (see the module docstring for signatures)."""
@@ -99,48 +146,41 @@ def build_step_programs(
       tokens: special token ids of the samplers.
       param_shardings, opt_shardings: trees of `NamedSharding`s of the parameters and the optimizer state (the
         update's outputs keep them).
+
+    Returns:
+      The `StepPrograms`; each has `.lower(*args)` for ahead-of-time compilation.
     """
     rollout, loss, train = settings.rollout, settings.loss, settings.train
 
-    def image_features(params, vision):
-        return nnx.merge(graphdef, params).image_features(vision)
-
-    def advantages(scores, mask):
-        return advantages_from_scores(settings.rl.estimator, scores, mask, rollout.n)
-
-    def select(rollout_advantages, key):
-        rows, valid, stats = select_update_rows(rollout_advantages, settings.rl.selection, key)
-        return jnp.split(rows, train.num_minibatches), jnp.split(valid, train.num_minibatches), stats
-
-    def concatenated_selection_metrics(rollout_advantages, rows, valid, mask):
-        return selection_metrics(rollout_advantages, jnp.concatenate(rows), jnp.concatenate(valid), mask)
-
-    def logprobs(params, rollouts, features):
-        return rollout_logprobs(
-            graphdef,
-            params,
-            rollouts,
-            features,
-            micro_batch_rows=train.logprob_micro_batch_rows,
-            temperature=rollout.temperature,
-            chunk=loss.logprob_chunk,
-        )
-
     def update(params, opt_state, rollouts, targets, rows, valid):
         return update_minibatch(
-            graphdef, params, opt_state, optimizer, rollouts, targets, rows, valid,
-            micro_batches=train.micro_batches, cfg=loss,
-        )  # fmt: skip
+            graphdef,
+            params,
+            opt_state,
+            optimizer,
+            rollouts,
+            targets,
+            rows,
+            valid,
+            micro_batches=train.micro_batches,
+            cfg=loss,
+        )
 
     sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
     replicated = NamedSharding(mesh, PartitionSpec())
     return StepPrograms(
-        image_features=jax.jit(image_features),
+        image_features=BoundProgram(_image_features, graphdef=graphdef),
         sampler=Sampler(graphdef, sampling, mesh=mesh),
-        advantages=jax.jit(advantages),
-        select=jax.jit(select),
-        selection_metrics=jax.jit(concatenated_selection_metrics),
-        logprobs=jax.jit(logprobs),
+        advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
+        select=BoundProgram(_select, selection=settings.rl.selection, minibatches=train.num_minibatches),
+        selection_metrics=BoundProgram(_selection_metrics),
+        logprobs=BoundProgram(
+            _logprobs,
+            graphdef=graphdef,
+            micro_batch_rows=train.logprob_micro_batch_rows,
+            temperature=rollout.temperature,
+            chunk=loss.logprob_chunk,
+        ),
         update=jax.jit(
             update,
             donate_argnames=("params", "opt_state"),

@@ -65,10 +65,11 @@ class ModelSettings:
     remat: str
 
     def __post_init__(self):
-        _require(self.attention_impl in IMPLEMENTATIONS,
-                 f"model.attention_impl = {self.attention_impl!r}; expected one of {IMPLEMENTATIONS}")  # fmt: skip
-        _require(self.remat in REMAT_POLICIES,
-                 f"model.remat = {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}")  # fmt: skip
+        _require(
+            self.attention_impl in IMPLEMENTATIONS,
+            f"model.attention_impl = {self.attention_impl!r}; expected one of {IMPLEMENTATIONS}",
+        )
+        _require(self.remat in REMAT_POLICIES, f"model.remat = {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,17 +90,24 @@ class DataSettings:
     seed: int
 
     def __post_init__(self):
-        _require(self.rollout_batch_prompts >= 1,
-                 f"data.rollout_batch_prompts = {self.rollout_batch_prompts} must be >= 1")  # fmt: skip
+        _require(
+            self.rollout_batch_prompts >= 1, f"data.rollout_batch_prompts = {self.rollout_batch_prompts} must be >= 1"
+        )
         _require(self.max_prompt_length >= 1, f"data.max_prompt_length = {self.max_prompt_length} must be >= 1")
-        _require(self.buckets.max_prompt_length >= self.max_prompt_length,
-                 f"data.prompt_buckets = {self.buckets.prompt_lengths}: the largest must be >= data.max_prompt_length "
-                 f"= {self.max_prompt_length}")  # fmt: skip
-        _require(0 < self.image.min_pixels <= self.image.max_pixels,
-                 f"data.min_pixels = {self.image.min_pixels} and data.max_pixels = {self.image.max_pixels} must "
-                 "satisfy 0 < min <= max")  # fmt: skip
-        _require(self.on_bad_record in ON_BAD_RECORD,
-                 f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}")  # fmt: skip
+        _require(
+            self.buckets.max_prompt_length >= self.max_prompt_length,
+            f"data.prompt_buckets = {self.buckets.prompt_lengths}: the largest must be >= data.max_prompt_length "
+            f"= {self.max_prompt_length}",
+        )
+        _require(
+            0 < self.image.min_pixels <= self.image.max_pixels,
+            f"data.min_pixels = {self.image.min_pixels} and data.max_pixels = {self.image.max_pixels} must "
+            "satisfy 0 < min <= max",
+        )
+        _require(
+            self.on_bad_record in ON_BAD_RECORD,
+            f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}",
+        )
         try:
             load_prompt_format(self.prompt_format)
         except ValueError as err:
@@ -153,19 +161,28 @@ class RLSettings:
     old_logprobs: str
 
     def __post_init__(self):
-        _require(self.estimator in available_advantage_estimators(),
-                 f"rl.algorithm = {self.algorithm!r} needs advantage estimator {self.estimator!r}, which is not "
-                 "registered")  # fmt: skip
-        _require(self.selection.selection in available_selectors(),
-                 f"rl.algorithm = {self.algorithm!r} needs update-batch selector {self.selection.selection!r}, "
-                 "which is not registered")  # fmt: skip
-        _require(self.dynamic_sampling_max_tries >= 1,
-                 f"rl.dynamic_sampling_max_tries = {self.dynamic_sampling_max_tries} must be >= 1")  # fmt: skip
-        _require(self.dynamic_sampling_fallback in DYNAMIC_SAMPLING_FALLBACKS,
-                 f"rl.dynamic_sampling_fallback = {self.dynamic_sampling_fallback!r}; expected one of "
-                 f"{DYNAMIC_SAMPLING_FALLBACKS}")  # fmt: skip
-        _require(self.old_logprobs in OLD_LOGPROBS,
-                 f"rl.old_logprobs = {self.old_logprobs!r}; expected one of {OLD_LOGPROBS}")  # fmt: skip
+        _require(
+            self.estimator in available_advantage_estimators(),
+            f"rl.algorithm = {self.algorithm!r} needs advantage estimator {self.estimator!r}, which is not registered",
+        )
+        _require(
+            self.selection.selection in available_selectors(),
+            f"rl.algorithm = {self.algorithm!r} needs update-batch selector {self.selection.selection!r}, "
+            "which is not registered",
+        )
+        _require(
+            self.dynamic_sampling_max_tries >= 1,
+            f"rl.dynamic_sampling_max_tries = {self.dynamic_sampling_max_tries} must be >= 1",
+        )
+        _require(
+            self.dynamic_sampling_fallback in DYNAMIC_SAMPLING_FALLBACKS,
+            f"rl.dynamic_sampling_fallback = {self.dynamic_sampling_fallback!r}; expected one of "
+            f"{DYNAMIC_SAMPLING_FALLBACKS}",
+        )
+        _require(
+            self.old_logprobs in OLD_LOGPROBS,
+            f"rl.old_logprobs = {self.old_logprobs!r}; expected one of {OLD_LOGPROBS}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +198,10 @@ class TrainSettings:
 
     def __post_init__(self):
         _require(self.total_steps >= 1, f"train.total_steps = {self.total_steps} must be >= 1")
-        _require(self.max_nonfinite_in_a_row >= 1,
-                 f"train.max_nonfinite_in_a_row = {self.max_nonfinite_in_a_row} must be >= 1")  # fmt: skip
+        _require(
+            self.max_nonfinite_in_a_row >= 1,
+            f"train.max_nonfinite_in_a_row = {self.max_nonfinite_in_a_row} must be >= 1",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,109 +289,194 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
     for key in ("dtype", "param_dtype"):
         _require(c.model[key] in MODEL_DTYPES, f"model.{key} = {c.model[key]!r}; expected one of {MODEL_DTYPES}")
     model = ModelSettings(
-        checkpoint=c.model.checkpoint, dtype=DTYPES[c.model.dtype], param_dtype=DTYPES[c.model.param_dtype],
-        attention_impl=c.model.attention_impl, remat=c.model.remat,
-    )  # fmt: skip
+        checkpoint=c.model.checkpoint,
+        dtype=DTYPES[c.model.dtype],
+        param_dtype=DTYPES[c.model.param_dtype],
+        attention_impl=c.model.attention_impl,
+        remat=c.model.remat,
+    )
     prompts, processes = c.data.rollout_batch_prompts, jax.process_count()
-    _require(prompts % processes == 0,
-             f"data.rollout_batch_prompts = {prompts} does not divide over {processes} processes")  # fmt: skip
-    data = _converted((ValueError,), lambda: DataSettings(
-        train=c.data.train, val=c.data.val,
-        columns=Columns(prompt=c.data.prompt_column, answer=c.data.answer_column, images=c.data.images_column,
-                        image_dir=c.data.image_dir or None),
-        prompt_format=c.data.prompt_format, max_prompt_length=c.data.max_prompt_length,
-        buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
-        image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
-        rollout_batch_prompts=prompts, prompts_per_process=prompts // processes,
-        on_bad_record=c.data.on_bad_record, seed=c.seed,
-    ))  # fmt: skip
+    _require(
+        prompts % processes == 0, f"data.rollout_batch_prompts = {prompts} does not divide over {processes} processes"
+    )
+    data = _converted(
+        (ValueError,),
+        lambda: DataSettings(
+            train=c.data.train,
+            val=c.data.val,
+            columns=Columns(
+                prompt=c.data.prompt_column,
+                answer=c.data.answer_column,
+                images=c.data.images_column,
+                image_dir=c.data.image_dir or None,
+            ),
+            prompt_format=c.data.prompt_format,
+            max_prompt_length=c.data.max_prompt_length,
+            buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
+            image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
+            rollout_batch_prompts=prompts,
+            prompts_per_process=prompts // processes,
+            on_bad_record=c.data.on_bad_record,
+            seed=c.seed,
+        ),
+    )
     reward = RewardSettings(name=c.reward.name, timeout_s=c.reward.timeout_s, num_workers=c.reward.num_workers)
     rollout = RolloutSettings(
-        n=c.rollout.n, max_new_tokens=c.rollout.max_new_tokens, temperature=c.rollout.temperature,
-        top_p=c.rollout.top_p, top_k=c.rollout.top_k, prompts_per_sampler_call=c.rollout.prompts_per_sampler_call,
-    )  # fmt: skip
+        n=c.rollout.n,
+        max_new_tokens=c.rollout.max_new_tokens,
+        temperature=c.rollout.temperature,
+        top_p=c.rollout.top_p,
+        top_k=c.rollout.top_k,
+        prompts_per_sampler_call=c.rollout.prompts_per_sampler_call,
+    )
     n = rollout.n
     selection = SelectionConfig(
-        selection=algorithm.selector, group_size=n, keep_ratio=c.rl.keep_ratio, pts_variant=c.rl.pts_variant,
-        rerank=c.rl.pts_rerank, rounds=c.rl.abs_rounds, weight=c.rl.abs_weight, power=c.rl.abs_power,
+        selection=algorithm.selector,
+        group_size=n,
+        keep_ratio=c.rl.keep_ratio,
+        pts_variant=c.rl.pts_variant,
+        rerank=c.rl.pts_rerank,
+        rounds=c.rl.abs_rounds,
+        weight=c.rl.abs_weight,
+        power=c.rl.abs_power,
         cppo_prune=c.rl.cppo_prune,
-    )  # fmt: skip
+    )
     selection = dataclasses.replace(selection, **dict(algorithm.selection))
     if algorithm.selector in ("pts", "pts_abs"):
-        _require(n % 2 == 0,
-                 f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)")  # fmt: skip
+        _require(
+            n % 2 == 0,
+            f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)",
+        )
     rl = RLSettings(
-        algorithm=c.rl.algorithm, estimator=algorithm.estimator, selection=selection,
-        dynamic_sampling=algorithm.dynamic_sampling, dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
-        dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback, old_logprobs=c.rl.old_logprobs,
-    )  # fmt: skip
+        algorithm=c.rl.algorithm,
+        estimator=algorithm.estimator,
+        selection=selection,
+        dynamic_sampling=algorithm.dynamic_sampling,
+        dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
+        dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback,
+        old_logprobs=c.rl.old_logprobs,
+    )
     distributed = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
     _converted((DistributedConfigError,), distributed.validate)
     mesh = _converted((MeshConfigError,), lambda: MeshSpec.from_config(c.mesh))
     data_ways, fsdp, tensor = _converted((MeshConfigError,), lambda: mesh_shape(mesh, len(mesh_devices(mesh))))
     shards = data_ways * fsdp
     where = f"the {shards} batch shards of the mesh (mesh data x fsdp = {data_ways} x {fsdp})"
-    _require((prompts * n) % shards == 0,
-             f"the rollout batch (data.rollout_batch_prompts x rollout.n = {prompts} x {n} = {prompts * n} rows) "
-             f"does not divide over {where}")  # fmt: skip
-    _require(processes == 1 or prompts % shards == 0,
-             f"data.rollout_batch_prompts = {prompts} does not divide over {where}: with {processes} processes "
-             "every batch shard holds whole prompts of one process")  # fmt: skip
+    _require(
+        (prompts * n) % shards == 0,
+        f"the rollout batch (data.rollout_batch_prompts x rollout.n = {prompts} x {n} = {prompts * n} rows) "
+        f"does not divide over {where}",
+    )
+    _require(
+        processes == 1 or prompts % shards == 0,
+        f"data.rollout_batch_prompts = {prompts} does not divide over {where}: with {processes} processes "
+        "every batch shard holds whole prompts of one process",
+    )
     per_call = rollout.prompts_per_sampler_call
-    _require(per_call == 0 or (per_call >= 1 and prompts % per_call == 0),
-             f"rollout.prompts_per_sampler_call = {per_call} must be 0 (the whole batch) or divide "
-             f"data.rollout_batch_prompts = {prompts}")  # fmt: skip
-    _require(per_call == 0 or per_call % shards == 0,
-             f"rollout.prompts_per_sampler_call = {per_call} must be a multiple of {where}, so that every device "
-             "samples the same number of prompts in each call")  # fmt: skip
+    _require(
+        per_call == 0 or (per_call >= 1 and prompts % per_call == 0),
+        f"rollout.prompts_per_sampler_call = {per_call} must be 0 (the whole batch) or divide "
+        f"data.rollout_batch_prompts = {prompts}",
+    )
+    _require(
+        per_call == 0 or per_call % shards == 0,
+        f"rollout.prompts_per_sampler_call = {per_call} must be a multiple of {where}, so that every device "
+        "samples the same number of prompts in each call",
+    )
     mini = c.train.minibatch_prompts
-    _require(mini >= 1 and prompts % mini == 0,
-             f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}")  # fmt: skip
+    _require(
+        mini >= 1 and prompts % mini == 0,
+        f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}",
+    )
     per_prompt = _converted((ValueError,), lambda: rows_per_prompt(selection))
     if algorithm.selector == "pts_abs":
         pairs = prompts * per_prompt // 2
-        _require(pairs % c.rl.abs_rounds == 0,
-                 f"rl.abs_rounds = {c.rl.abs_rounds} must divide the {pairs} pairs PTS keeps per rollout batch")  # fmt: skip
+        _require(
+            pairs % c.rl.abs_rounds == 0,
+            f"rl.abs_rounds = {c.rl.abs_rounds} must divide the {pairs} pairs PTS keeps per rollout batch",
+        )
     rows_per_mini = mini * per_prompt
     _require(c.train.micro_batch_rows >= 1, f"train.micro_batch_rows = {c.train.micro_batch_rows} must be >= 1")
     micro = min(c.train.micro_batch_rows, rows_per_mini)
-    _require(rows_per_mini % micro == 0,
-             f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
-             f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)")  # fmt: skip
+    _require(
+        rows_per_mini % micro == 0,
+        f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
+        f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)",
+    )
     if micro % shards and rows_per_mini % shards == 0:
         logger.warning(
             "train.micro_batch_rows = %d (%d rows per micro-batch) is not a multiple of %s: micro-batches are not "
             "split over the devices, every device computes all their rows (fine for tiny models; at 7B this is "
-            "5x the memory, BUILD_NOTES 'Memory plan')", c.train.micro_batch_rows, micro, where,
-        )  # fmt: skip
+            "5x the memory, BUILD_NOTES 'Memory plan')",
+            c.train.micro_batch_rows,
+            micro,
+            where,
+        )
     train = TrainSettings(
-        total_steps=c.train.total_steps, num_minibatches=prompts // mini, micro_batches=rows_per_mini // micro,
+        total_steps=c.train.total_steps,
+        num_minibatches=prompts // mini,
+        micro_batches=rows_per_mini // micro,
         logprob_micro_batch_rows=largest_divisor(prompts * n, c.train.micro_batch_rows),
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
-    )  # fmt: skip
+    )
     loss_fixed = dict(algorithm.loss)
-    loss = _converted((ValueError,), lambda: LossConfig(
-        clip_low=c.loss.clip_low, clip_high=loss_fixed.get("clip_high", c.loss.clip_high),
-        dual_clip=c.loss.dual_clip or None, ratio_level=c.loss.ratio_level,
-        agg_mode=loss_fixed.get("agg_mode", c.loss.agg_mode), norm_constant=float(rollout.max_new_tokens),
-        kl_coef=c.loss.kl_coef, kl_kind=c.loss.kl_kind, temperature=rollout.temperature,
-        logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
-    ))  # fmt: skip
-    optimizer = _converted((ValueError,), lambda: OptimizerConfig(
-        learning_rate=c.optim.learning_rate, warmup_steps=c.optim.warmup_steps, schedule=c.optim.schedule,
-        total_steps=max(train.total_steps * train.num_minibatches, 1), b1=c.optim.b1, b2=c.optim.b2,
-        weight_decay=c.optim.weight_decay, max_grad_norm=c.optim.max_grad_norm, freeze_vision=c.optim.freeze_vision,
-    ))  # fmt: skip
+    loss = _converted(
+        (ValueError,),
+        lambda: LossConfig(
+            clip_low=c.loss.clip_low,
+            clip_high=loss_fixed.get("clip_high", c.loss.clip_high),
+            dual_clip=c.loss.dual_clip or None,
+            ratio_level=c.loss.ratio_level,
+            agg_mode=loss_fixed.get("agg_mode", c.loss.agg_mode),
+            norm_constant=float(rollout.max_new_tokens),
+            kl_coef=c.loss.kl_coef,
+            kl_kind=c.loss.kl_kind,
+            temperature=rollout.temperature,
+            logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
+        ),
+    )
+    optimizer = _converted(
+        (ValueError,),
+        lambda: OptimizerConfig(
+            learning_rate=c.optim.learning_rate,
+            warmup_steps=c.optim.warmup_steps,
+            schedule=c.optim.schedule,
+            total_steps=max(train.total_steps * train.num_minibatches, 1),
+            b1=c.optim.b1,
+            b2=c.optim.b2,
+            weight_decay=c.optim.weight_decay,
+            max_grad_norm=c.optim.max_grad_norm,
+            freeze_vision=c.optim.freeze_vision,
+        ),
+    )
     settings = RunSettings(
-        seed=c.seed, model=model, data=data, reward=reward, rollout=rollout, rl=rl, loss=loss, optimizer=optimizer,
+        seed=c.seed,
+        model=model,
+        data=data,
+        reward=reward,
+        rollout=rollout,
+        rl=rl,
+        loss=loss,
+        optimizer=optimizer,
         train=train,
-        eval=EvalSettings(every=c.eval.every, before_training=c.eval.before_training, n=c.eval.n,
-                          temperature=c.eval.temperature, max_prompts=c.eval.max_prompts,
-                          num_examples=c.eval.num_examples),
-        checkpoint=CheckpointSettings(every=c.checkpoint.every, keep_last=c.checkpoint.keep_last,
-                                      keep_best=c.checkpoint.keep_best, export_hf=c.checkpoint.export_hf),
-        mesh=mesh, mesh_shape=(data_ways, fsdp, tensor), distributed=distributed,
-    )  # fmt: skip
+        eval=EvalSettings(
+            every=c.eval.every,
+            before_training=c.eval.before_training,
+            n=c.eval.n,
+            temperature=c.eval.temperature,
+            max_prompts=c.eval.max_prompts,
+            num_examples=c.eval.num_examples,
+        ),
+        checkpoint=CheckpointSettings(
+            every=c.checkpoint.every,
+            keep_last=c.checkpoint.keep_last,
+            keep_best=c.checkpoint.keep_best,
+            export_hf=c.checkpoint.export_hf,
+        ),
+        mesh=mesh,
+        mesh_shape=(data_ways, fsdp, tensor),
+        distributed=distributed,
+    )
     if c.setup:
         _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
     if check_inputs:
@@ -384,11 +488,15 @@ def check_run_inputs(settings: RunSettings) -> None:
     """The checkpoint has a readable config.json, every dataset spec names files, the reward imports;
     ConfigError naming the key otherwise."""
     checkpoint = settings.model.checkpoint
-    _require(bool(checkpoint), "model.checkpoint is empty: give an HF-format Qwen2.5-VL directory (or use configs/demo.py)")
-    _require((Path(checkpoint) / "config.json").is_file(),
-             f"model.checkpoint = {checkpoint!r} has no config.json: give a local HF-format Qwen2.5-VL directory "
-             "(download one with `huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct --local-dir DIR`) or one "
-             "converted by scripts/convert_hf_to_orbax.py")  # fmt: skip
+    _require(
+        bool(checkpoint), "model.checkpoint is empty: give an HF-format Qwen2.5-VL directory (or use configs/demo.py)"
+    )
+    _require(
+        (Path(checkpoint) / "config.json").is_file(),
+        f"model.checkpoint = {checkpoint!r} has no config.json: give a local HF-format Qwen2.5-VL directory "
+        "(download one with `huggingface-cli download Qwen/Qwen2.5-VL-3B-Instruct --local-dir DIR`) or one "
+        "converted by scripts/convert_hf_to_orbax.py",
+    )
     _converted((ModelConfigError,), lambda: load_config(checkpoint))
     _require(bool(settings.data.train), "data.train is empty: give a dataset path[@split]")
     for key in ("train", "val"):

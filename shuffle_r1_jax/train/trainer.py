@@ -125,9 +125,11 @@ class Trainer:
         self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
         self.ref_params = self._reference_params()
         self.encoder = PromptEncoder.from_checkpoint(
-            settings.model.checkpoint, settings.data.image, prompt_format=settings.data.prompt_format,
+            settings.model.checkpoint,
+            settings.data.image,
+            prompt_format=settings.data.prompt_format,
             max_prompt_length=settings.data.max_prompt_length,
-        )  # fmt: skip
+        )
         self.train_batches = self._prompt_stream(settings.data.train, shuffle=True, seed=settings.data.seed)
         self.placer = BatchPlacer(self.mesh, self.encoder.pad_token_id, self.model_config.vision.spatial_merge_size**2)
         self.optimizer = make_optimizer(settings.optimizer, self.params)
@@ -138,18 +140,26 @@ class Trainer:
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
         tokens = SpecialTokens.of(self.model_config, self.encoder.tokenizer)
         self.programs = build_step_programs(
-            settings, self.graphdef, self.mesh, self.optimizer, tokens, param_shardings=self.param_shardings,
+            settings,
+            self.graphdef,
+            self.mesh,
+            self.optimizer,
+            tokens,
+            param_shardings=self.param_shardings,
             opt_shardings=self.opt_shardings,
-        )  # fmt: skip
+        )
         if instrument is not None:
             self.programs = instrument(self.programs)
         self.reward_pool = RewardPool(settings.reward.name, num_workers=settings.reward.num_workers)
         self.generate = self._rollout_generator(self.programs.sampler, settings.rollout.n)
         self.evaluator = self._evaluator(tokens) if settings.data.val else None
         self.checkpointer = TrainCheckpointer(
-            self.workdir / "checkpoints", keep_last=settings.checkpoint.keep_last,
-            keep_best=settings.checkpoint.keep_best, best_metric="val/accuracy", best_mode="max",
-        )  # fmt: skip
+            self.workdir / "checkpoints",
+            keep_last=settings.checkpoint.keep_last,
+            keep_best=settings.checkpoint.keep_best,
+            best_metric="val/accuracy",
+            best_mode="max",
+        )
         if jax.process_index() == 0:
             copy_non_weight_files(settings.model.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
         self.step = 0
@@ -166,9 +176,14 @@ class Trainer:
         """(graphdef, parameters as a pure dict of sharded arrays, model config) of the starting checkpoint."""
         m = self.settings.model
         model, config = load_pretrained(
-            m.checkpoint, m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl, remat=m.remat,
-            mesh=self.mesh, rules=self.settings.mesh.rules,
-        )  # fmt: skip
+            m.checkpoint,
+            m.dtype,
+            param_dtype=m.param_dtype,
+            attention_impl=m.attention_impl,
+            remat=m.remat,
+            mesh=self.mesh,
+            rules=self.settings.mesh.rules,
+        )
         return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param)), config
 
     def _reference_params(self):
@@ -183,20 +198,32 @@ class Trainer:
         """This process's prompt batches of `spec` (`prompts_per_process` prompts each)."""
         data = self.settings.data
         pipeline = PipelineConfig(
-            batch_size=data.prompts_per_process, seed=seed, shuffle=shuffle, num_epochs=epochs,
-            drop_remainder=epochs is None, process_index=jax.process_index(), process_count=jax.process_count(),
+            batch_size=data.prompts_per_process,
+            seed=seed,
+            shuffle=shuffle,
+            num_epochs=epochs,
+            drop_remainder=epochs is None,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
             on_bad_record=data.on_bad_record,
-        )  # fmt: skip
-        return prompt_batches(spec, self.encoder, self.model_config, pipeline, buckets=data.buckets, columns=data.columns)
+        )
+        return prompt_batches(
+            spec, self.encoder, self.model_config, pipeline, buckets=data.buckets, columns=data.columns
+        )
 
     def _rollout_generator(self, sampler, n: int) -> RolloutGenerator:
         rollout = self.settings.rollout
         return RolloutGenerator(
-            sampler=sampler, image_features=self.programs.image_features, placer=self.placer,
-            tokenizer=self.encoder.tokenizer, reward_pool=self.reward_pool, n=n,
-            max_new_tokens=rollout.max_new_tokens, reward_timeout_s=self.settings.reward.timeout_s,
+            sampler=sampler,
+            image_features=self.programs.image_features,
+            placer=self.placer,
+            tokenizer=self.encoder.tokenizer,
+            reward_pool=self.reward_pool,
+            n=n,
+            max_new_tokens=rollout.max_new_tokens,
+            reward_timeout_s=self.settings.reward.timeout_s,
             prompts_per_call=rollout.prompts_per_sampler_call,
-        )  # fmt: skip
+        )
 
     def _evaluator(self, tokens: SpecialTokens) -> Evaluator:
         settings = self.settings
@@ -238,17 +265,25 @@ class Trainer:
         if len(states) != jax.process_count():
             logger.warning(
                 "the checkpoint's data position was saved by %d processes and this run has %d: the prompt stream "
-                "restarts from data seed %d", len(states), jax.process_count(), self.settings.data.seed,
-            )  # fmt: skip
+                "restarts from data seed %d",
+                len(states),
+                jax.process_count(),
+                self.settings.data.seed,
+            )
             return
         self.train_batches.set_state(states[jax.process_index()])
 
     def _save(self, metrics: dict) -> None:
         data_state = {"processes": allgather_json(self.train_batches.get_state())}
         self.checkpointer.save(
-            self.step, self.params, self.opt_state, self.base_key, data_state, self.best_score,
+            self.step,
+            self.params,
+            self.opt_state,
+            self.base_key,
+            data_state,
+            self.best_score,
             metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
-        )  # fmt: skip
+        )
 
     def _validate(self) -> dict:
         metrics = self.evaluator.evaluate(self.params, self.step)
@@ -288,10 +323,14 @@ class Trainer:
             return self.generate(self.params, prompts, keys.sample(attempt))
 
         return fill_informative(
-            sample, self.settings.data.prompts_per_process, self.settings.rollout.n,
-            max_tries=rl.dynamic_sampling_max_tries, fallback=rl.dynamic_sampling_fallback,
-            pad_id=self.encoder.pad_token_id, placer=self.placer,
-        )  # fmt: skip
+            sample,
+            self.settings.data.prompts_per_process,
+            self.settings.rollout.n,
+            max_tries=rl.dynamic_sampling_max_tries,
+            fallback=rl.dynamic_sampling_fallback,
+            pad_id=self.encoder.pad_token_id,
+            placer=self.placer,
+        )
 
     def targets(self, scored: ScoredRollouts, key: jax.Array, timings: dict[str, float]) -> UpdateBatch:
         """Advantages, the update batch and the old (and reference) log-probs of a scored rollout batch."""
@@ -319,9 +358,11 @@ class Trainer:
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
         targets = UpdateTargets(
-            advantages=advantages.token.reshape(rollouts.tokens.shape), old_logprobs=old, ref_logprobs=ref,
+            advantages=advantages.token.reshape(rollouts.tokens.shape),
+            old_logprobs=old,
+            ref_logprobs=ref,
             image_features=features,
-        )  # fmt: skip
+        )
         metrics = programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask)
         return UpdateBatch(rows, valid, targets, metrics, selector_stats)
 

@@ -19,10 +19,22 @@ def test_convert_then_load_gives_the_hf_logits_and_restores_sharded(untied_check
     out = tmp_path / "orbax"
     script = Path(__file__).resolve().parents[2] / "scripts" / "convert_hf_to_orbax.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--hf_dir", str(path), "--out", str(out), "--dtype", "float32",
-         "--mesh", "2,2,2"],  # a sharded conversion over the 8 simulated devices (XLA_FLAGS is inherited)
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "--hf_dir",
+            str(path),
+            "--out",
+            str(out),
+            "--dtype",
+            "float32",
+            "--mesh",
+            "2,2,2",
+        ],  # a sharded conversion over the 8 simulated devices (XLA_FLAGS is inherited)
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "peak host memory" in result.stdout and (out / "params").is_dir() and (out / "config.json").exists()
 
     original, _ = load_pretrained(path)
@@ -34,7 +46,9 @@ def test_convert_then_load_gives_the_hf_logits_and_restores_sharded(untied_check
     ids, mask = pad_batch([build_sample(rng, [3, grids[0], 4])], "left")
     pixels = random_pixels(rng, grids)
     expected = hf_logits(hf_model, ids, mask, pixels, np.asarray(grids))
-    np.testing.assert_allclose(np.asarray(forward_logits(converted, ids, mask, pixels, np.asarray(grids))), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(forward_logits(converted, ids, mask, pixels, np.asarray(grids))), expected, atol=1e-4
+    )
 
     sharded, _ = load_pretrained(out, mesh=make_mesh(data=2, fsdp=2, tensor=2))
     kernel = sharded.layers[1].self_attn.q_proj.kernel[...]
@@ -51,8 +65,11 @@ def test_hf_to_orbax_to_hf_round_trip_is_bit_exact(untied_checkpoint, tmp_path):
 
     hf_model, path = untied_checkpoint
     script = Path(__file__).resolve().parents[2] / "scripts" / "convert_hf_to_orbax.py"
-    subprocess.run([sys.executable, str(script), "--hf_dir", str(path), "--out", str(tmp_path / "orbax"),
-                    "--dtype", "float32"], capture_output=True, check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(script), "--hf_dir", str(path), "--out", str(tmp_path / "orbax"), "--dtype", "float32"],
+        capture_output=True,
+        check=True,
+    )
     converted, _ = load_pretrained(tmp_path / "orbax")
     save_hf_checkpoint(converted, tmp_path / "hf")
     original, exported = load_file(path / "model.safetensors"), load_file(tmp_path / "hf" / "model.safetensors")
@@ -65,6 +82,7 @@ def test_hf_to_orbax_to_hf_round_trip_is_bit_exact(untied_checkpoint, tmp_path):
     ids, mask = pad_batch([build_sample(rng, [2, grids[0], 5])], "left")
     pixels = random_pixels(rng, grids)
     np.testing.assert_array_equal(
-        hf_logits(reloaded, ids, mask, pixels, np.asarray(grids)), hf_logits(hf_model, ids, mask, pixels, np.asarray(grids))
+        hf_logits(reloaded, ids, mask, pixels, np.asarray(grids)),
+        hf_logits(hf_model, ids, mask, pixels, np.asarray(grids)),
     )
     assert torch.is_tensor(next(reloaded.parameters()))

@@ -100,8 +100,19 @@ def test_state_round_trip_resumes_exactly(corrupted, encoder, model_config):
 def test_processes_share_the_stream_exactly_once(synthetic_data, encoder, model_config):
     spec = f"{synthetic_data}@train"
     per_process = [
-        _record_ids(_pipeline(spec, encoder, model_config, batch_size=4, num_epochs=2, drop_remainder=False,
-                              seed=5, process_index=p, process_count=2))
+        _record_ids(
+            _pipeline(
+                spec,
+                encoder,
+                model_config,
+                batch_size=4,
+                num_epochs=2,
+                drop_remainder=False,
+                seed=5,
+                process_index=p,
+                process_count=2,
+            )
+        )
         for p in range(2)
     ]
     assert len(per_process[0]) == len(per_process[1]) == NUM_TRAIN
@@ -131,5 +142,10 @@ def test_config_errors(synthetic_data, encoder, model_config):
     with pytest.raises(ValueError, match=r"data.process_index = 2 must be in \[0, process_count = 2\)"):
         PipelineConfig(batch_size=2, process_index=2, process_count=2)
     with pytest.raises(ValueError, match="exceeds the largest prompt length bucket 128"):
-        prompt_batches(f"{synthetic_data}@train", encoder, model_config, PipelineConfig(batch_size=2),
-                       buckets=BucketConfig(prompt_lengths=(64, 128)))
+        prompt_batches(
+            f"{synthetic_data}@train",
+            encoder,
+            model_config,
+            PipelineConfig(batch_size=2),
+            buckets=BucketConfig(prompt_lengths=(64, 128)),
+        )

@@ -11,8 +11,9 @@ from shuffle_r1_jax.data.sources import Columns, DataSpecError, RecordSource, re
 
 
 def _table(n):
-    return pa.table({"problem": [f"q{i}" for i in range(n)], "answer": [str(i) for i in range(n)],
-                     "images": [[] for _ in range(n)]})
+    return pa.table(
+        {"problem": [f"q{i}" for i in range(n)], "answer": [str(i) for i in range(n)], "images": [[] for _ in range(n)]}
+    )
 
 
 def test_spec_resolution(tmp_path):
@@ -32,7 +33,9 @@ def test_spec_resolution(tmp_path):
     assert resolve_data_files(str(tmp_path)) == [tmp_path / "test.jsonl", tmp_path / "train.parquet"]
     assert resolve_data_files(f"{tmp_path}@test") == [tmp_path / "test.jsonl"]
     assert [p.name for p in resolve_data_files(f"{shards}@train")] == [
-        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ]
     assert [p.name for p in resolve_data_files(f"{shards}@validation")] == ["part0.parquet", "part1.parquet"]
     assert resolve_data_files(f"{tmp_path / 'hub'}@test") == [hub / "test-00000-of-00001.parquet"]
 

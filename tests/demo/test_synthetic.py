@@ -1,4 +1,5 @@
 """The synthetic shapes tasks: determinism, parquet layout, answers re-derived from the pixels."""
+
 import collections
 
 import numpy as np

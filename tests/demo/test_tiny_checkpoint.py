@@ -20,8 +20,12 @@ def test_loads_like_a_real_checkpoint(tiny_checkpoint):
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     assert config.text.vocab_size == len(tokenizer) == model.embed_tokens.embedding.shape[0]
     for field, token in [
-        ("image_token_id", tt.IMAGE_PAD), ("video_token_id", tt.VIDEO_PAD), ("vision_start_token_id", tt.VISION_START),
-        ("vision_end_token_id", tt.VISION_END), ("eos_token_id", tt.IM_END), ("bos_token_id", tt.ENDOFTEXT),
+        ("image_token_id", tt.IMAGE_PAD),
+        ("video_token_id", tt.VIDEO_PAD),
+        ("vision_start_token_id", tt.VISION_START),
+        ("vision_end_token_id", tt.VISION_END),
+        ("eos_token_id", tt.IM_END),
+        ("bos_token_id", tt.ENDOFTEXT),
     ]:
         assert getattr(config, field) == tokenizer.convert_tokens_to_ids(token), field
     preset = tiny.PRESETS["test"]
@@ -44,8 +48,15 @@ def test_seeded(tmp_path):
 
 
 def test_random_model_init_scheme():
-    ids = dict(vocab_size=256, image_token_id=5, video_token_id=6, vision_start_token_id=3, vision_end_token_id=4,
-               bos_token_id=0, eos_token_id=2)
+    ids = dict(
+        vocab_size=256,
+        image_token_id=5,
+        video_token_id=6,
+        vision_start_token_id=3,
+        vision_end_token_id=4,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
     model = random_model(tiny.tiny_config("test", ids), seed=0)
     np.testing.assert_array_equal(np.asarray(model.norm.scale[...]), 1.0)
     np.testing.assert_array_equal(np.asarray(model.layers[0].self_attn.q_proj.bias[...]), 0.0)

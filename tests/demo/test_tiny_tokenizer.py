@@ -1,4 +1,5 @@
 """The tiny demo tokenizer: size, special ids, exact round trips, chat template, loadable directory."""
+
 import json
 
 import numpy as np
@@ -24,9 +25,14 @@ def test_ids_and_size(saved):
     _, ids, tokenizer = saved
     assert ids["vocab_size"] == len(tokenizer) <= 256
     expected = {
-        "bos_token_id": tt.ENDOFTEXT, "pad_token_id": tt.ENDOFTEXT, "eos_token_id": tt.IM_END,
-        "im_start_token_id": tt.IM_START, "vision_start_token_id": tt.VISION_START,
-        "vision_end_token_id": tt.VISION_END, "image_token_id": tt.IMAGE_PAD, "video_token_id": tt.VIDEO_PAD,
+        "bos_token_id": tt.ENDOFTEXT,
+        "pad_token_id": tt.ENDOFTEXT,
+        "eos_token_id": tt.IM_END,
+        "im_start_token_id": tt.IM_START,
+        "vision_start_token_id": tt.VISION_START,
+        "vision_end_token_id": tt.VISION_END,
+        "image_token_id": tt.IMAGE_PAD,
+        "video_token_id": tt.VIDEO_PAD,
         "unk_token_id": tt.UNK,
     }
     for name, token in expected.items():
@@ -77,8 +83,11 @@ def test_chat_template(saved):
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>How many?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    with_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                   {"role": "assistant", "content": "\\boxed{4}"}]
+    with_system = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "\\boxed{4}"},
+    ]
     assert tokenizer.apply_chat_template(with_system, tokenize=False) == (
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
         "<|im_start|>assistant\n\\boxed{4}<|im_end|>\n"

@@ -14,7 +14,7 @@ from shuffle_r1_jax.experiments.comparison import (
     reference_accuracy,
     steps_to_reach,
     summarize,
-)  # fmt: skip
+)
 from shuffle_r1_jax.experiments.runner import (
     README_END,
     README_START,
@@ -29,18 +29,28 @@ from tests.train.conftest import tiny_trainer_config
 def test_plan_runs_covers_algorithms_seeds_and_ablations_once():
     runs = plan_runs(["grpo", "shuffle_r1"], [0, 1, 2], ["keep_ratio", "abs_rounds"])
     names = sorted({r.name for r in runs})
-    assert names == sorted([
-        "grpo", "shuffle_r1", "shuffle_r1 keep_ratio=0.25", "shuffle_r1 keep_ratio=0.75",
-        "shuffle_r1 abs_rounds=4", "shuffle_r1 abs_rounds=16",
-    ])  # fmt: skip
+    assert names == sorted(
+        [
+            "grpo",
+            "shuffle_r1",
+            "shuffle_r1 keep_ratio=0.25",
+            "shuffle_r1 keep_ratio=0.75",
+            "shuffle_r1 abs_rounds=4",
+            "shuffle_r1 abs_rounds=16",
+        ]
+    )
     assert len(runs) == 6 * 3
     assert len({r.dirname for r in runs}) == len(runs)
     ablation = next(r for r in runs if r.name == "shuffle_r1 abs_rounds=16")
     assert dict(ablation.overrides) == {"rl.algorithm": "shuffle_r1", "rl.abs_rounds": 16}
     # without the main Shuffle-R1 run the ablation runs its default value itself
     alone = plan_runs(["grpo"], [0], ["keep_ratio"])
-    assert [r.name for r in alone] == ["grpo", "shuffle_r1 keep_ratio=0.25", "shuffle_r1 keep_ratio=0.5",
-                                       "shuffle_r1 keep_ratio=0.75"]  # fmt: skip
+    assert [r.name for r in alone] == [
+        "grpo",
+        "shuffle_r1 keep_ratio=0.25",
+        "shuffle_r1 keep_ratio=0.5",
+        "shuffle_r1 keep_ratio=0.75",
+    ]
     with pytest.raises(ValueError, match="unknown ablation"):
         plan_runs(["grpo"], [0], ["clip_ratio"])
 
@@ -51,10 +61,14 @@ def _write_metrics(path: Path, accuracy: dict[int, float], steps: int, collapse:
         for step in range(steps + 1):
             record = {"step": step, "time": 0.0}
             if step > 0:
-                record.update({
-                    "advantage/collapse_before": collapse, "advantage/collapse_after": collapse / 2,
-                    "utilization/tokens_nonzero_advantage": 1 - collapse, "timing/step": 10.0 if step == 1 else seconds,
-                })  # fmt: skip
+                record.update(
+                    {
+                        "advantage/collapse_before": collapse,
+                        "advantage/collapse_after": collapse / 2,
+                        "utilization/tokens_nonzero_advantage": 1 - collapse,
+                        "timing/step": 10.0 if step == 1 else seconds,
+                    }
+                )
                 if tries is not None:
                     record["dapo/tries"] = tries
             if step in accuracy:

@@ -16,11 +16,16 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
     _, model = untied_pair
     rng = np.random.default_rng(0)
     grids = [(1, 8, 12), (1, 4, 4)]
-    ids, mask = pad_batch([build_sample(rng, [3, grids[0], 5]), build_sample(rng, [7, grids[1], 2]), build_sample(rng, [6])], "left")
+    ids, mask = pad_batch(
+        [build_sample(rng, [3, grids[0], 5]), build_sample(rng, [7, grids[1], 2]), build_sample(rng, [6])], "left"
+    )
     prompts = prepare_inputs(model.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
     temperature = 0.8
-    config = SamplingConfig(temperature=temperature, stop_token_ids=(TOKENS["eos_token_id"],),
-                            forbidden_token_ids=(TOKENS["image_token_id"], TOKENS["video_token_id"]))  # fmt: skip
+    config = SamplingConfig(
+        temperature=temperature,
+        stop_token_ids=(TOKENS["eos_token_id"],),
+        forbidden_token_ids=(TOKENS["image_token_id"], TOKENS["video_token_id"]),
+    )
     graphdef, state = nnx.split(model)
     out = Sampler(graphdef, config).generate(state, prompts, n=2, max_new_tokens=7, key=jax.random.key(1))
     rollouts = Rollouts(jax.tree.map(jnp.asarray, prompts), out.tokens, out.mask, out.logprobs)

@@ -21,11 +21,16 @@ def setup(untied_pair):
     rng = np.random.default_rng(0)
     grids = [(1, 8, 12), (1, 4, 4)]
     ids, mask = pad_batch([build_sample(rng, [3, grids[0], 5]), build_sample(rng, [7, grids[1], 2])], "left")
-    prompts = jax.tree.map(jnp.asarray, prepare_inputs(model.config, ids, mask, random_pixels(rng, grids), np.asarray(grids)))
+    prompts = jax.tree.map(
+        jnp.asarray, prepare_inputs(model.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    )
     graphdef = nnx.graphdef(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    config = SamplingConfig(temperature=1.0, stop_token_ids=(TOKENS["eos_token_id"],),
-                            forbidden_token_ids=(TOKENS["image_token_id"], TOKENS["video_token_id"]))  # fmt: skip
+    config = SamplingConfig(
+        temperature=1.0,
+        stop_token_ids=(TOKENS["eos_token_id"],),
+        forbidden_token_ids=(TOKENS["image_token_id"], TOKENS["video_token_id"]),
+    )
     out = Sampler(graphdef, config).generate(params, prompts, n=4, max_new_tokens=6, key=jax.random.key(0))
     rollouts = Rollouts(prompts, out.tokens, out.mask, out.logprobs)
     advantages = jnp.asarray(np.random.default_rng(1).standard_normal((8, 1)) * np.ones((1, 6)), jnp.float32)
@@ -41,9 +46,17 @@ def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, val
     valid = jnp.ones(len(rows), bool) if valid is None else valid
     step = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"))
     return step(
-        graphdef, params, optimizer.init(params), optimizer, rollouts, targets or default_targets, rows, valid,
-        micro_batches=micro_batches, cfg=LossConfig(),
-    )  # fmt: skip
+        graphdef,
+        params,
+        optimizer.init(params),
+        optimizer,
+        rollouts,
+        targets or default_targets,
+        rows,
+        valid,
+        micro_batches=micro_batches,
+        cfg=LossConfig(),
+    )
 
 
 def test_micro_batches_give_the_full_batch_update(setup):
@@ -72,14 +85,23 @@ def test_frozen_vision_tower_does_not_move(setup):
     kernel = lambda p: np.asarray(p["visual"]["blocks"][0]["attn"]["qkv"]["kernel"])  # noqa: E731
     np.testing.assert_array_equal(kernel(frozen), kernel(params))
     assert not np.array_equal(kernel(trained), kernel(params))
-    assert not np.array_equal(np.asarray(frozen["layers"][0]["mlp"]["up_proj"]["kernel"]), np.asarray(params["layers"][0]["mlp"]["up_proj"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(frozen["layers"][0]["mlp"]["up_proj"]["kernel"]),
+        np.asarray(params["layers"][0]["mlp"]["up_proj"]["kernel"]),
+    )
 
 
 def test_invalid_rows_are_left_out(setup):
     """Rows marked invalid (ABS shortfall) change nothing: same update as the batch without them."""
     graphdef, params, rollouts, targets = setup
     sgd = optax.sgd(1.0)
-    with_invalid, _, _ = _step(setup, 2, rows=jnp.asarray([0, 1, 2, 3, 5, 5, 5, 5]), valid=jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], bool), optimizer=sgd)
+    with_invalid, _, _ = _step(
+        setup,
+        2,
+        rows=jnp.asarray([0, 1, 2, 3, 5, 5, 5, 5]),
+        valid=jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], bool),
+        optimizer=sgd,
+    )
     without, _, _ = _step(setup, 1, rows=jnp.asarray([0, 1, 2, 3, 5]), valid=jnp.ones(5, bool), optimizer=sgd)
     for a, b in zip(jax.tree.leaves(with_invalid), jax.tree.leaves(without)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -48,20 +48,43 @@ def test_a_one_device_mesh_by_config():
         (dict(mesh__fsdp=0), r"mesh.fsdp = 0 must be a positive size or -1"),
         (dict(mesh__tensor=-3), r"mesh.tensor = -3 must be a positive size or -1"),
         (dict(mesh__data=-1), r"mesh.data and mesh.fsdp are both -1"),
-        (dict(mesh__data=3), r"other axes' product 3 \(mesh.data = 3, mesh.fsdp = -1, mesh.tensor = 1\) does not divide the 8 devices"),
-        (dict(mesh__data=2, mesh__fsdp=2, mesh__tensor=1), r"mesh.data = 2, mesh.fsdp = 2, mesh.tensor = 1 is a mesh of 4 devices, but this run has 8"),
-        (dict(mesh__preset="tpu_v4_32"), r"mesh.preset = 'tpu_v4_32' is a 1 x 4 x 4 mesh of 16 devices, but this run has 8"),
+        (
+            dict(mesh__data=3),
+            r"other axes' product 3 \(mesh.data = 3, mesh.fsdp = -1, mesh.tensor = 1\) does not divide the 8 devices",
+        ),
+        (
+            dict(mesh__data=2, mesh__fsdp=2, mesh__tensor=1),
+            r"mesh.data = 2, mesh.fsdp = 2, mesh.tensor = 1 is a mesh of 4 devices, but this run has 8",
+        ),
+        (
+            dict(mesh__preset="tpu_v4_32"),
+            r"mesh.preset = 'tpu_v4_32' is a 1 x 4 x 4 mesh of 16 devices, but this run has 8",
+        ),
         (dict(mesh__preset="gpu_8", mesh__tensor=4), r"mesh.preset = 'gpu_8' sets the axis sizes"),
         (dict(mesh__preset="h100"), r"mesh.preset = 'h100' is unknown"),
         (dict(mesh__num_devices=9), r"mesh.num_devices = 9 must be in \[0, 8\]"),
         (dict(distributed__initialize="sometimes"), r"distributed.initialize = 'sometimes'"),
-        (dict(distributed__num_processes=2, distributed__process_id=2), r"distributed.process_id = 2 must be in \[0, distributed.num_processes = 2\)"),
-        (dict(data__rollout_batch_prompts=3, rollout__n=2, train__minibatch_prompts=1),
-         r"3 x 2 = 6 rows\) does not divide over the 8 batch shards of the mesh \(mesh data x fsdp = 1 x 8\)"),
-        (dict(data__rollout_batch_prompts=3, rollout__n=2, train__minibatch_prompts=1, mesh__data=3, mesh__fsdp=1, mesh__num_devices=3),
-         None),
+        (
+            dict(distributed__num_processes=2, distributed__process_id=2),
+            r"distributed.process_id = 2 must be in \[0, distributed.num_processes = 2\)",
+        ),
+        (
+            dict(data__rollout_batch_prompts=3, rollout__n=2, train__minibatch_prompts=1),
+            r"3 x 2 = 6 rows\) does not divide over the 8 batch shards of the mesh \(mesh data x fsdp = 1 x 8\)",
+        ),
+        (
+            dict(
+                data__rollout_batch_prompts=3,
+                rollout__n=2,
+                train__minibatch_prompts=1,
+                mesh__data=3,
+                mesh__fsdp=1,
+                mesh__num_devices=3,
+            ),
+            None,
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_errors_name_the_key_and_value(edits, message):
     c = config(**({"rl__algorithm": "grpo"} | edits))
     if message is None:
@@ -74,9 +97,17 @@ def test_config_errors_name_the_key_and_value(edits, message):
 def test_prompts_must_divide_over_processes_and_batch_shards(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(settings.ConfigError, match=r"data.rollout_batch_prompts = 5 does not divide over 2 processes"):
-        settings.resolve(config(rl__algorithm="grpo", data__rollout_batch_prompts=5, rollout__n=8, train__minibatch_prompts=1), check_inputs=False)
-    with pytest.raises(settings.ConfigError, match=r"data.rollout_batch_prompts = 4 does not divide over the 8 batch shards"):
-        settings.resolve(config(rl__algorithm="grpo", data__rollout_batch_prompts=4, rollout__n=4, train__minibatch_prompts=2), check_inputs=False)
+        settings.resolve(
+            config(rl__algorithm="grpo", data__rollout_batch_prompts=5, rollout__n=8, train__minibatch_prompts=1),
+            check_inputs=False,
+        )
+    with pytest.raises(
+        settings.ConfigError, match=r"data.rollout_batch_prompts = 4 does not divide over the 8 batch shards"
+    ):
+        settings.resolve(
+            config(rl__algorithm="grpo", data__rollout_batch_prompts=4, rollout__n=4, train__minibatch_prompts=2),
+            check_inputs=False,
+        )
 
 
 def test_a_tensor_group_may_not_span_processes():

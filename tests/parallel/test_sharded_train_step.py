@@ -59,7 +59,9 @@ def test_the_sharded_run_is_sharded(runs):
     specs = [x.sharding.spec for x in jax.tree.leaves(sharded.params)]
     assert any("tensor" in str(s) for s in specs) and any("fsdp" in str(s) for s in specs)
     mirrored = [
-        x.sharding.spec for x in jax.tree.leaves(sharded.opt_state) if x.ndim >= 2 and x.sharding.spec != PartitionSpec()
+        x.sharding.spec
+        for x in jax.tree.leaves(sharded.opt_state)
+        if x.ndim >= 2 and x.sharding.spec != PartitionSpec()
     ]
     assert mirrored, "the AdamW moments should be sharded like their parameters"
 

@@ -38,8 +38,12 @@ def run_two_processes(cache: str, workdir: Path, out: Path, dapo_workdir: Path, 
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "tests.parallel.two_process_worker", str(port), str(i), *args],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     results = []
@@ -65,11 +69,19 @@ class TwoProcessOrder:
         self.pad = trainer.encoder.pad_token_id
         self.parts = [
             prompt_batches(
-                data.train, trainer.encoder, trainer.model_config,
-                PipelineConfig(batch_size=data.rollout_batch_prompts // 2, seed=data.seed, shuffle=True,
-                               num_epochs=None, process_index=i, process_count=2),
+                data.train,
+                trainer.encoder,
+                trainer.model_config,
+                PipelineConfig(
+                    batch_size=data.rollout_batch_prompts // 2,
+                    seed=data.seed,
+                    shuffle=True,
+                    num_epochs=None,
+                    process_index=i,
+                    process_count=2,
+                ),
                 buckets=data.buckets,
-            )  # fmt: skip
+            )
             for i in range(2)
         ]
 
@@ -79,7 +91,7 @@ class TwoProcessOrder:
             inputs=concat_prompts([a.inputs, b.inputs], self.pad),
             prompt_lengths=np.concatenate([a.prompt_lengths, b.prompt_lengths]),
             **{f: getattr(a, f) + getattr(b, f) for f in ("problems", "answers", "data_sources", "record_ids")},
-        )  # fmt: skip
+        )
 
     def counts(self) -> dict:
         return self.parts[0].counts()
@@ -116,7 +128,9 @@ def test_two_processes_agree_with_one(two_process_run, demo_cache, tmp_path):
         trainer.train_batches = TwoProcessOrder(trainer)
         before = jax.device_get(trainer.params)
         trainer.train_step()
-        single = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(trainer.params)}
+        single = {
+            jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(trainer.params)
+        }
     finally:
         trainer.close()
     assert gathered.keys() == single.keys()
@@ -182,16 +196,21 @@ def test_validation_with_a_short_batch_counts_each_prompt_once(two_process_run, 
         for path, x in jax.tree_util.tree_leaves_with_path(trainer.params):
             np.testing.assert_array_equal(np.asarray(x), gathered[jax.tree_util.keystr(path)])
         prompts = prompt_batches(
-            assets["val"], trainer.encoder, trainer.model_config,
+            assets["val"],
+            trainer.encoder,
+            trainer.model_config,
             PipelineConfig(batch_size=1, seed=0, shuffle=False, num_epochs=1, drop_remainder=False),
             buckets=trainer.settings.data.buckets,
-        )  # fmt: skip
+        )
         scores = []
         for batch in prompts:
             out = trainer.evaluator.greedy.sampler.generate(
-                trainer.params, trainer.placer.prompts(batch.inputs), n=1,
-                max_new_tokens=c.rollout.max_new_tokens, key=jax.random.key(0),
-            )  # fmt: skip
+                trainer.params,
+                trainer.placer.prompts(batch.inputs),
+                n=1,
+                max_new_tokens=c.rollout.max_new_tokens,
+                key=jax.random.key(0),
+            )
             (response,) = decode_responses(trainer.encoder.tokenizer, np.asarray(out.tokens), np.asarray(out.mask))
             scores.append(distinct_characters_of_color_answers(response, batch.answers[0])["accuracy"])
     finally:

@@ -24,10 +24,16 @@ def tiny_model_config() -> Qwen25VLConfig:
     """The tests' tiny model (checkpoint preset "test") with a 512-token vocabulary."""
     preset = PRESETS["test"]
     return Qwen25VLConfig(
-        text=dataclasses.replace(preset.text, vocab_size=512), vision=preset.vision,
-        tie_word_embeddings=preset.tie_word_embeddings, image_token_id=500, video_token_id=501,
-        vision_start_token_id=502, vision_end_token_id=503, bos_token_id=504, eos_token_id=505,
-    )  # fmt: skip
+        text=dataclasses.replace(preset.text, vocab_size=512),
+        vision=preset.vision,
+        tie_word_embeddings=preset.tie_word_embeddings,
+        image_token_id=500,
+        video_token_id=501,
+        vision_start_token_id=502,
+        vision_end_token_id=503,
+        bos_token_id=504,
+        eos_token_id=505,
+    )
 
 
 def small_settings(**edits):
@@ -47,8 +53,9 @@ def small_settings(**edits):
 
 
 def planned(programs, **edits):
-    return mp.plan_memory(small_settings(**edits), tiny_model_config(), model_name="tiny", data=DATA,
-                          programs=programs, log=_quiet)  # fmt: skip
+    return mp.plan_memory(
+        small_settings(**edits), tiny_model_config(), model_name="tiny", data=DATA, programs=programs, log=_quiet
+    )
 
 
 def _quiet(_line: str) -> None:
@@ -120,7 +127,10 @@ def test_sampler_programs_compile_per_call_and_the_cache_scales_with_it():
     for each, prompts in ((whole, 8), (chunked, 4)):
         rows = prompts * 4 // 4
         heads = t.num_key_value_heads // 2 if t.num_key_value_heads % 2 == 0 else t.num_key_value_heads
-        assert each.kv_cache == t.num_hidden_layers * 2 * rows * (64 + 64) * heads * t.head_dim * 2 + 4 * t.num_hidden_layers
+        assert (
+            each.kv_cache
+            == t.num_hidden_layers * 2 * rows * (64 + 64) * heads * t.head_dim * 2 + 4 * t.num_hidden_layers
+        )
     # the vision pass is the whole batch's either way; the decode loop's peak follows the cache
     assert chunked.program("image_features").peak == whole.program("image_features").peak
     assert chunked.program("sampler_decode").peak < whole.program("sampler_decode").peak

@@ -6,6 +6,7 @@ bit-identical today; 1e-6 (a few float32 ulps at this magnitude) only leaves roo
 evaluation order of the normalization in another numpy/transformers version. Any resampling, channel
 or patch-order difference moves values by at least one uint8 step, 1 / 255 / 0.27 ~= 0.0146, and fails.
 """
+
 import math
 
 import numpy as np
@@ -154,8 +155,12 @@ def test_grid_helpers_and_empty_batch():
 
 def test_hf_preprocessor_config_builds_the_same_processor():
     config = ImagePreprocessConfig(min_pixels=262144, max_pixels=4194304)
-    reference = Qwen2VLImageProcessorPil(**{
-        k: v for k, v in config.hf_preprocessor_config().items() if k not in ("image_processor_type", "processor_class")
-    })
+    reference = Qwen2VLImageProcessorPil(
+        **{
+            k: v
+            for k, v in config.hf_preprocessor_config().items()
+            if k not in ("image_processor_type", "processor_class")
+        }
+    )
     assert reference.size["shortest_edge"] == 262144 and reference.size["longest_edge"] == 4194304
     assert math.isclose(reference.rescale_factor, 1 / 255)

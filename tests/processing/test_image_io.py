@@ -19,8 +19,15 @@ def test_decodes_bytes_path_record_and_pil(tmp_path):
     path = tmp_path / "x.png"
     path.write_bytes(data)
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    for source in (data, bytearray(data), str(path), path, {"bytes": data, "path": None},
-                   {"bytes": None, "path": str(path)}, Image.open(io.BytesIO(data))):
+    for source in (
+        data,
+        bytearray(data),
+        str(path),
+        path,
+        {"bytes": data, "path": None},
+        {"bytes": None, "path": str(path)},
+        Image.open(io.BytesIO(data)),
+    ):
         image = decode_image(source)
         assert image.mode == "RGB" and image.size == (12, 9)
         np.testing.assert_array_equal(np.asarray(image), expected)

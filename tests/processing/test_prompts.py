@@ -48,8 +48,10 @@ def test_formats_from_strings_and_files(tmp_path):
 def test_chat_messages():
     (user,) = chat_messages("<image>Compare with <image> please", 2)
     assert user["content"] == [
-        {"type": "image"}, {"type": "text", "text": "Compare with "},
-        {"type": "image"}, {"type": "text", "text": " please"},
+        {"type": "image"},
+        {"type": "text", "text": "Compare with "},
+        {"type": "image"},
+        {"type": "text", "text": " please"},
     ]
     system, user = chat_messages("No placeholder", 1, system_prompt="Be brief.")
     assert system == {"role": "system", "content": "Be brief."}

@@ -2,6 +2,7 @@
 
 They must live in an importable module: worker processes import them by name.
 """
+
 import os
 import time
 

@@ -1,4 +1,5 @@
 """Hand-written cases for response parsing, the math-equivalence grader and the math / r1v rewards."""
+
 import pytest
 
 from shuffle_r1_jax.rewards.extract import last_answer_tag_content, last_boxed_content, normalize_tags
@@ -88,8 +89,11 @@ def test_math_reward_spaces_around_tags_are_normalized():
         ("<think>x</think> \\boxed{5}", "4", {"overall": 0.1, "format": 1.0, "accuracy": 0.0}),
         ("<think>x \\boxed{4}</think> \\boxed{5}", "4", {"overall": 0.1, "format": 1.0, "accuracy": 0.0}),
         ("<think>x</think> \\boxed{5} no, \\boxed{4}", "4", {"overall": 1.0, "format": 1.0, "accuracy": 1.0}),
-        ("<think>x</think> \\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{1}{2}\\sqrt{3}",
-         {"overall": 1.0, "format": 1.0, "accuracy": 1.0}),
+        (
+            "<think>x</think> \\boxed{\\frac{\\sqrt{3}}{2}}",
+            "\\frac{1}{2}\\sqrt{3}",
+            {"overall": 1.0, "format": 1.0, "accuracy": 1.0},
+        ),
         ("<think>x", "4", {"overall": 0.0, "format": 0.0, "accuracy": 0.0}),
     ],
 )

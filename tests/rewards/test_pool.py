@@ -1,4 +1,5 @@
 """The scoring pool: parallel workers, per-sample time limit, failures zeroed and counted."""
+
 import time
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Advantage estimators and CPPO pruning against NumPy re-implementations written here."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,8 +78,12 @@ def batches(draw, random_masks=False):
     else:
         lengths = np.array(draw(st.lists(st.integers(0, t), min_size=g * n, max_size=g * n))).reshape(g, n)
         mask = np.arange(t)[None, None, :] < lengths[..., None]
-    token_rewards = np.array(draw(st.lists(st.integers(-4, 4), min_size=g * n * t, max_size=g * n * t)),
-                             np.float64).reshape(g, n, t) / 4
+    token_rewards = (
+        np.array(draw(st.lists(st.integers(-4, 4), min_size=g * n * t, max_size=g * n * t)), np.float64).reshape(
+            g, n, t
+        )
+        / 4
+    )
     return scores, mask.astype(np.float64), token_rewards
 
 

@@ -1,5 +1,6 @@
 """Advantage-based Batch Shuffle: weights, draw statistics against exact probabilities, the shortfall rule,
 and the update-batch layout."""
+
 import functools
 import itertools
 
@@ -67,16 +68,21 @@ def test_pair_weight_kinds(pairs):
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 3.5]), min_size=8, max_size=8),
-       st.sampled_from([1.0, 2.0, 0.5, -1.0]), st.sampled_from([0.5, 1.0, 2.0]))
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0, 2.0, 3.5]), min_size=8, max_size=8),
+    st.sampled_from([1.0, 2.0, 0.5, -1.0]),
+    st.sampled_from([0.5, 1.0, 2.0]),
+)
 def test_normalizations(weights, p, temperature):
     w = np.array(weights, np.float64)
     pos = w > 0
     power = np.where(pos, np.where(pos, w, 1.0) ** p, 0.0)
     softmax = np.where(pos, np.exp(w / temperature), 0.0)
     w32 = jnp.asarray(w, jnp.float32)
-    for actual, ref in [(jax.jit(abs_lib.power_normalize)(w32, p), power),
-                        (jax.jit(abs_lib.softmax_normalize)(w32, temperature), softmax)]:
+    for actual, ref in [
+        (jax.jit(abs_lib.power_normalize)(w32, p), power),
+        (jax.jit(abs_lib.softmax_normalize)(w32, temperature), softmax),
+    ]:
         expected = ref / ref.sum() if ref.sum() > 0 else ref
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
         assert np.all(np.asarray(actual)[~pos] == 0)

@@ -1,4 +1,5 @@
 """DAPO dynamic-sampling filter and overlong reward shaping against NumPy written here."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

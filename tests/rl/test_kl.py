@@ -1,4 +1,5 @@
 """KL estimators, KL loss and KL reward penalty against NumPy written here."""
+
 import functools
 
 import jax

@@ -1,4 +1,5 @@
 """Metric helpers: entropy from logits, advantage collapse and stats, utilization, masked reductions."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +20,10 @@ def np_entropy(logits, temperature):
 
 
 @SETTINGS
-@given(st.lists(st.floats(-30, 30, width=32, allow_subnormal=False), min_size=24, max_size=24),
-       st.sampled_from([1.0, 0.5, 2.0]))
+@given(
+    st.lists(st.floats(-30, 30, width=32, allow_subnormal=False), min_size=24, max_size=24),
+    st.sampled_from([1.0, 0.5, 2.0]),
+)
 def test_entropy_matches_numpy(values, temperature):
     logits = np.array(values, np.float32).reshape(2, 3, 4)
     out = jax.jit(metrics.entropy_from_logits, static_argnums=1)(jnp.asarray(logits), temperature)

@@ -1,4 +1,5 @@
 """Clipped policy loss, aggregation modes and gradient accumulation against NumPy written here."""
+
 import functools
 
 import jax
@@ -97,9 +98,20 @@ def loss_and_grad(lp, old, adv, mask, clip_low, clip_high, dual, level):
     """{mode: (loss, grad, metrics)} for every aggregation mode, in one compilation."""
     out = {}
     for mode in aggregation.AGG_MODES:
+
         def f(x, mode=mode):
-            return ppo_policy_loss(x, old, adv, mask, clip_low=clip_low, clip_high=clip_high, dual_clip=dual,
-                                   ratio_level=level, agg_mode=mode, norm_constant=NORM)
+            return ppo_policy_loss(
+                x,
+                old,
+                adv,
+                mask,
+                clip_low=clip_low,
+                clip_high=clip_high,
+                dual_clip=dual,
+                ratio_level=level,
+                agg_mode=mode,
+                norm_constant=NORM,
+            )
 
         (loss, metrics), grad = jax.value_and_grad(f, has_aux=True)(lp)
         out[mode] = (loss, grad, metrics)
@@ -177,14 +189,17 @@ def test_log_ratio_clamp_keeps_the_loss_finite():
     np.testing.assert_allclose(loss, np.exp(20.0), rtol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"clip_low": 1.0}, "clip_low=1.0"),
-    ({"clip_high": -0.1}, "clip_high=-0.1"),
-    ({"dual_clip": 1.0}, "dual_clip=1.0"),
-    ({"ratio_level": "group"}, "group"),
-    ({"agg_mode": "sum"}, "sum"),
-    ({"agg_mode": "seq-mean-token-sum-norm"}, "norm_constant"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clip_low": 1.0}, "clip_low=1.0"),
+        ({"clip_high": -0.1}, "clip_high=-0.1"),
+        ({"dual_clip": 1.0}, "dual_clip=1.0"),
+        ({"ratio_level": "group"}, "group"),
+        ({"agg_mode": "sum"}, "sum"),
+        ({"agg_mode": "seq-mean-token-sum-norm"}, "norm_constant"),
+    ],
+)
 def test_argument_errors(kwargs, match):
     z = jnp.zeros((2, 3))
     with pytest.raises(ValueError, match=match):
@@ -217,8 +232,16 @@ def policy_logp(w, x, tokens):
 @functools.partial(jax.jit, static_argnames=("mode",))
 def loss_and_weight_grad(w, x, tokens, old, adv, mask, mode, num_tokens=None, num_sequences=None):
     def loss_fn(w):
-        return ppo_policy_loss(policy_logp(w, x, tokens), old, adv, mask, agg_mode=mode, norm_constant=NORM,
-                               num_tokens=num_tokens, num_sequences=num_sequences)[0]
+        return ppo_policy_loss(
+            policy_logp(w, x, tokens),
+            old,
+            adv,
+            mask,
+            agg_mode=mode,
+            norm_constant=NORM,
+            num_tokens=num_tokens,
+            num_sequences=num_sequences,
+        )[0]
 
     return jax.value_and_grad(loss_fn)(w)
 

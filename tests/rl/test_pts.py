@@ -1,4 +1,5 @@
 """Pairwise Trajectory Sampling: exact indices against a NumPy re-implementation of the official pairing."""
+
 import functools
 
 import jax
@@ -44,8 +45,9 @@ def advantages(draw):
 
 @functools.partial(jax.jit, static_argnames=("keep_ratio", "rerank_by_magnitude", "variant"))
 def run_pts(adv, keep_ratio, rerank_by_magnitude=False, variant="pairs", key=None):
-    return pts.pairwise_trajectory_sampling(adv, keep_ratio, rerank_by_magnitude=rerank_by_magnitude,
-                                            variant=variant, key=key)
+    return pts.pairwise_trajectory_sampling(
+        adv, keep_ratio, rerank_by_magnitude=rerank_by_magnitude, variant=variant, key=key
+    )
 
 
 @SETTINGS
@@ -66,8 +68,9 @@ def test_side_variants(adv, keep_ratio):
         return
     order = np.stack([np.argsort(-row, kind="stable") for row in adv])
     np.testing.assert_array_equal(run_pts(jnp.asarray(adv), keep_ratio, variant="max_side"), order[:, : 2 * kept])
-    np.testing.assert_array_equal(run_pts(jnp.asarray(adv), keep_ratio, variant="min_side"),
-                                  order[:, ::-1][:, : 2 * kept])
+    np.testing.assert_array_equal(
+        run_pts(jnp.asarray(adv), keep_ratio, variant="min_side"), order[:, ::-1][:, : 2 * kept]
+    )
 
 
 def test_random_variant_is_a_seeded_subset():
@@ -102,15 +105,18 @@ def test_pair_advantages_order_matches_pair_ids():
     np.testing.assert_allclose(pa, [[5, 0], [4, 1], [11, 6], [10, 7]])
 
 
-@pytest.mark.parametrize("n, keep_ratio, match", [
-    (5, 0.5, "n=5"),
-    (1, 0.5, "n=1"),
-    (8, 0.0, "keep_ratio=0.0"),
-    (8, 1.5, "keep_ratio=1.5"),
-    (8, -0.2, "keep_ratio=-0.2"),
-    (2, 0.5, "at least 1"),
-    (8, 0.2, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "n, keep_ratio, match",
+    [
+        (5, 0.5, "n=5"),
+        (1, 0.5, "n=1"),
+        (8, 0.0, "keep_ratio=0.0"),
+        (8, 1.5, "keep_ratio=1.5"),
+        (8, -0.2, "keep_ratio=-0.2"),
+        (2, 0.5, "at least 1"),
+        (8, 0.2, "at least 1"),
+    ],
+)
 def test_config_errors(n, keep_ratio, match):
     with pytest.raises(ValueError, match=match):
         pts.pairwise_trajectory_sampling(jnp.zeros((2, n)), keep_ratio)

@@ -36,7 +36,12 @@ def test_shuffle_rows_are_kept_pairs_drawn_by_weight():
     cfg = SelectionConfig(selection="pts_abs", group_size=16, keep_ratio=0.5, rounds=8)
     rows, valid, stats = select_update_rows(adv, cfg, jax.random.key(1))
     rows = np.asarray(rows)
-    kept = {tuple(p) for p in np.asarray(select_update_rows(adv, SelectionConfig("pts", 16, 0.5), jax.random.key(1))[0]).reshape(-1, 2)}
+    kept = {
+        tuple(p)
+        for p in np.asarray(select_update_rows(adv, SelectionConfig("pts", 16, 0.5), jax.random.key(1))[0]).reshape(
+            -1, 2
+        )
+    }
     assert all(tuple(p) in kept for p in rows.reshape(-1, 2))  # every drawn pair is a PTS pair, kept adjacent
     assert not np.any((rows >= 48) & (rows < 64))
     assert np.all(np.asarray(valid)) and int(stats["abs/num_valid"]) == 8 * 4
@@ -45,4 +50,14 @@ def test_shuffle_rows_are_kept_pairs_drawn_by_weight():
 def test_unknown_algorithm_is_named():
     with pytest.raises(ValueError, match="'ppo'.*shuffle_r1"):
         get_algorithm("ppo")
-    assert set(ALGORITHMS) >= {"grpo", "dr_grpo", "dapo", "rloo", "reinforce_pp", "cppo", "shuffle_r1", "pts_only", "abs_only"}
+    assert set(ALGORITHMS) >= {
+        "grpo",
+        "dr_grpo",
+        "dapo",
+        "rloo",
+        "reinforce_pp",
+        "cppo",
+        "shuffle_r1",
+        "pts_only",
+        "abs_only",
+    }

@@ -1,4 +1,5 @@
 """PTS and ABS run sharded on a device mesh (8 simulated CPU devices in tests) and agree with one device."""
+
 import functools
 
 import jax
@@ -50,7 +51,8 @@ def test_abs_sharded_matches_single_device():
     flat = NamedSharding(m, P("data"))
     out = batch_shuffle.ShuffleDraws(flat, flat, NamedSharding(m, P()))
     sharded = jax.jit(fn, in_shardings=(flat, NamedSharding(m, P())), out_shardings=out)(
-        jax.device_put(weights, flat), key)
+        jax.device_put(weights, flat), key
+    )
     assert sharded.pair_indices.sharding.is_equivalent_to(flat, 1)
     for a, b in zip(sharded, single):
         np.testing.assert_array_equal(a, b)
@@ -79,8 +81,11 @@ def test_full_selection_step_sharded_matches_single_device():
     groups = NamedSharding(m, P("data", None, None))
     flat = NamedSharding(m, P("data"))
     replicated = NamedSharding(m, P())
-    step = jax.jit(rl_selection, in_shardings=(groups, groups, replicated),
-                   out_shardings=(batch_shuffle.UpdateBatch(flat, flat), replicated))
+    step = jax.jit(
+        rl_selection,
+        in_shardings=(groups, groups, replicated),
+        out_shardings=(batch_shuffle.UpdateBatch(flat, flat), replicated),
+    )
     batch, stats = step(jax.device_put(token_rewards, groups), jax.device_put(mask, groups), key)
     np.testing.assert_array_equal(batch.rollout_indices, single_batch.rollout_indices)
     np.testing.assert_array_equal(batch.valid, single_batch.valid)

@@ -37,7 +37,9 @@ def test_concatenated_prompt_batches_give_each_prompt_its_own_logits(untied_pair
         expected = _logits(model, part)
         rows = slice(offset, offset + part.input_ids.shape[0])
         length = part.input_ids.shape[1]
-        np.testing.assert_allclose(got[rows, -length:][part.attention_mask == 1], expected[part.attention_mask == 1], atol=1e-5)
+        np.testing.assert_allclose(
+            got[rows, -length:][part.attention_mask == 1], expected[part.attention_mask == 1], atol=1e-5
+        )
         offset += part.input_ids.shape[0]
 
 
@@ -46,11 +48,18 @@ def _fake_scored(scores, n=2, length=3):
     rows = len(scores)
     prompts = prepare_inputs(_fake_scored.config, np.arange(1, 1 + 2 * rows // n).reshape(rows // n, 2) % 100)
     return ScoredRollouts(
-        rollouts=Rollouts(jax.tree.map(jnp.asarray, prompts), jnp.zeros((rows, length), jnp.int32),
-                          jnp.ones((rows, length), jnp.int32), jnp.zeros((rows, length))),
-        responses=[f"r{s}" for s in scores], parts={"overall": np.asarray(scores, np.float32)},
-        reward_failures={"timeout": 0}, finish=np.zeros(rows, np.int32), timings={"generate": 1.0},
-    )  # fmt: skip
+        rollouts=Rollouts(
+            jax.tree.map(jnp.asarray, prompts),
+            jnp.zeros((rows, length), jnp.int32),
+            jnp.ones((rows, length), jnp.int32),
+            jnp.zeros((rows, length)),
+        ),
+        responses=[f"r{s}" for s in scores],
+        parts={"overall": np.asarray(scores, np.float32)},
+        reward_failures={"timeout": 0},
+        finish=np.zeros(rows, np.int32),
+        timings={"generate": 1.0},
+    )
 
 
 def test_refill_until_the_batch_is_informative(untied_pair):
@@ -65,7 +74,9 @@ def test_refill_until_the_batch_is_informative(untied_pair):
 
 def test_fallbacks_fill_or_raise(untied_pair):
     _fake_scored.config = untied_pair[1].config
-    merged, stats = fill_informative(lambda: _fake_scored([1, 1, 0, 1, 0, 0]), 3, 2, max_tries=1, fallback="fill", pad_id=0)
+    merged, stats = fill_informative(
+        lambda: _fake_scored([1, 1, 0, 1, 0, 0]), 3, 2, max_tries=1, fallback="fill", pad_id=0
+    )
     assert stats["dapo/filled_groups"] == 2.0 and len(merged.responses) == 6
     with pytest.raises(DynamicSamplingError, match="found 1 of 3"):
         fill_informative(lambda: _fake_scored([1, 1, 0, 1, 0, 0]), 3, 2, max_tries=1, fallback="error", pad_id=0)

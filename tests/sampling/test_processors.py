@@ -66,7 +66,9 @@ def test_sampled_support_is_exactly_top_k_then_top_p_minus_forbidden():
 
 def test_greedy_and_logprobs():
     logits = jnp.asarray([[0.1, 2.0, -1.0, 1.5], [3.0, 0.0, 0.0, 0.0]])
-    tokens, logprobs = choose_tokens(logits, jax.random.key(0), SamplingConfig(temperature=0.0, forbidden_token_ids=(0,)))
+    tokens, logprobs = choose_tokens(
+        logits, jax.random.key(0), SamplingConfig(temperature=0.0, forbidden_token_ids=(0,))
+    )
     assert tokens.tolist() == [1, 1]  # row 1's best token 0 is forbidden
     expected = jax.nn.log_softmax(logits, -1)[jnp.arange(2), tokens]
     np.testing.assert_allclose(logprobs, expected, rtol=1e-6)

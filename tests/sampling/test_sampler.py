@@ -23,7 +23,11 @@ PROMPT_IMAGES = [[0], [], [1, 2]]  # which of GRIDS each prompt of the `prompts`
 def prompts():
     """A left-padded batch of 3 prompts: two images of different sizes, a text-only one, one with an image."""
     rng = np.random.default_rng(0)
-    samples = [build_sample(rng, [3, GRIDS[0], 5]), build_sample(rng, [14]), build_sample(rng, [9, GRIDS[1], 2, GRIDS[2], 1])]
+    samples = [
+        build_sample(rng, [3, GRIDS[0], 5]),
+        build_sample(rng, [14]),
+        build_sample(rng, [9, GRIDS[1], 2, GRIDS[2], 1]),
+    ]
     ids, mask = pad_batch(samples, "left")
     return ids, mask, random_pixels(rng, GRIDS)
 
@@ -104,9 +108,13 @@ def test_stop_tokens_end_sequences_and_the_loop(untied_pair, prompts):
     _, ours = untied_pair
     graphdef, state = nnx.split(ours)
     greedy = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN))
-    free = np.asarray(greedy.generate(state, _inputs(ours, prompts), n=1, max_new_tokens=6, key=jax.random.key(0)).tokens)
+    free = np.asarray(
+        greedy.generate(state, _inputs(ours, prompts), n=1, max_new_tokens=6, key=jax.random.key(0)).tokens
+    )
     stop = int(free[0, 2])  # a token that prompt 0's greedy continuation emits at step 2
-    stopping = Sampler(graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN, stop_token_ids=(stop,), pad_token_id=0))
+    stopping = Sampler(
+        graphdef, SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN, stop_token_ids=(stop,), pad_token_id=0)
+    )
     out = stopping.generate(state, _inputs(ours, prompts), n=1, max_new_tokens=6, key=jax.random.key(0))
     tokens, mask, lengths, finish = (np.asarray(x) for x in (out.tokens, out.mask, out.lengths, out.finish))
     for row in range(3):
@@ -162,7 +170,9 @@ def test_chunk_rows_follow_the_row_shards():
     np.testing.assert_array_equal(chunk0, x[[0, 1, 4, 5]])
     np.testing.assert_array_equal(chunk1, x[[2, 3, 6, 7]])
     positions = np.arange(3 * 8).reshape(3, 8)  # rows in axis 1, as position_ids
-    np.testing.assert_array_equal(take_chunk(positions, jnp.int32(1), chunks=2, shards=2, axis=1), positions[:, [2, 3, 6, 7]])
+    np.testing.assert_array_equal(
+        take_chunk(positions, jnp.int32(1), chunks=2, shards=2, axis=1), positions[:, [2, 3, 6, 7]]
+    )
     # rollout rows: n = 2 per prompt; prompt p's rows are 2p, 2p + 1
     rollouts0, rollouts1 = np.repeat(np.asarray(chunk0), 2, 0), np.repeat(np.asarray(chunk1), 2, 0)
     np.testing.assert_array_equal(merge_chunks([rollouts0, rollouts1], shards=2), np.repeat(x, 2, 0))
@@ -195,8 +205,13 @@ def test_chunked_sampling_draws_each_chunk_with_its_own_key(untied_pair):
     chunked = sampler.generate(state, inputs, n=2, max_new_tokens=5, key=key, prompts_per_call=2)
     for j, prompts in enumerate(([0, 1], [2, 3])):
         rows = [2 * p + s for p in prompts for s in range(2)]
-        alone = sampler.generate(state, _select_prompts(ours.config, inputs, prompts, seed=5), n=2, max_new_tokens=5,
-                                 key=jax.random.fold_in(key, j))  # fmt: skip
+        alone = sampler.generate(
+            state,
+            _select_prompts(ours.config, inputs, prompts, seed=5),
+            n=2,
+            max_new_tokens=5,
+            key=jax.random.fold_in(key, j),
+        )
         np.testing.assert_array_equal(np.asarray(chunked.tokens)[rows], np.asarray(alone.tokens))
 
 

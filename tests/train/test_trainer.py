@@ -132,8 +132,11 @@ def test_update_arithmetic_matches_the_paper():
         (dict(algorithm="ppo"), "rl.algorithm = 'ppo' is unknown"),
         (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over the 8 batch shards"),
         (dict(mini=3), "train.minibatch_prompts = 3 must divide"),
-        (dict(per_call=48), r"rollout.prompts_per_sampler_call = 48 must be 0 \(the whole batch\) or divide "
-                            "data.rollout_batch_prompts = 512"),
+        (
+            dict(per_call=48),
+            r"rollout.prompts_per_sampler_call = 48 must be 0 \(the whole batch\) or divide "
+            "data.rollout_batch_prompts = 512",
+        ),
         (dict(per_call=4), r"rollout.prompts_per_sampler_call = 4 must be a multiple of the 8 batch shards"),
     ],
 )
@@ -180,8 +183,10 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     process = subprocess.Popen(
         [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not list((workdir / "checkpoints").glob("2*")) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -226,7 +231,9 @@ def test_the_paper_config_takes_arguments(arg, checkpoint, n, steps):
     assert run.model.checkpoint == checkpoint and run.rollout.n == n and run.train.total_steps == steps
     assert run.train.num_minibatches == 4 and run.rollout.prompts_per_sampler_call == 32
     assert 128 * rows_per_prompt(run.rl.selection) == 1024  # the paper's update rows per optimizer step, any algorithm
-    with pytest.raises(settings.ConfigError, match="model.checkpoint = 'Qwen/Qwen2.5-VL-3B-Instruct' has no config.json"):
+    with pytest.raises(
+        settings.ConfigError, match="model.checkpoint = 'Qwen/Qwen2.5-VL-3B-Instruct' has no config.json"
+    ):
         settings.resolve(_config_file("shuffle_r1_paper").get_config())
 
 
@@ -290,14 +297,18 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
     reference = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, attn_implementation="eager").float().eval()
     rng = np.random.default_rng(0)
     grid = (1, 4, 4)
-    ids = np.asarray([[40, config.vision_start_token_id] + [config.image_token_id] * 4 + [config.vision_end_token_id, 41, 42]])
+    ids = np.asarray(
+        [[40, config.vision_start_token_id] + [config.image_token_id] * 4 + [config.vision_end_token_id, 41, 42]]
+    )
     pixels = rng.standard_normal((16, 1176)).astype(np.float32)
     with torch.no_grad():
         expected = reference(
-            input_ids=torch.as_tensor(ids), attention_mask=torch.ones_like(torch.as_tensor(ids)),
-            pixel_values=torch.as_tensor(pixels), image_grid_thw=torch.as_tensor([grid]),
+            input_ids=torch.as_tensor(ids),
+            attention_mask=torch.ones_like(torch.as_tensor(ids)),
+            pixel_values=torch.as_tensor(pixels),
+            image_grid_thw=torch.as_tensor([grid]),
             mm_token_type_ids=torch.as_tensor((ids == config.image_token_id).astype(np.int64)),
-        ).logits.numpy()  # fmt: skip
+        ).logits.numpy()
     got = np.asarray(forward_logits(ours, ids, np.ones_like(ids), pixels, np.asarray([grid])))
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert (out / "tokenizer.json").exists() and (out / "preprocessor_config.json").exists()

@@ -37,9 +37,9 @@ def dot_product_attention(
     if implementation == "chunked":
         return _chunked_attention(q, k, v, mask, scale)
     if implementation == "cudnn":
-        return jax.nn.dot_product_attention(
-            q, k, v, mask=mask[:, None], scale=scale, implementation="cudnn"
-        ).astype(q.dtype)
+        return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale, implementation="cudnn").astype(
+            q.dtype
+        )
     raise ValueError(f"attention implementation = {implementation!r}; expected one of {IMPLEMENTATIONS}")
 
 

@@ -113,13 +113,12 @@ def _rope_fields(text: Mapping[str, Any], where: str) -> tuple[float, tuple[int,
     rope = text.get("rope_parameters") or text.get("rope_scaling")
     if not rope:
         raise ConfigError(
-            f"config.json: '{where}rope_scaling' / '{where}rope_parameters' is missing; Qwen2.5-VL needs an mrope_section"
+            f"config.json: '{where}rope_scaling' / '{where}rope_parameters' is missing; Qwen2.5-VL needs an "
+            "mrope_section"
         )
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "mrope"):
-        raise ConfigError(
-            f"config.json: '{where}rope type' = {rope_type!r} is not supported (only 'default'/'mrope')"
-        )
+        raise ConfigError(f"config.json: '{where}rope type' = {rope_type!r} is not supported (only 'default'/'mrope')")
     if "mrope_section" not in rope:
         raise ConfigError(f"config.json: '{where}rope_scaling.mrope_section' is missing")
     theta = rope.get("rope_theta", text.get("rope_theta", 1000000.0))
@@ -237,9 +236,7 @@ def validate(cfg: Qwen25VLConfig) -> None:
             f"num_key_value_heads = {t.num_key_value_heads}"
         )
     if v.hidden_size % v.num_heads:
-        raise ConfigError(
-            f"vision_config.hidden_size = {v.hidden_size} is not divisible by num_heads = {v.num_heads}"
-        )
+        raise ConfigError(f"vision_config.hidden_size = {v.hidden_size} is not divisible by num_heads = {v.num_heads}")
     if v.head_dim % 4:
         raise ConfigError(f"vision head_dim = {v.head_dim} must be divisible by 4 (2D rotary on rows and columns)")
     if v.window_size % (v.spatial_merge_size * v.patch_size) or v.window_merged < 1:

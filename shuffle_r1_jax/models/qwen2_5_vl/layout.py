@@ -64,7 +64,9 @@ def check_grid(image_grid_thw: np.ndarray, vision: VisionConfig) -> np.ndarray:
     grid = np.asarray(image_grid_thw, dtype=np.int64).reshape(-1, 3)
     for i, (t, h, w) in enumerate(grid):
         if t != 1:
-            raise LayoutError(f"image_grid_thw[{i}] = {tuple(grid[i])}: temporal size {t} != 1 (videos are not supported)")
+            raise LayoutError(
+                f"image_grid_thw[{i}] = {tuple(grid[i])}: temporal size {t} != 1 (videos are not supported)"
+            )
         if h <= 0 or w <= 0 or h % vision.spatial_merge_size or w % vision.spatial_merge_size:
             raise LayoutError(
                 f"image_grid_thw[{i}] = {tuple(grid[i])}: height and width must be positive multiples of "

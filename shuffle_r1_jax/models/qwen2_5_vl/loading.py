@@ -84,9 +84,12 @@ def load_pretrained(
     """
     config = load_config(path)
     model = abstract_model(
-        config, dtype=dtype, param_dtype=dtype if param_dtype is None else param_dtype, attention_impl=attention_impl,
+        config,
+        dtype=dtype,
+        param_dtype=dtype if param_dtype is None else param_dtype,
+        attention_impl=attention_impl,
         remat=remat,
-    )  # fmt: skip
+    )
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh, rules)

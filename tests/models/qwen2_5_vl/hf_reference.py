@@ -45,9 +45,7 @@ def tiny_hf_config(tie_word_embeddings: bool = False, **text_overrides) -> Qwen2
         temporal_patch_size=2,
         tokens_per_second=2,
     )
-    return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=tie_word_embeddings, **TOKENS
-    )
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tie_word_embeddings, **TOKENS)
 
 
 def random_hf_model(config: Qwen2_5_VLConfig, seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:

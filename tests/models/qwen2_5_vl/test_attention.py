@@ -18,7 +18,9 @@ def test_chunked_equals_xla(monkeypatch, mask_kind):
     valid = rng.random((b, t)) > 0.2
     mask = valid[:, None, :] if mask_kind == "keys" else np.tril(np.ones((t, t), bool))[None] & valid[:, None, :]
     plain = attention.dot_product_attention(q, k, v, mask, scale=0.3, implementation="xla")
-    chunked = jax.jit(lambda *a: attention.dot_product_attention(*a, scale=0.3, implementation="chunked"))(q, k, v, mask)
+    chunked = jax.jit(lambda *a: attention.dot_product_attention(*a, scale=0.3, implementation="chunked"))(
+        q, k, v, mask
+    )
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(plain), atol=1e-6)
 
 

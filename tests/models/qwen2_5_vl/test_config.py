@@ -57,9 +57,17 @@ HUB_3B = {
 }
 
 TEXT_KEYS = [
-    "hidden_act", "hidden_size", "intermediate_size", "max_position_embeddings", "num_attention_heads",
-    "num_hidden_layers", "num_key_value_heads", "rms_norm_eps", "use_sliding_window", "vocab_size",
-]  # fmt: skip
+    "hidden_act",
+    "hidden_size",
+    "intermediate_size",
+    "max_position_embeddings",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "rms_norm_eps",
+    "use_sliding_window",
+    "vocab_size",
+]
 
 
 def _v4_layout(flat):
@@ -80,8 +88,10 @@ def _v5_layout(flat):
     rope = out["text_config"].pop("rope_scaling")
     out["text_config"].pop("rope_theta")
     out["text_config"]["rope_parameters"] = {
-        "mrope_section": rope["mrope_section"], "rope_type": "default", "rope_theta": flat["rope_theta"],
-    }  # fmt: skip
+        "mrope_section": rope["mrope_section"],
+        "rope_type": "default",
+        "rope_theta": flat["rope_theta"],
+    }
     return out
 
 

@@ -66,7 +66,9 @@ def test_layout_places_every_patch_once_with_windows_padded(configs):
     assert np.all(row1 // (batch.patches.shape[1] // unit) == 1)
     first = row1[0] % (batch.patches.shape[1] // unit)
     np.testing.assert_array_equal(batch.patches[1, first * unit : first * unit + unit], pixels[96 : 96 + unit])
-    np.testing.assert_array_equal(batch.patch_pos[1, first * unit : first * unit + unit], [[0, 0], [0, 1], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(
+        batch.patch_pos[1, first * unit : first * unit + unit], [[0, 0], [0, 1], [1, 0], [1, 1]]
+    )
 
 
 def test_layout_errors_name_the_problem(configs):

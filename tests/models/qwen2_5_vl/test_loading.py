@@ -71,7 +71,9 @@ def test_untied_model_without_lm_head_is_an_error(untied_checkpoint, tmp_path):
 def test_misshaped_tensor_names_expected_and_found(untied_checkpoint, tmp_path):
     _, path = untied_checkpoint
     _rewrite(path, tmp_path, reshape=("visual.blocks.2.attn.qkv.weight", (96, 30)))
-    with pytest.raises(CheckpointError, match=r"'visual.blocks.2.attn.qkv.weight': expected shape \(96, 32\), found \(96, 30\)"):
+    with pytest.raises(
+        CheckpointError, match=r"'visual.blocks.2.attn.qkv.weight': expected shape \(96, 32\), found \(96, 30\)"
+    ):
         load_pretrained(tmp_path)
 
 

@@ -16,10 +16,15 @@ from tests.models.qwen2_5_vl.test_config import HUB_3B
 def _hub_7b():
     d = dict(HUB_3B)
     d.update(
-        hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-        num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
         vision_config={**HUB_3B["vision_config"], "out_hidden_size": 3584},
-    )  # fmt: skip
+    )
     return d
 
 

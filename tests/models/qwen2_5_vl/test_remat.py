@@ -26,14 +26,26 @@ MEMORY_OPTIMIZED = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZ
 def _config(layers: int) -> Qwen25VLConfig:
     """A text decoder big enough that attention scores dominate its activations (4 heads x SEQ^2)."""
     text = TextConfig(
-        vocab_size=256, hidden_size=HIDDEN, intermediate_size=4 * HIDDEN, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, mrope_section=(4, 6, 6),
-    )  # fmt: skip
+        vocab_size=256,
+        hidden_size=HIDDEN,
+        intermediate_size=4 * HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        mrope_section=(4, 6, 6),
+    )
     return Qwen25VLConfig(
-        text=text, vision=dataclasses.replace(PRESETS["test"].vision, out_hidden_size=HIDDEN),
-        tie_word_embeddings=False, image_token_id=250, video_token_id=251, vision_start_token_id=252,
-        vision_end_token_id=253, bos_token_id=254, eos_token_id=255,
-    )  # fmt: skip
+        text=text,
+        vision=dataclasses.replace(PRESETS["test"].vision, out_hidden_size=HIDDEN),
+        tie_word_embeddings=False,
+        image_token_id=250,
+        video_token_id=251,
+        vision_start_token_id=252,
+        vision_end_token_id=253,
+        bos_token_id=254,
+        eos_token_id=255,
+    )
 
 
 def _decoder_loss(layers: int, remat: str, batch: int = BATCH):

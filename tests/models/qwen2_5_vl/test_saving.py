@@ -28,11 +28,23 @@ from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, hf_logits
 
 def tiny_config(tie: bool) -> Qwen25VLConfig:
     text = TextConfig(
-        vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, mrope_section=(2, 3, 3), max_position_embeddings=4096,
+        vocab_size=160,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        mrope_section=(2, 3, 3),
+        max_position_embeddings=4096,
     )
     vision = VisionConfig(
-        depth=4, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64, window_size=56,
+        depth=4,
+        hidden_size=32,
+        intermediate_size=48,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=56,
         fullatt_block_indexes=(1, 3),
     )
     return Qwen25VLConfig(text=text, vision=vision, tie_word_embeddings=tie, **TOKENS)
@@ -44,7 +56,8 @@ def random_model(config: Qwen25VLConfig, seed: int):
 
 
 @pytest.mark.parametrize(
-    "config", [tiny_config(True), tiny_config(False), qwen2_5_vl_3b_config(), qwen2_5_vl_7b_config()],
+    "config",
+    [tiny_config(True), tiny_config(False), qwen2_5_vl_3b_config(), qwen2_5_vl_7b_config()],
     ids=["tiny-tied", "tiny-untied", "3b", "7b"],
 )
 def test_config_round_trip_and_transformers_reads_it(config, tmp_path):
