@@ -26,11 +26,11 @@ import numpy as np
 
 from shuffle_r1_jax.models.dtypes import DTYPES
 from shuffle_r1_jax.perf.notes import write_section
-from shuffle_r1_jax.perf.sampler_benchmark import decode_bandwidth, time_sampler
+from shuffle_r1_jax.perf.sampler_benchmark import decode_bandwidth, image_prompts, time_sampler
 
 NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
-IMAGE_TOKEN, VISION_START, VISION_END = 151655, 151652, 151653
+IMAGE_TOKENS = {"image": 151655, "vision_start": 151652, "vision_end": 151653}  # transformers' Qwen2.5-VL defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,45 +49,22 @@ class Case:
 CASES = {
     "cpu": Case(
         name="cpu",
-        text=dict(
-            hidden_size=512,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=2,
-            intermediate_size=1536,
-            vocab_size=151936,
-            rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]},
-        ),
+        text=dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
+                  intermediate_size=1536, vocab_size=151936,
+                  rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
         vision=dict(depth=4, hidden_size=256, intermediate_size=512, num_heads=4, fullatt_block_indexes=[3]),
-        prompts=8,
-        n=4,
-        text_tokens=64,
-        image_grid=(1, 16, 16),
-        new_tokens=128,
-        dtype="float32",
+        prompts=8, n=4, text_tokens=64, image_grid=(1, 16, 16), new_tokens=128, dtype="float32",
     ),
     "gpu": Case(
         name="gpu",
-        text=dict(
-            hidden_size=2048,
-            num_hidden_layers=36,
-            num_attention_heads=16,
-            num_key_value_heads=2,
-            intermediate_size=11008,
-            vocab_size=151936,
-            rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
-        ),
-        vision=dict(
-            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, fullatt_block_indexes=[7, 15, 23, 31]
-        ),
-        prompts=64,
-        n=8,
-        text_tokens=768,
-        image_grid=(1, 32, 32),
-        new_tokens=512,
-        dtype="bfloat16",
+        text=dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                  intermediate_size=11008, vocab_size=151936,
+                  rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
+        vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                    fullatt_block_indexes=[7, 15, 23, 31]),
+        prompts=64, n=8, text_tokens=768, image_grid=(1, 32, 32), new_tokens=512, dtype="bfloat16",
     ),
-}
+}  # fmt: skip
 
 
 def hf_model_and_dir(case: Case, directory: str):
@@ -109,27 +86,6 @@ def hf_model_and_dir(case: Case, directory: str):
     return model
 
 
-def make_inputs(case: Case, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    _, h, w = case.image_grid
-    image_tokens = h * w // 4
-    rows = []
-    for _ in range(case.prompts):
-        text = rng.integers(0, 150000, case.text_tokens).tolist()
-        rows.append(
-            text[: case.text_tokens // 2]
-            + [VISION_START]
-            + [IMAGE_TOKEN] * image_tokens
-            + [VISION_END]
-            + text[case.text_tokens // 2 :]
-        )
-    ids = np.asarray(rows, np.int64)
-    mask = np.ones_like(ids)
-    grids = np.asarray([case.image_grid] * case.prompts)
-    pixels = rng.standard_normal((int(grids.prod(-1).sum()), 1176)).astype(np.float32)
-    return ids, mask, pixels, grids
-
-
 def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
     import torch
 
@@ -140,7 +96,7 @@ def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
         attention_mask=torch.as_tensor(mask, device=device),
         pixel_values=torch.as_tensor(pixels, device=device, dtype=dtype),
         image_grid_thw=torch.as_tensor(grids, device=device),
-        mm_token_type_ids=torch.as_tensor((ids == IMAGE_TOKEN).astype(np.int64), device=device),
+        mm_token_type_ids=torch.as_tensor((ids == IMAGE_TOKENS["image"]).astype(np.int64), device=device),
         do_sample=True,
         temperature=1.0,
         top_p=0.99,
@@ -169,7 +125,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BUILD_NOTES.md alone")
     args = parser.parse_args()
     case = CASES[args.case]
-    ids, mask, pixels, grids = make_inputs(case)
+    ids, mask, pixels, grids = image_prompts(case.prompts, case.text_tokens, case.image_grid, IMAGE_TOKENS)
     rows = case.prompts * case.n
     tokens = rows * case.new_tokens
     with tempfile.TemporaryDirectory() as directory:

@@ -16,6 +16,32 @@ from shuffle_r1_jax.sampling import Sampler, SamplingConfig
 GPU_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
 
 
+def image_prompts(prompts: int, text_tokens: int, image_grid: tuple[int, int, int], token_ids: dict, seed: int = 0):
+    """Random prompts of `text_tokens` text tokens around one image of `image_grid` (its vision start / image /
+    end tokens in the middle) and random patches.
+
+    Args:
+      prompts, text_tokens: batch size and text tokens per prompt.
+      image_grid: (t, h, w) patch grid of each prompt's image (h * w / 4 merged image tokens).
+      token_ids: {"image", "vision_start", "vision_end"} token ids of the model.
+      seed: seeds the tokens and patches.
+
+    Returns:
+      ids `int64[P, L]`, mask `int64[P, L]` (all ones), pixels `float32[P * t * h * w, 1176]`, grids `int[P, 3]`.
+    """
+    rng = np.random.default_rng(seed)
+    _, h, w = image_grid
+    image = [token_ids["vision_start"]] + [token_ids["image"]] * (h * w // 4) + [token_ids["vision_end"]]
+    rows = []
+    for _ in range(prompts):
+        text = rng.integers(0, 150000, text_tokens).tolist()
+        rows.append(text[: text_tokens // 2] + image + text[text_tokens // 2 :])
+    ids = np.asarray(rows, np.int64)
+    grids = np.asarray([image_grid] * prompts)
+    pixels = rng.standard_normal((int(grids.prod(-1).sum()), 1176)).astype(np.float32)
+    return ids, np.ones_like(ids), pixels, grids
+
+
 def time_sampler(checkpoint: str, dtype, ids, mask, pixels, grids, *, n: int, new_tokens: int, runs: int):
     """Samples `new_tokens` tokens (no stop token) n times per prompt, `runs` times after a first (compiling)
     call, temperature 1.0 and top-p 0.99.
