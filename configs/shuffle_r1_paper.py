@@ -14,11 +14,10 @@ Arguments (after the file name, comma-separated key=value):
   algorithm  any rl.algorithm (default shuffle_r1). grpo and dapo sample n = 8 (the paper compares at the same
              update rollout size: Shuffle-R1 samples 16 and keeps half).
 
-Memory (scripts/memory_plan.py with this file, BUILD_NOTES "Memory plan"): on 8 x 80 GiB devices, FSDP over all
-of them, chunked attention, remat "full", 32 prompts per sampler call and 8-row micro-batches (one row per
-device): the 3B step peaks at 33 GiB per device. The 7B step is planned at 83 GiB on the CPU compiler (3 GiB
-over; a GPU compile keeps no fp32 copies of bf16 weights, not yet measured); neither tensor parallelism nor
-smaller micro-batches help it (BUILD_NOTES).
+Memory: the settings below are what the memory plan found for 8 x 80 GiB devices (`python scripts/memory_plan.py
+--config configs/shuffle_r1_paper.py:model=3b`; the figures, and why 7B is tight, are in BUILD_NOTES.md "Memory
+plan"): FSDP over all devices, chunked attention, remat "full", 32 prompts per sampler call and 8-row
+micro-batches (one row per device).
 """
 
 from shuffle_r1_jax.train.defaults import base_config, parse_config_arg
@@ -45,7 +44,7 @@ def get_config(arg: str | None = None):
     c.rl.algorithm = args.algorithm
     c.rollout.n = 8 if args.algorithm in ("grpo", "dapo") else 16
     c.train.total_steps = EPOCHS * (examples // c.data.rollout_batch_prompts)
-    # what the memory plan found for 8 x 80 GiB devices (the same for both sizes)
+    # what the memory plan found for 8 x 80 GiB devices, the same for both sizes
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
     c.model.attention_impl = "chunked"
     c.model.remat = "full"

@@ -4,7 +4,8 @@
 
 --ckpt: the trainer's checkpoint directory (<workdir>/checkpoints); --step: a saved step (default: the
 latest); --out: the directory to write (config.json, sharded safetensors with hub tensor names and an index,
-tokenizer and processor files); --dtype: float32 | bfloat16 | float16 (default: as trained).
+tokenizer and processor files); --dtype: float32 | bfloat16 | float16 (default: float32, the trainer's master
+parameters).
 """
 
 from __future__ import annotations

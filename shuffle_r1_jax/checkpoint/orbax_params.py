@@ -1,8 +1,8 @@
 """Model parameters as an orbax checkpoint: `<dir>/params` (arrays, shardable) next to the HF non-weight files.
 
-`convert_hf_to_orbax` streams an HF directory tensor by tensor into (optionally sharded) device arrays and
-writes them with orbax; `restore_params` reads them back onto given shardings. `load_pretrained` accepts
-such a directory like an HF one, so the trainer can start from either.
+`scripts/convert_hf_to_orbax.py` loads an HF directory tensor by tensor (`load_pretrained`) into (optionally
+sharded) device arrays and writes them with `save_params`; `restore_params` reads them back onto given shardings.
+`load_pretrained` accepts such a directory like an HF one, so the trainer can start from either.
 """
 
 from __future__ import annotations
@@ -22,15 +22,31 @@ def is_orbax_params_dir(path: str | os.PathLike) -> bool:
 
 
 def save_params(params: dict, out_dir: str | os.PathLike) -> None:
-    """Writes a pure dict of (possibly sharded) arrays to `<out_dir>/params` (replaced if present)."""
+    """Writes parameters to `<out_dir>/params` (replaced if present) and waits until the write is complete.
+
+    Args:
+      params: a pure dict of (possibly sharded) arrays.
+      out_dir: the checkpoint directory.
+    """
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(Path(out_dir).absolute() / PARAMS_DIR, params, force=True)
     checkpointer.wait_until_finished()
 
 
 def restore_params(directory: str | os.PathLike, abstract: dict) -> dict:
-    """Reads `<directory>/params` onto `abstract` (a pure dict of `ShapeDtypeStruct`s, with `.sharding` to place
-    them); raises ValueError naming a parameter whose saved shape differs."""
+    """Reads `<directory>/params` onto `abstract`.
+
+    Args:
+      directory: the checkpoint directory.
+      abstract: a pure dict of `ShapeDtypeStruct`s, with `.sharding` to place them.
+
+    Returns:
+      A pure dict of the restored arrays, structured like `abstract` and placed by its shardings.
+
+    Raises:
+      ValueError: naming a parameter of `abstract` that is missing from the checkpoint or whose saved shape
+        differs.
+    """
     checkpointer = ocp.StandardCheckpointer()
     path = Path(directory).absolute() / PARAMS_DIR
     saved = {_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(checkpointer.metadata(path).item_metadata)[0]}

@@ -42,7 +42,16 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TensorEntry:
-    """Where one tensor lives: file, dtype, shape and byte range (relative to the data section)."""
+    """Where one tensor lives in a safetensors file.
+
+    Attributes:
+      file: path of the safetensors file.
+      dtype: the stored NumPy dtype.
+      shape: the stored shape.
+      start: first byte of the tensor, relative to the data section.
+      end: one past its last byte, relative to the data section.
+      data_offset: byte offset of the data section in the file (8 + header length).
+    """
 
     file: str
     dtype: np.dtype
@@ -73,7 +82,19 @@ def _read_header(file: str) -> dict[str, TensorEntry]:
 
 
 class SafetensorsCheckpoint:
-    """An index over every tensor in a checkpoint directory; `read(name)` returns one numpy array."""
+    """An index over every tensor in a checkpoint directory; `read(name)` returns one numpy array.
+
+    Args:
+      directory: holds `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+
+    Attributes:
+      directory: the directory as a string.
+      entries: tensor name -> `TensorEntry`, over every file.
+
+    Raises:
+      CheckpointError: when the directory has neither file layout, a listed shard is missing, or a header is
+        unreadable or names an unsupported dtype.
+    """
 
     def __init__(self, directory: str | os.PathLike):
         directory = os.fspath(directory)
@@ -99,10 +120,15 @@ class SafetensorsCheckpoint:
         return name in self.entries
 
     def shape(self, name: str) -> tuple[int, ...]:
+        """The stored shape of tensor `name`."""
         return self.entries[name].shape
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor `name` as a numpy array in its stored dtype (a copy, not a view of the file)."""
+        """The tensor `name` as a numpy array in its stored dtype (a copy, not a view of the file).
+
+        Raises:
+          CheckpointError: when the tensor's byte range does not match its shape and dtype.
+        """
         e = self.entries[name]
         count = int(np.prod(e.shape, dtype=np.int64))
         if e.end - e.start != count * e.dtype.itemsize:
@@ -114,7 +140,17 @@ class SafetensorsCheckpoint:
 
 
 def safetensors_code(dtype) -> str:
-    """The safetensors dtype code ("F32", "BF16", ...) of a NumPy dtype; ValueError naming it otherwise."""
+    """The safetensors dtype code ("F32", "BF16", ...) of a NumPy dtype.
+
+    Args:
+      dtype: anything `np.dtype` accepts.
+
+    Returns:
+      The code written in a safetensors header.
+
+    Raises:
+      ValueError: naming the dtype when safetensors cannot store it.
+    """
     dtype = np.dtype(dtype)
     if dtype not in _CODES:
         raise ValueError(f"dtype {dtype} cannot be written to safetensors; expected one of {sorted(map(str, _CODES))}")
@@ -123,8 +159,15 @@ def safetensors_code(dtype) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class TensorToWrite:
-    """One tensor of a checkpoint being written: its name, shape and dtype (for the header), and `fetch()`,
-    called once when its bytes are written, returning the array (that shape and dtype)."""
+    """One tensor of a checkpoint being written.
+
+    Attributes:
+      name: the tensor name in the header.
+      shape: its shape, written in the header before the data is fetched.
+      dtype: its stored dtype.
+      fetch: called once when the tensor's bytes are written; returns the array (that shape; it is converted
+        to `dtype`).
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -133,6 +176,7 @@ class TensorToWrite:
 
     @property
     def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
 
@@ -164,7 +208,16 @@ def _header(tensors: list[TensorToWrite]) -> bytes:
 
 
 def write_safetensors_file(path: str | os.PathLike, tensors: list[TensorToWrite]) -> None:
-    """One safetensors file: 8-byte header length, JSON header (space-padded to 8 bytes), tensor data."""
+    """Writes one safetensors file: 8-byte header length, JSON header (space-padded to 8 bytes), tensor data.
+
+    Args:
+      path: the file to write (replaced if present).
+      tensors: the tensors, fetched one at a time in this order.
+
+    Raises:
+      ValueError: naming the dtype when a tensor's dtype cannot be stored (see `safetensors_code`).
+      CheckpointError: naming a tensor whose fetched array does not have the declared shape.
+    """
     header = _header(tensors)
     with open(path, "wb") as f:
         f.write(len(header).to_bytes(8, "little"))
@@ -181,9 +234,23 @@ def write_safetensors_file(path: str | os.PathLike, tensors: list[TensorToWrite]
 def write_safetensors_dir(
     out_dir: str | os.PathLike, tensors: list[TensorToWrite], max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES
 ) -> list[Path]:
-    """Writes `tensors` into `out_dir` as `model.safetensors`, or, above `max_shard_bytes` in total, as
-    `model-0000i-of-0000n.safetensors` shards listed in `model.safetensors.index.json` (the other layout's
-    files are removed). Returns the written safetensors files."""
+    """Writes `tensors` into `out_dir` as `model.safetensors`, or as shards when they do not fit in one.
+
+    Above `max_shard_bytes` in total, tensors are packed greedily in order into
+    `model-0000i-of-0000n.safetensors` shards listed in `model.safetensors.index.json` (a tensor larger than the
+    limit gets a shard of its own). The other layout's `model.safetensors` or index file is removed.
+
+    Args:
+      out_dir: the output directory, created if missing.
+      tensors: the tensors to write.
+      max_shard_bytes: the most tensor data bytes per file.
+
+    Returns:
+      The written safetensors files.
+
+    Raises:
+      ValueError: when `max_shard_bytes` is not positive.
+    """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes = {max_shard_bytes} must be positive")
     out = Path(out_dir)

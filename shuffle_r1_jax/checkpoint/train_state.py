@@ -51,9 +51,13 @@ _FORMAT_VERSION = 1
 class RestoredState:
     """What `TrainCheckpointer.restore` returns.
 
-    params: the same type as the `abstract_params` target (an `nnx.State` or a dict) holding restored arrays.
-    opt_state: the optax state with the structure of `abstract_opt_state`, or None when that was None.
-    rng_key: a new-style `jax.random.key` with the saved implementation and key data.
+    Attributes:
+      step: the restored step.
+      params: the same type as the `abstract_params` target (an `nnx.State` or a dict) holding restored arrays.
+      opt_state: the optax state with the structure of `abstract_opt_state`, or None when that was None.
+      rng_key: a new-style `jax.random.key` with the saved implementation and key data.
+      data_state: the data-iterator state dict passed to `save`.
+      best_score: the best validation score passed to `save`, or None.
     """
 
     step: int
@@ -67,8 +71,16 @@ class RestoredState:
 class TrainCheckpointer:
     """Saves and restores the RL trainer's state in `directory`, keeping the last `keep_last` steps plus the best.
 
-    keep_best: also keep the step whose `metrics[best_metric]` (as passed to `save`) is the best so far by
-    `best_mode` ("max" or "min"), however old; steps saved without that metric (or with NaN) never count as best.
+    Args:
+      directory: the checkpoint root (created if missing); each step is a subdirectory `<directory>/<step>/`.
+      keep_last: how many of the latest steps to keep, at least 1.
+      keep_best: also keep the step whose `metrics[best_metric]` (as passed to `save`) is the best so far by
+        `best_mode`, however old; steps saved without that metric (or with NaN) never count as best.
+      best_metric: the metric name that ranks steps for `keep_best`.
+      best_mode: "max" or "min", whether a higher or a lower metric is better.
+
+    Raises:
+      ValueError: when `keep_last` is not an integer >= 1 or `best_mode` is neither "max" nor "min".
     """
 
     def __init__(
@@ -121,6 +133,7 @@ class TrainCheckpointer:
 
     @property
     def directory(self) -> epath.Path:
+        """The checkpoint root as an absolute path."""
         return self._directory
 
     def save(
@@ -134,11 +147,28 @@ class TrainCheckpointer:
         metrics: Mapping[str, Any] | None = None,
         force: bool = False,
     ) -> bool:
-        """Starts an asynchronous save of step `step`; returns whether a save was started.
+        """Starts an asynchronous save of step `step`; waits for the previous save to finish first.
 
-        A step at or below the latest saved step is skipped (returns False) unless `force`, which saves it anyway
-        (orbax's `StepAlreadyExistsError` if that step exists). `metrics` (scalars) are stored with the step and
-        rank it for `keep_best`. Waits for the previous save to finish first.
+        Args:
+          step: a non-negative integer. A step at or below the latest saved step is skipped unless `force`.
+          params: the model parameters, an `nnx.State` or a nested dict of arrays.
+          opt_state: the optax state.
+          rng_key: a single, replicated new-style `jax.random.key`.
+          data_state: a JSON-serialisable dict with string keys describing the global data position.
+          best_score: the best validation score so far, a finite float or None.
+          metrics: scalars stored with the step to rank it for `keep_best` (ignored when keep_best is off).
+          force: save even a step at or below the latest one (orbax's `StepAlreadyExistsError` if that step
+            exists).
+
+        Returns:
+          Whether a save was started (False for a skipped step).
+
+        Raises:
+          ValueError: when `step` is negative or not an integer, `rng_key` is not a single replicated key,
+            `best_score` is not finite, a metric is not a scalar (with keep_best), or a tree is a bare array or
+            has two leaves with the same path.
+          TypeError: when `rng_key` is not a new-style key, `data_state` is not a JSON-serialisable dict with
+            string keys, or `best_score` is not a float or None.
         """
         if not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
@@ -171,12 +201,24 @@ class TrainCheckpointer:
         abstract_params: PyTree,
         abstract_opt_state: PyTree | None,
     ) -> RestoredState:
-        """Restores `step` (default: the latest complete one) onto the given targets.
+        """Restores `step` onto the given targets.
 
         The targets' leaves are `jax.ShapeDtypeStruct`s (from `jax.eval_shape` / `nnx.eval_shape`) or arrays;
         restored arrays take their shapes, dtypes (saved values are cast) and `.sharding`; a leaf without a
         sharding gets the one it was saved with (orbax's sharding metadata: the same devices must exist).
-        `abstract_opt_state=None` skips the optimizer state.
+
+        Args:
+          step: the step to restore; None (default) restores the latest complete one.
+          abstract_params: the parameter target, an `nnx.State` or a nested dict.
+          abstract_opt_state: the optimizer-state target, or None to skip the optimizer state.
+
+        Returns:
+          The restored `RestoredState`.
+
+        Raises:
+          FileNotFoundError: when there is no complete checkpoint, or none for `step`.
+          ValueError: naming the leaves missing from the checkpoint or extra in it, the first leaf shaped
+            differently from the target, or a target leaf sharded over an abstract mesh.
         """
         self.wait_until_finished()
         if step is None:

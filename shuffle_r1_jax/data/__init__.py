@@ -1,2 +1,2 @@
 """Datasets: EasyR1-layout readers (`sources`), record validation (`examples`), the grain input pipeline
-(`pipeline`), synthetic tasks (`synthetic`)."""
+(`pipeline`). The synthetic tasks of the demo are in `shuffle_r1_jax.demo.synthetic`."""

@@ -41,13 +41,20 @@ BAD_RECORD_REASONS = (
 
 @dataclasses.dataclass(frozen=True)
 class BadRecord:
-    """A record that cannot be used: `reason` is one of BAD_RECORD_REASONS, `message` the details."""
+    """A record that cannot be used.
+
+    Attributes:
+      record_id: the record's `RawRecord.record_id`.
+      reason: one of BAD_RECORD_REASONS.
+      message: the details.
+    """
 
     record_id: str
     reason: str
     message: str
 
     def describe(self) -> str:
+        """The line `<record_id>: <reason>: <message>`, for logs and errors."""
         return f"{self.record_id}: {self.reason}: {self.message}"
 
 
@@ -105,7 +112,16 @@ def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> Promp
 
 
 def make_example(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> PromptExample | BadRecord:
-    """Decodes the record's images and encodes its prompt; a data problem gives a `BadRecord`."""
+    """Decodes the record's images and encodes its prompt; a data problem gives a `BadRecord`.
+
+    Args:
+      record: the raw record.
+      encoder: the prompt encoder.
+      columns: the dataset's column names (for messages) and image directory (for relative image paths).
+
+    Returns:
+      A `PromptExample`, or a `BadRecord` naming the reason (never raises for a data problem).
+    """
     try:
         return _build(record, encoder, columns)
     except _Bad as bad:

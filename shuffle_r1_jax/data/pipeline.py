@@ -42,11 +42,22 @@ class BadRecordError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """batch_size: prompts per batch on this process; seed: shuffle seed (< 2**32); num_epochs: None = forever.
+    """Settings of the prompt pipeline.
 
-    process_index / process_count: this process's share of the stream (jax.process_index()/process_count()).
-    drop_remainder: at the end of a finite stream, drop a last incomplete batch (else yield it smaller).
-    num_threads / prefetch: grain read threads and prefetch buffer (elements).
+    Attributes:
+      batch_size: prompts per batch on this process.
+      seed: shuffle seed, in [0, 2**32).
+      shuffle: permute the records (each epoch with its own seed).
+      num_epochs: passes over the records (None = forever).
+      process_index: this process's share of the stream (jax.process_index()).
+      process_count: the number of shares (jax.process_count()).
+      on_bad_record: "skip" (count and skip) or "error" (raise `BadRecordError`).
+      drop_remainder: at the end of a finite stream, drop a last incomplete batch (else yield it smaller).
+      num_threads: grain read threads.
+      prefetch: grain prefetch buffer (elements).
+
+    Raises:
+      ValueError: a field is out of range; the message names the `data.` key.
     """
 
     batch_size: int
@@ -103,6 +114,18 @@ class PromptBatchIterator:
         buckets: BucketConfig,
         config: PipelineConfig,
     ):
+        """Opens the grain iterator over this process's share of `source`.
+
+        Args:
+          source: the records.
+          encoder: the prompt encoder.
+          model_config: the model config, for collating.
+          buckets: the shape buckets of the batches.
+          config: the pipeline settings.
+
+        Raises:
+          ValueError: the encoder's max_prompt_length exceeds the largest prompt length bucket.
+        """
         if encoder.max_prompt_length > buckets.max_prompt_length:
             raise ValueError(
                 f"max_prompt_length = {encoder.max_prompt_length} exceeds the largest prompt length bucket "
@@ -120,6 +143,12 @@ class PromptBatchIterator:
         return self
 
     def __next__(self) -> PromptBatch:
+        """The next batch of `batch_size` good examples (fewer at the end of a finite stream without drop_remainder).
+
+        Raises:
+          StopIteration: the stream is exhausted.
+          BadRecordError: a bad record, with on_bad_record="error".
+        """
         examples: list[PromptExample] = []
         while len(examples) < self.config.batch_size:
             try:
@@ -141,7 +170,10 @@ class PromptBatchIterator:
         return collate_prompts(examples, self.model_config, self.buckets, self.encoder.pad_token_id)
 
     def counts(self) -> dict[str, int]:
-        """records_read, records_used, batches and bad_records/<reason> (every reason, zeros included)."""
+        """Counters for metrics: records_read, records_used, batches, bad_records/<reason>, bad_records/total.
+
+        Every reason of BAD_RECORD_REASONS is present, zeros included.
+        """
         bad = sum(self._bad.values())
         out = {"records_read": self._records_read, "records_used": self._records_read - bad, "batches": self._batches}
         out.update({f"bad_records/{reason}": n for reason, n in self._bad.items()})
@@ -171,7 +203,15 @@ class PromptBatchIterator:
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restores a `get_state` snapshot; raises ValueError when it belongs to a different stream."""
+        """Restores a `get_state` snapshot.
+
+        Args:
+          state: a `get_state` result.
+
+        Raises:
+          ValueError: the snapshot has another state version or belongs to a different stream (record count,
+            seed, shuffle, num_epochs or process share).
+        """
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"data iterator state version {state.get('version')!r}; expected {STATE_VERSION}")
         expected = self._fingerprint()
@@ -193,6 +233,18 @@ def prompt_batches(
     buckets: BucketConfig = BucketConfig(),
     columns: Columns = Columns(),
 ) -> PromptBatchIterator:
-    """The batch iterator for a dataset spec (`path[@split]`, see `data.sources`) or an opened source."""
+    """The batch iterator for a dataset spec or an opened source.
+
+    Args:
+      data: a dataset spec (`path[@split]`, comma-joined for several, see `data.sources`) or a `RecordSource`.
+      encoder: the prompt encoder.
+      model_config: the model config, for collating.
+      config: the pipeline settings.
+      buckets: the shape buckets of the batches.
+      columns: the column names, when `data` is a spec.
+
+    Returns:
+      A `PromptBatchIterator`.
+    """
     source = data if isinstance(data, RecordSource) else RecordSource(data, columns)
     return PromptBatchIterator(source, encoder, model_config, buckets, config)

@@ -40,8 +40,15 @@ class DataSpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Columns:
-    """Column names of a dataset. images=None reads no images (text-only prompts); data_source is optional
-    per file (records of a file without it get the file's stem)."""
+    """Column names of a dataset, and where relative image paths resolve.
+
+    Attributes:
+      prompt: the problem column.
+      answer: the answer column.
+      images: the images column (None: read no images, text-only prompts).
+      data_source: the data-source column, optional per file (a record without it gets its file's stem).
+      image_dir: the directory relative image paths resolve against (None: the data file's directory).
+    """
 
     prompt: str = "problem"
     answer: str = "answer"
@@ -54,9 +61,14 @@ class Columns:
 class RawRecord:
     """One record as read. Values are None when the record lacks them (null or absent key).
 
-    record_id: "<file> row <i>" (parquet, 0-based) or "<file> line <n>" (jsonl, 1-based).
-    images: the images column's value, unvalidated; base_dir: where relative image paths resolve.
-    error: a read-level problem (e.g. invalid JSON) or None.
+    Attributes:
+      record_id: "<file> row <i>" (parquet, 0-based) or "<file> line <n>" (jsonl, 1-based).
+      problem: the prompt column's value, unvalidated.
+      answer: the answer column's value, unvalidated.
+      images: the images column's value, unvalidated (`[]` when `Columns.images` is None).
+      data_source: the data-source column's value as a string, or the file's stem.
+      base_dir: where relative image paths resolve (the data file's directory).
+      error: a read-level problem (e.g. invalid JSON) or None.
     """
 
     record_id: str
@@ -73,7 +85,18 @@ def _data_files(directory: Path, pattern: str) -> list[Path]:
 
 
 def resolve_data_files(spec: str) -> list[Path]:
-    """The files of one `path[@split]` spec (see the module docstring). Raises `DataSpecError`."""
+    """The files of one `path[@split]` spec (see the module docstring).
+
+    Args:
+      spec: one dataset spec (no commas); `~` is expanded.
+
+    Returns:
+      The data files, in reading order.
+
+    Raises:
+      DataSpecError: the split after '@' is empty, the path is neither a file nor a directory, a file has an
+        unsupported extension, a single file is given a split other than "train", or no files match.
+    """
     path_text, at, split = spec.rpartition("@") if "@" in spec else (spec, "", "")
     if at and not split:
         raise DataSpecError(f"dataset spec {spec!r}: empty split after '@'")
@@ -182,6 +205,16 @@ class RecordSource:
     """
 
     def __init__(self, specs: str, columns: Columns = Columns()):
+        """Opens every file of the specs.
+
+        Args:
+          specs: dataset specs joined with commas.
+          columns: the column names.
+
+        Raises:
+          DataSpecError: a spec names no files, a file is unreadable or lacks a required column, or the files
+            hold no records.
+        """
         self.specs = specs
         self.columns = columns
         files = [f for spec in specs.split(",") if spec.strip() for f in resolve_data_files(spec.strip())]
@@ -194,6 +227,7 @@ class RecordSource:
 
     @property
     def files(self) -> list[Path]:
+        """The data files, in record order."""
         return [f.path for f in self._files]
 
     def __len__(self) -> int:

@@ -1,6 +1,7 @@
-"""The demo's `setup`: its assets, built once per settings under `demo.cache_dir`: a tiny HF-format checkpoint,
-the synthetic dataset, and the warmed-up starting policy (`demo.warmup`). Each directory appears atomically, so
-a run killed while building starts that part again.
+"""The demo's `setup`: its assets, built once per settings under `demo.cache_dir`: a tiny HF-format checkpoint
+(`shuffle_r1_jax.demo.tiny_checkpoint`), the synthetic dataset (`shuffle_r1_jax.demo.synthetic`), and the
+warmed-up starting policy (`shuffle_r1_jax.demo.warmup`). Each directory appears atomically, so a run killed
+while building starts that part again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 def _settings_key(config: ConfigDict) -> str:
+    """The cache subdirectory name: a short hash of everything the assets depend on (the `demo` settings, and the
+    prompt format, prompt buckets and response length the warm-up trains with) and a version."""
     d = config.demo
     settings = dict(
         seed=d.seed,
@@ -43,14 +46,21 @@ def _settings_key(config: ConfigDict) -> str:
         warmup_lr=d.warmup_lr,
         warmup_correct_fraction=d.warmup_correct_fraction,
         prompt_format=config.data.prompt_format,
+        max_prompt_length=config.data.max_prompt_length,
+        prompt_buckets=list(config.data.prompt_buckets),
+        max_new_tokens=config.rollout.max_new_tokens,
         preset=d.preset,
-        version=2,
+        version=3,
     )
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _build_once(path: Path, build) -> Path:
-    """Runs build(tmp_dir) unless `path` exists; the directory appears atomically (rename when complete)."""
+    """Builds the directory `path` with `build(tmp_dir)` unless it exists, and returns `path`.
+
+    The directory appears atomically: `build` writes a sibling `<name>.tmp` (emptied first), which is renamed to
+    `path` when `build` returns.
+    """
     if path.exists():
         return path
     tmp = path.with_name(path.name + ".tmp")
@@ -62,7 +72,14 @@ def _build_once(path: Path, build) -> Path:
 
 
 def check_demo_section(d: ConfigDict) -> None:
-    """ValueError naming the `demo` key whose value cannot build assets."""
+    """Checks the values of the config's `demo` section before any asset is built.
+
+    Args:
+      d: the `demo` section (`config.demo`).
+
+    Raises:
+      ValueError: naming the `demo` key whose value cannot build assets.
+    """
     checks = [
         (d.preset in PRESETS, f"demo.preset = {d.preset!r}; expected one of {sorted(PRESETS)}"),
         (
@@ -90,8 +107,19 @@ def check_demo_section(d: ConfigDict) -> None:
 
 
 def build_assets(config: ConfigDict) -> dict[str, str]:
-    """The demo config's `setup`: builds (or finds) the demo assets for `config.demo` and returns the config
-    keys that point at them: {"model.checkpoint", "data.train", "data.val"}."""
+    """The demo config's `setup`: builds (or finds) the demo assets for `config.demo`.
+
+    Args:
+      config: the run config; reads its `demo` section, `data.prompt_format`, `data.max_prompt_length`,
+        `data.prompt_buckets` and `rollout.max_new_tokens`.
+
+    Returns:
+      The config keys that point at the assets, as {dotted key: path}: "model.checkpoint" (the warmed-up
+      checkpoint), "data.train" and "data.val" (the parquet files).
+
+    Raises:
+      ValueError: from `check_demo_section`, naming a `demo` key whose value cannot build assets.
+    """
     d = config.demo
     check_demo_section(d)
     root = Path(os.path.expanduser(d.cache_dir)) / _settings_key(config)

@@ -74,7 +74,17 @@ def demo_config() -> ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ConfigDict:
-    """The ml_collections entry point: the demo config (no arguments)."""
+    """The ml_collections config-file entry point: the demo config, `demo_config()`.
+
+    Args:
+      arg: the config file's argument (`--config path/to/demo.py:arg`); the demo takes none.
+
+    Returns:
+      The demo config.
+
+    Raises:
+      ValueError: if `arg` is given.
+    """
     if arg:
         raise ValueError(f"the demo config takes no arguments, got {arg!r}")
     return demo_config()

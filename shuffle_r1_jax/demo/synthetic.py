@@ -71,7 +71,13 @@ SCHEMA = pa.schema(
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
-    """A shape drawn inside the inclusive pixel box (x0, y0, x1, y1); a square box of side x1 - x0 + 1."""
+    """A shape drawn inside a square pixel box.
+
+    Attributes:
+      kind: "circle", "square" or "triangle" (pointing up).
+      color: a `COLORS` name.
+      box: the inclusive pixel box (x0, y0, x1, y1), square with side x1 - x0 + 1.
+    """
 
     kind: str
     color: str
@@ -79,6 +85,7 @@ class Shape:
 
     @property
     def side(self) -> int:
+        """The box's side in pixels."""
         return self.box[2] - self.box[0] + 1
 
     @property
@@ -89,12 +96,21 @@ class Shape:
 
     @property
     def center_x(self) -> float:
+        """The box's horizontal center in pixels."""
         return (self.box[0] + self.box[2]) / 2
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSample:
-    """One question about one rendered image."""
+    """One question about one rendered image.
+
+    Attributes:
+      task: "color", "larger", "position" or "count" (a `QUESTIONS` key).
+      difficulty: 0 (easy), 1 (medium) or 2 (hard).
+      answer: the right answer, one of `TASK_ANSWERS[task]`.
+      shapes: the shapes in the image, in drawing order.
+      image_size: the square image's side in pixels.
+    """
 
     task: str
     difficulty: int
@@ -104,6 +120,7 @@ class SyntheticSample:
 
     @property
     def problem(self) -> str:
+        """The question text: an "<image>" placeholder, then the task's question."""
         return "<image>" + QUESTIONS[self.task]
 
     @property
@@ -140,7 +157,14 @@ def _boxes_apart(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def _place(rng: np.random.Generator, sides: Sequence[int], image_size: int) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping square boxes with the given sides, by rejection sampling (restarting when stuck)."""
+    """Non-overlapping square boxes with the given sides, by rejection sampling (restarting when stuck).
+
+    Any two boxes are at least `GAP` empty pixels apart (along x or y), and every box is at least `GAP` pixels
+    from the canvas edge.
+
+    Raises:
+      RuntimeError: naming the sides and canvas size when every restart gets stuck.
+    """
     for _ in range(_MAX_PLACEMENT_TRIES):
         boxes: list[tuple[int, int, int, int]] = []
         for side in sides:
@@ -232,6 +256,16 @@ def generate_samples(
 
     Sample i uses its own generator seeded with (seed, split, i), so it does not depend on `num`'s other
     samples' contents.
+
+    Args:
+      num: number of samples.
+      seed: the dataset seed.
+      image_size: image side in pixels.
+      difficulty_weights: relative shares of difficulties 0, 1, 2 (`difficulty_counts` rounds them).
+      split: separates the splits of one seed (0 train, 1 validation in `write_synthetic_dataset`).
+
+    Returns:
+      The samples, in shuffled difficulty order.
     """
     counts = difficulty_counts(num, difficulty_weights)
     difficulties = np.repeat(np.arange(len(counts)), counts)
@@ -257,7 +291,11 @@ def response_text(task: str, answer: str) -> str:
 
 
 def task_of_problem(problem: str) -> str:
-    """The task whose question `problem` asks (ValueError if none)."""
+    """The task whose question `problem` ends with.
+
+    Raises:
+      ValueError: if `problem` ends with no task's question.
+    """
     for task, question in QUESTIONS.items():
         if problem.endswith(question):
             return task
@@ -302,7 +340,19 @@ def write_synthetic_dataset(
     image_size: int = 56,
     difficulty_weights: Sequence[float] = DEFAULT_DIFFICULTY_WEIGHTS,
 ) -> dict[str, Path]:
-    """Writes train.parquet (split 0) and val.parquet (split 1) under out_dir; returns their paths."""
+    """Writes the synthetic dataset: train.parquet (split 0) and val.parquet (split 1) in the EasyR1 layout.
+
+    Args:
+      out_dir: the output directory (created if missing).
+      num_train: training samples.
+      num_val: validation samples.
+      seed: the dataset seed (`generate_samples`).
+      image_size: image side in pixels.
+      difficulty_weights: relative shares of difficulties 0, 1, 2.
+
+    Returns:
+      {"train": path, "val": path} of the written parquet files.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

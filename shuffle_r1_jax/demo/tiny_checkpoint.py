@@ -8,9 +8,9 @@ and the special token ids are its ids; weights are random (`random_model`: the m
 scheme, drawn with numpy), seeded.
 
 Presets (`PRESETS`):
-  "test": text hidden 64, 2 layers, 4 heads (2 kv), vision depth 2, hidden 32: a forward pass in milliseconds.
-  "demo": text hidden 128, 4 layers, 4 heads (2 kv), vision depth 2, hidden 64: small enough to train on a
-          laptop CPU. Both use window_size 56 (windows of 2x2 merged tokens), so a 112 px image has 4 windows.
+  "test": text hidden 64, 2 layers, 4 heads (2 kv), vision depth 2, hidden 32: the smallest, for tests.
+  "demo": text hidden 128, 4 layers, 4 heads (2 kv), vision depth 2, hidden 64: small enough to train on CPU.
+Both use window_size 56 (windows of 2x2 merged tokens), so a 112 px image has 4 windows.
 """
 
 from __future__ import annotations
@@ -33,7 +33,13 @@ TINY_IMAGE_CONFIG = ImagePreprocessConfig(min_pixels=56 * 56, max_pixels=112 * 1
 
 @dataclasses.dataclass(frozen=True)
 class TinyPreset:
-    """Model dimensions of a tiny checkpoint; the vocabulary and token ids come from the tokenizer."""
+    """Model dimensions of a tiny checkpoint; the vocabulary and token ids come from the tokenizer.
+
+    Attributes:
+      text: the text model's config; its `vocab_size` is a placeholder that `tiny_config` replaces.
+      vision: the vision tower's config.
+      tie_word_embeddings: whether the LM head shares the token embedding.
+    """
 
     text: TextConfig
     vision: VisionConfig
@@ -93,7 +99,16 @@ def tiny_config(
 ) -> Qwen25VLConfig:
     """The model config of a preset with the tokenizer's vocabulary size and special token ids.
 
-    token_ids: as returned by `save_tiny_tokenizer` (vocab_size, bos/eos/image/video/vision_start/end ids).
+    Args:
+      preset: "test", "demo" or a `TinyPreset`.
+      token_ids: as returned by `save_tiny_tokenizer` (vocab_size, bos/eos/image/video/vision_start/end ids).
+      tie_word_embeddings: None keeps the preset's choice.
+
+    Returns:
+      The `Qwen25VLConfig`.
+
+    Raises:
+      ValueError: if `preset` is a name not in `PRESETS`.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:
@@ -142,6 +157,13 @@ def make_tiny_checkpoint(
       image_config: written as preprocessor_config.json (min/max pixels for the demo's small images).
       tie_word_embeddings: None keeps the preset's choice.
       dtype: storage dtype of the written weights.
+
+    Returns:
+      The written model's `Qwen25VLConfig`.
+
+    Raises:
+      ValueError: if `preset` is a name not in `PRESETS`, or `vocab_size` is below the tokenizer's reserved
+        tokens.
     """
     out = Path(out_dir)
     token_ids = save_tiny_tokenizer(out, vocab_size=vocab_size, image_config=image_config)

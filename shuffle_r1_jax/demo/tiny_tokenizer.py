@@ -69,8 +69,17 @@ def _alphabet() -> list[str]:
 
 
 def training_corpus(num_samples: int = 400, extra_texts: Iterable[str] = ()) -> list[str]:
-    """Texts the BPE merges are learned from: synthetic prompts and reference responses, the math
-    instruction, chat-template text, digits, and `extra_texts`."""
+    """Texts the BPE merges are learned from.
+
+    Args:
+      num_samples: synthetic samples (seed 0) whose prompts (with the math instruction) and reference responses
+        are included.
+      extra_texts: more texts, appended.
+
+    Returns:
+      The system prompt, chat-role headers, the math instruction, boxed and "answer:" digits, the samples'
+      texts, then `extra_texts`.
+    """
     texts = [DEFAULT_SYSTEM_PROMPT, "system\n", "user\n", "assistant\n", MATH_INSTRUCTION]
     texts += [f"\\boxed{{{d}}} answer: {d} " for d in range(10)]
     for sample in generate_samples(num_samples, seed=0):
@@ -83,6 +92,16 @@ def build_tiny_tokenizer(vocab_size: int = 256, extra_texts: Iterable[str] = ())
 
     Deterministic for the same arguments. eos is <|im_end|>, pad is <|endoftext|> (padding on the left,
     for generation), unk is <|unk|>; there is no bos token (as in Qwen).
+
+    Args:
+      vocab_size: the most tokens the tokenizer may have.
+      extra_texts: texts added to the training corpus (`training_corpus`).
+
+    Returns:
+      The tokenizer, with the Qwen2-VL style chat template.
+
+    Raises:
+      ValueError: if `vocab_size` is below the reserved special, byte and tag tokens.
     """
     reserved = len(SPECIAL_TOKENS) + len(_alphabet()) + len(TAG_TOKENS)
     if vocab_size < reserved:
@@ -145,6 +164,14 @@ def save_tiny_tokenizer(
     extra_texts: Iterable[str] = (),
 ) -> dict[str, int]:
     """Builds the tiny tokenizer, saves it (save_pretrained) and preprocessor_config.json to out_dir.
+
+    tokenizer_config.json is rewritten in the layout both transformers 4.x and 5.x load.
+
+    Args:
+      out_dir: the output directory (created if missing).
+      vocab_size: the tokenizer's budget (`build_tiny_tokenizer`).
+      image_config: written as preprocessor_config.json.
+      extra_texts: texts added to the tokenizer's training corpus.
 
     Returns:
       `special_token_ids` of the saved tokenizer: bos/pad/eos/im_start/vision_start/vision_end/

@@ -24,7 +24,17 @@ from shuffle_r1_jax.rollout.types import Rollouts
 
 
 def tokenize_responses(tokenizer, texts: list[str], eos_id: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded response ids ending with `eos_id`, truncated to `length`: (`int32[B, length]`, mask)."""
+    """Right-padded response ids: each text's ids then `eos_id`, cut to `length` (a cut response loses its eos).
+
+    Args:
+      tokenizer: a Hugging Face tokenizer; texts are encoded without special tokens.
+      texts: B response texts.
+      eos_id: the id appended to each text.
+      length: the padded length.
+
+    Returns:
+      (tokens, mask): int32 `[B, length]` ids (0 in padding) and int32 `[B, length]` 1 on response tokens.
+    """
     tokens = np.zeros((len(texts), length), np.int32)
     mask = np.zeros((len(texts), length), np.int32)
     for i, text in enumerate(texts):
@@ -35,6 +45,7 @@ def tokenize_responses(tokenizer, texts: list[str], eos_id: int, length: int) ->
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "optimizer", "chunk"))
 def _sft_step(graphdef, params, opt_state, optimizer, rollouts: Rollouts, *, chunk: int):
+    """One optimizer step on the mean negative log-likelihood of the response tokens: (params, opt_state, loss)."""
     rows = jnp.arange(rollouts.tokens.shape[0])
 
     def loss_fn(p):
@@ -60,8 +71,23 @@ def supervised_finetune(
     max_response_tokens: int,
     log: Callable[[int, float], None] = lambda step, loss: None,
 ):
-    """Trains `params` (a pure dict) for `steps` batches with Adam; `responses(batch)` gives each prompt's
-    target text. Returns the new params. `log(step, loss)` is called every step."""
+    """Trains `params` with Adam for `steps` batches on the mean cross-entropy of the target response tokens.
+
+    Args:
+      graphdef: the model's `nnx.GraphDef`.
+      params: the model's parameters as a pure dict (`nnx.to_pure_dict` of its `nnx.Param` state).
+      batches: prompt batches; one is drawn per step.
+      responses: `responses(batch)` gives each prompt's target text, in batch order.
+      tokenizer: a Hugging Face tokenizer that encodes the target texts.
+      eos_id: the id appended to each target.
+      steps: number of optimizer steps.
+      learning_rate: Adam's learning rate.
+      max_response_tokens: target length in tokens (longer targets are cut), also the log-prob chunk.
+      log: called as `log(step, loss)` after every step, with the 0-based step and the float loss.
+
+    Returns:
+      The trained params, a pure dict like `params`.
+    """
     optimizer = optax.adam(learning_rate)
     opt_state = optimizer.init(params)
     for step in range(steps):
@@ -76,8 +102,17 @@ def supervised_finetune(
 
 
 def warmup_responses(rng: np.random.Generator, correct_fraction: float) -> Callable[[PromptBatch], list[str]]:
-    """The warm-up's target texts of a batch of synthetic prompts: the right answer with probability
-    `correct_fraction`, else a random answer of the task, in the task's response format."""
+    """The warm-up's target texts of a batch of synthetic prompts.
+
+    Args:
+      rng: draws which targets are right and the random answers; consumed across calls.
+      correct_fraction: the probability that a target gives the right answer; otherwise it gives an answer drawn
+        uniformly from the task's answer set (which may be the right one).
+
+    Returns:
+      A function of a `PromptBatch` that returns one target per prompt, in the task's response format
+      (`response_text`).
+    """
 
     def responses(batch: PromptBatch) -> list[str]:
         texts = []

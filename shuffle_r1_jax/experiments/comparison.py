@@ -24,13 +24,20 @@ import numpy as np
 MAIN_ALGORITHMS = ("grpo", "dapo", "dr_grpo", "pts_only", "abs_only", "shuffle_r1")
 ABLATIONS = {"keep_ratio": (0.25, 0.5, 0.75), "abs_rounds": (4, 8, 16)}
 ABLATION_KEYS = {"keep_ratio": "rl.keep_ratio", "abs_rounds": "rl.abs_rounds"}
+ABLATION_DEFAULTS = {"keep_ratio": 0.5, "abs_rounds": 8}  # the main Shuffle-R1 run's values
 REFERENCE = "grpo"
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """One training run: `name` is the table row ("grpo", "shuffle_r1 keep_ratio=0.25"), `group` the table
-    ("algorithms" or an ablation name), `overrides` config keys -> values on top of the shared config."""
+    """One training run of a comparison.
+
+    Attributes:
+      name: the table row ("grpo", "shuffle_r1 keep_ratio=0.25").
+      group: the table ("algorithms" or an ablation name).
+      seed: the run's `seed`.
+      overrides: (dotted config key, value) pairs set on top of the shared config.
+    """
 
     name: str
     group: str
@@ -39,6 +46,7 @@ class RunSpec:
 
     @property
     def dirname(self) -> str:
+        """The run's directory under `<out>/runs`: `<name>/seed<k>`, spaces as "_" and "=" as "-"."""
         return f"{self.name.replace(' ', '_').replace('=', '-')}/seed{self.seed}"
 
 
@@ -46,15 +54,26 @@ def plan_runs(algorithms: Sequence[str], seeds: Sequence[int], ablations: Sequen
     """The runs of a comparison: every algorithm and seed, then every ablation value of Shuffle-R1 and seed.
 
     An ablation value equal to the default Shuffle-R1 setting (keep_ratio 0.5, abs_rounds 8) reuses the main
-    Shuffle-R1 run when that is planned."""
+    Shuffle-R1 run when that is planned.
+
+    Args:
+      algorithms: `rl.algorithm` names.
+      seeds: the seeds of every run.
+      ablations: some of `ABLATIONS`.
+
+    Returns:
+      The `RunSpec`s, in that order.
+
+    Raises:
+      ValueError: an ablation is unknown.
+    """
     unknown = sorted(set(ablations) - set(ABLATIONS))
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; expected some of {sorted(ABLATIONS)}")
     runs = [RunSpec(a, "algorithms", s, (("rl.algorithm", a),)) for a in algorithms for s in seeds]
-    defaults = {"keep_ratio": 0.5, "abs_rounds": 8}
     for ablation in ablations:
         for value in ABLATIONS[ablation]:
-            if value == defaults[ablation] and "shuffle_r1" in algorithms:
+            if value == ABLATION_DEFAULTS[ablation] and "shuffle_r1" in algorithms:
                 continue
             name = f"shuffle_r1 {ablation}={value}"
             overrides = (("rl.algorithm", "shuffle_r1"), (ABLATION_KEYS[ablation], value))
@@ -64,8 +83,19 @@ def plan_runs(algorithms: Sequence[str], seeds: Sequence[int], ablations: Sequen
 
 @dataclasses.dataclass(frozen=True)
 class RunHistory:
-    """What one run's metrics.jsonl says: validation accuracy at `eval_steps` (`float[E]`) and per-step
-    training metrics at `steps` (`float[T]`); NaN where a step did not log a metric."""
+    """What one run's metrics.jsonl says; NaN where a step did not log a metric.
+
+    Attributes:
+      eval_steps: int64 `[E]`, the validated steps (0 = before training).
+      accuracy: float64 `[E]`, the validation accuracy at `eval_steps`.
+      steps: int64 `[T]`, the training steps.
+      collapse_generated: float64 `[T]`, the fraction of zero-advantage rollouts in the generated batch.
+      collapse_update: float64 `[T]`, the fraction of zero-advantage rows in the update batch.
+      token_utilization: float64 `[T]`, update-batch response tokens with a non-zero advantage / generated
+        response tokens.
+      rollouts: float64 `[T]`, the rollouts generated.
+      step_seconds: float64 `[T]`, the wall time of each step.
+    """
 
     eval_steps: np.ndarray
     accuracy: np.ndarray
@@ -78,8 +108,16 @@ class RunHistory:
 
 
 def read_history(workdir: str | Path, rollouts_per_batch: int) -> RunHistory:
-    """Reads `workdir/metrics.jsonl` (the last record of a step wins, as after a resume); `rollouts_per_batch`
-    (prompts x n) times DAPO's `dapo/tries` (1 for the others) is the rollouts generated per step."""
+    """Reads `workdir/metrics.jsonl`; the last record of a step wins (as after a resume).
+
+    Args:
+      workdir: the run's directory.
+      rollouts_per_batch: the rollout batch's rows (prompts x n); times DAPO's `dapo/tries` (1 for the others)
+        it is the rollouts generated per step.
+
+    Returns:
+      The `RunHistory`.
+    """
     records: dict[int, dict] = {}
     with open(Path(workdir) / "metrics.jsonl") as f:
         for line in f:
@@ -129,8 +167,15 @@ def reference_accuracy(histories: Mapping[str, Sequence[RunHistory]], reference:
 
 
 def summarize(histories: Mapping[str, Sequence[RunHistory]], target: float | None) -> list[dict]:
-    """One row per run name (in the mapping's order): see the module docstring for the columns; `target` is
-    the accuracy "steps to reach" refers to (None: not reported)."""
+    """The summary table's rows: see the module docstring for the columns.
+
+    Args:
+      histories: run name -> its seeds' histories.
+      target: the accuracy "steps to reach" refers to (None: not reported).
+
+    Returns:
+      One dict per run name, in the mapping's order.
+    """
     rows = []
     for name, runs in histories.items():
         final = _mean_std([h.accuracy[-1] for h in runs])

@@ -11,6 +11,7 @@ from shuffle_r1_jax.experiments.comparison import RunHistory, mean_curve
 
 
 def _pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend; ImportError naming the install command without it."""
     try:
         import matplotlib
     except ImportError as err:
@@ -33,8 +34,16 @@ def _smoothed(values: np.ndarray, window: int) -> np.ndarray:
 def plot_comparison(
     panels: Sequence[tuple[str, Mapping[str, Sequence[RunHistory]]]], path: str | Path, smooth: int = 5
 ) -> None:
-    """One row per panel (title, {run name: seeds' histories}): validation accuracy (seed mean, band = ±1 std)
-    and the update batch's zero-advantage fraction (seed mean, moving average over `smooth` steps)."""
+    """Writes the comparison's curves as a PNG, one row per panel.
+
+    Each row has the validation accuracy (seed mean, band = ±1 std) and the update batch's zero-advantage
+    fraction (seed mean, moving average over `smooth` steps).
+
+    Args:
+      panels: (title, {run name: its seeds' histories}) per row.
+      path: the PNG file.
+      smooth: the moving-average window in steps.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 2, figsize=(12, 4 * len(panels)), squeeze=False)
     for (title, histories), (left, right) in zip(panels, axes):

@@ -19,6 +19,7 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from shuffle_r1_jax.experiments.comparison import (
+    ABLATION_DEFAULTS,
     ABLATIONS,
     RunSpec,
     markdown_table,
@@ -27,18 +28,26 @@ from shuffle_r1_jax.experiments.comparison import (
     summarize,
 )
 from shuffle_r1_jax.experiments.plots import plot_comparison
-from shuffle_r1_jax.train.settings import prepare
+from shuffle_r1_jax.train.settings import prepare, set_key
 from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
 logger = logging.getLogger(__name__)
 
 README_START, README_END = "<!-- compare_algorithms:start -->", "<!-- compare_algorithms:end -->"
-ABLATION_DEFAULTS = {"keep_ratio": 0.5, "abs_rounds": 8}
 
 
 def comparison_config(config: ConfigDict, *, steps: int, eval_every: int) -> ConfigDict:
     """`config` for a comparison's runs: `steps` rollout batches each, validation before training and every
-    `eval_every` steps, one checkpoint kept (at the end)."""
+    `eval_every` steps, two sample generations per validation, one checkpoint kept (at the end).
+
+    Args:
+      config: the shared config (not modified).
+      steps: rollout batches per run.
+      eval_every: steps between validations.
+
+    Returns:
+      A resolved copy of `config` with those keys set.
+    """
     c = config.copy_and_resolve_references()
     c.train.total_steps = steps
     c.eval.every = eval_every
@@ -49,21 +58,17 @@ def comparison_config(config: ConfigDict, *, steps: int, eval_every: int) -> Con
     return c
 
 
-def set_key(config: ConfigDict, key: str, value) -> None:
-    """Sets the dotted key `key` of `config`; ValueError naming it when the key does not exist."""
-    node = config
-    *parents, last = key.split(".")
-    for part in parents:
-        if part not in node:
-            raise ValueError(f"{key}: no config section {part!r}")
-        node = node[part]
-    if last not in node:
-        raise ValueError(f"{key}: no config key {last!r} in {'.'.join(parents) or 'the config'}")
-    node[last] = value
-
-
 def run_one(config: ConfigDict, spec: RunSpec, workdir: Path) -> float:
-    """Trains one run to the end unless it already finished; returns the seconds spent now."""
+    """Trains one run to the end unless it already finished (its `summary.json` exists).
+
+    Args:
+      config: the shared config; the run's seed and overrides are set on a copy.
+      spec: the run.
+      workdir: the run's directory; a checkpoint there resumes.
+
+    Returns:
+      The seconds this call spent (0 for a finished run).
+    """
     if (workdir / "summary.json").exists():
         return 0.0
     c = config.copy_and_resolve_references()
@@ -93,8 +98,19 @@ def run_comparison(config: ConfigDict, specs: list[RunSpec], out: Path) -> float
 def comparison_report(
     config: ConfigDict, specs: list[RunSpec], out: Path, *, spent: float, command: str, machine: str
 ) -> str:
-    """Reads every run back; writes `<out>/results.json` and `<out>/curves.png`; returns the Markdown report
-    (the command, machine, cost and one table per group)."""
+    """Reads every run back and writes `<out>/results.json` and `<out>/curves.png`.
+
+    Args:
+      config: the shared config (batch, steps and validation, for the report).
+      specs: the runs.
+      out: the comparison's directory (runs under `<out>/runs`).
+      spent: the seconds of the runs made by this invocation.
+      command: the command line, for the report.
+      machine: the machine, in words.
+
+    Returns:
+      The Markdown report: the command, date, machine, cost and one table per group.
+    """
     per_batch = config.data.rollout_batch_prompts * config.rollout.n
     histories: dict[str, dict[str, list]] = {}
     for spec in specs:
@@ -135,7 +151,11 @@ def comparison_report(
 
 def write_readme_block(readme: Path, plot: Path, body: str) -> None:
     """Replaces the README's comparison block (between `README_START` and `README_END`) with `body` and the
-    plot, copied to `docs/compare_algorithms.png` next to the README."""
+    plot, copied to `docs/compare_algorithms.png` next to the README.
+
+    Raises:
+      ValueError: the README has no comparison block.
+    """
     docs = readme.parent / "docs"
     docs.mkdir(exist_ok=True)
     shutil.copyfile(plot, docs / "compare_algorithms.png")

@@ -21,8 +21,14 @@ from shuffle_r1_jax.rollout.types import Rollouts
 def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """Prompt + response sequences of the given rollout rows.
 
-    rows: `int32[B]` rollout row ids. Returns input_ids, attention_mask `int32[B, Lp + Lr]`, position_ids
-    `int32[3, B, Lp + Lr]` (responses continue each prompt's M-RoPE positions) and image_token_slot `[B, Lp + Lr]`.
+    Args:
+      rollouts: the rollout batch (prompt length Lp, response length Lr).
+      rows: `int32[B]` rollout row ids.
+
+    Returns:
+      (input_ids `int32[B, Lp + Lr]`, attention_mask `int32[B, Lp + Lr]`, position_ids `int32[3, B, Lp + Lr]`
+      (responses continue each prompt's M-RoPE positions), image_token_slot `int32[B, Lp + Lr]` (-1 on the
+      response positions) or None when the prompts have no images).
     """
     prompts = rollouts.prompts
     prompt_rows = rows // rollouts.samples_per_prompt
@@ -54,9 +60,18 @@ def response_logprobs(
 ) -> tuple[jax.Array, jax.Array | None]:
     """log_softmax(logits / temperature) of each response token of `rows`, and optionally the entropy.
 
-    image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
-    None and the prompts have images, the vision tower runs here (and is differentiated).
-    Returns (`float32[B, Lr]`, `float32[B, Lr]` or None).
+    Args:
+      model: the policy.
+      rollouts: the rollout batch (response length Lr).
+      rows: `int32[B]` rollout row ids.
+      temperature: the sampling temperature the logits are divided by.
+      chunk: response positions per vocabulary chunk.
+      image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
+        None and the prompts have images, the vision tower runs here (and is differentiated).
+      with_entropy: also return the entropy of softmax(logits / temperature) at each response position.
+
+    Returns:
+      (log-probs `float32[B, Lr]`, entropy `float32[B, Lr]` or None when `with_entropy` is False).
     """
     ids, mask, positions, slots = sequence_inputs(rollouts, rows)
     vision = rollouts.prompts.vision if image_features is None else None
@@ -100,17 +115,21 @@ def rollout_logprobs(
     temperature: float,
     chunk: int,
 ) -> jax.Array:
-    """Log-probs of every rollout's response tokens under `params`, `micro_batch_rows` rows at a time (the old
-    and reference log-probs of a step; jittable with the keywords and `graphdef` static).
+    """Log-probs of every rollout's response tokens under `params`, `micro_batch_rows` rows at a time.
+
+    These are the old and reference log-probs of a step; jittable with the keywords and `graphdef` static.
 
     Args:
-      graphdef, params: the split model (params a pure dict).
+      graphdef: the model's graph definition (static).
+      params: the model's parameters, a pure dict.
       rollouts: the rollout batch, R rows; `micro_batch_rows` must divide R.
       image_features: the merged-token features of `rollouts.prompts.vision` (frozen vision tower), or None.
-      micro_batch_rows, temperature, chunk: rows per pass, sampling temperature, positions per vocabulary chunk.
+      micro_batch_rows: rows per pass.
+      temperature: the sampling temperature.
+      chunk: response positions per vocabulary chunk.
 
     Returns:
-      float32 `[R, Lr]`, rows sharded over the batch axes under a context mesh.
+      `float32[R, Lr]`, rows sharded over the batch axes under a context mesh.
     """
     rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro_batch_rows)
 

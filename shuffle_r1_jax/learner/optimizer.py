@@ -14,9 +14,21 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """learning_rate: peak rate; warmup_steps: linear warm-up from 0; schedule: "constant" or "cosine" (to
-    `min_lr_ratio` * peak at `total_steps`); betas, eps, weight_decay: AdamW; max_grad_norm: global-norm clip
-    (0 = off); freeze_vision: the vision tower is not trained."""
+    """Settings of the policy optimizer; validated on construction.
+
+    Attributes:
+      learning_rate: peak rate, > 0.
+      warmup_steps: linear warm-up from 0, >= 0 steps.
+      schedule: "constant" or "cosine" (to `min_lr_ratio` * peak at `total_steps`).
+      total_steps: the schedule's length, >= 1.
+      min_lr_ratio: the cosine schedule's final rate as a fraction of the peak.
+      b1: AdamW's first-moment decay.
+      b2: AdamW's second-moment decay.
+      eps: AdamW's epsilon.
+      weight_decay: AdamW's decoupled weight decay.
+      max_grad_norm: global-norm clip (0 = off).
+      freeze_vision: the vision tower is not trained.
+    """
 
     learning_rate: float = 1e-6
     warmup_steps: int = 0
@@ -31,6 +43,12 @@ class OptimizerConfig:
     freeze_vision: bool = True
 
     def __post_init__(self):
+        """Validate the settings.
+
+        Raises:
+          ValueError: `schedule` is unknown, `learning_rate` <= 0, `warmup_steps` < 0 or `total_steps` < 1; the
+            message names the field.
+        """
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optimizer.schedule = {self.schedule!r}; expected one of {SCHEDULES}")
         if self.learning_rate <= 0:
@@ -56,7 +74,15 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
 
 
 def parameter_labels(params: nnx.State, freeze_vision: bool) -> nnx.State:
-    """ "frozen" for vision-tower parameters when frozen, else "train"; same tree structure as `params`."""
+    """The optimizer label of every parameter: "frozen" or "train".
+
+    Args:
+      params: the model's parameters.
+      freeze_vision: label the vision-tower parameters (under "visual") "frozen".
+
+    Returns:
+      A tree of the same structure as `params` with "frozen" or "train" leaves.
+    """
 
     def label(path, _):
         return "frozen" if freeze_vision and path and path[0] == "visual" else "train"
@@ -65,7 +91,15 @@ def parameter_labels(params: nnx.State, freeze_vision: bool) -> nnx.State:
 
 
 def make_optimizer(cfg: OptimizerConfig, params: nnx.State) -> optax.GradientTransformation:
-    """AdamW (+ clipping) for the trainable parameters; frozen ones get zero updates and no state."""
+    """AdamW (+ global-norm clipping) for the trainable parameters; frozen ones get zero updates and no state.
+
+    Args:
+      cfg: the optimizer settings.
+      params: the model's parameters (for the frozen / train labels).
+
+    Returns:
+      The optax transformation.
+    """
     train = optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.max_grad_norm > 0:
         train = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), train)

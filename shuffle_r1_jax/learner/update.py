@@ -26,10 +26,20 @@ Params = Any
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """clip_low / clip_high: PPO clip ranges (DAPO clip-higher: 0.2 / 0.28); dual_clip: c for A < 0 (None off);
-    ratio_level: "token" (PPO) or "sequence" (GSPO); agg_mode: see `rl.aggregation`; norm_constant: for
-    seq-mean-token-sum-norm; kl_coef / kl_kind: KL-to-reference loss (0 = off); temperature: the sampling
-    temperature log-probs are computed at; logprob_chunk: response positions per vocabulary chunk."""
+    """Settings of the policy loss; static (hashable) for jit.
+
+    Attributes:
+      clip_low: PPO clip range eps_low (DAPO clip-higher: 0.2).
+      clip_high: PPO clip range eps_high (DAPO clip-higher: 0.28).
+      dual_clip: the dual-clip constant c for A < 0, or None (off).
+      ratio_level: "token" (PPO) or "sequence" (GSPO).
+      agg_mode: loss aggregation mode, see `rl.aggregation`.
+      norm_constant: the constant of seq-mean-token-sum-norm.
+      kl_coef: coefficient of the KL-to-reference loss (0 = off).
+      kl_kind: KL estimator of that loss (see `rl.kl.kl_estimate`).
+      temperature: the sampling temperature log-probs are computed at.
+      logprob_chunk: response positions per vocabulary chunk.
+    """
 
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -46,8 +56,15 @@ class LossConfig:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class UpdateTargets:
-    """Per-rollout training targets: advantages `float32[R, Lr]`, old_logprobs `float32[R, Lr]`,
-    ref_logprobs `float32[R, Lr]` or None, image_features (frozen tower's merged-token features) or None."""
+    """Per-rollout training targets of one rollout batch (R rows, response length Lr).
+
+    Attributes:
+      advantages: `float32[R, Lr]` per-token advantages.
+      old_logprobs: `float32[R, Lr]` log-probs under the policy that sampled the rollouts.
+      ref_logprobs: `float32[R, Lr]` log-probs under the reference policy, or None (needed when kl_coef > 0).
+      image_features: the frozen vision tower's merged-token features of the prompts' images, or None; with None
+        and prompts with images, the vision tower runs in the update.
+    """
 
     advantages: jax.Array
     old_logprobs: jax.Array
@@ -111,11 +128,27 @@ def update_minibatch(
     micro_batches: int,
     cfg: LossConfig,
 ) -> tuple[Params, optax.OptState, dict]:
-    """One optimizer step over the mini-batch `rows` (`int32[M]`, rollout row ids; `valid` `bool[M]`).
+    """One optimizer step over the mini-batch `rows`, accumulating gradients over `micro_batches` micro-batches.
 
-    M must divide into `micro_batches` equal micro-batches. Returns (params, opt_state, metrics): float32
-    scalar metrics, token-weighted over the mini-batch (pg_loss is the mini-batch loss), plus grad_norm and
-    `update_skipped` (1.0 when the loss or gradient was not finite and the parameters were left unchanged).
+    Args:
+      graphdef: the model's graph definition (static).
+      params: the model's parameters, a pure dict.
+      opt_state: the optimizer state.
+      optimizer: the optax transformation (see `learner.optimizer.make_optimizer`).
+      rollouts: the rollout batch.
+      targets: its training targets.
+      rows: `int32[M]` rollout row ids of the mini-batch.
+      valid: `bool[M]`, which rows count (False rows are masked out of the loss).
+      micro_batches: the number of equal micro-batches M is split into (static).
+      cfg: the loss settings (static).
+
+    Returns:
+      (params, opt_state, metrics): float32 scalar metrics, token-weighted over the mini-batch (pg_loss is the
+      mini-batch loss), plus grad_norm and `update_skipped` (1.0 when the loss or gradient was not finite and
+      the parameters and optimizer state were left unchanged).
+
+    Raises:
+      ValueError: M does not split into `micro_batches` equal micro-batches.
     """
     if rows.shape[0] % micro_batches:
         raise ValueError(f"mini-batch of {rows.shape[0]} rows does not split into {micro_batches} micro-batches")

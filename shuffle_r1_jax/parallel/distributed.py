@@ -34,8 +34,16 @@ class DistributedConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DistributedSpec:
-    """The `distributed` config section: initialize mode, coordinator "host:port" ("" = detect), num_processes
-    and process_id (-1 = detect), cpu_collectives ("gloo" | "mpi"), initialization_timeout_s."""
+    """The `distributed` config section as plain values.
+
+    Attributes:
+      initialize: "auto", "always" or "never" (see the module docstring).
+      coordinator_address: the coordinator's "host:port" ("" = detect).
+      num_processes: the number of processes (-1 = detect).
+      process_id: this process's id, in [0, num_processes) (-1 = detect).
+      cpu_collectives: the CPU backend's cross-process collectives, "gloo" or "mpi".
+      initialization_timeout_s: seconds `jax.distributed.initialize` waits for every process to connect.
+    """
 
     initialize: str = "auto"
     coordinator_address: str = ""
@@ -46,9 +54,15 @@ class DistributedSpec:
 
     @classmethod
     def from_config(cls, section) -> "DistributedSpec":
+        """The spec from the config section `distributed` (a mapping with one key per field)."""
         return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
 
     def validate(self) -> None:
+        """Checks every field.
+
+        Raises:
+          DistributedConfigError: a field is out of range; the message names the key and value.
+        """
         if self.initialize not in MODES:
             raise DistributedConfigError(f"distributed.initialize = {self.initialize!r}; expected one of {MODES}")
         if self.num_processes == 0 or self.num_processes < -1:
@@ -67,7 +81,19 @@ class DistributedSpec:
 
 
 def wants_initialize(spec: DistributedSpec, mesh_preset: str = "", environ=os.environ) -> bool:
-    """Whether `initialize_distributed` would start the distributed runtime (see the module docstring)."""
+    """Whether `initialize_distributed` would start the distributed runtime (see the module docstring).
+
+    Args:
+      spec: the `distributed` config section.
+      mesh_preset: the `mesh.preset` of the run; a multi-host preset makes "auto" initialize.
+      environ: the environment whose launcher and world-size variables "auto" consults.
+
+    Returns:
+      True when the runtime is to be started: "always", or "auto" with a sign of a multi-process run.
+
+    Raises:
+      DistributedConfigError: the spec is invalid.
+    """
     spec.validate()
     if spec.initialize != "auto":
         return spec.initialize == "always"
@@ -79,7 +105,20 @@ def wants_initialize(spec: DistributedSpec, mesh_preset: str = "", environ=os.en
 
 
 def initialize_distributed(spec: DistributedSpec, mesh_preset: str = "") -> bool:
-    """Starts `jax.distributed` when the spec asks for it; returns whether this process is (now) initialized."""
+    """Starts `jax.distributed` when the spec asks for it (see `wants_initialize`).
+
+    Args:
+      spec: the `distributed` config section; its num_processes / process_id fall back to JAX_NUM_PROCESSES /
+        JAX_PROCESS_ID when -1, and to JAX's cluster detection when those are unset too.
+      mesh_preset: the `mesh.preset` of the run.
+
+    Returns:
+      True when the process is initialized after the call (including when it already was), False when the
+      spec does not ask for the distributed runtime.
+
+    Raises:
+      DistributedConfigError: the spec is invalid.
+    """
     if jax.distributed.is_initialized():
         return True
     if not wants_initialize(spec, mesh_preset):

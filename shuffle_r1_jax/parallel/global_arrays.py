@@ -29,7 +29,7 @@ def batch_shard_count(mesh: Mesh) -> int:
 
 
 def batch_sharding(mesh: Mesh, shape: Sequence[int], axis: int = 0) -> NamedSharding:
-    """Dimension `axis` of an array of `shape` over the batch axes when it divides, else replicated."""
+    """The sharding of dimension `axis` of an array of `shape` over the batch axes when it divides, else replicated."""
     spec = [None] * len(shape)
     if shape[axis] % batch_shard_count(mesh) == 0:
         spec[axis] = BATCH_AXES
@@ -37,8 +37,19 @@ def batch_sharding(mesh: Mesh, shape: Sequence[int], axis: int = 0) -> NamedShar
 
 
 def host_to_global(local: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
-    """The global array whose rows (dimension `axis`) are every process's `local` rows, sharded by
-    `batch_sharding`. local: this process's rows; the global array has process_count times as many."""
+    """The global array whose rows (dimension `axis`) are every process's `local` rows, sharded by `batch_sharding`.
+
+    Args:
+      local: this process's rows; every process passes the same shape.
+      mesh: the mesh whose batch axes (data, fsdp) shard the rows.
+      axis: the row dimension.
+
+    Returns:
+      A global `jax.Array` with process_count times as many rows as `local`, in process order.
+
+    Raises:
+      ValueError: with several processes, the global rows do not divide over the batch shards.
+    """
     local = np.asarray(local)
     processes = jax.process_count()
     global_shape = list(local.shape)
@@ -55,7 +66,16 @@ def host_to_global(local: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
 
 
 def local_row_ids(sharding: jax.sharding.Sharding, shape: Sequence[int], axis: int = 0) -> np.ndarray:
-    """`int64[local rows]`: the global row ids (dimension `axis`) this process holds, in local order."""
+    """The global row ids (dimension `axis`) this process holds, in local order.
+
+    Args:
+      sharding: the sharding of the global array.
+      shape: the global array's shape.
+      axis: the row dimension.
+
+    Returns:
+      `int64[local rows]`, ascending: the order of `local_rows`.
+    """
     spans = {
         (index[axis].start or 0, shape[axis] if index[axis].stop is None else index[axis].stop)
         for index in sharding.addressable_devices_indices_map(tuple(shape)).values()
@@ -64,7 +84,18 @@ def local_row_ids(sharding: jax.sharding.Sharding, shape: Sequence[int], axis: i
 
 
 def local_rows(x: jax.Array, axis: int = 0) -> np.ndarray:
-    """This process's rows of a global array sharded only along `axis` (all of it when fully addressable)."""
+    """This process's rows of a global array sharded only along `axis`, in global row order.
+
+    Args:
+      x: a global array; when it is fully addressable, all of it is returned.
+      axis: the row dimension.
+
+    Returns:
+      The rows of `x` on this process's devices as one numpy array (replicated rows once).
+
+    Raises:
+      ValueError: `x` is also sharded along another dimension.
+    """
     if x.is_fully_addressable:
         return np.asarray(x)
     pieces: dict[int, np.ndarray] = {}

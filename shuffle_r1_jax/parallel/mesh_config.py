@@ -48,8 +48,17 @@ class MeshConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
-    """The `mesh` config section as plain values: preset ("" = the explicit sizes), data/fsdp/tensor sizes
-    (-1 = the rest), num_devices (0 = all devices), rules (logical parameter axis -> mesh axes)."""
+    """The `mesh` config section as plain values.
+
+    Attributes:
+      preset: a name in `PRESETS`, or "" for the explicit sizes data, fsdp, tensor.
+      data: data-parallel size (-1 = the devices the other axes leave; at most one axis is -1).
+      fsdp: FSDP size of parameters and optimizer state (-1 = the rest).
+      tensor: tensor-parallel size (-1 = the rest).
+      num_devices: how many devices the mesh uses (0 = all devices of all processes).
+      rules: logical parameter axis -> mesh axes, checked by `checked_rules` (an invalid table raises
+        `MeshConfigError`).
+    """
 
     preset: str = ""
     data: int = DEFAULT_SIZES[0]
@@ -66,11 +75,23 @@ class MeshSpec:
 
     @classmethod
     def from_config(cls, section) -> "MeshSpec":
+        """The spec from the config section `mesh` (a mapping with one key per field)."""
         return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
 
 
 def mesh_devices(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) -> list[jax.Device]:
-    """The devices the mesh uses, process-major: all of them, or the first `num_devices` (one process only)."""
+    """The devices the mesh uses, process-major: all of them, or the first `num_devices` (one process only).
+
+    Args:
+      spec: the mesh section.
+      devices: the candidate devices (default: `jax.devices()`).
+
+    Returns:
+      The devices sorted by (process index, id), cut to `spec.num_devices` when that is not 0.
+
+    Raises:
+      MeshConfigError: num_devices is out of range, or selects a subset in a multi-process run.
+    """
     devices = sorted(jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id))
     if spec.num_devices == 0:
         return devices
@@ -86,7 +107,19 @@ def mesh_devices(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) ->
 
 
 def mesh_shape(spec: MeshSpec, num_devices: int) -> tuple[int, int, int]:
-    """(data, fsdp, tensor) for `num_devices` devices, with a preset's sizes or the explicit ones (-1 resolved)."""
+    """The mesh sizes for `num_devices` devices, from a preset or the explicit sizes (-1 resolved).
+
+    Args:
+      spec: the mesh section.
+      num_devices: the number of devices the mesh uses.
+
+    Returns:
+      (data, fsdp, tensor), multiplying to `num_devices`.
+
+    Raises:
+      MeshConfigError: an unknown preset, a preset together with explicit sizes, a size that is 0 or below -1,
+        more than one -1, or sizes that do not match the device count.
+    """
     if spec.preset:
         if spec.preset not in PRESETS:
             raise MeshConfigError(
@@ -127,8 +160,22 @@ def mesh_shape(spec: MeshSpec, num_devices: int) -> tuple[int, int, int]:
 
 
 def build_mesh(spec: MeshSpec, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """The (data, fsdp, tensor) `Mesh`: one process gets JAX's topology-aware order; several get process-major
-    order, checked so that no shard of the batch axes spans two processes."""
+    """The (data, fsdp, tensor) `Mesh` of a mesh section.
+
+    One process gets JAX's topology-aware device order; several get process-major order, checked so that no
+    shard of the batch axes spans two processes.
+
+    Args:
+      spec: the mesh section.
+      devices: the candidate devices (default: `jax.devices()`).
+
+    Returns:
+      The `Mesh` with axes `MESH_AXES`.
+
+    Raises:
+      MeshConfigError: the section does not fit the devices (see `mesh_devices`, `mesh_shape`), or a tensor
+        group spans processes.
+    """
     devices = mesh_devices(spec, devices)
     shape = mesh_shape(spec, len(devices))
     processes = {d.process_index for d in devices}

@@ -36,8 +36,19 @@ DEFAULT_RULES: Rules = (
 
 
 def checked_rules(rules) -> Rules:
-    """`rules` as a tuple of (logical axis, mesh axes) pairs with the mesh axes checked; ValueError naming the
-    entry otherwise. A mesh-axes entry is one of MESH_AXES, a sequence of them, or None (replicated)."""
+    """Checks a rules table and returns it as a tuple of (logical axis, mesh axes) pairs.
+
+    Args:
+      rules: a sequence of (logical axis name, mesh axes) pairs; the mesh axes are one of MESH_AXES, a sequence
+        of them, or None (replicated).
+
+    Returns:
+      The `Rules` tuple, each sequence of mesh axes as a tuple.
+
+    Raises:
+      ValueError: naming the entry that is not a (name, mesh axes) pair or names an unknown mesh axis, or the
+        logical axes named more than once.
+    """
     checked = []
     for entry in rules:
         if len(entry) != 2 or not isinstance(entry[0], str):
@@ -57,7 +68,11 @@ def checked_rules(rules) -> Rules:
 
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over `devices` (default: all); sizes must multiply to the device count."""
+    """A (data, fsdp, tensor) mesh over `devices` (default: all).
+
+    Raises:
+      ValueError: the sizes do not multiply to the device count.
+    """
     devices = list(jax.devices() if devices is None else devices)
     if data * fsdp * tensor != len(devices):
         raise ValueError(
@@ -70,7 +85,18 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[j
 def logical_to_spec(
     logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES
 ) -> PartitionSpec:
-    """The PartitionSpec for one array with the given logical axis names and shape."""
+    """The PartitionSpec for one array with the given logical axis names and shape.
+
+    Args:
+      logical_axes: one logical axis name per dimension (None = replicated).
+      shape: the array's shape.
+      mesh: the mesh whose axis sizes decide what divides.
+      rules: logical axis -> mesh axes.
+
+    Returns:
+      A `PartitionSpec` giving each dimension its rule's mesh axes, less those of size 1 and those an earlier
+      dimension already uses; a dimension is replicated when no axis is left or its size does not divide.
+    """
     table = dict(rules)
     used: set[str] = set()
     spec = []
@@ -87,7 +113,16 @@ def logical_to_spec(
 
 
 def param_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.State:
-    """A state-shaped tree of `NamedSharding`s; variables without `logical_axes` are replicated."""
+    """The parameter shardings of a model state by the rules.
+
+    Args:
+      state: an `nnx.State` of variables with `logical_axes` metadata.
+      mesh: the device mesh.
+      rules: logical axis -> mesh axes.
+
+    Returns:
+      A state-shaped tree of `NamedSharding`s; variables without `logical_axes` are replicated.
+    """
 
     def sharding_of(var):
         axes = var.get_metadata().get("logical_axes") or (None,) * len(var.shape)
@@ -111,8 +146,11 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Modul
 
 
 def constrain_rows(x: jax.Array) -> jax.Array:
-    """Inside a jitted function traced under `jax.set_mesh(mesh)`: constrains dimension 0 of `x` to the batch
-    axes when it divides over them (else leaves `x` as it is); without a context mesh, returns `x`."""
+    """Constrains dimension 0 of `x` to the batch axes, inside a jitted function traced under `jax.set_mesh(mesh)`.
+
+    `x` is returned unconstrained without a context mesh (or one lacking the batch axes), when the batch axes
+    form a single shard, or when dimension 0 does not divide over them.
+    """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
         return x
@@ -127,10 +165,20 @@ def _path_names(path) -> tuple[str, ...]:
 
 
 def mirror_shardings(tree, params, param_sharding_tree, mesh: Mesh):
-    """Shardings for a tree that mirrors parameters (an optax state): a leaf whose path ends with a parameter's
-    path and has that parameter's shape gets the parameter's sharding; every other leaf (step counts, scalars)
-    is replicated. tree, params: trees of arrays or `jax.ShapeDtypeStruct`s; param_sharding_tree: the
-    parameters' `NamedSharding`s, in the structure of `params`."""
+    """Shardings for a tree that mirrors parameters (an optax state).
+
+    A leaf whose path ends with a parameter's path and has that parameter's shape gets the parameter's
+    sharding; every other leaf (step counts, scalars) is replicated.
+
+    Args:
+      tree: the mirroring tree, of arrays or `jax.ShapeDtypeStruct`s.
+      params: the parameters, of arrays or `jax.ShapeDtypeStruct`s.
+      param_sharding_tree: the parameters' `NamedSharding`s, in the structure of `params`.
+      mesh: the mesh of the replicated sharding.
+
+    Returns:
+      A tree of `NamedSharding`s in the structure of `tree`.
+    """
     param_leaves = jax.tree_util.tree_leaves_with_path(params)
     by_path = {
         _path_names(path): (tuple(leaf.shape), sharding)

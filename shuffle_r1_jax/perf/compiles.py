@@ -16,7 +16,13 @@ LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 @dataclasses.dataclass(frozen=True)
 class CompileEvent:
-    """One XLA backend compilation: the step label current when it ran, the program name, seconds."""
+    """One XLA backend compilation.
+
+    Attributes:
+      step: the monitor's step label when it ran.
+      program: the compiled function's name ("?" when jax gives none).
+      seconds: the backend compile seconds.
+    """
 
     step: int
     program: str
@@ -29,6 +35,12 @@ class CompileMonitor:
     Also sums tracing + lowering seconds per step, and keeps jax's compile log records (`jax_log_compiles`,
     `jax_explain_cache_misses`, WARNING level on the "jax" loggers) per step instead of printing them.
     Use as a context manager; the listeners and config values are restored on exit.
+
+    Attributes:
+      step: the label given to the compilations and logs that follow (-1 until the user sets it).
+      compiles: every backend compilation, in order.
+      trace_lower_seconds: step -> tracing + lowering seconds.
+      logs: step -> jax's compile log messages.
     """
 
     def __init__(self):
@@ -65,10 +77,13 @@ class CompileMonitor:
         jax_logger.propagate = self._saved["propagate"]
 
     def at(self, step: int) -> list[CompileEvent]:
+        """The compilations labelled `step`."""
         return [e for e in self.compiles if e.step == step]
 
 
 class _CallbackHandler(logging.Handler):
+    """A logging handler passing each WARNING-or-above record's message to `callback`."""
+
     def __init__(self, callback: Callable[[str], None]):
         super().__init__(level=logging.WARNING)
         self.callback = callback

@@ -16,7 +16,7 @@ shardings (prompt and rollout rows over data x fsdp), under the mesh as the trai
   train_step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
                    parameters and optimizer state donated, the whole rollout batch resident.
 
-A program's peak is XLA's figure (arguments + outputs - aliased + temporaries when XLA gives none). A phase's
+A program's peak is the larger of XLA's peak figure and arguments + outputs - aliased + temporaries. A phase's
 peak puts in place of the program's arguments everything on the device while it runs: jit drops inputs a
 program does not read, but they stay allocated, and the optimizer state and rollout batch stay all step.
 The data's shapes are assumptions the config does not hold: the prompt length is the largest prompt bucket
@@ -55,7 +55,12 @@ PROGRAMS = ("image_features", "sampler_prefill", "sampler_decode", "old_logprobs
 
 @dataclasses.dataclass(frozen=True)
 class DataShapes:
-    """What the plan assumes of the data: images per prompt (0 = text only) and merged tokens per image."""
+    """What the plan assumes of the data (the config does not say).
+
+    Attributes:
+      images_per_prompt: square images per prompt (0 = text only).
+      image_tokens: about how many merged tokens each image has.
+    """
 
     images_per_prompt: int = 1
     image_tokens: int = 1024
@@ -63,9 +68,17 @@ class DataShapes:
 
 @dataclasses.dataclass
 class ProgramMemory:
-    """One compiled program: XLA's per-device byte counts (or the reason it did not compile), and `resident`, the
-    bytes on the device while it runs: its inputs (those it reads are its arguments; jit drops the others) and
-    what the step keeps there meanwhile (the optimizer state, the rollout batch)."""
+    """One compiled program and its per-device memory.
+
+    Attributes:
+      name: the program, one of `PROGRAMS`.
+      shape: what it was compiled for, in words (rows, prompts, cache positions).
+      resident: the bytes on the device while it runs: its inputs (those it reads are its arguments; jit drops
+        the others) and what the step keeps there meanwhile (the optimizer state, the rollout batch).
+      stats: XLA's memory analysis of the compiled program (None when it did not compile).
+      error: why it did not compile (None when it did).
+      compile_s: seconds spent lowering and compiling it.
+    """
 
     name: str
     shape: str
@@ -76,7 +89,8 @@ class ProgramMemory:
 
     @property
     def peak(self) -> int | None:
-        """Per-device peak of the program alone (XLA's figure, else arguments + outputs - aliased + temp)."""
+        """Per-device peak of the program alone: the larger of XLA's peak figure and arguments + outputs -
+        aliased + temp (None when it did not compile)."""
         if self.stats is None:
             return None
         s = self.stats
@@ -85,13 +99,27 @@ class ProgramMemory:
 
     @property
     def phase_peak(self) -> int | None:
-        """Per-device peak of the phase: the program's peak with its arguments replaced by all resident bytes."""
+        """Per-device peak of the phase: the program's peak with its arguments replaced by all resident bytes
+        (None when it did not compile)."""
         return None if self.peak is None else self.peak - self.stats.argument_size_in_bytes + self.resident
 
 
 @dataclasses.dataclass
 class MemoryPlan:
-    """The per-device figures of one plan (bytes) and what they are of."""
+    """The per-device figures of one plan (bytes) and what they are of.
+
+    Attributes:
+      settings: the planned run's settings.
+      data: the data shapes assumed.
+      model_name: the model's name, for the report.
+      num_params: the model's parameter count.
+      devices: the devices planned on, in words ("8 x cpu").
+      params: bytes of the parameters per device.
+      opt_state: bytes of the optimizer state per device.
+      kv_cache: bytes of one sampler call's KV cache per device.
+      rollouts: bytes of the rollout batch and its update targets per device.
+      programs: each compiled program, in `PROGRAMS` order.
+    """
 
     settings: RunSettings
     data: DataShapes
@@ -105,6 +133,7 @@ class MemoryPlan:
     programs: list[ProgramMemory]
 
     def program(self, name: str) -> ProgramMemory:
+        """The planned program called `name`."""
         return next(p for p in self.programs if p.name == name)
 
 
@@ -135,12 +164,17 @@ def _array(mesh: Mesh, shape: tuple[int, ...], dtype, rows_axis: int | None = No
 
 
 def _with_shardings(tree, shardings):
+    """The abstract arrays of `tree` with the shardings of the matching tree `shardings`."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
 
 
 def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
-    """(merged tokens, patch slots) of one square image with about `image_tokens` merged tokens, laid out in
-    attention windows as `layout.layout_images` does."""
+    """The slots of one square image with about `image_tokens` merged tokens, laid out in attention windows as
+    `layout.layout_images` does.
+
+    Returns:
+      (merged tokens, patch slots) of the image.
+    """
     v = config.vision
     side = math.isqrt(image_tokens - 1) + 1 if image_tokens > 0 else 0
     windows = math.ceil(side / v.window_merged) ** 2
@@ -148,7 +182,19 @@ def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
 
 
 def abstract_prompts(config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: int, data: DataShapes) -> ModelInputs:
-    """A left-padded prompt batch as the data pipeline feeds it, prompt rows over the batch axes."""
+    """A left-padded prompt batch as the data pipeline feeds it, prompt rows over the batch axes.
+
+    Args:
+      config: the model config.
+      mesh: the device mesh.
+      prompts: prompts in the batch.
+      length: the padded prompt length (a prompt bucket).
+      data: the images per prompt and their size.
+
+    Returns:
+      Abstract `ModelInputs` (`ShapeDtypeStruct`s with shardings); no vision inputs when the prompts have no
+      image.
+    """
     vision, slots = None, None
     if data.images_per_prompt > 0:
         _, patch_slots = vision_slots(config, data.image_tokens)
@@ -177,8 +223,19 @@ def _compiler_options() -> dict[str, str]:
 
 
 def _compile(name: str, shape: str, lower: Callable[[], Any], resident, mesh: Mesh, log) -> ProgramMemory:
-    """Lowers (under `mesh`, as the trainer traces its step) and compiles one program; a failure is recorded (its
-    first line), not raised. resident: the abstract arrays on the device while it runs."""
+    """Lowers (under `mesh`, as the trainer traces its step) and compiles one program.
+
+    Args:
+      name: the program's name.
+      shape: what it is compiled for, in words.
+      lower: lowers the program.
+      resident: the abstract arrays on the device while it runs.
+      mesh: the device mesh.
+      log: prints progress.
+
+    Returns:
+      The `ProgramMemory`; a failure is recorded (the first line of its message), not raised.
+    """
     log(f"compiling {name} ({shape}) ...")
     resident = bytes_per_device(resident)
     start = time.perf_counter()
@@ -205,10 +262,24 @@ def plan_memory(
     programs: tuple[str, ...] = PROGRAMS,
     log: Callable[[str], None] = print,
 ) -> MemoryPlan:
-    """Compiles the step's programs for `settings` (a model of `config`) on abstract inputs; returns the figures.
+    """Compiles the step's programs for `settings` (a model of `config`) on abstract inputs.
 
     The mesh is `settings.mesh` over this process's devices (simulated CPU devices give the CPU compiler's
     figures for the same programs and shardings).
+
+    Args:
+      settings: the planned run's settings.
+      config: the model config (only its dimensions are used; no weight is read).
+      model_name: the model's name, for the log and the report.
+      data: the data shapes assumed.
+      programs: the programs to compile, some of `PROGRAMS`.
+      log: prints progress.
+
+    Returns:
+      The `MemoryPlan`.
+
+    Raises:
+      ValueError: `programs` names an unknown program, or the images do not fit in the largest prompt bucket.
     """
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
@@ -386,7 +457,12 @@ def count(n: int) -> str:
 
 
 def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
-    """The plan as markdown: what it is of, the resident figures, one row per program, the fits line."""
+    """The plan as markdown: what it is of, the resident figures, one row per program, the fits line.
+
+    Args:
+      plan: the plan.
+      device_memory_gib: the device memory the figures are checked against.
+    """
     s = plan.settings
     m, rollout = s.model, s.rollout
     budget = device_memory_gib * GiB

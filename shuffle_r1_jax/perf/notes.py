@@ -12,7 +12,13 @@ import jax
 
 def write_section(notes: str | os.PathLike, title: str, body: str) -> None:
     """Replaces (or appends) the section of the markdown file `notes` that starts with `## {title}`, up to the
-    next `## ` heading, with `body`."""
+    next `## ` heading, with `body`.
+
+    Args:
+      notes: the markdown file (created with a "# Build notes" heading if missing).
+      title: the section's title, without the `## `.
+      body: the section's text.
+    """
     notes = pathlib.Path(notes)
     text = notes.read_text() if notes.exists() else "# Build notes\n"
     section = f"## {title}\n{body.rstrip()}\n"

@@ -28,20 +28,34 @@ def measure_cpu_peak(size: int = 2048, repeats: int = 5) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Peak:
-    """Peak FLOP/s (None: unknown) and where it comes from. per_device: `flops` is one device's (GPU), so a
-    program on k devices has k times it; otherwise it is the whole process's (CPU: simulated CPU devices share
-    the same cores)."""
+    """Peak FLOP/s and where it comes from.
+
+    Attributes:
+      flops: the peak FLOP/s (None: unknown).
+      source: where it comes from, in words.
+      per_device: True when `flops` is one device's (GPU), so a program on k devices has k times it; False when
+        it is the whole process's (CPU: simulated CPU devices share the same cores).
+    """
 
     flops: float | None
     source: str
     per_device: bool
 
     def total(self, devices: int) -> float | None:
+        """The peak of a program on `devices` devices (None: unknown)."""
         return None if self.flops is None else self.flops * (devices if self.per_device else 1)
 
 
 def peak_flops(override_tflops: float | None) -> Peak:
-    """The peak of this process's first device kind (table for GPUs, measured on CPU, or the override)."""
+    """The peak of this process's first device kind (table for GPUs, measured on CPU, or the override).
+
+    Args:
+      override_tflops: a peak in TFLOP/s to use instead (per device on GPUs, for the process on CPU); None or 0
+        = none.
+
+    Returns:
+      The `Peak`; its `flops` is None for a GPU kind not in `GPU_BF16_PEAK` without an override.
+    """
     device = jax.devices()[0]
     if device.platform == "cpu":
         if override_tflops:

@@ -28,10 +28,24 @@ TOKEN_FIELDS = (
 def random_3b_assets(
     cache_dir: str, *, layers: int, vision_layers: int, dtype: str, image_size: int, seed: int = 0
 ) -> dict[str, str]:
-    """Writes once under `cache_dir` a random Qwen2.5-VL-3B-dimension checkpoint (text 2048 wide, vocabulary
-    151936, vision tower of width 1280; `layers` decoder layers and `vision_layers` blocks, fewer for a CPU smoke
-    test) with the demo's tokenizer and its special token ids, and 512 synthetic prompts of `image_size` px
-    images. Returns {"checkpoint", "train"} paths."""
+    """Writes once under `cache_dir` a random checkpoint of Qwen2.5-VL-3B dimensions and synthetic prompts.
+
+    The checkpoint has the 3B widths (text 2048 wide, vocabulary 151936, vision tower of width 1280) with the
+    demo's tokenizer and its special token ids; the data set has 512 training prompts (and 8 validation
+    prompts) of square images. Assets already in the cache are reused.
+
+    Args:
+      cache_dir: the cache directory (`~` expanded); the assets go in a subdirectory named by the other
+        arguments.
+      layers: decoder layers (fewer than the 3B's for a CPU smoke test).
+      vision_layers: vision tower blocks.
+      dtype: the weights' dtype name, a key of `DTYPES`.
+      image_size: the images' side in pixels (the saved image processor's min and max pixels are its area).
+      seed: seeds the weights and the data set.
+
+    Returns:
+      {"checkpoint": the checkpoint directory, "train": the training parquet file}.
+    """
     name = f"3b-l{layers}-v{vision_layers}-{dtype}-img{image_size}-s{seed}"
     root = pathlib.Path(os.path.expanduser(cache_dir)) / name
     checkpoint, data = root / "checkpoint", root / "data"

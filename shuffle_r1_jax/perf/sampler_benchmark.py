@@ -21,7 +21,8 @@ def image_prompts(prompts: int, text_tokens: int, image_grid: tuple[int, int, in
     end tokens in the middle) and random patches.
 
     Args:
-      prompts, text_tokens: batch size and text tokens per prompt.
+      prompts: the batch size P.
+      text_tokens: text tokens per prompt.
       image_grid: (t, h, w) patch grid of each prompt's image (h * w / 4 merged image tokens).
       token_ids: {"image", "vision_start", "vision_end"} token ids of the model.
       seed: seeds the tokens and patches.
@@ -47,14 +48,22 @@ def time_sampler(checkpoint: str, dtype, ids, mask, pixels, grids, *, n: int, ne
     call, temperature 1.0 and top-p 0.99.
 
     Args:
-      checkpoint: an HF-format checkpoint directory; dtype: the compute dtype.
-      ids, mask: int `[P, L]` prompt tokens and attention mask; pixels: float32 `[patches, 1176]`; grids:
-        int `[images, 3]` (the processor's layout).
-      n, new_tokens, runs: samples per prompt, response length, timed calls.
+      checkpoint: an HF-format checkpoint directory.
+      dtype: the compute dtype.
+      ids: int `[P, L]` prompt tokens.
+      mask: int `[P, L]` attention mask.
+      pixels: float32 `[patches, 1176]` image patches (the processor's layout).
+      grids: int `[images, 3]` patch grids (the processor's layout).
+      n: samples per prompt.
+      new_tokens: the response length.
+      runs: timed calls.
 
     Returns:
       (median seconds of the timed calls, compile seconds (first call minus the median), programs compiled, the
       loaded model).
+
+    Raises:
+      RuntimeError: a response ended before `new_tokens` tokens.
     """
     model, config = load_pretrained(checkpoint, dtype)
     graphdef, state = nnx.split(model)
@@ -75,8 +84,19 @@ def time_sampler(checkpoint: str, dtype, ids, mask, pixels, grids, *, n: int, ne
 
 
 def decode_bandwidth(model: Qwen25VL, rows: int, context: int, new_tokens: int, seconds: float) -> str:
-    """Weights + KV cache bytes read per decode step (at the mean context length `context`) over the measured
-    seconds per step, and the fraction of the device's peak bandwidth when it is known."""
+    """The decode loop's memory bandwidth, in words.
+
+    Args:
+      model: the sampled model.
+      rows: the sampled rows (prompts x n).
+      context: the mean context length of a decode step.
+      new_tokens: decode steps of the timed call.
+      seconds: the timed call's seconds.
+
+    Returns:
+      The weights + KV cache bytes read per decode step, the bandwidth achieved (those bytes over the seconds
+      per step) and, when the device's peak bandwidth is known, the fraction of it.
+    """
     params = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model.layers))) + model.embed_tokens.embedding[...].nbytes
     t = model.config.text
     kv = 2 * t.num_hidden_layers * rows * context * t.num_key_value_heads * t.head_dim * 2

@@ -8,7 +8,8 @@ FLOPs and utilisation:
   * MFU uses the analytic model FLOPs (`models.qwen2_5_vl.flops`): 2 x (decoder matmul parameters) per position,
     attention 4 x S^2 x heads x head_dim per row and layer (the full S^2 the XLA attention computes), the
     vocabulary projection over the (chunk-padded) response positions, the vision tower over its padded patch
-    slots; x3 for forward + backward; no rematerialisation counted.
+    slots; x3 for the update's forward + backward (the log-prob pass is a forward only); no rematerialisation
+    counted.
   * The XLA column is `compiled.cost_analysis()["flops"]` of the same programs built with their loops at one trip
     (one micro-batch, one log-prob chunk: `build_step_programs` over settings changed only there): XLA's cost
     analysis counts a while-loop body once. It counts what runs, rematerialised forwards and elementwise work
@@ -61,9 +62,19 @@ def _abstract(tree):
 
 
 class ProgramRecorder:
-    """Stands in for one of the step's programs: calls it, and records each distinct call signature (abstract
-    arguments, to lower again later), which signature every call of each step used, and the last `Rollouts`
-    argument."""
+    """Stands in for one of the step's programs: calls it and records its calls.
+
+    Args:
+      program: the program it stands in for.
+
+    Attributes:
+      program: the wrapped program.
+      step: the step label of the calls (set by the benchmark after each step).
+      signatures: each distinct call signature (shapes and dtypes) -> its abstract arguments, to lower again
+        later.
+      calls: (step, signature) of every call.
+      rollouts: the last `Rollouts` argument (None before one).
+    """
 
     def __init__(self, program):
         self.program = program
@@ -81,6 +92,7 @@ class ProgramRecorder:
         return self.program(*args)
 
     def keys_at(self, step: int) -> list[str]:
+        """The signatures of the calls made at `step`, in call order."""
         return [key for s, key in self.calls if s == step]
 
 
@@ -91,7 +103,20 @@ def _padded_response(settings: RunSettings) -> int:
 
 
 def analytic_flops(name: str, args: tuple, settings: RunSettings, config: Qwen25VLConfig) -> int:
-    """Model FLOPs of one call of the counted program `name` with (abstract) arguments `args`."""
+    """Model FLOPs of one call of a counted program.
+
+    Args:
+      name: the program, "logprobs" or "update".
+      args: the call's (abstract) arguments.
+      settings: the run's settings.
+      config: the model config.
+
+    Returns:
+      The analytic FLOPs (forward only for "logprobs", forward + backward for "update").
+
+    Raises:
+      ValueError: `name` is not a counted program.
+    """
     if name == "logprobs":
         _, rollouts, features = args
         rows = rollouts.tokens.shape[0]
@@ -132,8 +157,12 @@ def one_trip_programs(trainer: Trainer) -> StepPrograms:
 
 
 def xla_flops(program, args: tuple) -> float | None:
-    """FLOPs of XLA's cost analysis of `program` compiled for `args`, summed over the devices the program runs
-    on (the analysis is of the per-device partitioned program); None if unavailable."""
+    """FLOPs of XLA's cost analysis of `program` compiled for `args`.
+
+    Returns:
+      The analysis's FLOPs times the devices the program runs on (the analysis is of the per-device
+      partitioned program), or None when the analysis has no FLOP count.
+    """
     compiled = program.lower(*args).compile()
     cost = compiled.cost_analysis()
     if not cost or "flops" not in cost:
@@ -144,7 +173,19 @@ def xla_flops(program, args: tuple) -> float | None:
 
 @dataclasses.dataclass
 class PhaseRow:
-    """One phase over the measured steps. tokens/s: the rollout batch's tokens over the phase's seconds."""
+    """One phase over the measured steps.
+
+    Attributes:
+      name: the phase (a `timing/*` key without its prefix, or "other").
+      seconds: mean seconds per step.
+      share: fraction of the step's seconds.
+      response_tokens_per_s: the rollout batch's response tokens over the phase's seconds.
+      total_tokens_per_s: the rollout batch's response + prompt tokens over the phase's seconds.
+      flops_xla: XLA's FLOPs per step of the counted programs the phase runs (None: not counted or unavailable).
+      flops_analytic: analytic FLOPs per step of those programs (None: not counted).
+      mfu: analytic FLOPs / seconds / peak (None without a peak or a count).
+      xla_utilisation: XLA's FLOPs / seconds / peak (None without a peak or a count).
+    """
 
     name: str
     seconds: float
@@ -159,7 +200,29 @@ class PhaseRow:
 
 @dataclasses.dataclass
 class BenchResult:
-    """What `run_benchmark` measured; per-step lists cover every step, warm-up included."""
+    """What `run_benchmark` measured; per-step lists cover every step, warm-up included.
+
+    Attributes:
+      phases: one row per phase, then "other" (the step's seconds no phase accounts for).
+      step_seconds: mean seconds per measured step.
+      response_tokens: mean response tokens per measured step.
+      prompt_tokens: mean prompt tokens over all rollouts per measured step.
+      update_rows: rows per optimizer step (the last step's).
+      sequence_length: prompt bucket + response length of the last step.
+      program_flops: program -> call signature -> (XLA FLOPs or None, analytic FLOPs) of one call.
+      peak: the peak FLOP/s of the devices the programs run on (None: unknown).
+      peak_source: where the peak comes from, in words.
+      warmup_steps: the warm-up steps.
+      steps: the measured steps.
+      buckets: the prompt bucket of each step.
+      compiles_per_step: XLA backend compilations per step.
+      programs_per_step: the programs compiled in each step.
+      compile_seconds_per_step: backend compile seconds per step.
+      trace_lower_seconds_per_step: tracing + lowering seconds per step.
+      recompiles: compilations after the first step of their prompt bucket.
+      recompile_logs: step -> jax's compile log records of the steps with a recompilation.
+      sampler_programs: the sampler programs compiled over the run (the trainer's `compile/sampler_programs`).
+    """
 
     phases: list[PhaseRow]
     step_seconds: float
@@ -191,7 +254,22 @@ def _token_counts(rollouts: Rollouts) -> tuple[int, int, int]:
 
 
 def run_benchmark(settings: RunSettings, workdir: str, *, warmup_steps: int, steps: int, peak: Peak) -> BenchResult:
-    """Trains warmup_steps + steps steps of `settings` (its validation off) in `workdir`, and measures."""
+    """Trains `warmup_steps + steps` steps of `settings` (its validation off) in `workdir`, and measures.
+
+    Args:
+      settings: the run's settings; total steps, validation and checkpoints are replaced (one checkpoint at
+        the end).
+      workdir: the run directory.
+      warmup_steps: steps run before the measured ones, >= 1.
+      steps: measured steps, >= 1.
+      peak: the devices' peak FLOP/s.
+
+    Returns:
+      The `BenchResult`.
+
+    Raises:
+      ValueError: `warmup_steps` or `steps` is < 1.
+    """
     if warmup_steps < 1 or steps < 1:
         raise ValueError(f"warmup_steps = {warmup_steps} and steps = {steps} must be >= 1")
     total = warmup_steps + steps
@@ -294,10 +372,12 @@ def _attach_flops(phases: list[PhaseRow], recorders, program_flops, measured: ra
 
 
 def _fmt(x: float | None, scale: float = 1.0, spec: str = ".2f") -> str:
+    """`x / scale` formatted with `spec`; "-" for None or NaN."""
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x / scale, spec)
 
 
 def _percent(x: float | None) -> str:
+    """`x` as a percentage with one decimal; "-" for None."""
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
@@ -374,6 +454,7 @@ def format_report(r: BenchResult) -> str:
 
 
 def _by_program(events: list[CompileEvent]) -> dict[str, list[CompileEvent]]:
+    """`events` grouped by program name, in order of first appearance."""
     grouped = collections.defaultdict(list)
     for e in events:
         grouped[e.program].append(e)

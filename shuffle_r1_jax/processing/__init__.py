@@ -1,2 +1,3 @@
-"""Host-side input processing: image decode and Qwen2.5-VL patchify, tokenizers, prompt formats and the chat
-template (`prompts`), left-padded bucketed prompt batches (`batch`)."""
+"""Host-side input processing: image decoding (`image_io`) and Qwen2.5-VL resize and patchify (`image`), prompt
+formats, the chat template of the checkpoint's tokenizer and image-token expansion (`prompts`), left-padded
+bucketed prompt batches (`batch`). The demo's tiny tokenizer is `shuffle_r1_jax.demo.tiny_tokenizer`."""

@@ -21,8 +21,19 @@ from shuffle_r1_jax.processing.prompts import EncodedPrompt
 
 @dataclasses.dataclass(frozen=True)
 class BucketConfig:
-    """prompt_lengths: padded prompt lengths (ascending; the largest bounds max_prompt_length).
-    images: image-row counts of the vision batch; windows: attention windows per image row (None: powers of 2).
+    """The shape buckets of prompt batches.
+
+    A value above the largest bucket of `images` or `windows`, or any value when the list is None, is padded to
+    the next power of two.
+
+    Attributes:
+      prompt_lengths: padded prompt lengths (ascending; the largest bounds max_prompt_length).
+      images: image-row counts of the vision batch (None: powers of 2).
+      windows: attention windows per image row (None: powers of 2).
+
+    Raises:
+      ValueError: a list (prompt_lengths always, the others when given) is empty, not strictly ascending, or
+        holds a value <= 0.
     """
 
     prompt_lengths: tuple[int, ...] = (256, 512, 1024, 2048)
@@ -39,6 +50,7 @@ class BucketConfig:
 
     @property
     def max_prompt_length(self) -> int:
+        """The largest prompt length bucket: no prompt may be longer."""
         return self.prompt_lengths[-1]
 
 
@@ -52,7 +64,15 @@ def pick_bucket(value: int, buckets: Sequence[int] | None) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PromptExample:
-    """An encoded prompt with the record's raw strings (answer for the reward, problem and source for logs)."""
+    """An encoded prompt with the record's raw strings.
+
+    Attributes:
+      prompt: the encoded prompt.
+      problem: the record's problem text (for logs).
+      answer: the reference answer (for the reward).
+      data_source: the record's data source (for logs).
+      record_id: where the record comes from (file and row or line).
+    """
 
     prompt: EncodedPrompt
     problem: str
@@ -65,11 +85,16 @@ class PromptExample:
 class PromptBatch:
     """A batch of left-padded prompts.
 
-    inputs: `ModelInputs` of numpy arrays (input_ids/attention_mask `int32[B, S]` with S a length bucket,
-      position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed image rows and
-      windows, image_token_slot `int32[B, S]`); vision fields are None when the batch has no image.
-    prompt_lengths: `int32[B]` valid (unpadded) tokens per prompt.
-    problems, answers, data_sources, record_ids: per prompt, in batch order.
+    Attributes:
+      inputs: `ModelInputs` of numpy arrays: input_ids / attention_mask `int32[B, S]` with S a length bucket,
+        position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed image rows and
+        windows, image_token_slot `int32[B, S]`; vision and image_token_slot are None when the batch has no
+        image.
+      prompt_lengths: `int32[B]` valid (unpadded) tokens per prompt.
+      problems: the problem text per prompt, in batch order.
+      answers: the reference answer per prompt, in batch order.
+      data_sources: the data source per prompt, in batch order.
+      record_ids: the record id per prompt, in batch order.
     """
 
     inputs: ModelInputs
@@ -81,10 +106,12 @@ class PromptBatch:
 
     @property
     def batch_size(self) -> int:
+        """B, the number of prompts."""
         return int(self.inputs.input_ids.shape[0])
 
     @property
     def length(self) -> int:
+        """S, the padded prompt length (a length bucket)."""
         return int(self.inputs.input_ids.shape[1])
 
 
@@ -96,7 +123,20 @@ def pad_left(x: np.ndarray, length: int, value) -> np.ndarray:
 
 
 def left_pad(sequences: Sequence[np.ndarray], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-aligns `int[L_i]` sequences in `int32[B, length]` filled with pad_id; returns (ids, mask)."""
+    """Right-aligns token sequences in a padded batch (left padding).
+
+    Args:
+      sequences: B sequences `int[L_i]`, each L_i <= length.
+      length: the padded length.
+      pad_id: the token id of the padding.
+
+    Returns:
+      (ids, mask): ids `int32[B, length]` filled with pad_id left of each sequence, mask `int32[B, length]`
+      1 on the sequence's tokens.
+
+    Raises:
+      ValueError: a sequence is longer than `length`.
+    """
     ids = np.full((len(sequences), length), pad_id, np.int32)
     mask = np.zeros((len(sequences), length), np.int32)
     for row, seq in enumerate(sequences):
@@ -113,8 +153,18 @@ def collate_prompts(
 ) -> PromptBatch:
     """Left-pads the prompts to a length bucket and lays out all their images for one vision call.
 
-    Raises ValueError when a prompt is longer than the largest length bucket (the data pipeline filters those
-    out beforehand as "prompt_too_long" records).
+    Args:
+      examples: the encoded prompts, in batch order.
+      config: the model config (vision settings, image token id).
+      buckets: the length, image-row and window buckets.
+      pad_token_id: the token id of the left padding.
+
+    Returns:
+      The `PromptBatch`; its length is the smallest length bucket that fits the longest prompt.
+
+    Raises:
+      ValueError: the batch is empty, or a prompt is longer than the largest length bucket (the data pipeline
+        filters those out beforehand as "prompt_too_long" records).
     """
     if not examples:
         raise ValueError("cannot collate an empty batch")

@@ -26,7 +26,17 @@ MAX_ASPECT_RATIO = 200
 
 @dataclasses.dataclass(frozen=True)
 class ImagePreprocessConfig:
-    """Settings of the Qwen2.5-VL image processor; the defaults are the released model's."""
+    """Settings of the Qwen2.5-VL image processor; the defaults are the released model's.
+
+    Attributes:
+      min_pixels: the smallest resized area (pixels).
+      max_pixels: the largest resized area (pixels).
+      patch_size: side of a vision patch (pixels).
+      merge_size: side of a block of patches merged into one token.
+      temporal_patch_size: frames per patch (a still image is repeated this many times).
+      image_mean: per-channel mean of the normalization.
+      image_std: per-channel standard deviation of the normalization.
+    """
 
     min_pixels: int = 56 * 56
     max_pixels: int = 28 * 28 * 16384
@@ -69,11 +79,20 @@ class ImagePreprocessConfig:
 
 
 def load_image_config(path: str | os.PathLike) -> ImagePreprocessConfig:
-    """The settings in a checkpoint's `preprocessor_config.json` (the directory or the file itself).
+    """The settings in a checkpoint's `preprocessor_config.json`.
 
     min/max pixels come from `min_pixels` / `max_pixels` when present (they override `size`, as in the HF
-    processor), else from `size.shortest_edge` / `size.longest_edge`, else the defaults. Raises
-    FileNotFoundError naming the file when it is missing.
+    processor), else from `size.shortest_edge` / `size.longest_edge`, else the defaults; every other key
+    missing from the file takes its default too.
+
+    Args:
+      path: the checkpoint directory or the json file itself.
+
+    Returns:
+      The `ImagePreprocessConfig`.
+
+    Raises:
+      FileNotFoundError: naming the file, when it is missing.
     """
     path = os.fspath(path)
     file = os.path.join(path, "preprocessor_config.json") if os.path.isdir(path) else path
@@ -104,8 +123,19 @@ def smart_resize(
     """The (height, width) an image is resized to: sides multiples of `factor`, area near [min, max] pixels.
 
     Each side is rounded to the nearest multiple of `factor` (Python `round`, half to even). If the area
-    then exceeds `max_pixels`, both sides are scaled by 1/sqrt(area / max_pixels) and floored to a multiple
-    of `factor` (never below `factor`); if it is below `min_pixels` they are scaled up and ceiled.
+    then exceeds `max_pixels`, both sides are scaled by 1/sqrt(area / max_pixels) (area of the original size)
+    and floored to a multiple of `factor` (never below `factor`); if it is below `min_pixels` they are scaled
+    up by sqrt(min_pixels / area) and ceiled.
+
+    Args:
+      height: the original height in pixels.
+      width: the original width in pixels.
+      factor: both resized sides are multiples of it (patch_size * merge_size).
+      min_pixels: the smallest target area.
+      max_pixels: the largest target area.
+
+    Returns:
+      (height, width) of the resized image.
 
     Raises:
       ValueError: a side is not positive, or the aspect ratio exceeds 200.
@@ -145,7 +175,15 @@ def num_image_tokens(height: int, width: int, config: ImagePreprocessConfig = Im
 
 
 def normalize(pixels: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessConfig()) -> np.ndarray:
-    """uint8 [H, W, 3] -> float32 [H, W, 3]: x / 255 (computed in float64), then (x - mean) / std in float32."""
+    """Rescales and normalizes pixels: x / 255 (computed in float64), then (x - mean) / std in float32.
+
+    Args:
+      pixels: `uint8[H, W, 3]` RGB pixels.
+      config: supplies image_mean and image_std.
+
+    Returns:
+      `float32[H, W, 3]`.
+    """
     scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
     mean = np.asarray(config.image_mean, dtype=np.float32)
     std = np.asarray(config.image_std, dtype=np.float32)
@@ -153,10 +191,19 @@ def normalize(pixels: np.ndarray, config: ImagePreprocessConfig = ImagePreproces
 
 
 def patchify(image: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessConfig()) -> np.ndarray:
-    """float32 [H, W, C] -> [H*W / patch**2, C * temporal * patch**2] rows in merge-block order.
+    """Cuts an image into patch rows in merge-block order (see the module docstring).
 
-    The single frame is repeated `temporal_patch_size` times. H and W must be multiples of
-    patch_size * merge_size.
+    The single frame is repeated `temporal_patch_size` times.
+
+    Args:
+      image: `float32[H, W, C]`, H and W multiples of patch_size * merge_size.
+      config: the patch, merge and temporal sizes.
+
+    Returns:
+      `float32[H * W / patch**2, C * temporal * patch**2]`, each row ordered [channel, frame, row, col].
+
+    Raises:
+      ValueError: H or W is not a multiple of patch_size * merge_size.
     """
     height, width, channels = image.shape
     p, m, t = config.patch_size, config.merge_size, config.temporal_patch_size
@@ -172,7 +219,15 @@ def patchify(image: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessC
 def preprocess_image(
     image: Image.Image, config: ImagePreprocessConfig = ImagePreprocessConfig()
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """One PIL image -> (patches float32 [grid_h * grid_w, 1176], grid_thw (1, grid_h, grid_w))."""
+    """Converts to RGB, resizes (`smart_resize`, bicubic), normalizes and patchifies one PIL image.
+
+    Returns:
+      (patches, grid_thw): patches `float32[grid_h * grid_w, patch_dim]` (patch_dim = 1176 with the default
+      settings), grid_thw the tuple (1, grid_h, grid_w).
+
+    Raises:
+      ValueError: the image cannot be resized (see `smart_resize`).
+    """
     rgb = to_rgb(image)
     height, width = smart_resize(rgb.height, rgb.width, config.factor, config.min_pixels, config.max_pixels)
     resized = rgb.resize((width, height), resample=Image.Resampling.BICUBIC)
@@ -183,10 +238,17 @@ def preprocess_image(
 def preprocess_images(
     images: Sequence[Image.Image], config: ImagePreprocessConfig = ImagePreprocessConfig()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PIL images -> (pixel_values float32 [total_patches, 1176], image_grid_thw int64 [n_images, 3]).
+    """Preprocesses a list of PIL images, as the HF Qwen2-VL image processor does.
 
-    Patches of all images are concatenated in order, exactly as the HF Qwen2-VL image processor returns
-    them; an empty list gives arrays with zero rows.
+    Patches of all images are concatenated in order, exactly as the HF processor returns them; an empty list
+    gives arrays with zero rows.
+
+    Returns:
+      (pixel_values, image_grid_thw): pixel_values `float32[total_patches, patch_dim]` (patch_dim = 1176 with
+      the default settings), image_grid_thw `int64[n_images, 3]`.
+
+    Raises:
+      ValueError: an image cannot be resized (see `smart_resize`).
     """
     patches, grids = [], []
     for image in images:

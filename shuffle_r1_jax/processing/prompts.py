@@ -55,7 +55,11 @@ BUILTIN_FORMATS = {
 
 
 class PromptError(ValueError):
-    """A problem cannot become a prompt. `reason` is a short key (for counting); the message says why."""
+    """A problem cannot become a prompt; the message says why.
+
+    Attributes:
+      reason: a short key for counting ("image_count_mismatch", "bad_image", "prompt_too_long").
+    """
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -64,7 +68,15 @@ class PromptError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class PromptFormat:
-    """A named template with one `{{ content }}` / `{{ content | trim }}` placeholder."""
+    """A named template with one `{{ content }}` / `{{ content | trim }}` placeholder.
+
+    Attributes:
+      name: a label for messages (`load_prompt_format` gives the built-in name, the file's path or "inline").
+      template: the template text.
+
+    Raises:
+      ValueError: the template does not hold the placeholder exactly once, or holds other template syntax.
+    """
 
     name: str
     template: str
@@ -91,8 +103,15 @@ class PromptFormat:
 def load_prompt_format(spec: str) -> PromptFormat:
     """A prompt format from a config string.
 
-    spec: a built-in name ("math", "r1v", "none"), a path to a template file, or an inline template containing
-    the placeholder. Raises ValueError naming the spec when it is none of these.
+    Args:
+      spec: a built-in name ("math", "r1v", "none"), an inline template containing the placeholder, or a path
+        to a template file (`~` expanded; trailing newlines are dropped), tried in that order.
+
+    Returns:
+      The `PromptFormat`.
+
+    Raises:
+      ValueError: naming the spec, when it is none of these (or the template is invalid).
     """
     if spec in BUILTIN_FORMATS:
         return PromptFormat(spec, BUILTIN_FORMATS[spec])
@@ -110,8 +129,18 @@ def load_prompt_format(spec: str) -> PromptFormat:
 def chat_messages(text: str, num_images: int, system_prompt: str | None = None) -> list[dict]:
     """The chat messages of one prompt: an optional system message and a user message of text/image parts.
 
-    The text is split at `<image>`; with no placeholder the images come first. Raises `PromptError`
-    ("image_count_mismatch") when placeholders and images differ in number.
+    The text is split at `<image>`; with no placeholder the images come first.
+
+    Args:
+      text: the formatted problem.
+      num_images: the record's number of images.
+      system_prompt: the system message's content (None = no system message).
+
+    Returns:
+      The messages, in the layout `apply_chat_template` takes.
+
+    Raises:
+      PromptError: "image_count_mismatch", the placeholders and images differ in number.
     """
     pieces = text.split(IMAGE_PLACEHOLDER)
     placeholders = len(pieces) - 1
@@ -133,9 +162,18 @@ def chat_messages(text: str, num_images: int, system_prompt: str | None = None) 
 
 
 def expand_image_tokens(input_ids: np.ndarray, image_token_id: int, tokens_per_image: Sequence[int]) -> np.ndarray:
-    """Repeats the i-th `image_token_id` of `input_ids` `int[L]` tokens_per_image[i] times; returns int32.
+    """Repeats the i-th image token of `input_ids` tokens_per_image[i] times.
 
-    Raises `PromptError` ("image_count_mismatch") when the number of image tokens is not len(tokens_per_image).
+    Args:
+      input_ids: `int[L]` templated prompt tokens, one image token per image.
+      image_token_id: the model's image token id (`<|image_pad|>`).
+      tokens_per_image: merged patches per image, in order.
+
+    Returns:
+      `int32[L - len(tokens_per_image) + sum(tokens_per_image)]`.
+
+    Raises:
+      PromptError: "image_count_mismatch", the number of image tokens is not len(tokens_per_image).
     """
     input_ids = np.asarray(input_ids, np.int32)
     is_image = input_ids == image_token_id
@@ -155,8 +193,10 @@ def expand_image_tokens(input_ids: np.ndarray, image_token_id: int, tokens_per_i
 class EncodedPrompt:
     """One prompt ready for batching.
 
-    input_ids: `int32[L]` (image tokens expanded); pixel_values: `float32[patches, patch_dim]` (the images'
-    patches concatenated); image_grid_thw: `int64[images, 3]`.
+    Attributes:
+      input_ids: `int32[L]`, image tokens expanded.
+      pixel_values: `float32[patches, patch_dim]`, the images' patches concatenated.
+      image_grid_thw: `int64[images, 3]`.
     """
 
     input_ids: np.ndarray
@@ -181,7 +221,20 @@ class PromptEncoder:
         max_prompt_length: int = 2048,
         system_prompt: str | None = None,
     ):
-        """tokenizer: a transformers tokenizer with a chat template; image_token_id: the model's image token id."""
+        """Checks that tokenizer and model belong together.
+
+        Args:
+          tokenizer: a transformers tokenizer with a chat template and a pad token.
+          image_token_id: the model's image token id; the tokenizer must map `<|image_pad|>` to it.
+          prompt_format: a `PromptFormat` or a spec for `load_prompt_format`.
+          image_config: the image preprocessing settings.
+          max_prompt_length: the most tokens a prompt may have after image expansion.
+          system_prompt: the content of a system message (None = no system message).
+
+        Raises:
+          ValueError: the tokenizer has no chat template or no pad token, maps `<|image_pad|>` to another id,
+            or max_prompt_length is not positive.
+        """
         self.tokenizer = tokenizer
         self.image_token_id = int(image_token_id)
         self.prompt_format = load_prompt_format(prompt_format) if isinstance(prompt_format, str) else prompt_format
@@ -209,8 +262,14 @@ class PromptEncoder:
     def from_checkpoint(
         cls, checkpoint_dir: str | os.PathLike, image_config: ImagePreprocessConfig | None = None, **kwargs
     ) -> "PromptEncoder":
-        """An encoder with a checkpoint's tokenizer (`AutoTokenizer.from_pretrained`), image token id
-        (config.json) and, unless `image_config` is given, its preprocessor_config.json settings."""
+        """An encoder with a checkpoint's tokenizer, image token id and image settings.
+
+        Args:
+          checkpoint_dir: the checkpoint directory; the tokenizer comes from `AutoTokenizer.from_pretrained`,
+            the image token id from config.json.
+          image_config: the image settings (default: the checkpoint's preprocessor_config.json).
+          **kwargs: the other arguments of the constructor.
+        """
         if image_config is None:
             image_config = load_image_config(checkpoint_dir)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
@@ -223,8 +282,19 @@ class PromptEncoder:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def encode(self, problem: str, images: Sequence[Image.Image]) -> EncodedPrompt:
-        """Encodes one prompt. Raises `PromptError` with reason "image_count_mismatch", "bad_image" (the image
-        cannot be resized, e.g. aspect ratio over 200) or "prompt_too_long" (over max_prompt_length tokens)."""
+        """Encodes one prompt: format, chat template, image preprocessing and image-token expansion.
+
+        Args:
+          problem: the problem text, with one `<image>` placeholder per image (or none).
+          images: the decoded images, in order.
+
+        Returns:
+          The `EncodedPrompt`.
+
+        Raises:
+          PromptError: reason "image_count_mismatch", "bad_image" (an image cannot be resized, e.g. aspect ratio
+            over 200) or "prompt_too_long" (over max_prompt_length tokens).
+        """
         text = self.prompt_text(problem, len(images))
         try:
             pixel_values, grid = preprocess_images(images, self.image_config)

@@ -12,7 +12,15 @@ def math_reward(response: str, answer: str) -> dict[str, float]:
     """Scores one response: overall = 0.9 * accuracy + 0.1 * format.
 
     Spaces around '<', '>' and '/' are removed first. Accuracy grades the content of the last balanced
-    \\boxed{...} against `answer` with `math_equal`; no box means accuracy 0.
+    \\boxed{...} against `answer` with `math_equal`; no box means accuracy 0. Format is 1 when the whole
+    response is <think>...</think> ... \\boxed{...} (`math_format`).
+
+    Args:
+      response: the model's response text.
+      answer: the ground-truth answer.
+
+    Returns:
+      {"overall", "format", "accuracy"}: floats, format and accuracy each 0.0 or 1.0.
     """
     response = normalize_tags(response)
     format_score = math_format(response)

@@ -5,8 +5,8 @@ worker that exceeds the limit is killed and replaced while the other samples go 
 reward raises, times out, returns something malformed, or whose worker dies gets all-zero parts and a
 counted reason; scoring never stops the run.
 
-Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker, ~1 s);
-`score_batch` is the one-shot form that starts and stops a pool per call.
+Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker); `score_batch` is
+the one-shot form that starts and stops a pool per call.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class RewardScores:
     """Scores of a batch of n samples.
 
     Attributes:
-      parts: part name -> float32 [n]; always has "overall"; failed samples are 0 in every part.
-      failure_reasons: per sample, None or one of FAILURE_REASONS.
+      parts: part name -> float32 `[n]`; always has "overall"; failed samples are 0 in every part, and a sample
+        without some part is 0 there.
+      failure_reasons: per sample, None or one of `FAILURE_REASONS`.
       failure_counts: reason -> number of samples (every reason present, zeros included).
     """
 
@@ -52,7 +53,7 @@ class RewardScores:
 
     @property
     def failed(self) -> np.ndarray:
-        """bool [n]: the sample's reward failed and was zeroed."""
+        """bool `[n]`: True where the sample's reward failed and was zeroed."""
         return np.asarray([reason is not None for reason in self.failure_reasons], dtype=bool)
 
 
@@ -68,7 +69,17 @@ def _checked_parts(output: Any) -> dict[str, float]:
 
 
 def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, Any]:
-    """Runs one sample in this process: ("ok", parts) or (failure reason, error message)."""
+    """Runs one sample in this process, catching the reward's exceptions.
+
+    Args:
+      reward_fn: the reward function.
+      response: the response text.
+      answer: the ground-truth answer.
+
+    Returns:
+      ("ok", parts as {name: float}) or (`EXCEPTION` or `INVALID_OUTPUT`, error message). The output is invalid
+      when it is not a mapping, has no "overall" part, or has a non-finite part.
+    """
     try:
         output = reward_fn(response, answer)
     except Exception as err:
@@ -167,12 +178,21 @@ class _BatchState:
 class RewardPool:
     """Worker processes bound to one reward function; `score` grades batches with a per-sample limit.
 
+    The workers start in the constructor; `close` (or leaving a `with` block) stops them.
+
     Args:
       reward_fn: a registered name, a "module:function" path, or a module-level function.
       num_workers: number of worker processes (>= 1).
       start_method: multiprocessing start method; "spawn" (default) is safe with JAX's threads in the
         parent, "forkserver" restarts killed workers faster.
       startup_timeout_s: a worker that is not ready after this long raises RuntimeError.
+
+    Attributes:
+      reward_fn: the resolved reward function.
+
+    Raises:
+      ValueError: if `num_workers` < 1 or `reward_fn` does not resolve (`get_reward_fn`).
+      TypeError: if the reward function cannot be pickled for the worker processes.
     """
 
     def __init__(
@@ -210,15 +230,32 @@ class RewardPool:
         self._workers = []
 
     def wait_ready(self) -> None:
-        """Blocks until every worker has started (imports done)."""
+        """Blocks until every worker has started (imports done).
+
+        Raises:
+          RuntimeError: if a worker is not ready within `startup_timeout_s` or dies during start-up.
+        """
         while not all(worker.ready for worker in self._workers):
             self._poll(None, wait_s=0.1)
 
     def score(self, responses: Sequence[str], answers: Sequence[str], timeout_s: float = 10.0) -> RewardScores:
-        """Grades responses[i] against answers[i]; returns per-part float32 [n] arrays and failure counts.
+        """Grades responses[i] against answers[i].
 
         Each sample has `timeout_s` seconds from the moment a worker receives it; the call returns as soon
         as every sample has a result or has timed out (killed workers are replaced in the background).
+
+        Args:
+          responses: n response texts.
+          answers: n ground-truth answers.
+          timeout_s: per-sample time limit in seconds.
+
+        Returns:
+          `RewardScores`: per-part float32 `[n]` arrays, failure reasons and counts; failed samples are zeroed.
+
+        Raises:
+          ValueError: if `responses` and `answers` differ in length.
+          RuntimeError: if the pool is closed, or a worker is not ready within `startup_timeout_s` or dies
+            during start-up.
         """
         if len(responses) != len(answers):
             raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
@@ -274,7 +311,19 @@ class RewardPool:
 
 
 def score_in_process(reward_fn: str | RewardFn, responses: Sequence[str], answers: Sequence[str]) -> RewardScores:
-    """Serial scoring in this process (debugging, tiny batches): exceptions are caught, no time limit."""
+    """Serial scoring in this process (debugging, tiny batches): exceptions are caught, no time limit.
+
+    Args:
+      reward_fn: a registered name, a "module:function" path, or a function.
+      responses: n response texts.
+      answers: n ground-truth answers.
+
+    Returns:
+      `RewardScores` with per-part float32 `[n]` arrays; failed samples are zeroed and counted by reason.
+
+    Raises:
+      ValueError: if `responses` and `answers` differ in length, or `reward_fn` does not resolve.
+    """
     if len(responses) != len(answers):
         raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
     fn = get_reward_fn(reward_fn)
@@ -298,7 +347,21 @@ def score_batch(
 ) -> RewardScores:
     """One-shot scoring: starts `num_workers` processes (0: in this process, no time limit), scores, stops.
 
-    Returns per-part float32 [n] arrays; failing samples are zeroed and counted by reason.
+    Args:
+      reward_fn: a registered name, a "module:function" path, or a module-level function.
+      responses: n response texts.
+      answers: n ground-truth answers.
+      timeout_s: per-sample time limit in seconds (worker processes only).
+      num_workers: worker processes, at most one per response; 0 scores in this process. An empty batch is
+        scored in this process.
+
+    Returns:
+      `RewardScores` with per-part float32 `[n]` arrays; failing samples are zeroed and counted by reason.
+
+    Raises:
+      ValueError: if non-empty `responses` and `answers` differ in length, or `reward_fn` does not resolve.
+      TypeError: if the reward function cannot be pickled for the worker processes.
+      RuntimeError: if a worker is not ready within the start-up limit or dies during start-up.
     """
     if num_workers == 0:
         return score_in_process(reward_fn, responses, answers)

@@ -17,6 +17,13 @@ def r1v_reward(response: str, answer: str) -> dict[str, float]:
     Format: the whole response is <think>...</think>, optional whitespace, <answer>...</answer>.
     Accuracy: the content of the last <answer>...</answer> is math-equivalent to `answer`
     (`math_equal`); a response without answer tags scores accuracy 0.
+
+    Args:
+      response: the model's response text.
+      answer: the ground-truth answer.
+
+    Returns:
+      {"overall", "format", "accuracy"}: floats, format and accuracy each 0.0 or 1.0.
     """
     format_score = 1.0 if R1V_FORMAT.fullmatch(response) else 0.0
     content = last_answer_tag_content(response)

@@ -21,7 +21,11 @@ _REWARDS: dict[str, str | RewardFn] = {
 
 
 def register_reward(name: str, fn: str | RewardFn) -> None:
-    """Makes `name` resolve to `fn` (a module-level function or a "module:function" path)."""
+    """Makes `name` resolve to `fn` (a module-level function or a "module:function" path).
+
+    Raises:
+      ValueError: if `name` is already registered.
+    """
     if name in _REWARDS:
         raise ValueError(f"reward {name!r} is already registered")
     _REWARDS[name] = fn
@@ -33,7 +37,19 @@ def available_rewards() -> list[str]:
 
 
 def import_function(path: str, what: str = "reward") -> Callable:
-    """Imports "package.module:function" (importlib); ValueError naming `what` and the path on failure."""
+    """Imports a function given as "package.module:function" (importlib).
+
+    Args:
+      path: "package.module:function".
+      what: what the function is for, named in error messages.
+
+    Returns:
+      The callable.
+
+    Raises:
+      ValueError: naming `what` and `path` when the path is malformed, the module cannot be imported, or it has
+        no callable of that name.
+    """
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"{what} {path!r} is not of the form 'package.module:function'")
@@ -48,7 +64,17 @@ def import_function(path: str, what: str = "reward") -> Callable:
 
 
 def get_reward_fn(spec: str | RewardFn) -> RewardFn:
-    """Resolves a registered name, a "module:function" path, or returns a callable unchanged."""
+    """Resolves a reward spec to its function.
+
+    Args:
+      spec: a registered name, a "module:function" path, or a callable (returned unchanged).
+
+    Returns:
+      The reward function.
+
+    Raises:
+      ValueError: if `spec` is neither registered nor an importable "module:function" path.
+    """
     if callable(spec):
         return spec
     if spec in _REWARDS:

@@ -6,7 +6,7 @@ A flat `[G * n, ...]` batch whose rows are ordered group by group reshapes to th
 
 Registered estimators share one signature,
 
-    estimator(token_rewards: f32[G, n, T], response_mask: bool|f32[G, n, T], **options) -> Advantages
+    estimator(token_rewards: float32[G, n, T], response_mask: bool|float32[G, n, T], **options) -> Advantages
 
 where a rollout's score is the sum of its token rewards over valid tokens (an outcome reward sits on the
 last valid token: see `outcome_token_rewards`; a KL reward penalty is spread over the tokens). Options
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from shuffle_r1_jax.rl.metrics import masked_mean
+from shuffle_r1_jax.rl.registry import Registry
 
 GRPO_EPS = 1e-6
 WHITEN_EPS = 1e-8
@@ -35,8 +36,8 @@ class Advantages(NamedTuple):
     """Output of an advantage estimator.
 
     Attributes:
-      token: float32 `[G, n, T]`, the advantage of every response token, 0 outside the response mask.
-      rollout: float32 `[G, n]`, one advantage per rollout, the value PTS / ABS / CPPO rank. For outcome
+      token: `float32[G, n, T]`, the advantage of every response token, 0 outside the response mask.
+      rollout: `float32[G, n]`, one advantage per rollout, the value PTS / ABS / CPPO rank. For outcome
         estimators it is the value broadcast to the tokens; for REINFORCE++ it is the mean of the
         rollout's token advantages over its valid tokens (0 for an empty response).
     """
@@ -47,37 +48,42 @@ class Advantages(NamedTuple):
 
 AdvantageEstimator = Callable[..., Advantages]
 
-_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+_ESTIMATORS: Registry[AdvantageEstimator] = Registry("advantage estimator", missing=KeyError)
 
 
 def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    """Decorator registering an estimator under `name`; a name already taken is a ValueError."""
+    """Decorator registering an estimator under `name`.
 
-    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
-        if name in _ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    Raises:
+      ValueError: `name` is already registered.
+    """
+    return _ESTIMATORS.register(name)
 
 
 def available_advantage_estimators() -> tuple[str, ...]:
     """Sorted names of the registered estimators."""
-    return tuple(sorted(_ESTIMATORS))
+    return _ESTIMATORS.names()
 
 
 def get_advantage_estimator(name: str) -> AdvantageEstimator:
-    """The estimator registered under `name`; KeyError listing the known names otherwise."""
-    try:
-        return _ESTIMATORS[name]
-    except KeyError:
-        known = ", ".join(available_advantage_estimators())
-        raise KeyError(f"unknown advantage estimator {name!r}; known estimators: {known}") from None
+    """The estimator registered under `name`.
+
+    Raises:
+      KeyError: `name` is not registered; the message lists the known names.
+    """
+    return _ESTIMATORS.get(name)
 
 
 def rollout_scores(token_rewards: jax.Array, response_mask: jax.Array) -> jax.Array:
-    """float32 `[G, n]`: sum of each rollout's token rewards over its valid tokens."""
+    """Each rollout's score: the sum of its token rewards over its valid tokens.
+
+    Args:
+      token_rewards: `float[..., T]` (e.g. `[G, n, T]`).
+      response_mask: `bool[..., T]` (or 0/1 numbers).
+
+    Returns:
+      `float32[...]` (e.g. `[G, n]`).
+    """
     return jnp.sum(token_rewards.astype(jnp.float32) * response_mask.astype(jnp.float32), axis=-1)
 
 
@@ -85,11 +91,11 @@ def outcome_token_rewards(scores: jax.Array, response_mask: jax.Array) -> jax.Ar
     """Place each rollout's scalar score on its last valid token.
 
     Args:
-      scores: float `[...]` (e.g. `[G, n]`).
-      response_mask: bool/0-1 `[..., T]`.
+      scores: `float[...]` (e.g. `[G, n]`).
+      response_mask: `bool[..., T]` (or 0/1 numbers).
 
     Returns:
-      float32 `[..., T]`, zero except at the last valid position of each row. A row with an empty mask
+      `float32[..., T]`, zero except at the last valid position of each row. A row with an empty mask
       gets no reward (its score is then 0 for every estimator).
     """
     mask = response_mask.astype(bool)
@@ -105,13 +111,16 @@ def advantages_from_scores(estimator: str, scores: jax.Array, response_mask: jax
 
     Args:
       estimator: a registered estimator name (static).
-      scores: float `[R]` outcome score of each rollout, R = G * n, rows g * n .. g * n + n - 1 of prompt g.
-      response_mask: int/bool `[R, T]`.
+      scores: `float[R]` outcome score of each rollout, R = G * n, rows g * n .. g * n + n - 1 of prompt g.
+      response_mask: `int[R, T]` or `bool[R, T]`.
       n: rollouts per prompt (static).
 
     Returns:
-      `Advantages` with token `[G, n, T]` and rollout `[G, n]` float32 arrays. On row-sharded global arrays a
+      `Advantages` with token `float32[G, n, T]` and rollout `float32[G, n]`. On row-sharded global arrays a
       prompt's n rows sit on one shard, so the group reductions need no communication.
+
+    Raises:
+      KeyError: `estimator` is not registered.
     """
     group_mask = jnp.asarray(response_mask).reshape(-1, n, response_mask.shape[1])
     token_rewards = outcome_token_rewards(jnp.asarray(scores, jnp.float32).reshape(-1, n), group_mask)
@@ -126,17 +135,30 @@ def _require_group_size(scores: jax.Array, minimum: int, what: str) -> None:
 
 
 def _centered(scores: jax.Array) -> jax.Array:
-    """score - group mean, exactly 0 for an all-equal group (the float mean of equal values can be 1 ulp
-    off, which GRPO's division by std + eps would blow up to a spurious advantage of ~1e-3)."""
+    """Score minus group mean over the last axis, exactly 0 for an all-equal group.
+
+    The float mean of equal values can be 1 ulp off, which GRPO's division by std + eps would blow up to a
+    spurious advantage of ~1e-3.
+    """
     centered = scores - jnp.mean(scores, axis=-1, keepdims=True)
     all_equal = jnp.all(scores == scores[..., :1], axis=-1, keepdims=True)
     return jnp.where(all_equal, 0.0, centered)
 
 
 def grpo_outcome_advantages(scores: jax.Array, eps: float = GRPO_EPS) -> jax.Array:
-    """GRPO: (score - group mean) / (unbiased group std + eps). float `[G, n]` -> float32 `[G, n]`, n >= 2.
+    """GRPO: (score - group mean) / (unbiased group std + eps).
 
     An all-equal group gives exactly 0 for every rollout.
+
+    Args:
+      scores: `float[G, n]` per-rollout scores, n >= 2.
+      eps: added to the std.
+
+    Returns:
+      `float32[G, n]`.
+
+    Raises:
+      ValueError: `scores` is not 2-D or n < 2.
     """
     _require_group_size(scores, 2, "GRPO")
     s = scores.astype(jnp.float32)
@@ -145,23 +167,51 @@ def grpo_outcome_advantages(scores: jax.Array, eps: float = GRPO_EPS) -> jax.Arr
 
 
 def dr_grpo_outcome_advantages(scores: jax.Array) -> jax.Array:
-    """Dr.GRPO: score - group mean (no std normalization). float `[G, n]` -> float32 `[G, n]`."""
+    """Dr.GRPO: score - group mean (no std normalization).
+
+    Args:
+      scores: `float[G, n]` per-rollout scores, n >= 1.
+
+    Returns:
+      `float32[G, n]`.
+
+    Raises:
+      ValueError: `scores` is not 2-D or n < 1.
+    """
     _require_group_size(scores, 1, "Dr.GRPO")
     return _centered(scores.astype(jnp.float32))
 
 
 def rloo_outcome_advantages(scores: jax.Array) -> jax.Array:
-    """RLOO: score - mean of the other n-1 scores = n/(n-1) (score - mean). `[G, n]`, n >= 2."""
+    """RLOO: score - mean of the other n-1 scores = n/(n-1) (score - mean).
+
+    Args:
+      scores: `float[G, n]` per-rollout scores, n >= 2.
+
+    Returns:
+      `float32[G, n]`.
+
+    Raises:
+      ValueError: `scores` is not 2-D or n < 2.
+    """
     _require_group_size(scores, 2, "RLOO")
     n = scores.shape[-1]
     return _centered(scores.astype(jnp.float32)) * (n / (n - 1))
 
 
 def discounted_returns(token_rewards: jax.Array, response_mask: jax.Array, gamma: float = 1.0) -> jax.Array:
-    """Per-token discounted return R_t = r_t + gamma * m_{t+1} * R_{t+1} (R_T = 0), float32 `[..., T]`.
+    """Per-token discounted return R_t = r_t + gamma * m_{t+1} * R_{t+1} (R_T = 0).
 
     Rewards outside the mask are ignored; the factor m_{t+1} resets the return after the last valid
     token (EOS), so padding never leaks into a response. Computed with a parallel (associative) scan.
+
+    Args:
+      token_rewards: `float[..., T]`.
+      response_mask: `bool[..., T]` (or 0/1 numbers), the m_t above.
+      gamma: the discount factor (may be traced).
+
+    Returns:
+      `float32[..., T]`.
     """
     m = response_mask.astype(jnp.float32)
     r = token_rewards.astype(jnp.float32) * m
@@ -182,7 +232,15 @@ def masked_whiten(values: jax.Array, mask: jax.Array, eps: float = WHITEN_EPS) -
     """(x - mean) * rsqrt(var + eps) over ALL valid entries, with the Bessel-corrected variance.
 
     The variance divides by max(count - 1, 1), so one valid entry gives 0 and no valid entry gives 0
-    (no NaN). Returns float32 of `values`' shape, 0 outside the mask.
+    (no NaN).
+
+    Args:
+      values: float array of any shape.
+      mask: bool (or 0/1) array of the same shape, the entries the mean and variance are taken over.
+      eps: added to the variance.
+
+    Returns:
+      `float32` of `values`' shape, 0 outside the mask.
     """
     m = mask.astype(jnp.float32)
     x = values.astype(jnp.float32)
@@ -202,39 +260,100 @@ def _token_to_rollout(token: jax.Array, response_mask: jax.Array) -> Advantages:
 
 @register_advantage_estimator("grpo")
 def grpo(token_rewards: jax.Array, response_mask: jax.Array, *, eps: float = GRPO_EPS) -> Advantages:
-    """GRPO outcome advantage (unbiased std, eps 1e-6) broadcast to every valid token. See module doc."""
+    """GRPO outcome advantage (unbiased std, eps 1e-6) broadcast to every valid token.
+
+    Args:
+      token_rewards: `float[G, n, T]`; a rollout's score is their sum over its valid tokens.
+      response_mask: `bool[G, n, T]` (or 0/1 numbers).
+      eps: added to the group std.
+
+    Returns:
+      `Advantages`: rollout `float32[G, n]` and token `float32[G, n, T]` (rollout broadcast, 0 outside the mask).
+
+    Raises:
+      ValueError: n < 2.
+    """
     return _broadcast_outcome(grpo_outcome_advantages(rollout_scores(token_rewards, response_mask), eps), response_mask)
 
 
 @register_advantage_estimator("dr_grpo")
 def dr_grpo(token_rewards: jax.Array, response_mask: jax.Array) -> Advantages:
-    """Dr.GRPO outcome advantage (score - group mean) broadcast to every valid token."""
+    """Dr.GRPO outcome advantage (score - group mean) broadcast to every valid token.
+
+    Args:
+      token_rewards: `float[G, n, T]`; a rollout's score is their sum over its valid tokens.
+      response_mask: `bool[G, n, T]` (or 0/1 numbers).
+
+    Returns:
+      `Advantages`: rollout `float32[G, n]` and token `float32[G, n, T]` (rollout broadcast, 0 outside the mask).
+    """
     return _broadcast_outcome(dr_grpo_outcome_advantages(rollout_scores(token_rewards, response_mask)), response_mask)
 
 
 @register_advantage_estimator("rloo")
 def rloo(token_rewards: jax.Array, response_mask: jax.Array) -> Advantages:
-    """RLOO outcome advantage (leave-one-out baseline) broadcast to every valid token."""
+    """RLOO outcome advantage (leave-one-out baseline) broadcast to every valid token.
+
+    Args:
+      token_rewards: `float[G, n, T]`; a rollout's score is their sum over its valid tokens.
+      response_mask: `bool[G, n, T]` (or 0/1 numbers).
+
+    Returns:
+      `Advantages`: rollout `float32[G, n]` and token `float32[G, n, T]` (rollout broadcast, 0 outside the mask).
+
+    Raises:
+      ValueError: n < 2.
+    """
     return _broadcast_outcome(rloo_outcome_advantages(rollout_scores(token_rewards, response_mask)), response_mask)
 
 
 @register_advantage_estimator("reinforce_plus_plus")
 def reinforce_plus_plus(token_rewards: jax.Array, response_mask: jax.Array, *, gamma: float = 1.0) -> Advantages:
-    """REINFORCE++: per-token discounted returns, whitened over all valid tokens of the batch."""
+    """REINFORCE++: per-token discounted returns, whitened over all valid tokens of the batch.
+
+    Args:
+      token_rewards: `float[G, n, T]`.
+      response_mask: `bool[G, n, T]` (or 0/1 numbers).
+      gamma: the discount factor of `discounted_returns`.
+
+    Returns:
+      `Advantages`: token `float32[G, n, T]` (0 outside the mask) and rollout `float32[G, n]`, the mean of each
+      rollout's token advantages over its valid tokens.
+    """
     returns = discounted_returns(token_rewards, response_mask, gamma)
     return _token_to_rollout(masked_whiten(returns, response_mask), response_mask)
 
 
 @register_advantage_estimator("reinforce_plus_plus_baseline")
 def reinforce_plus_plus_baseline(token_rewards: jax.Array, response_mask: jax.Array) -> Advantages:
-    """REINFORCE++-baseline: (score - group mean) broadcast to tokens, whitened over all valid tokens."""
+    """REINFORCE++-baseline: (score - group mean) broadcast to tokens, whitened over all valid tokens.
+
+    Args:
+      token_rewards: `float[G, n, T]`; a rollout's score is their sum over its valid tokens.
+      response_mask: `bool[G, n, T]` (or 0/1 numbers).
+
+    Returns:
+      `Advantages`: token `float32[G, n, T]` (0 outside the mask) and rollout `float32[G, n]`, the mean of each
+      rollout's token advantages over its valid tokens.
+    """
     centered = dr_grpo_outcome_advantages(rollout_scores(token_rewards, response_mask))
     token = jnp.broadcast_to(centered[..., None], response_mask.shape)
     return _token_to_rollout(masked_whiten(token, response_mask), response_mask)
 
 
 def cppo_num_kept(group_size: int, prune_ratio: float) -> int:
-    """k = int(n * (1 - prune_ratio)); ValueError unless 0 <= prune_ratio < 1 and k >= 1."""
+    """Number of rollouts CPPO keeps per group, k = int(n * (1 - prune_ratio)).
+
+    Args:
+      group_size: n, rollouts per group.
+      prune_ratio: fraction of each group to prune, in [0, 1).
+
+    Returns:
+      k >= 1.
+
+    Raises:
+      ValueError: `prune_ratio` is outside [0, 1), or k < 1; the message names the values.
+    """
     if not 0.0 <= prune_ratio < 1.0:
         raise ValueError(f"CPPO prune_ratio must be in [0, 1), got {prune_ratio!r}")
     k = int(group_size * (1.0 - prune_ratio))
@@ -250,12 +369,15 @@ def cppo_prune(advantages: jax.Array, prune_ratio: float) -> jax.Array:
     """CPPO: per group, the indices of the k = int(n (1 - prune_ratio)) rollouts with the largest |A|.
 
     Args:
-      advantages: float `[G, n]` per-rollout advantages (not recomputed on the kept subset).
+      advantages: `float[G, n]` per-rollout advantages (not recomputed on the kept subset).
       prune_ratio: static float in [0, 1).
 
     Returns:
-      int32 `[G, k]` indices into each group's rollouts, by descending |A|; ties keep the lower index
+      `int32[G, k]` indices into each group's rollouts, by descending |A|; ties keep the lower index
       first (the order of a stable descending sort).
+
+    Raises:
+      ValueError: `prune_ratio` is outside [0, 1), or k < 1 (see `cppo_num_kept`).
     """
     k = cppo_num_kept(advantages.shape[-1], prune_ratio)
     _, indices = jax.lax.top_k(jnp.abs(advantages.astype(jnp.float32)), k)

@@ -26,7 +26,11 @@ AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def validate_agg_mode(mode: str) -> None:
-    """Raise ValueError naming `mode` and the known modes when it is not one of AGG_MODES."""
+    """Check that `mode` is one of AGG_MODES.
+
+    Raises:
+      ValueError: `mode` is unknown; the message names it and the known modes.
+    """
     if mode not in AGG_MODES:
         raise ValueError(f"unknown loss aggregation mode {mode!r}; known modes: {', '.join(AGG_MODES)}")
 
@@ -53,8 +57,8 @@ def aggregate_loss(
     """Reduce a per-token loss to a float32 scalar.
 
     Args:
-      loss_mat: float `[B, T]` per-token loss.
-      mask: bool/0-1 `[B, T]` response mask (tokens that count).
+      loss_mat: `float[B, T]` per-token loss.
+      mask: `bool[B, T]` (or 0/1 numbers) response mask (tokens that count).
       mode: one of AGG_MODES (see the module docstring).
       num_tokens: global valid-token count for token-mean (default: count_tokens(mask)).
       num_sequences: global non-empty-row count for the seq-mean modes (default: count_sequences(mask)).
@@ -62,6 +66,9 @@ def aggregate_loss(
 
     Returns:
       float32 scalar. Denominators are clamped to >= 1, so an all-empty batch gives 0.
+
+    Raises:
+      ValueError: `mode` is unknown, or seq-mean-token-sum-norm without a positive `norm_constant`.
     """
     validate_agg_mode(mode)
     m = mask.astype(jnp.float32)

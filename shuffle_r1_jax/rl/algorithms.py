@@ -1,5 +1,5 @@
 """The algorithms the trainer runs, by name: each is an advantage estimator, an update-batch selector, whether
-DAPO's dynamic sampling refills the batch, and the defaults it implies for the selection and the loss.
+DAPO's dynamic sampling refills the batch, and the selection and loss settings it fixes.
 
 Every algorithm shares the trainer. Names here are the config's `rl.algorithm`; the estimator and selector
 names are keys of `rl.advantages` and `rl.selection`'s registries.
@@ -12,9 +12,17 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
-    """estimator: advantage estimator name; selector: update-batch selector name; dynamic_sampling: DAPO's
-    group filter and refill; selection: `SelectionConfig` fields the algorithm fixes (ABS-only keeps every
-    pair); loss: `LossConfig` field defaults it implies (a config value wins only where none is given here)."""
+    """One algorithm of the table: which estimator and selector it runs and the settings it fixes.
+
+    Attributes:
+      estimator: advantage estimator name (a key of `rl.advantages`' registry).
+      selector: update-batch selector name (a key of `rl.selection`'s registry).
+      dynamic_sampling: whether DAPO's group filter and refill run.
+      selection: (field, value) pairs of `SelectionConfig` the algorithm fixes, replacing the config's values
+        (ABS-only keeps every pair).
+      loss: (field, value) pairs of `LossConfig` the algorithm fixes; the config's value applies only to the
+        fields not listed here.
+    """
 
     estimator: str
     selector: str
@@ -38,7 +46,11 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """The algorithm called `name`; ValueError naming `rl.algorithm` and the known names otherwise."""
+    """The algorithm called `name`.
+
+    Raises:
+      ValueError: `name` is unknown; the message names `rl.algorithm` and the known algorithms.
+    """
     if name not in ALGORITHMS:
         raise ValueError(f"rl.algorithm = {name!r} is unknown; known algorithms: {', '.join(sorted(ALGORITHMS))}")
     return ALGORITHMS[name]

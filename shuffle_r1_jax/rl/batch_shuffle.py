@@ -34,12 +34,15 @@ def pair_weights(pair_advantages: jax.Array, kind: str = "sum") -> jax.Array:
     """Weight of each pair from its two advantages.
 
     Args:
-      pair_advantages: float `[..., 2]` (e.g. `pts.pair_advantages` output `[P, 2]`).
+      pair_advantages: `float[..., 2]` (e.g. `pts.pair_advantages` output `[P, 2]`).
       kind: "sum" |A1| + |A2| (the paper's), "max" max(|A1|, |A2|), "mean" (|A1| + |A2|) / 2,
         "positive" |max(A1, A2)| (magnitude of the pair's better side).
 
     Returns:
-      float32 `[...]`, non-negative.
+      `float32[...]`, non-negative.
+
+    Raises:
+      ValueError: `kind` is not one of PAIR_WEIGHT_KINDS.
     """
     a = pair_advantages.astype(jnp.float32)
     first, second = a[..., 0], a[..., 1]
@@ -57,8 +60,13 @@ def pair_weights(pair_advantages: jax.Array, kind: str = "sum") -> jax.Array:
 def power_normalize(weights: jax.Array, p: float = 1.0) -> jax.Array:
     """Probabilities w^p / sum w^p over the positive weights; non-positive weights stay 0.
 
-    p = 1 is the paper's choice; p < 0 favours small weights (p = -1 is the "inverse" variant).
-    float `[P]` -> float32 `[P]`; all zeros when no weight is positive.
+    Args:
+      weights: `float[P]` pair weights.
+      p: the exponent; p = 1 is the paper's choice, p < 0 favours small weights (p = -1 is the "inverse"
+        variant).
+
+    Returns:
+      `float32[P]`; all zeros when no weight is positive.
     """
     w = weights.astype(jnp.float32)
     positive = w > 0
@@ -70,7 +78,14 @@ def softmax_normalize(weights: jax.Array, temperature: float | jax.Array = 1.0) 
     """Probabilities softmax(w / temperature) over the positive weights; non-positive weights stay 0.
 
     Unlike a plain softmax, a zero-weight pair (no gradient) keeps probability 0, so it is still never
-    drawn. float `[P]` -> float32 `[P]`; all zeros when no weight is positive.
+    drawn.
+
+    Args:
+      weights: `float[P]` pair weights.
+      temperature: softmax temperature (a Python number or a traced scalar, e.g. from `softmax_temperature`).
+
+    Returns:
+      `float32[P]`; all zeros when no weight is positive.
     """
     w = weights.astype(jnp.float32)
     positive = w > 0
@@ -83,8 +98,19 @@ def softmax_normalize(weights: jax.Array, temperature: float | jax.Array = 1.0) 
 def softmax_temperature(step, total_steps: int, t_max: float = 2.0, t_min: float = 1.0):
     """Cosine temperature schedule for `softmax_normalize`: t_max at step 0 down to t_min at total_steps.
 
-    T(step) = (t_max - t_min) * cos(pi/2 * step / total_steps) + t_min. Works on Python numbers and on
-    traced scalars.
+    T(step) = (t_max - t_min) * cos(pi/2 * step / total_steps) + t_min.
+
+    Args:
+      step: the training step, a Python number or a traced scalar.
+      total_steps: the step at which the temperature reaches t_min.
+      t_max: temperature at step 0.
+      t_min: temperature at `total_steps`.
+
+    Returns:
+      The temperature, a float32 scalar array.
+
+    Raises:
+      ValueError: t_max < t_min.
     """
     if t_max < t_min:
         raise ValueError(f"softmax temperature schedule needs t_max >= t_min, got t_max={t_max!r}, t_min={t_min!r}")
@@ -92,7 +118,11 @@ def softmax_temperature(step, total_steps: int, t_max: float = 2.0, t_min: float
 
 
 def pairs_per_round(num_pairs: int, rounds: int) -> int:
-    """per_round T with rounds * T == num_pairs (the update batch as large as what PTS kept)."""
+    """The per_round T with rounds * T == num_pairs (the update batch as large as what PTS kept).
+
+    Raises:
+      ValueError: `rounds` < 1 or does not divide `num_pairs`.
+    """
     if rounds < 1 or num_pairs % rounds:
         raise ValueError(f"ABS rounds={rounds!r} must be >= 1 and divide the number of kept pairs {num_pairs}")
     return num_pairs // rounds
@@ -102,9 +132,9 @@ class ShuffleDraws(NamedTuple):
     """ABS output.
 
     Attributes:
-      pair_indices: int32 `[rounds * per_round]`, pair ids round by round (round r is slots
+      pair_indices: `int32[rounds * per_round]`, pair ids round by round (round r is slots
         r * per_round ... (r + 1) * per_round - 1); within a round, distinct among the valid slots.
-      valid: bool `[rounds * per_round]`, False for shortfall slots (see the module docstring).
+      valid: `bool[rounds * per_round]`, False for shortfall slots (see the module docstring).
       num_valid: int32 scalar, number of valid slots = rounds * min(per_round, #positive weights).
     """
 
@@ -117,13 +147,16 @@ def advantage_batch_shuffle(pair_weights: jax.Array, rounds: int, per_round: int
     """Draw `rounds` independent rounds of `per_round` distinct pairs, P(pair) proportional to its weight.
 
     Args:
-      pair_weights: float `[P]` non-negative weights (need not sum to 1); <= 0 or NaN is never drawn.
+      pair_weights: `float[P]` non-negative weights (need not sum to 1); <= 0 or NaN is never drawn.
       rounds: static int >= 1 (S, replay_times; the paper's best is 8).
       per_round: static int, 1 <= per_round <= P (T).
       key: PRNG key; the same key gives the same draws, on one device or sharded.
 
     Returns:
       ShuffleDraws (see its docstring and the module's shortfall rule).
+
+    Raises:
+      ValueError: `pair_weights` is not 1-D, rounds < 1, or per_round outside [1, P].
     """
     if pair_weights.ndim != 1:
         raise ValueError(f"ABS expects pair weights of shape [P], got shape {pair_weights.shape}")
@@ -152,6 +185,10 @@ def advantage_batch_shuffle(pair_weights: jax.Array, rounds: int, per_round: int
 def draw_statistics(draws: ShuffleDraws, num_pairs: int) -> dict:
     """ABS draw statistics over the valid slots, as scalars.
 
+    Args:
+      draws: the output of `advantage_batch_shuffle`.
+      num_pairs: P, the number of pairs drawn from.
+
     Returns:
       dict with int32 `abs/unique_pairs` (distinct pairs drawn at least once), int32 `abs/max_repeats`
       (most times one pair was drawn), int32 `abs/num_valid`, float32 `abs/shortfall_fraction`
@@ -172,11 +209,11 @@ class UpdateBatch(NamedTuple):
     """Rollouts of the update batch, in training order.
 
     Attributes:
-      rollout_indices: int32 `[2 * rounds * per_round]`, indices into the flat rollout batch
+      rollout_indices: `int32[2 * rounds * per_round]`, indices into the flat rollout batch
         `[G * n]` (row g * n + i is rollout i of prompt g). Slot 2k and 2k + 1 are the two trajectories
         of the k-th drawn pair (PTS order: first, second), so any split into contiguous chunks of even
         size keeps each pair in one mini-batch.
-      valid: bool `[2 * rounds * per_round]`, the draw validity repeated for both trajectories.
+      valid: `bool[2 * rounds * per_round]`, the draw validity repeated for both trajectories.
     """
 
     rollout_indices: jax.Array
@@ -187,7 +224,7 @@ def update_batch_indices(pts_indices: jax.Array, draws: ShuffleDraws, group_size
     """Turn PTS pairs and ABS draws into flat rollout indices of the update batch.
 
     Args:
-      pts_indices: int `[G, 2M]` from `pts.pairwise_trajectory_sampling`.
+      pts_indices: `int[G, 2M]` from `pts.pairwise_trajectory_sampling`.
       draws: ABS draws over the P = G * M pair ids.
       group_size: static n, rollouts per prompt.
 
@@ -205,9 +242,17 @@ def update_batch_indices(pts_indices: jax.Array, draws: ShuffleDraws, group_size
 
 
 def split_minibatches(x: jax.Array, num_minibatches: int) -> jax.Array:
-    """Reshape an update-batch-ordered array `[2D, ...]` into `[num_minibatches, 2D / num_minibatches, ...]`.
+    """Split an update-batch-ordered array into equal mini-batches that keep every pair together.
 
-    Raises ValueError unless the chunks are equal and of even size (so no pair is split).
+    Args:
+      x: `[2D, ...]`, rows in update-batch order (pairs in rows 2k, 2k + 1).
+      num_minibatches: the number of chunks.
+
+    Returns:
+      `[num_minibatches, 2D / num_minibatches, ...]`, a reshape of `x`.
+
+    Raises:
+      ValueError: the chunks would not be equal and of even size (a pair would be split).
     """
     total = x.shape[0]
     if num_minibatches < 1 or total % num_minibatches or (total // num_minibatches) % 2:

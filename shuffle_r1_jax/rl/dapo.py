@@ -1,8 +1,8 @@
 """DAPO pieces: the dynamic-sampling group filter and overlong reward shaping.
 
-Both are jittable. The "keep generating until the batch is full" loop of dynamic sampling is the
-trainer's (host) job: it uses `dynamic_sampling_keep_mask` on each generated batch and concatenates kept
-groups until it has enough, within a bounded number of tries.
+Both are jittable. The "keep generating until the batch is full" loop of dynamic sampling runs on the host
+(`rollout.dynamic_sampling.fill_informative`): it uses `dynamic_sampling_keep_mask` on each generated batch and
+concatenates kept groups until it has enough, within a bounded number of tries.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import jax.numpy as jnp
 
 
 def dynamic_sampling_keep_mask(scores: jax.Array) -> jax.Array:
-    """bool `[G]`: True for groups whose scores are not all equal (std > 0), the groups DAPO keeps.
-
-    Args:
-      scores: float `[G, n]` per-rollout scores (or accuracies) grouped by prompt.
+    """The groups DAPO keeps: those whose scores are not all equal (std > 0).
 
     "std 0" is tested as exact equality of all n scores, which is what std == 0 means without the
     rounding noise of a float std. A group of n = 1 is never kept.
+
+    Args:
+      scores: `float[G, n]` per-rollout scores (or accuracies) grouped by prompt.
+
+    Returns:
+      `bool[G]`, True for the kept groups.
     """
     return jnp.any(scores != scores[..., :1], axis=-1)
 
@@ -33,17 +36,21 @@ def overlong_reward_penalty(
     """DAPO soft overlong punishment, added to the reward.
 
     With L_max = max_length and L_cache = cache_length:
-      0                                  if L <= L_max - L_cache
+      0                                          if L <= L_max - L_cache
       factor * (L_max - L_cache - L) / L_cache   if L_max - L_cache < L <= L_max
-      -factor                            if L > L_max
+      -factor                                    if L > L_max
 
     Args:
-      response_lengths: int or float `[...]` response lengths in tokens.
-      max_length, cache_length: static ints, 0 < cache_length <= max_length.
+      response_lengths: `int[...]` or `float[...]` response lengths in tokens.
+      max_length: static int L_max, the maximum response length.
+      cache_length: static int L_cache, 0 < cache_length <= max_length: the length of the soft-penalty zone.
       factor: penalty scale (1.0 in DAPO).
 
     Returns:
-      float32 `[...]`, in [-factor, 0].
+      `float32[...]`, in [-factor, 0].
+
+    Raises:
+      ValueError: `cache_length` is not in (0, max_length]; the message names both values.
     """
     if not 0 < cache_length <= max_length:
         raise ValueError(

@@ -33,7 +33,19 @@ def _canonical(kind: str) -> str:
 
 
 def kl_estimate(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3") -> jax.Array:
-    """Per-token KL estimate, float32 of the inputs' (broadcast) shape. See the module docstring."""
+    """Per-token KL estimate of the sampled tokens (the estimators are listed in the module docstring).
+
+    Args:
+      logp: `float[...]` log-probs under the current policy.
+      ref_logp: `float[...]` log-probs under the reference policy (broadcasts with `logp`).
+      kind: "k1", "k2", "k3", "abs", or an alias "kl", "mse", "low_var_kl".
+
+    Returns:
+      `float32` of the inputs' (broadcast) shape.
+
+    Raises:
+      ValueError: `kind` is unknown; the message lists the known estimators.
+    """
     kind = _canonical(kind)
     diff = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
     if kind == "k1":
@@ -60,13 +72,21 @@ def kl_loss(
     """KL-to-reference loss term (add beta * loss to the policy loss).
 
     Args:
-      logp, ref_logp: float `[B, T]` log-probs of the sampled tokens under the policy and the reference.
-      mask: bool/0-1 `[B, T]` response mask.
-      kind, agg_mode, num_tokens, num_sequences, norm_constant: see `kl_estimate` and
-        `aggregation.aggregate_loss` (pass global counts for gradient accumulation).
+      logp: `float[B, T]` log-probs of the sampled tokens under the policy (differentiated).
+      ref_logp: `float[B, T]` log-probs of the same tokens under the reference.
+      mask: `bool[B, T]` (or 0/1 numbers) response mask.
+      kind: a KL estimator name (see `kl_estimate`).
+      agg_mode: loss aggregation mode, one of `aggregation.AGG_MODES`.
+      num_tokens: global valid-token count for token-mean (pass global counts for gradient accumulation; see
+        `aggregation.aggregate_loss`).
+      num_sequences: global non-empty-row count for the seq-mean modes (see `aggregation.aggregate_loss`).
+      norm_constant: the constant of seq-mean-token-sum-norm (see `aggregation.aggregate_loss`).
 
     Returns:
       (float32 scalar loss, {"kl_loss": loss, "kl_ref": masked mean of the estimate}).
+
+    Raises:
+      ValueError: an unknown `kind` or `agg_mode`, or seq-mean-token-sum-norm without a positive `norm_constant`.
     """
     per_token = kl_estimate(logp, ref_logp, kind)
     loss = aggregate_loss(
@@ -87,14 +107,18 @@ def kl_reward_penalty(
     """KL as a per-token reward penalty: r_t - coef * kl_t on valid tokens (apply before advantages).
 
     Args:
-      token_rewards: float `[..., T]` token rewards (e.g. from `advantages.outcome_token_rewards`).
-      logp, ref_logp: float `[..., T]` log-probs of the sampling policy and of the reference.
-      mask: bool/0-1 `[..., T]`.
+      token_rewards: `float[..., T]` token rewards (e.g. from `advantages.outcome_token_rewards`).
+      logp: `float[..., T]` log-probs of the sampled tokens under the sampling policy.
+      ref_logp: `float[..., T]` log-probs of the same tokens under the reference.
+      mask: `bool[..., T]` (or 0/1 numbers) response mask.
       coef: the KL coefficient beta.
-      kind: a KL estimator name.
+      kind: a KL estimator name (see `kl_estimate`).
 
     Returns:
-      (float32 `[..., T]` penalized rewards, {"kl_penalty": masked mean of the estimate}).
+      (`float32[..., T]` penalized rewards, {"kl_penalty": masked mean of the estimate}).
+
+    Raises:
+      ValueError: `kind` is unknown.
     """
     per_token = kl_estimate(logp, ref_logp, kind) * mask.astype(jnp.float32)
     return token_rewards.astype(jnp.float32) - coef * per_token, {"kl_penalty": masked_mean(per_token, mask)}

@@ -1,4 +1,4 @@
-"""Step metrics of the RL core: masked reductions, advantage collapse, utilization, entropy.
+"""Step metrics of the RL core: masked reductions, advantage collapse, selection metrics, utilization, entropy.
 
 Every function is pure and jittable. Masks may be bool or 0/1 floats of the same shape as the values.
 A reduction over an empty mask returns 0 instead of NaN, so metrics of a batch whose every row was
@@ -42,7 +42,10 @@ def advantage_collapse(advantages: jax.Array, mask: jax.Array | None = None) -> 
 
     Args:
       advantages: float array of any shape, e.g. per-rollout `[groups, n]` or per-token `[B, T]`.
-      mask: optional bool/0-1 array of the same shape; all entries count when omitted.
+      mask: optional bool (or 0/1) array of the same shape; all entries count when omitted.
+
+    Returns:
+      float32 scalar.
     """
     if mask is None:
         mask = jnp.ones(advantages.shape, jnp.float32)
@@ -50,7 +53,16 @@ def advantage_collapse(advantages: jax.Array, mask: jax.Array | None = None) -> 
 
 
 def advantage_stats(advantages: jax.Array, mask: jax.Array | None = None, prefix: str = "advantage") -> dict:
-    """Mean, std (population), max, min and collapse fraction of masked advantages, as float32 scalars."""
+    """Mean, std (population), max, min and collapse fraction of masked advantages.
+
+    Args:
+      advantages: float array of any shape.
+      mask: optional bool (or 0/1) array of the same shape; all entries count when omitted.
+      prefix: the metric-name prefix.
+
+    Returns:
+      dict of float32 scalars `<prefix>/mean`, `<prefix>/std`, `<prefix>/max`, `<prefix>/min`, `<prefix>/collapse`.
+    """
     if mask is None:
         mask = jnp.ones(advantages.shape, jnp.float32)
     mean = masked_mean(advantages, mask)
@@ -68,9 +80,10 @@ def selection_metrics(rollout_advantages: jax.Array, rows: jax.Array, valid: jax
     """Advantage statistics, collapse before and after update-batch selection, and rollout / token utilization.
 
     Args:
-      rollout_advantages: float32 `[G, n]`.
-      rows, valid: int32 / bool `[U]`, the update batch (flat rollout ids and which slots count).
-      mask: int/bool `[G * n, T]` response mask of the rollout batch.
+      rollout_advantages: `float32[G, n]`.
+      rows: `int32[U]`, the update batch's flat rollout ids.
+      valid: `bool[U]`, which update-batch slots count.
+      mask: `int[G * n, T]` or `bool[G * n, T]` response mask of the rollout batch.
 
     Returns:
       float32 scalars: `advantage/...` (over all rollouts), `advantage/collapse_before`, `advantage/collapse_after`
@@ -94,9 +107,9 @@ def utilization(active_tokens: jax.Array, mask: jax.Array) -> dict:
     """Token and rollout utilization of an update.
 
     Args:
-      active_tokens: bool `[B, T]`, True where a token carries gradient (non-zero advantage and an
+      active_tokens: `bool[B, T]`, True where a token carries gradient (non-zero advantage and an
         unclipped ratio; see `policy_loss.ppo_policy_loss`).
-      mask: bool/0-1 `[B, T]` response mask of the update batch.
+      mask: `bool[B, T]` (or 0/1 numbers) response mask of the update batch.
 
     Returns:
       dict with float32 scalars `token_utilization` (fraction of valid tokens that are active) and
@@ -119,11 +132,11 @@ def entropy_from_logits(logits: jax.Array, temperature: float = 1.0) -> jax.Arra
     image token) contribute 0 (and a finite gradient).
 
     Args:
-      logits: float `[..., V]` (any float dtype; upcast to float32).
+      logits: `float[..., V]` (any float dtype; upcast to float32).
       temperature: the sampling temperature the log-probs use.
 
     Returns:
-      float32 `[...]`.
+      `float32[...]`.
     """
     z = logits.astype(jnp.float32) / temperature
     # Shift by the row max so the two terms below stay O(log V) and do not cancel at large magnitudes.

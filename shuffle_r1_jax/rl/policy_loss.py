@@ -58,14 +58,18 @@ def ppo_policy_loss(
     """Clipped surrogate policy loss (to minimize) and its metrics.
 
     Args:
-      logp: float `[B, T]` log-probs of the sampled tokens under the current policy (differentiated).
-      old_logp: float `[B, T]` log-probs under the policy that sampled them (constant).
-      advantages: float `[B, T]` per-token, or `[B]` per-sequence (broadcast over T).
-      mask: bool/0-1 `[B, T]` response mask (AND-ed with the ABS validity by the caller).
-      clip_low, clip_high: static clip ranges eps_low in [0, 1) and eps_high >= 0.
+      logp: `float[B, T]` log-probs of the sampled tokens under the current policy (differentiated).
+      old_logp: `float[B, T]` log-probs under the policy that sampled them (constant).
+      advantages: `float[B, T]` per-token, or `float[B]` per-sequence (broadcast over T).
+      mask: `bool[B, T]` (or 0/1 numbers) response mask (AND-ed with the ABS validity by the caller).
+      clip_low: static clip range eps_low in [0, 1).
+      clip_high: static clip range eps_high >= 0.
       dual_clip: static constant c > 1 of the dual clip for A < 0, or None to disable.
       ratio_level: "token" (PPO) or "sequence" (GSPO).
-      agg_mode, num_tokens, num_sequences, norm_constant: see `aggregation.aggregate_loss`.
+      agg_mode: loss aggregation mode, one of `aggregation.AGG_MODES`.
+      num_tokens: global valid-token count for token-mean (see `aggregation.aggregate_loss`).
+      num_sequences: global non-empty-row count for the seq-mean modes (see `aggregation.aggregate_loss`).
+      norm_constant: the constant of seq-mean-token-sum-norm (see `aggregation.aggregate_loss`).
 
     Returns:
       (float32 scalar loss, metrics) with float32 scalar metrics: pg_loss, pg_clipfrac_higher,
@@ -73,6 +77,10 @@ def ppo_policy_loss(
       of KL(old || current)), ratio_mean, token_utilization, rollout_utilization and
       advantage_collapse (fraction of valid tokens with |A| < 1e-6). Metric means are over this
       batch's valid tokens.
+
+    Raises:
+      ValueError: a clip setting out of range, an unknown `ratio_level` or `agg_mode`, or seq-mean-token-sum-norm
+        without a positive `norm_constant`; the message names the value.
     """
     _validate(clip_low, clip_high, dual_clip, ratio_level)
     validate_agg_mode(agg_mode)

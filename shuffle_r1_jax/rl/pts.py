@@ -6,7 +6,7 @@ descending, with a stable sort (ties keep their original order, like Python's `s
 ordered from the outermost (largest contrast) inwards, and the first M = int(N * keep_ratio) pairs are
 kept. Advantages are not recomputed on the kept subset.
 
-The result is an int32 `[G, 2M]` array of indices into each group's rollouts laid out pair by pair:
+The result is an `int32[G, 2M]` array of indices into each group's rollouts laid out pair by pair:
 (first_1, second_1, first_2, second_2, ...). Pair m of group g is columns 2m and 2m + 1; flattening
 groups gives pair id g * M + m, the id ABS draws (see `batch_shuffle`).
 
@@ -22,7 +22,14 @@ PTS_VARIANTS = ("pairs", "max_side", "min_side", "random")
 
 
 def num_kept_pairs(group_size: int, keep_ratio: float) -> int:
-    """M = int(n / 2 * keep_ratio), validated.
+    """Number of pairs PTS keeps per group, M = int(n / 2 * keep_ratio), validated.
+
+    Args:
+      group_size: n, rollouts per group (even, >= 2).
+      keep_ratio: alpha in (0, 1].
+
+    Returns:
+      M >= 1.
 
     Raises:
       ValueError: n odd or < 2, keep_ratio outside (0, 1], or M < 1; the message names the value.
@@ -51,7 +58,7 @@ def pairwise_trajectory_sampling(
     """Select M pairs of rollouts per prompt group.
 
     Args:
-      advantages: float `[G, n]` per-rollout advantages, n even.
+      advantages: `float[G, n]` per-rollout advantages, n even.
       keep_ratio: static float in (0, 1], alpha = 1 - pruning ratio. M = int(n/2 * keep_ratio) >= 1.
       rerank_by_magnitude: only for variant "pairs": after pairing, order the N pairs by
         |A_first| + |A_second| descending (stable: equal sums keep the pairing order) before keeping
@@ -68,11 +75,11 @@ def pairwise_trajectory_sampling(
       key: a PRNG key, required by (and only used by) variant "random".
 
     Returns:
-      int32 `[G, 2M]` rollout indices within each group, pair by pair.
+      `int32[G, 2M]` rollout indices within each group, pair by pair.
 
     Raises:
-      ValueError: odd n, keep_ratio outside (0, 1], M < 1, an unknown variant, a missing key for
-        "random", or rerank_by_magnitude with a variant other than "pairs".
+      ValueError: advantages not 2-D, n odd or < 2, keep_ratio outside (0, 1], M < 1, an unknown variant, a
+        missing key for "random", or rerank_by_magnitude with a variant other than "pairs".
     """
     if advantages.ndim != 2:
         raise ValueError(f"PTS expects advantages of shape [groups, n], got shape {advantages.shape}")
@@ -107,9 +114,14 @@ def pairwise_trajectory_sampling(
 
 
 def pair_advantages(advantages: jax.Array, pts_indices: jax.Array) -> jax.Array:
-    """Advantages of the selected pairs: float `[G, n]`, int `[G, 2M]` -> float32 `[G * M, 2]`.
+    """Advantages of the selected pairs, in the pair-id order ABS uses.
 
-    Row g * M + m holds (A_first, A_second) of pair m of group g: the pair-id order ABS uses.
+    Args:
+      advantages: `float[G, n]` per-rollout advantages.
+      pts_indices: `int[G, 2M]` from `pairwise_trajectory_sampling`.
+
+    Returns:
+      `float32[G * M, 2]`; row g * M + m holds (A_first, A_second) of pair m of group g.
     """
     picked = jnp.take_along_axis(advantages.astype(jnp.float32), pts_indices, axis=-1)
     return picked.reshape(-1, 2)

@@ -2,12 +2,12 @@
 
 Every selector has one signature and a static size,
 
-    selector(rollout_advantages: f32[G, n], cfg: SelectionConfig, key) -> (rows int32[U], valid bool[U], stats)
+    selector(rollout_advantages: float32[G, n], cfg: SelectionConfig, key) -> (rows int32[U], valid bool[U], stats)
     rows_per_prompt(cfg) -> int        # U = G * rows_per_prompt(cfg)
 
-where rows are flat rollout ids g * n + i (pairs adjacent: rows 2k, 2k + 1), `valid` marks the rows that count
-(ABS may leave slots empty) and stats are float32 scalars to log. All are jittable with `cfg` static. Add one
-with
+where rows are flat rollout ids g * n + i (the pair selectors keep pairs adjacent: rows 2k, 2k + 1), `valid`
+marks the rows that count (ABS may leave slots empty) and stats are scalars to log. All are jittable with `cfg`
+static. Add one with
 
     @register_selector("my_selector", rows_per_prompt=lambda cfg: ...)
     def my_selector(rollout_advantages, cfg, key): ...
@@ -27,15 +27,26 @@ import jax.numpy as jnp
 
 from shuffle_r1_jax.rl import advantages as adv_lib
 from shuffle_r1_jax.rl import batch_shuffle, pts
+from shuffle_r1_jax.rl.registry import Registry
 
-Selection = tuple[jax.Array, jax.Array, dict]
+Selection = tuple[jax.Array, jax.Array, dict]  # (rows int32[U], valid bool[U], stats)
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
-    """selection: the registered selector's name; group_size: n rollouts per prompt; keep_ratio: PTS alpha;
-    pts_variant / rerank: PTS options; rounds: ABS replay rounds S; weight / power: ABS pair weight and
-    normalisation exponent; cppo_prune: CPPO's pruning ratio. Static (hashable) for jit."""
+    """Settings of the update-batch selection; static (hashable) for jit.
+
+    Attributes:
+      selection: the registered selector's name.
+      group_size: n, rollouts per prompt.
+      keep_ratio: PTS alpha, the fraction of each prompt's pairs kept.
+      pts_variant: PTS variant, one of `pts.PTS_VARIANTS`.
+      rerank: PTS `rerank_by_magnitude`.
+      rounds: ABS replay rounds S.
+      weight: ABS pair weight kind, one of `batch_shuffle.PAIR_WEIGHT_KINDS`.
+      power: ABS normalisation exponent p of `batch_shuffle.power_normalize`.
+      cppo_prune: CPPO's pruning ratio.
+    """
 
     selection: str
     group_size: int
@@ -50,23 +61,30 @@ class SelectionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Selector:
-    """A registered selector: `select(rollout_advantages, cfg, key) -> Selection` and its static row count per
-    prompt `rows_per_prompt(cfg) -> int` (raises ValueError naming the option when cfg is impossible)."""
+    """A registered selector.
+
+    Attributes:
+      select: `select(rollout_advantages, cfg, key) -> Selection`.
+      rows_per_prompt: `rows_per_prompt(cfg) -> int`, its static row count per prompt; raises ValueError naming the
+        option when `cfg` is impossible.
+    """
 
     select: Callable[[jax.Array, SelectionConfig, jax.Array], Selection]
     rows_per_prompt: Callable[[SelectionConfig], int]
 
 
-_SELECTORS: dict[str, Selector] = {}
+_SELECTORS: Registry[Selector] = Registry("update-batch selector")
 
 
 def register_selector(name: str, *, rows_per_prompt: Callable[[SelectionConfig], int]):
-    """Decorator registering a selector under `name`; a name already taken is a ValueError."""
+    """Decorator registering a selector under `name`, with its static row count per prompt `rows_per_prompt`.
+
+    Raises:
+      ValueError: `name` is already registered.
+    """
 
     def decorator(fn):
-        if name in _SELECTORS:
-            raise ValueError(f"update-batch selector {name!r} is already registered")
-        _SELECTORS[name] = Selector(fn, rows_per_prompt)
+        _SELECTORS.add(name, Selector(fn, rows_per_prompt))
         return fn
 
     return decorator
@@ -74,18 +92,24 @@ def register_selector(name: str, *, rows_per_prompt: Callable[[SelectionConfig],
 
 def available_selectors() -> tuple[str, ...]:
     """Sorted names of the registered selectors."""
-    return tuple(sorted(_SELECTORS))
+    return _SELECTORS.names()
 
 
 def get_selector(name: str) -> Selector:
-    """The selector registered under `name`; ValueError listing the known names otherwise."""
-    if name not in _SELECTORS:
-        raise ValueError(f"unknown update-batch selector {name!r}; known selectors: {', '.join(available_selectors())}")
-    return _SELECTORS[name]
+    """The selector registered under `name`.
+
+    Raises:
+      ValueError: `name` is not registered; the message lists the known selectors.
+    """
+    return _SELECTORS.get(name)
 
 
 def rows_per_prompt(cfg: SelectionConfig) -> int:
-    """How many update-batch rows one prompt contributes (static)."""
+    """How many update-batch rows one prompt contributes (static).
+
+    Raises:
+      ValueError: the selector is unknown, or `cfg` is impossible for it (the message names the option).
+    """
     return get_selector(cfg.selection).rows_per_prompt(cfg)
 
 
@@ -93,12 +117,12 @@ def select_update_rows(rollout_advantages: jax.Array, cfg: SelectionConfig, key:
     """The update batch of one rollout batch by the configured selector.
 
     Args:
-      rollout_advantages: float32 `[G, n]`.
+      rollout_advantages: `float32[G, n]`.
       cfg: static selection settings.
       key: PRNG key (used by random selectors).
 
     Returns:
-      rows `int32[U]`, valid `bool[U]`, stats (float32 scalars); U = G * rows_per_prompt(cfg).
+      (rows `int32[U]`, valid `bool[U]`, stats: dict of scalars to log); U = G * rows_per_prompt(cfg).
     """
     return get_selector(cfg.selection).select(rollout_advantages, cfg, key)
 
@@ -150,8 +174,10 @@ def select_pts(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax.Arr
 
 @register_selector("pts_abs", rows_per_prompt=_pts_rows_per_prompt)
 def select_pts_abs(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax.Array) -> Selection:
-    """Shuffle-R1: PTS pairs drawn by ABS in `rounds` rounds with probability growing with their advantage;
-    stats are ABS's draw statistics."""
+    """Shuffle-R1: PTS pairs drawn by ABS in `rounds` rounds with probability growing with their advantage.
+
+    The stats are ABS's draw statistics (`batch_shuffle.draw_statistics`); shortfall slots are not valid.
+    """
     n = rollout_advantages.shape[1]
     pts_key, abs_key = jax.random.split(key)
     kept = _kept_pairs(rollout_advantages, cfg, pts_key)

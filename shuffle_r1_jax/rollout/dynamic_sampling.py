@@ -30,12 +30,31 @@ class DynamicSamplingError(RuntimeError):
 
 
 def informative_groups(scores: np.ndarray, n: int) -> np.ndarray:
-    """`bool[P]`: the groups DAPO keeps, those whose n scores are not all equal. scores: `float32[P * n]`."""
+    """The groups DAPO keeps: those whose n scores are not all equal.
+
+    Args:
+      scores: `float32[P * n]` per-rollout scores, grouped by prompt.
+      n: rollouts per prompt.
+
+    Returns:
+      `bool[P]`, True for the kept groups.
+    """
     return np.asarray(dynamic_sampling_keep_mask(np.asarray(scores, np.float32).reshape(-1, n)))
 
 
 def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
-    """Concatenates host `ModelInputs` prompt batches along the batch axis (see the module docstring)."""
+    """Concatenate host prompt batches along the batch axis into one static-shape batch.
+
+    Prompts are left-padded to the longest length, image rows are widened to the widest one and stacked, and
+    image-token slots are re-pointed at their images' new rows (see the module docstring).
+
+    Args:
+      batches: host (numpy) `ModelInputs` prompt batches, image slots into each batch's own image rows.
+      pad_id: the prompt padding token.
+
+    Returns:
+      numpy `ModelInputs` of all the batches' rows, in order.
+    """
     length = max(b.input_ids.shape[1] for b in batches)
     with_images = [b for b in batches if b.vision is not None]
     slots_per_row = max((b.vision.patches.shape[1] for b in with_images), default=0) // 4
@@ -77,9 +96,21 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
 def merge_groups(
     parts: list[tuple[ScoredRollouts, np.ndarray]], n: int, pad_id: int, placer: BatchPlacer | None = None
 ) -> ScoredRollouts:
-    """One `ScoredRollouts` of the chosen groups: `parts` lists (scored batch, this process's chosen group ids) in
-    order. With a `placer`, each process merges its own rows and the result is placed as global arrays again;
-    without, the rollouts are one process's device arrays."""
+    """One `ScoredRollouts` of the chosen groups of several scored batches.
+
+    With a `placer`, each process merges its own rows and the result is placed as global arrays again (a
+    collective call); without, the rollouts are one process's device arrays.
+
+    Args:
+      parts: (scored batch, this process's chosen group ids `int[k]`) pairs, in order.
+      n: rollouts per prompt.
+      pad_id: the prompt padding token.
+      placer: places the merged batch on the mesh, or None.
+
+    Returns:
+      The merged `ScoredRollouts`, groups in the order of `parts`; its `image_features` is None, and its
+      `host_prompts` is the merged host batch with a `placer` (None without).
+    """
     local = np.asarray if placer is None else placer.local
     host = [
         jax.tree.map(np.asarray, s.rollouts.prompts) if s.host_prompts is None else s.host_prompts for s, _ in parts
@@ -116,12 +147,28 @@ def merge_groups(
 def fill_informative(
     sample, groups: int, n: int, *, max_tries: int, fallback: str, pad_id: int, placer: BatchPlacer | None = None
 ):
-    """Calls `sample()` (-> a `ScoredRollouts` of `groups` prompts on this process) until `groups` informative
-    groups are found (on every process: the calls are collective, so the processes agree on the fewest found).
+    """Call `sample()` until `groups` informative groups are found, and merge them into one batch.
 
-    After `max_tries` calls, fallback "fill" completes the batch with uninformative groups (zero advantage: they
-    change nothing) and "error" raises. Returns (merged `ScoredRollouts`, stats dict; filled groups summed over
-    processes).
+    The search stops when every process has found `groups` (the calls are collective, so the processes agree on
+    the fewest found) or after `max_tries` calls.
+
+    Args:
+      sample: a callable returning a `ScoredRollouts` of `groups` prompts on this process.
+      groups: prompt groups per batch on this process.
+      n: rollouts per prompt.
+      max_tries: the most `sample()` calls.
+      fallback: what to do when too few informative groups were found after `max_tries` calls: "fill" completes
+        the batch with uninformative groups (zero advantage: they change nothing), "error" raises.
+      pad_id: the prompt padding token.
+      placer: places the merged batch on the mesh, or None (one process's device arrays).
+
+    Returns:
+      (merged `ScoredRollouts` of `groups` groups on this process, stats): float stats `dapo/tries` (number of
+      `sample()` calls) and `dapo/filled_groups` (uninformative groups used, summed over processes).
+
+    Raises:
+      ValueError: `fallback` is not one of FALLBACKS.
+      DynamicSamplingError: fallback "error" and some process found fewer than `groups` informative groups.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"rl.dynamic_sampling_fallback = {fallback!r}; expected one of {FALLBACKS}")

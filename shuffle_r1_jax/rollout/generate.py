@@ -26,7 +26,8 @@ def decode_responses(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[st
 
     Args:
       tokenizer: a Hugging Face tokenizer.
-      tokens, mask: int `[R, T]` response tokens and their mask.
+      tokens: `int[R, T]` response tokens.
+      mask: `int[R, T]` (or bool) response mask.
 
     Returns:
       R strings.
@@ -39,11 +40,17 @@ def decode_responses(tokenizer, tokens: np.ndarray, mask: np.ndarray) -> list[st
 class RolloutGenerator:
     """Samples and scores rollout batches with one sampler.
 
-    sampler: the jitted prefill + decode; image_features: the jitted vision program `(params, VisionInputs) ->
-    features` (run once per batch, ahead of the sampler calls); placer: puts each process's prompts on the mesh
-    and reads its rows back; tokenizer, reward_pool, reward_timeout_s: decoding and scoring; n: samples per
-    prompt; max_new_tokens: response length; prompts_per_call: prompts (over all processes) per sampler call,
-    0 = the whole batch in one call.
+    Attributes:
+      sampler: the jitted prefill + decode.
+      image_features: the jitted vision program `(params, VisionInputs) -> features` (run once per batch, ahead of
+        the sampler calls).
+      placer: puts each process's prompts on the mesh and reads its rows back.
+      tokenizer: decodes the response tokens.
+      reward_pool: scores the decoded responses.
+      n: samples per prompt.
+      max_new_tokens: response length.
+      reward_timeout_s: the time limit of the reward pool's scoring.
+      prompts_per_call: prompts (over all processes) per sampler call, 0 = the whole batch in one call.
     """
 
     sampler: Sampler
@@ -57,8 +64,7 @@ class RolloutGenerator:
     prompts_per_call: int = 0
 
     def __call__(self, params, batch: PromptBatch, key: jax.Array) -> ScoredRollouts:
-        """n responses per prompt of every process's `batch`, this process's rows scored against their prompts'
-        answers.
+        """Sample n responses per prompt of every process's `batch`; score this process's rows against their answers.
 
         Args:
           params: the policy parameters (a pure dict of global arrays).

@@ -10,8 +10,19 @@ from shuffle_r1_jax.sampling import FINISH_LENGTH
 
 
 def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
-    """Reward parts (`reward/<part>`, and `accuracy`), response lengths (`response_length/mean|max|min`), the
-    truncation ratio (`response_length/clip_ratio`) and reward failures by reason, over all processes' rows."""
+    """Reward, response-length and reward-failure metrics of a scored batch, over all processes' rows.
+
+    Collective: every process calls it.
+
+    Args:
+      scored: the scored rollout batch.
+
+    Returns:
+      Floats: reward parts (`reward/<part>`, and `accuracy` when there is an accuracy part), response lengths
+      (`response_length/mean|max|min`), the truncation ratio (`response_length/clip_ratio`, the fraction of
+      responses that hit the length limit) and reward failure counts by reason (`reward_failures/<reason>`, summed
+      over processes).
+    """
     lengths = gather_over_processes(local_rows(scored.rollouts.mask).sum(1))
     # a process whose rewards all failed has only "overall": the names are agreed first, a missing part is 0
     names = sorted({name for names in allgather_json(sorted(scored.parts)) for name in names})

@@ -22,7 +22,11 @@ from shuffle_r1_jax.processing.batch import pad_left
 class BatchPlacer:
     """Places this process's batches on `mesh` (rows over the batch axes) and reads its rows back.
 
-    pad_id: the prompt padding token; merge: image patches per merged (LLM) token, spatial_merge_size ** 2.
+    Attributes:
+      mesh: the device mesh.
+      pad_id: the prompt padding token.
+      merge: image patches per merged (LLM) token, spatial_merge_size ** 2.
+      processes: the number of JAX processes.
     """
 
     def __init__(self, mesh: Mesh, pad_id: int, merge: int):
@@ -32,16 +36,22 @@ class BatchPlacer:
         self._reshard: dict[tuple, object] = {}
 
     def rows(self, local: np.ndarray, axis: int = 0) -> jax.Array:
-        """This process's rows (`[r, ...]`) as the global array of all processes' rows, sharded over the batch axes."""
+        """This process's rows as the global array of all processes' rows, sharded over the batch axes.
+
+        Collective: every process passes a `local` of the same shape; `axis` is its row dimension.
+        """
         return ga.host_to_global(local, self.mesh, axis)
 
     def local(self, x: jax.Array, axis: int = 0) -> np.ndarray:
-        """This process's rows of a global row-sharded array, as numpy."""
+        """This process's rows (dimension `axis`) of a global row-sharded array, as numpy."""
         return ga.local_rows(x, axis)
 
     def reshard_rows(self, tree):
-        """A tree of arrays with rows in dimension 0 resharded over the batch axes (or replicated if they do not
-        divide); a no-op copy when they already are. One compiled program per set of shapes."""
+        """`tree`'s arrays with rows (dimension 0) resharded over the batch axes.
+
+        Rows that do not divide over the batch axes are replicated; arrays already sharded that way are copied
+        unchanged. One compiled program per set of shapes.
+        """
         leaves, treedef = jax.tree.flatten(tree)
         shardings = tuple(ga.batch_sharding(self.mesh, x.shape) for x in leaves)
         if shardings not in self._reshard:
@@ -49,7 +59,14 @@ class BatchPlacer:
         return treedef.unflatten(self._reshard[shardings](*leaves))
 
     def prompts(self, local: ModelInputs) -> ModelInputs:
-        """Global `ModelInputs` from this process's host batch (numpy `ModelInputs`, slots into its own images)."""
+        """Global `ModelInputs` from this process's host batch (collective; see the module docstring).
+
+        Args:
+          local: this process's prompts as numpy `ModelInputs`, image slots into its own image rows.
+
+        Returns:
+          `ModelInputs` of global arrays, rows sharded over the batch axes, image slots into the global image rows.
+        """
         local = jax.tree.map(np.asarray, local)
         vision = local.vision
         dims = (
@@ -77,8 +94,11 @@ class BatchPlacer:
         )
 
     def _pad_vision(self, local: ModelInputs, length: int, image_rows: int, width: int, patch_dim: int):
-        """Vision rows padded to (image_rows, width), and slots re-pointed at the global rows of this process's
-        images."""
+        """Vision rows padded to (image_rows, width), and slots re-pointed at the global rows of this process's images.
+
+        Returns:
+          (numpy `VisionInputs` of `image_rows` rows of `width` patches, image slots `int32[B, length]`).
+        """
         vision = local.vision or VisionInputs(
             np.zeros((0, width, patch_dim), np.float32), np.zeros((0, width, 2), np.int32), np.zeros((0, width), bool)
         )

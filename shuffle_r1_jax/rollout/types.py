@@ -16,8 +16,11 @@ from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs
 class Rollouts:
     """A rollout batch on device: P prompts, R = P * n responses (row r answers prompt r // n).
 
-    prompts: the left-padded prompt batch (`ModelInputs`, P rows, prompt length Lp).
-    tokens: `int32[R, Lr]`; mask: `int32[R, Lr]` response mask; sampler_logprobs: `float32[R, Lr]`.
+    Attributes:
+      prompts: the left-padded prompt batch (`ModelInputs`, P rows, prompt length Lp).
+      tokens: `int32[R, Lr]` response tokens.
+      mask: `int32[R, Lr]` response mask.
+      sampler_logprobs: `float32[R, Lr]` log-probs of the response tokens reported by the sampler.
     """
 
     prompts: ModelInputs
@@ -27,6 +30,7 @@ class Rollouts:
 
     @property
     def samples_per_prompt(self) -> int:
+        """n, the responses per prompt (R // P)."""
         return self.tokens.shape[0] // self.prompts.input_ids.shape[0]
 
 
@@ -34,14 +38,20 @@ class Rollouts:
 class ScoredRollouts:
     """One rollout batch after rewards: P prompts x n samples, R = P * n rows (over all processes).
 
-    rollouts: global device arrays (prompts, tokens, mask, sampler log-probs; rows sharded over the batch axes).
-    This process's rows only (r = R / process_count, in the order of its rows in the global arrays):
-    responses: decoded texts `[r]`; parts: reward part name -> `float32[r]` (always "overall");
-    reward_failures: reason -> count; finish: `int32[r]` finish reasons.
-    timings: seconds spent generating and scoring. host_prompts: this process's prompt batch (numpy
-    `ModelInputs`, image slots into its own image rows), or None when `rollouts.prompts` is that batch.
-    image_features: the merged-token features of `rollouts.prompts.vision` under the sampling parameters (a
-    global array), or None (no images, or a batch merged from several).
+    `responses`, `parts`, `reward_failures` and `finish` hold this process's rows only (r = R / process_count, in
+    the order of its rows in the global arrays).
+
+    Attributes:
+      rollouts: global device arrays (prompts, tokens, mask, sampler log-probs; rows sharded over the batch axes).
+      responses: decoded texts `[r]`.
+      parts: reward part name -> `float32[r]` (always "overall").
+      reward_failures: reason -> count.
+      finish: `int32[r]` finish reasons (`sampling.FINISH_EOS` or `sampling.FINISH_LENGTH`).
+      timings: seconds spent generating (`generate`) and scoring (`reward`).
+      host_prompts: this process's prompt batch (numpy `ModelInputs`, image slots into its own image rows), or
+        None when `rollouts.prompts` is that batch.
+      image_features: the merged-token features of `rollouts.prompts.vision` under the sampling parameters (a
+        global array), or None (no images, or a batch merged from several).
     """
 
     rollouts: Rollouts

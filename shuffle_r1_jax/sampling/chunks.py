@@ -14,8 +14,19 @@ import jax.numpy as jnp
 
 
 def take_chunk(x: jax.Array, index: jax.Array, *, chunks: int, shards: int, axis: int = 0) -> jax.Array:
-    """Chunk `index` (traced `int32[]`) of `chunks` along `axis` of `x` (`[..., P, ...]`, P divisible by
-    shards * chunks): `[..., P / chunks, ...]`, shard s's block j at rows s * P / (S K) onwards."""
+    """Chunk `index` of `chunks` along `axis` of `x`: from every row shard, that shard's block `index`.
+
+    Args:
+      x: `[..., P, ...]` with P (dimension `axis`) divisible by shards * chunks.
+      index: traced `int32[]`, the chunk j in [0, chunks).
+      chunks: K, the number of chunks (static).
+      shards: S, the number of contiguous row shards of `x` (static).
+      axis: the row dimension.
+
+    Returns:
+      `[..., P / chunks, ...]`: shard s's block j (rows s * P / S + j * P / (S K) onwards of `x`) at rows
+      s * P / (S K) onwards, so the chunk keeps S contiguous row shards.
+    """
     rows = jnp.moveaxis(x, axis, 0)
     total = rows.shape[0]
     blocks = rows.reshape(shards, chunks, total // (shards * chunks), *rows.shape[1:])
@@ -24,8 +35,16 @@ def take_chunk(x: jax.Array, index: jax.Array, *, chunks: int, shards: int, axis
 
 
 def merge_chunks(parts: list[jax.Array], *, shards: int) -> jax.Array:
-    """The inverse of `take_chunk` over all chunks for row-major outputs: parts[j] `[Q, ...]` (chunk j's rows,
-    Q = rows per chunk, any multiple of the prompts it holds) -> `[K * Q, ...]` in the full batch's row order."""
+    """The inverse of `take_chunk` over all chunks, for row-major outputs.
+
+    Args:
+      parts: K arrays; parts[j] `[Q, ...]` holds chunk j's rows, Q = rows per chunk, any multiple of the
+        prompts it holds (e.g. prompts x n rollouts, each prompt's rows consecutive).
+      shards: S, the number of row shards the chunks were cut with.
+
+    Returns:
+      `[K * Q, ...]`, in the full batch's row order.
+    """
     per_shard = [p.reshape(shards, p.shape[0] // shards, *p.shape[1:]) for p in parts]
     stacked = jnp.stack(per_shard, axis=1)
     return stacked.reshape(-1, *stacked.shape[3:])

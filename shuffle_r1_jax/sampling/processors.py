@@ -20,13 +20,17 @@ NEG_INF = -jnp.inf
 class SamplingConfig:
     """How tokens are chosen (hashable: it is a static argument of the jitted sampler).
 
-    temperature: 0 means greedy (argmax); otherwise logits are divided by it before sampling.
-    top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1.0 = off).
-    top_k: keep the k most likely tokens (0 = off).
-    stop_token_ids: a sampled stop token ends its sequence (it is part of the response).
-    forbidden_token_ids: never sampled (the image and video placeholder tokens).
-    pad_token_id: written after a sequence has ended.
-    ignore_stop: keep generating past stop tokens (benchmarks that need a fixed length).
+    Attributes:
+      temperature: 0 means greedy (argmax); otherwise logits are divided by it before sampling.
+      top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1.0 = off).
+      top_k: keep the k most likely tokens (0 = off).
+      stop_token_ids: a sampled stop token ends its sequence (it is part of the response).
+      forbidden_token_ids: never sampled (the image and video placeholder tokens).
+      pad_token_id: written after a sequence has ended.
+      ignore_stop: keep generating past stop tokens (benchmarks that need a fixed length).
+
+    Raises:
+      ValueError: temperature < 0, top_p outside (0, 1], or top_k < 0.
     """
 
     temperature: float = 1.0
@@ -47,14 +51,25 @@ class SamplingConfig:
 
 
 def mask_forbidden(logits: jax.Array, forbidden: tuple[int, ...]) -> jax.Array:
-    """Sets the logits of `forbidden` token ids to -inf. logits: `float32[B, V]`."""
+    """Sets the logits of `forbidden` token ids to -inf.
+
+    Args:
+      logits: `float32[B, V]`.
+      forbidden: static token ids (empty: `logits` unchanged).
+
+    Returns:
+      `float32[B, V]`.
+    """
     if not forbidden:
         return logits
     return logits.at[:, jnp.asarray(forbidden, jnp.int32)].set(NEG_INF)
 
 
 def top_k_mask(logits: jax.Array, k: int) -> jax.Array:
-    """Keeps tokens whose logit is at least the k-th largest (ties at the boundary are all kept)."""
+    """Keeps tokens whose logit is at least the k-th largest (ties at the boundary are all kept); others get -inf.
+
+    `logits` (`float32[B, V]`) come back unchanged when k <= 0 or k >= V.
+    """
     if k <= 0 or k >= logits.shape[-1]:
         return logits
     kth = jax.lax.top_k(logits, k)[0][:, -1:]
@@ -68,6 +83,13 @@ def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
     smallest most-likely set whose mass reaches p (tokens tied with the boundary one are all kept).
     t* is found by bisection over the int32 bit patterns of the fp32 probabilities (monotone for x >= 0):
     32 masked sums over the vocabulary instead of a sort.
+
+    Args:
+      logits: `float32[B, V]`.
+      p: static nucleus mass (>= 1.0: `logits` unchanged).
+
+    Returns:
+      `float32[B, V]`, -inf outside the nucleus.
     """
     if p >= 1.0:
         return logits
@@ -88,7 +110,7 @@ def top_p_mask(logits: jax.Array, p: float) -> jax.Array:
 
 
 def _cdf_block(vocab: int) -> int:
-    """The largest power of two <= 256 dividing `vocab` (no padding copy), or 256 when that is below 32."""
+    """The largest power of two in [32, 256] dividing `vocab` (no padding copy), or 256 when none does."""
     block = 256
     while vocab % block and block > 32:
         block //= 2
@@ -96,10 +118,17 @@ def _cdf_block(vocab: int) -> int:
 
 
 def inverse_cdf(probs: jax.Array, u: jax.Array) -> jax.Array:
-    """Draws token ids by inverting the CDF of `probs` `float32[B, V]` at `u` `float32[B]` in [0, 1).
+    """Draws token ids by inverting the CDF of `probs` at `u`.
 
     Two levels (block sums, then one block's running sum), so it costs about one pass over the vocabulary.
-    Tokens of probability 0 are never returned. Returns `int32[B]`.
+    Tokens of probability 0 are never returned.
+
+    Args:
+      probs: `float32[B, V]` non-negative weights; a row need not sum to 1 (`u` is scaled by the row's total).
+      u: `float32[B]` uniforms in [0, 1).
+
+    Returns:
+      `int32[B]` token ids.
     """
     batch, vocab = probs.shape
     block = _cdf_block(vocab)
@@ -119,7 +148,16 @@ def inverse_cdf(probs: jax.Array, u: jax.Array) -> jax.Array:
 
 
 def in_nucleus(probs: jax.Array, tokens: jax.Array, p: float) -> jax.Array:
-    """`bool[B]`: token i is in the top-p nucleus iff the mass of strictly more likely tokens is < p."""
+    """Whether each row's token is in the top-p nucleus: the mass of strictly more likely tokens is < p.
+
+    Args:
+      probs: `float32[B, V]` probabilities.
+      tokens: `int32[B]` one token id per row.
+      p: nucleus mass.
+
+    Returns:
+      `bool[B]`.
+    """
     p_token = jnp.take_along_axis(probs, tokens[:, None], -1)
     return jnp.sum(jnp.where(probs > p_token, probs, 0.0), -1) < p
 
@@ -133,7 +171,14 @@ def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
     Rejection sampling: draw from the whole distribution and accept a token in the nucleus (probability = the
     nucleus mass >= p per round); rows still rejected after REJECTION_ROUNDS draw from the explicit nucleus
     (`top_p_mask`). Conditional on acceptance a draw follows the nucleus distribution, so the mixture is exact.
-    Returns `int32[B]`.
+
+    Args:
+      probs: `float32[B, V]` probabilities.
+      p: static nucleus mass (>= 1.0: one plain draw from `probs`).
+      key: PRNG key.
+
+    Returns:
+      `int32[B]` token ids.
     """
     batch = probs.shape[0]
     key, first = jax.random.split(key)
@@ -166,9 +211,17 @@ def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
 def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> tuple[jax.Array, jax.Array]:
     """Picks one token per row and its log-probability under the sampling policy.
 
-    logits: `[B, V]` raw model logits. Returns (tokens `int32[B]`, logprobs `float32[B]`), where the log-prob is
-    log_softmax(logits / temperature) over the whole vocabulary (temperature 1 when greedy): the same quantity a
-    full forward pass gives the trainer.
+    Forbidden tokens are masked, then top-k; greedy takes the argmax, otherwise the token is drawn from the
+    softmax restricted to the top-p nucleus.
+
+    Args:
+      logits: `[B, V]` raw model logits (any float dtype; computed in float32).
+      key: PRNG key (unused when greedy).
+      config: the sampling settings.
+
+    Returns:
+      (tokens `int32[B]`, logprobs `float32[B]`), where the log-prob is log_softmax(logits / temperature) over
+      the whole vocabulary (temperature 1 when greedy): the same quantity a full forward pass gives the trainer.
     """
     logits = logits.astype(jnp.float32)
     temperature = config.temperature if config.temperature > 0 else 1.0

@@ -41,9 +41,12 @@ FINISH_EOS = 1
 class SampleOutput:
     """Rollouts, row r = prompt r // n, sample r % n.
 
-    tokens: `int32[P*n, max_new]` (pad after the end); logprobs: `float32[P*n, max_new]` (0 after the end);
-    mask: `int32[P*n, max_new]` 1 on response tokens (the stop token included); finish: `int32[P*n]`
-    FINISH_EOS or FINISH_LENGTH; lengths: `int32[P*n]`.
+    Attributes:
+      tokens: `int32[P*n, max_new]` (pad after the end).
+      logprobs: `float32[P*n, max_new]` (0 after the end).
+      mask: `int32[P*n, max_new]`, 1 on response tokens (the stop token included).
+      finish: `int32[P*n]`, FINISH_EOS or FINISH_LENGTH.
+      lengths: `int32[P*n]` response tokens per row (the sum of `mask`).
     """
 
     tokens: jax.Array
@@ -56,8 +59,15 @@ class SampleOutput:
 class Sampler:
     """Generates n samples per prompt with a model split into (graphdef, state).
 
-    mesh: when given, the KV cache and the rollout rows are constrained to shard their batch dimension over
-    (data, fsdp) and the KV heads over tensor; the parameters keep whatever sharding they have.
+    Args:
+      graphdef: the model's graph definition; the state is an argument of every program.
+      config: the sampling settings.
+      mesh: when given, the KV cache and the rollout rows are constrained to shard their batch dimension over
+        (data, fsdp) and the KV heads over tensor; the parameters keep whatever sharding they have.
+
+    Attributes:
+      compilations: traces (= compilations) of the sampler's own programs.
+      prefill_calls: prefill calls made (one per chunk of each `generate`).
     """
 
     def __init__(self, graphdef: nnx.GraphDef, config: SamplingConfig, mesh: Mesh | None = None):
@@ -80,7 +90,7 @@ class Sampler:
     @property
     def decode_program(self):
         """The jitted decode loop `generate` runs: `(state, caches, logits, prompt_mask, rope_deltas, key, *, n,
-        max_new)`, caches donated; for ahead-of-time `.lower()` (e.g. scripts/memory_plan.py)."""
+        max_new)`, caches donated; for ahead-of-time `.lower()` (e.g. `perf/memory_plan.py`)."""
         return self._decode
 
     def _constrain(self, x: jax.Array, spec: PartitionSpec) -> jax.Array:
@@ -206,12 +216,21 @@ class Sampler:
     ) -> SampleOutput:
         """Samples n responses of at most `max_new_tokens` for each of the P prompts in `inputs`.
 
-        inputs: a left-padded prompt batch (`prepare_inputs` output, prompt length already bucketed).
-        key: a PRNG key for this call (chunk j of several samples with `fold_in(key, j)`).
-        prompts_per_call: prompts per prefill/decode call (0 = all P at once); must divide P.
-        image_features: `image_features_jit` of `inputs.vision` under `state`, when the caller has them already
-        (computed here otherwise).
-        Returns a `SampleOutput` with P*n rows.
+        Args:
+          state: the model state (parameters) for `graphdef`.
+          inputs: a left-padded prompt batch (`prepare_inputs` output, prompt length already bucketed).
+          n: samples per prompt.
+          max_new_tokens: the most tokens of a response.
+          key: a PRNG key for this call (chunk j of several samples with `fold_in(key, j)`).
+          prompts_per_call: prompts per prefill/decode call (0 = all P at once); must divide P.
+          image_features: `image_features_jit` of `inputs.vision` under `state`, when the caller has them
+            already (computed here otherwise).
+
+        Returns:
+          A `SampleOutput` with P*n rows.
+
+        Raises:
+          ValueError: n or max_new_tokens is below 1, or prompts_per_call does not divide P.
         """
         prompts = inputs.input_ids.shape[0]
         per_call = prompts_per_call or prompts

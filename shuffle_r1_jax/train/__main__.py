@@ -30,6 +30,13 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoin
 
 
 def main(argv: list[str]) -> int:
+    """Resolves the config and trains; process 0 then writes `<workdir>/summary.json` and prints the validation
+    accuracies (when the run validated).
+
+    Returns:
+      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid or an
+      input file is missing (the error is printed to stderr).
+    """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO

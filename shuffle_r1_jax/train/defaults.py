@@ -57,7 +57,8 @@ def base_config() -> ConfigDict:
     c.rollout.top_p = 0.99
     c.rollout.top_k = 0  # 0 = off
     # prompts per sampler call (over all processes; 0 = the whole rollout batch in one call). The KV cache holds
-    # one call's prompts x n rows: at the paper's batch a 3B model needs 32 on 8 x 80 GiB (scripts/memory_plan.py)
+    # one call's prompts x n rows, so the paper's batch needs a bounded call: configs/shuffle_r1_paper.py sets the
+    # value the memory plan chose (scripts/memory_plan.py, BUILD_NOTES.md "Memory plan")
     c.rollout.prompts_per_sampler_call = 0
 
     c.rl = ConfigDict()
@@ -100,10 +101,10 @@ def base_config() -> ConfigDict:
     c.train.total_steps = 100  # rollout batches
     c.train.minibatch_prompts = 128  # prompts' worth of rows per optimizer step (4 steps per rollout batch at 512)
     c.train.micro_batch_rows = 64  # rows per gradient-accumulation micro-batch (and per old-log-prob pass)
-    c.train.max_nonfinite_in_a_row = 5  # stop after this many skipped (non-finite) updates in a row
+    c.train.max_nonfinite_in_a_row = 5  # stop after this many steps in a row with a skipped (non-finite) update
 
     c.eval = ConfigDict()
-    c.eval.every = 5  # validation every k steps (0 = never), and at the end
+    c.eval.every = 5  # validation every k steps and at the end (0 = never)
     c.eval.before_training = True
     c.eval.n = 8  # samples per validation prompt
     c.eval.temperature = 0.5
@@ -148,8 +149,17 @@ def base_config() -> ConfigDict:
 def parse_config_arg(arg: str | None, **defaults) -> ConfigDict:
     """The argument of a config file (`--config file.py:model=7b,dataset=geo3k`) as a ConfigDict over `defaults`.
 
-    Each comma-separated `key=value` must name a key of `defaults`; the value takes the default's type (an int,
-    float, bool or str). ValueError naming the key and the known keys otherwise.
+    Args:
+      arg: the text after the file name's colon, comma-separated `key=value` items (None or "" = none).
+      **defaults: every accepted key with its default; a value takes the default's type (an int, float, bool
+        (true / false / 1 / 0) or str).
+
+    Returns:
+      A ConfigDict of `defaults` with the given keys replaced.
+
+    Raises:
+      ValueError: an item is not `key=value`, names a key not in `defaults` (the message lists the known keys),
+        or its value does not convert to the default's type.
     """
     args = ConfigDict(defaults)
     for item in filter(None, (arg or "").split(",")):

@@ -59,7 +59,11 @@ class Evaluator:
         self.source = source
 
     def _aligned_batches(self):
-        """(batch of exactly `batch_size` prompts, how many of them count) until every process is done."""
+        """Yields (batch of exactly `batch_size` prompts, how many of them count) until every process is done.
+
+        Raises:
+          RuntimeError: this process got no usable validation prompt at all.
+        """
         seen, last = 0, None
         batches = self.batches()
         max_prompts = self.settings.max_prompts
@@ -80,8 +84,19 @@ class Evaluator:
             yield batch, weight
 
     def evaluate(self, params, step: int) -> dict[str, float]:
-        """`val/accuracy` (the "accuracy" reward part, else "overall", mean over n samples), `val/greedy_accuracy`,
-        `val/accuracy/<data source>`, over all processes' prompts."""
+        """Validates `params` over all processes' prompts; process 0 appends the sample generations.
+
+        Args:
+          params: the policy's parameters.
+          step: the training step, recorded with the sample generations.
+
+        Returns:
+          `val/accuracy` (the "accuracy" reward part, else "overall", mean over the n samples),
+          `val/greedy_accuracy` and `val/accuracy/<data source>`, floats.
+
+        Raises:
+          RuntimeError: the validation set gave no usable prompt.
+        """
         sums: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])  # name -> [sum, count]
         examples = []
         for index, (batch, weight) in enumerate(self._aligned_batches()):
@@ -120,6 +135,7 @@ class Evaluator:
 
 
 def _add(sums: dict, name: str, values: np.ndarray) -> None:
+    """Adds the sum and the count of `values` to `sums[name]`."""
     sums[name][0] += float(np.sum(values))
     sums[name][1] += float(len(values))
 

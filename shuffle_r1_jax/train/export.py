@@ -24,9 +24,19 @@ HF_SOURCE = "hf_source"
 def export_trainer_checkpoint(
     checkpoints_dir: str | os.PathLike, out_dir: str | os.PathLike, *, step: int | None = None, dtype=None
 ) -> int:
-    """Writes step `step` (default: the latest) of a trainer checkpoint directory as an HF model directory.
+    """Writes one step of a trainer checkpoint directory as a Hugging Face model directory.
 
-    dtype: the safetensors dtype (default: the parameters' own). Returns the exported step.
+    Args:
+      checkpoints_dir: the trainer's checkpoint directory (`<workdir>/checkpoints`, with `hf_source/`).
+      out_dir: the Hugging Face directory to write (safetensors, config and tokenizer files).
+      step: the step to export (None = the latest).
+      dtype: the safetensors dtype (None = float32, the dtype the parameters are restored in).
+
+    Returns:
+      The exported step.
+
+    Raises:
+      FileNotFoundError: `checkpoints_dir` has no `hf_source/config.json`.
     """
     checkpoints_dir = Path(checkpoints_dir)
     source = checkpoints_dir / HF_SOURCE

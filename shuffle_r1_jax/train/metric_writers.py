@@ -46,8 +46,12 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 class JsonlWriter:
     """Appends `{"step": s, "time": <unix seconds>, **metrics}` as one line per `write`, flushed at once.
 
-    Non-finite values are written as Python's `json` writes them (NaN, Infinity). See the module docstring for
-    what `start_step` keeps of an existing file.
+    Non-finite values are written as Python's `json` writes them (NaN, Infinity).
+
+    Args:
+      path: the JSONL file; its directory is created if missing.
+      start_step: the first step this run writes; an existing file keeps only its lines before it (see the
+        module docstring).
     """
 
     def __init__(self, path: str | os.PathLike, *, start_step: int = 0):
@@ -57,6 +61,11 @@ class JsonlWriter:
         self._file = self.path.open("a", encoding="utf-8")
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Appends the line of `step`.
+
+        Raises:
+          ValueError: `metrics` has a reserved name ("step" or "time").
+        """
         for name in _RESERVED:
             if name in metrics:
                 raise ValueError(f"metric name {name!r} is reserved in the JSONL log (value {metrics[name]!r})")
@@ -82,6 +91,7 @@ def _keep_lines_before(path: Path, start_step: int) -> None:
 
 
 def _line_step(line: str) -> int | None:
+    """The integer "step" of a JSONL line, or None for a line that is not a record with one."""
     try:
         step = json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
@@ -90,7 +100,15 @@ def _line_step(line: str) -> int | None:
 
 
 class TensorBoardWriter:
-    """Scalars into a TensorBoard event file under `logdir` (tensorboardX, no TensorFlow needed), flushed per write."""
+    """Scalars into a TensorBoard event file under `logdir` (tensorboardX, no TensorFlow needed), flushed per write.
+
+    Args:
+      logdir: the event directory.
+      start_step: the first step this run writes; TensorBoard hides earlier events at steps >= it.
+
+    Raises:
+      ImportError: tensorboardX is not installed.
+    """
 
     def __init__(self, logdir: str | os.PathLike, *, start_step: int = 0):
         try:
@@ -132,8 +150,15 @@ def format_console_line(
 ) -> str:
     """A compact one-line summary, e.g. `step 12/500 | reward 0.734 | acc 0.650 | len 412 | ... | tok/s 2.13k`.
 
-    Each field is `(label, names, format)`: the first of `names` present in `metrics` is shown with the format
-    spec (`"si"`: three significant digits with a k/M/G suffix); absent fields are left out.
+    Args:
+      step: the step shown first.
+      metrics: the step's metrics.
+      total_steps: shown as `step s/total` when given.
+      fields: `(label, names, format)` per field: the first of `names` present in `metrics` is shown with the
+        format spec (`"si"`: three significant digits with a k/M/G suffix); absent fields are left out.
+
+    Returns:
+      The line, fields separated by " | ".
     """
     parts = [f"step {step}" + (f"/{total_steps}" if total_steps else "")]
     for label, names, spec in fields:
@@ -144,6 +169,7 @@ def format_console_line(
 
 
 def _format_value(value: float, spec: str) -> str:
+    """`value` with the format spec `spec` (or "si"); a non-finite value as `str` gives it."""
     if not math.isfinite(value):
         return str(value)
     if spec != "si":
@@ -157,8 +183,17 @@ def _format_value(value: float, spec: str) -> str:
 class ConsoleWriter:
     """Prints `format_console_line` every `every` steps, above a tqdm progress bar over the run's steps.
 
-    The bar (with ETA) is shown when `progress` is True, or by default when `stream` is a terminal; the console
-    line is printed either way.
+    Args:
+      total_steps: the run's steps (the bar's total and the line's `/total`), or None.
+      start_step: where the bar starts (a resumed run's first step).
+      every: print the line at the steps divisible by it.
+      progress: show the bar (with ETA); None shows it when `stream` is a terminal. The line is printed either
+        way.
+      stream: the output stream (default: stderr).
+      fields: the line's fields (see `format_console_line`).
+
+    Raises:
+      ValueError: `every` is < 1.
     """
 
     def __init__(
@@ -203,8 +238,18 @@ class ConsoleWriter:
 class MetricWriter:
     """The trainer's metric output: `<output_dir>/metrics.jsonl`, `<output_dir>/tensorboard/`, console and bar.
 
-    Only process 0 writes; elsewhere `write` and `close` do nothing. `start_step` is the first step this run
-    writes (see the module docstring for the resume rule). `output_dir=None` keeps only the console.
+    Only process 0 writes; elsewhere `write` and `close` do nothing.
+
+    Args:
+      output_dir: the directory of the JSONL log and TensorBoard events; None keeps only the console.
+      total_steps: the run's steps, for the console line and the bar.
+      start_step: the first step this run writes (see the module docstring for the resume rule).
+      jsonl: write `metrics.jsonl`.
+      tensorboard: write TensorBoard events.
+      console: print the console line and the bar.
+      console_every: print the console line every k steps.
+      progress: show the progress bar (None: when the stream is a terminal).
+      stream: the console's stream (default: stderr).
     """
 
     def __init__(

@@ -42,8 +42,13 @@ from shuffle_r1_jax.train.settings import RunSettings
 
 @dataclasses.dataclass(frozen=True)
 class SpecialTokens:
-    """Token ids the samplers need: stop (end a response), forbidden (never sampled: image and video
-    placeholders), pad (written after a response ends)."""
+    """Token ids the samplers need.
+
+    Attributes:
+      stop: the ids that end a response.
+      forbidden: the ids never sampled (the image and video placeholders).
+      pad: the id written after a response ends.
+    """
 
     stop: tuple[int, ...]
     forbidden: tuple[int, ...]
@@ -51,7 +56,16 @@ class SpecialTokens:
 
     @classmethod
     def of(cls, config: Qwen25VLConfig, tokenizer=None) -> "SpecialTokens":
-        """From the model config and, when given, the tokenizer (its eos and pad tokens)."""
+        """The special tokens of a model.
+
+        Args:
+          config: the model config (its eos, image and video token ids).
+          tokenizer: the tokenizer, or None; when given, its eos token also stops and its pad token pads
+            (without it the model's eos token pads).
+
+        Returns:
+          The `SpecialTokens`.
+        """
         stop = {config.eos_token_id}
         if tokenizer is not None:
             stop.add(int(tokenizer.eos_token_id))
@@ -59,6 +73,7 @@ class SpecialTokens:
         return cls(tuple(sorted(stop)), (config.image_token_id, config.video_token_id), pad)
 
     def sampling(self, temperature: float, top_p: float = 1.0, top_k: int = 0) -> SamplingConfig:
+        """A sampling config with these tokens at `temperature`, `top_p` and `top_k` (0 = off)."""
         return SamplingConfig(
             temperature=temperature,
             top_p=top_p,
@@ -71,8 +86,15 @@ class SpecialTokens:
 
 class BoundProgram:
     """A module-level jitted function with its static arguments bound: called and lowered like a jitted function
-    of the others. Programs with equal static arguments share one compilation cache across trainers (tests and
-    comparisons build many in one process)."""
+    of the others.
+
+    Programs with equal static arguments share one compilation cache across trainers (tests and comparisons build
+    many in one process).
+
+    Args:
+      jitted: the module-level jitted function.
+      **static: its static keyword arguments, passed to every call and lowering.
+    """
 
     def __init__(self, jitted, **static):
         self.jitted = jitted
@@ -115,7 +137,17 @@ def _logprobs(params, rollouts, features, *, graphdef, micro_batch_rows, tempera
 
 @dataclasses.dataclass(frozen=True)
 class StepPrograms:
-    """Every jitted program of one training step (see the module docstring for signatures)."""
+    """Every jitted program of one training step (see the module docstring for their signatures).
+
+    Attributes:
+      image_features: the vision tower and merger, once per rollout batch.
+      sampler: the rollout `Sampler` (its prefill and decode programs).
+      advantages: the advantage estimator over a flat rollout batch.
+      select: the update-batch selection, cut into mini-batches.
+      selection_metrics: the selection's metrics.
+      logprobs: the old and reference log-probs, micro-batched.
+      update: one optimizer step (parameters and optimizer state donated).
+    """
 
     image_features: Callable
     sampler: Sampler
@@ -144,8 +176,8 @@ def build_step_programs(
       mesh: the device mesh the programs are traced under.
       optimizer: the optax optimizer the update applies.
       tokens: special token ids of the samplers.
-      param_shardings, opt_shardings: trees of `NamedSharding`s of the parameters and the optimizer state (the
-        update's outputs keep them).
+      param_shardings: the tree of `NamedSharding`s of the parameters (the update's outputs keep them).
+      opt_shardings: the tree of `NamedSharding`s of the optimizer state (the update's outputs keep them).
 
     Returns:
       The `StepPrograms`; each has `.lower(*args)` for ahead-of-time compilation.
@@ -192,6 +224,16 @@ def build_step_programs(
 def build_eval_samplers(
     settings: RunSettings, graphdef: nnx.GraphDef, mesh: Mesh, tokens: SpecialTokens
 ) -> tuple[Sampler, Sampler]:
-    """The validation samplers: (sampled at `eval.temperature`, greedy)."""
+    """The validation samplers of `settings` over the model `graphdef` on `mesh`.
+
+    Args:
+      settings: the resolved run settings (`eval.temperature`).
+      graphdef: the policy's graph definition.
+      mesh: the device mesh.
+      tokens: special token ids of the samplers.
+
+    Returns:
+      (the sampler at `eval.temperature`, the greedy sampler).
+    """
     sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature), mesh=mesh)
     return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh)

@@ -1,9 +1,9 @@
 """The run's config, checked and resolved once into typed settings; errors name the key and the value.
 
 `resolve(config)` is pure: it validates every key, derives the batch arithmetic (prompts per process, update
-rows, micro-batches) and, unless `check_inputs=False`, checks that the inputs exist (the checkpoint, the
-datasets, the reward and setup functions import). It never builds anything. The trainer, the evaluator, the
-memory planner and the step benchmark read only the `RunSettings` it returns.
+rows, micro-batches), checks that the setup function imports and, unless `check_inputs=False`, that the inputs
+exist (the checkpoint, the datasets, the reward function imports). It never builds anything. The trainer, the
+evaluator, the memory planner and the step benchmark read only the `RunSettings` it returns.
 
 `run_setup(config)` runs the config's `setup` function (the demo builds its assets there) and returns the
 config pointing at what it built; `prepare(config)` is the whole start-up order: start `jax.distributed` when
@@ -56,7 +56,18 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """The policy: checkpoint directory, compute and storage dtypes (JAX dtypes), attention and remat."""
+    """The policy to train: the `model` config section.
+
+    Attributes:
+      checkpoint: `model.checkpoint`, an HF-format Qwen2.5-VL directory or one converted to orbax.
+      dtype: the JAX compute dtype of sampling and training (`model.dtype`).
+      param_dtype: the JAX storage dtype of the trained parameters and the AdamW moments (`model.param_dtype`).
+      attention_impl: `model.attention_impl`, one of the model's attention implementations.
+      remat: `model.remat`, the gradient-checkpointing policy of each decoder layer.
+
+    Raises:
+      ConfigError: `attention_impl` or `remat` is not a known one.
+    """
 
     checkpoint: str
     dtype: Any
@@ -74,8 +85,26 @@ class ModelSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
-    """The prompt stream: dataset specs, columns, prompt format and length buckets, image resizing, the rollout
-    batch (over all processes and per process), bad-record policy and the shuffle seed."""
+    """The prompt stream: the `data` config section and the batch per process.
+
+    Attributes:
+      train: `data.train`, the training dataset spec (path[@split], comma-separated for several).
+      val: `data.val`, the validation dataset spec ("" = no validation).
+      columns: the record columns, from `data.prompt_column`, `data.answer_column`, `data.images_column` and
+        `data.image_dir` ("" becomes None).
+      prompt_format: `data.prompt_format`, a named format, a template file or an inline template.
+      max_prompt_length: `data.max_prompt_length`, tokens after image expansion; longer prompts are skipped.
+      buckets: the left-padded prompt lengths of `data.prompt_buckets`.
+      image: the image resize bounds `data.min_pixels` and `data.max_pixels`.
+      rollout_batch_prompts: `data.rollout_batch_prompts`, prompts per rollout batch over all processes.
+      prompts_per_process: this process's share of the rollout batch (`rollout_batch_prompts` / processes).
+      on_bad_record: `data.on_bad_record`, "skip" or "error".
+      seed: the top-level `seed`, which seeds the order of the training prompts.
+
+    Raises:
+      ConfigError: a count is out of range, the largest bucket is shorter than `max_prompt_length`, the pixel
+        bounds are not 0 < min <= max, or `on_bad_record` or `prompt_format` is unknown.
+    """
 
     train: str
     val: str
@@ -116,7 +145,16 @@ class DataSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RewardSettings:
-    """The reward function (registered name or "module:function"), its per-sample time limit and workers."""
+    """The reward: the `reward` config section.
+
+    Attributes:
+      name: `reward.name`, a registered reward name or "package.module:function".
+      timeout_s: `reward.timeout_s`, the per-sample limit in seconds (a reward over it scores 0).
+      num_workers: `reward.num_workers`, reward worker processes.
+
+    Raises:
+      ConfigError: `timeout_s` is not > 0 or `num_workers` is not >= 1.
+    """
 
     name: str
     timeout_s: float
@@ -129,8 +167,20 @@ class RewardSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RolloutSettings:
-    """Sampling of the training rollouts: n per prompt, response length, temperature, top-p / top-k (0 = off),
-    prompts per sampler call over all processes (0 = the whole batch)."""
+    """Sampling of the training rollouts: the `rollout` config section.
+
+    Attributes:
+      n: `rollout.n`, samples per prompt (at least 2).
+      max_new_tokens: `rollout.max_new_tokens`, the longest response in tokens.
+      temperature: `rollout.temperature`, > 0.
+      top_p: `rollout.top_p`, in (0, 1].
+      top_k: `rollout.top_k` (0 = off).
+      prompts_per_sampler_call: `rollout.prompts_per_sampler_call`, prompts per sampler call over all processes
+        (0 = the whole rollout batch in one call).
+
+    Raises:
+      ConfigError: a value is out of the range given above.
+    """
 
     n: int
     max_new_tokens: int
@@ -149,8 +199,24 @@ class RolloutSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RLSettings:
-    """The algorithm: its advantage estimator and update-batch selection, DAPO's refill (tries, fallback), and
-    where the old log-probs come from ("recompute" or the "sampler"'s)."""
+    """The algorithm: the `rl` config section with what `rl.algorithm` fixes.
+
+    Attributes:
+      algorithm: `rl.algorithm`, a registered algorithm name.
+      estimator: the algorithm's advantage estimator name (set by the algorithm, not a key).
+      selection: the update-batch selection: the algorithm's selector with `rl.keep_ratio`, `rl.pts_variant`,
+        `rl.pts_rerank`, `rl.abs_rounds`, `rl.abs_weight`, `rl.abs_power`, `rl.cppo_prune` and group size
+        `rollout.n`, then the options the algorithm fixes.
+      dynamic_sampling: whether the algorithm refills uninformative groups (DAPO; set by the algorithm).
+      dynamic_sampling_max_tries: `rl.dynamic_sampling_max_tries`, prompt batches generated at most per step.
+      dynamic_sampling_fallback: `rl.dynamic_sampling_fallback`, "fill" or "error" when the tries run out.
+      old_logprobs: `rl.old_logprobs`, "recompute" (a forward pass before the update) or "sampler" (the
+        sampler's log-probs).
+
+    Raises:
+      ConfigError: the estimator or selector is not registered, `dynamic_sampling_max_tries` is not >= 1, or
+        `dynamic_sampling_fallback` or `old_logprobs` is unknown.
+    """
 
     algorithm: str
     estimator: str
@@ -187,8 +253,21 @@ class RLSettings:
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """The loop: rollout batches to run, optimizer steps per batch (mini-batches), micro-batches per optimizer
-    step, rows per old-log-prob pass, and the non-finite-update limit."""
+    """The loop: the `train` config section with the batch arithmetic derived from it.
+
+    Attributes:
+      total_steps: `train.total_steps`, rollout batches to run.
+      num_minibatches: optimizer steps per rollout batch, `data.rollout_batch_prompts` / `train.minibatch_prompts`.
+      micro_batches: gradient-accumulation micro-batches per optimizer step, a mini-batch's rows /
+        min(`train.micro_batch_rows`, a mini-batch's rows).
+      logprob_micro_batch_rows: rows per old-log-prob pass, the largest divisor of the rollout batch's rows that
+        is <= `train.micro_batch_rows`.
+      max_nonfinite_in_a_row: `train.max_nonfinite_in_a_row`, steps in a row with a skipped (non-finite) update
+        after which the run stops.
+
+    Raises:
+      ConfigError: `total_steps` or `max_nonfinite_in_a_row` is not >= 1.
+    """
 
     total_steps: int
     num_minibatches: int
@@ -206,8 +285,20 @@ class TrainSettings:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """Validation: every k steps (0 = never, and at the end), before training, n samples per prompt at
-    `temperature` (plus greedy), at most `max_prompts` prompts (0 = all), sample generations written."""
+    """Validation: the `eval` config section.
+
+    Attributes:
+      every: `eval.every`, validate every k steps and after the last step (0 = never).
+      before_training: `eval.before_training`, also validate before the first step of a fresh run.
+      n: `eval.n`, samples per validation prompt at `temperature` (a greedy sample is scored as well).
+      temperature: `eval.temperature`, > 0.
+      max_prompts: `eval.max_prompts`, the validation prompts used over all processes, reached in whole batches
+        (0 = the whole validation set).
+      num_examples: `eval.num_examples`, sample generations written to `eval_samples.jsonl` per validation.
+
+    Raises:
+      ConfigError: a value is out of range (`n` and `temperature` must be positive, the others >= 0).
+    """
 
     every: int
     before_training: bool
@@ -226,7 +317,18 @@ class EvalSettings:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointSettings:
-    """Checkpoints every k steps (and at the end), how many to keep, keep the best, export at the end."""
+    """Checkpoints: the `checkpoint` config section.
+
+    Attributes:
+      every: `checkpoint.every`, save every k steps and after the last step.
+      keep_last: `checkpoint.keep_last`, the most recent checkpoints kept.
+      keep_best: `checkpoint.keep_best`, also keep the checkpoint of the best validation accuracy.
+      export_hf: `checkpoint.export_hf`, a directory the final policy is exported to in the Hugging Face layout
+        ("" = no export).
+
+    Raises:
+      ConfigError: `every` or `keep_last` is not >= 1.
+    """
 
     every: int
     keep_last: int
@@ -240,7 +342,26 @@ class CheckpointSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """Everything a run reads, resolved from its config (static: hashable where jitted functions take it)."""
+    """Everything a run reads, resolved from its config (static: hashable where jitted functions take it).
+
+    Attributes:
+      seed: the top-level `seed`; it seeds sampling, the ABS draws and the data order.
+      model: the `model` section.
+      data: the `data` section and the batch per process.
+      reward: the `reward` section.
+      rollout: the `rollout` section.
+      rl: the `rl` section with what the algorithm fixes.
+      loss: the `loss` section with the algorithm's fixed `clip_high` / `agg_mode`, `dual_clip` 0 as None,
+        `rollout.max_new_tokens` as the normalisation constant, the rollout temperature and `loss.logprob_chunk`
+        capped at `rollout.max_new_tokens`.
+      optimizer: the `optim` section; its schedule spans `train.total_steps` x optimizer steps per batch.
+      train: the `train` section with the derived batch arithmetic.
+      eval: the `eval` section.
+      checkpoint: the `checkpoint` section.
+      mesh: the `mesh` section.
+      mesh_shape: the resolved (data, fsdp, tensor) axis sizes of the mesh.
+      distributed: the `distributed` section.
+    """
 
     seed: int
     model: ModelSettings
@@ -264,7 +385,7 @@ class RunSettings:
 
 
 def _converted(errors: tuple[type[Exception], ...], build):
-    """`build()` with the listed exceptions re-raised as ConfigError (their messages name the keys)."""
+    """`build()`, with the listed exceptions re-raised as ConfigError (their messages name the keys)."""
     try:
         return build()
     except errors as err:
@@ -272,18 +393,40 @@ def _converted(errors: tuple[type[Exception], ...], build):
 
 
 def start_distributed(c: ConfigDict) -> bool:
-    """Starts `jax.distributed` as the `distributed` section says (before any device is touched); returns
-    whether this is a multi-process run's process."""
+    """Starts `jax.distributed` as the `distributed` section says (call it before any device is touched).
+
+    Args:
+      c: the run's config; its `distributed` section and `mesh.preset` are read.
+
+    Returns:
+      True when `jax.distributed` is initialized after the call (a multi-process run's process), False when the
+      config does not ask for it.
+
+    Raises:
+      ConfigError: the `distributed` section is invalid.
+    """
     spec = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
     return _converted((DistributedConfigError,), lambda: initialize_distributed(spec, c.mesh.preset))
 
 
 def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
-    """Validates `c` and returns the resolved settings; ConfigError naming the key and value otherwise.
+    """Validates `c` and returns the resolved settings.
 
-    check_inputs: also check that model.checkpoint, data.train and data.val exist and the reward imports (off
-    for planning a run whose inputs are elsewhere). Call `start_distributed` first in a multi-process run: the
-    batch checks use the process and device counts.
+    Call `start_distributed` first in a multi-process run: the batch checks use the process and device counts.
+
+    Args:
+      c: the run's config (`defaults.base_config` and a config file's changes).
+      check_inputs: also check that model.checkpoint, data.train and data.val exist and the reward imports
+        (`check_run_inputs`; off for planning a run whose inputs are elsewhere).
+
+    Returns:
+      The `RunSettings` of the run.
+
+    Raises:
+      ConfigError: a value is invalid or inconsistent with another (the batch does not divide over the
+        processes, the mesh's batch shards, the sampler calls, the mini-batches or the micro-batches), the
+        setup function does not import, or (with `check_inputs`) an input is missing; the message names the key
+        and the value.
     """
     algorithm = _converted((ValueError,), lambda: get_algorithm(c.rl.algorithm))
     for key in ("dtype", "param_dtype"):
@@ -419,22 +562,19 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         logprob_micro_batch_rows=largest_divisor(prompts * n, c.train.micro_batch_rows),
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )
-    loss_fixed = dict(algorithm.loss)
-    loss = _converted(
-        (ValueError,),
-        lambda: LossConfig(
-            clip_low=c.loss.clip_low,
-            clip_high=loss_fixed.get("clip_high", c.loss.clip_high),
-            dual_clip=c.loss.dual_clip or None,
-            ratio_level=c.loss.ratio_level,
-            agg_mode=loss_fixed.get("agg_mode", c.loss.agg_mode),
-            norm_constant=float(rollout.max_new_tokens),
-            kl_coef=c.loss.kl_coef,
-            kl_kind=c.loss.kl_kind,
-            temperature=rollout.temperature,
-            logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
-        ),
+    loss_values = dict(
+        clip_low=c.loss.clip_low,
+        clip_high=c.loss.clip_high,
+        dual_clip=c.loss.dual_clip or None,
+        ratio_level=c.loss.ratio_level,
+        agg_mode=c.loss.agg_mode,
+        norm_constant=float(rollout.max_new_tokens),
+        kl_coef=c.loss.kl_coef,
+        kl_kind=c.loss.kl_kind,
+        temperature=rollout.temperature,
+        logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
     )
+    loss = _converted((ValueError, TypeError), lambda: LossConfig(**{**loss_values, **dict(algorithm.loss)}))
     optimizer = _converted(
         (ValueError,),
         lambda: OptimizerConfig(
@@ -485,8 +625,14 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
 
 
 def check_run_inputs(settings: RunSettings) -> None:
-    """The checkpoint has a readable config.json, every dataset spec names files, the reward imports;
-    ConfigError naming the key otherwise."""
+    """Checks that the checkpoint has a readable config.json, every dataset spec names files and the reward imports.
+
+    Args:
+      settings: the resolved settings whose inputs are checked.
+
+    Raises:
+      ConfigError: an input is missing or unreadable; the message names the key.
+    """
     checkpoint = settings.model.checkpoint
     _require(
         bool(checkpoint), "model.checkpoint is empty: give an HF-format Qwen2.5-VL directory (or use configs/demo.py)"
@@ -512,25 +658,58 @@ def check_run_inputs(settings: RunSettings) -> None:
 
 
 def run_setup(c: ConfigDict) -> ConfigDict:
-    """The config after its `setup` function ran: `setup(config)` builds what the run needs and returns
-    {dotted key: value}, set on a copy of the config. The config itself when `setup` is empty."""
+    """Runs the config's `setup` function and returns the config pointing at what it built.
+
+    Args:
+      c: the run's config; `setup(c)` builds what the run needs and returns {dotted key: value}.
+
+    Returns:
+      A copy of `c` with the returned values set, or `c` itself when `setup` is empty.
+
+    Raises:
+      ConfigError: the setup function does not import, or returns a key the config does not have.
+    """
     if not c.setup:
         return c
     overrides = _converted((ValueError,), lambda: import_function(c.setup, what="setup"))(c)
     c = c.copy_and_resolve_references()
     for key, value in overrides.items():
-        *sections, field = key.split(".")
-        node = c
-        for section in sections:
-            node = node[section]
-        node[field] = value
+        _converted((ValueError,), lambda: set_key(c, key, value))
     return c
 
 
+def set_key(config: ConfigDict, key: str, value) -> None:
+    """Sets the dotted key `key` (e.g. "rl.keep_ratio") of `config` to `value`.
+
+    Raises:
+      ValueError: the section or the key does not exist; the message names it.
+    """
+    node = config
+    *parents, last = key.split(".")
+    for part in parents:
+        if part not in node:
+            raise ValueError(f"{key}: no config section {part!r}")
+        node = node[part]
+    if last not in node:
+        raise ValueError(f"{key}: no config key {last!r} in {'.'.join(parents) or 'the config'}")
+    node[last] = value
+
+
 def prepare(c: ConfigDict) -> tuple[ConfigDict, RunSettings]:
-    """The start-up order of a run: `jax.distributed` started when configured (before any device is touched),
-    every value checked (fast, nothing built), the setup run, then the settings resolved with the inputs checked.
-    Returns the config after setup and its settings."""
+    """The start-up order of a run.
+
+    `jax.distributed` is started when configured (before any device is touched), every value checked (fast,
+    nothing built), the setup run, then the settings resolved with the inputs checked.
+
+    Args:
+      c: the run's config.
+
+    Returns:
+      (the config after setup, its `RunSettings`).
+
+    Raises:
+      ConfigError: see `start_distributed` and `resolve`.
+    """
     start_distributed(c)
     resolve(c, check_inputs=False)
     c = run_setup(c)

@@ -60,7 +60,11 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class StepKeys:
-    """The PRNG keys of one step: a named split of the step's key `fold_in(run key, step)` by phase id."""
+    """The PRNG keys of one step: a named split of the step's key `fold_in(run key, step)` by phase id.
+
+    Attributes:
+      step_key: the step's key, `fold_in(run key, step)`.
+    """
 
     step_key: jax.Array
 
@@ -69,6 +73,7 @@ class StepKeys:
 
     @classmethod
     def at(cls, run_key: jax.Array, step: int) -> "StepKeys":
+        """The keys of step `step` of the run whose key is `run_key`."""
         return cls(jax.random.fold_in(run_key, step))
 
     def sample(self, attempt: int = 0) -> jax.Array:
@@ -83,9 +88,15 @@ class StepKeys:
 
 @dataclasses.dataclass
 class UpdateBatch:
-    """The targets of one rollout batch's optimizer steps: the update rows cut into mini-batches (`int32[U / k]`
-    rows and `bool[U / k]` valid flags per mini-batch), the per-row targets, the selection's metrics and the
-    selector's statistics (ABS draws), float32 scalars."""
+    """The targets of one rollout batch's optimizer steps (U update rows in k mini-batches).
+
+    Attributes:
+      rows: one int32 `[U / k]` array of rollout-row indices per mini-batch.
+      valid: one bool `[U / k]` array of valid flags per mini-batch.
+      targets: the per-row targets (token advantages, old and reference log-probs, image features).
+      selection_metrics: the selection's metrics, float32 scalars.
+      selector_stats: the selector's statistics (ABS draws), float32 scalars.
+    """
 
     rows: list[jax.Array]
     valid: list[jax.Array]
@@ -96,7 +107,18 @@ class UpdateBatch:
 
 @dataclasses.dataclass
 class RunSummary:
-    """What a run ends with: steps done, first and last validation accuracy (None without validation)."""
+    """What a run ends with.
+
+    The first and last accuracies are read from the workdir's metrics log where it exists (so a resumed run
+    reports its whole history), else from this process's validations; all three are None without validation.
+
+    Attributes:
+      steps: the steps done.
+      start_accuracy: the first validation accuracy.
+      end_accuracy: the last validation accuracy.
+      best_accuracy: the best validation accuracy (kept in the checkpoints, so a resumed run's earlier steps
+        count).
+    """
 
     steps: int
     start_accuracy: float | None
@@ -105,11 +127,31 @@ class RunSummary:
 
 
 class Trainer:
-    """Builds everything a run needs from its resolved settings and runs the loop; resumes from `workdir` when
-    it holds a checkpoint.
+    """Builds everything a run needs from its resolved settings and runs the loop.
 
-    instrument: applied to the step's programs once they are built (the step benchmark wraps them to record
-    their calls); None keeps them as built.
+    Resumes from `workdir` when it holds a checkpoint: parameters, optimizer state, step, best score, the run's
+    key and the data position.
+
+    Args:
+      settings: the resolved run settings.
+      workdir: the run directory (checkpoints, `metrics.jsonl`, TensorBoard events, `eval_samples.jsonl`),
+        created if missing.
+      instrument: applied to the step's programs once they are built (the step benchmark wraps them to record
+        their calls); None keeps them as built.
+
+    Attributes:
+      settings: the run settings.
+      mesh: the (data, fsdp, tensor) device mesh.
+      graphdef: the policy's graph definition.
+      params: the trained parameters, a pure dict of sharded arrays.
+      param_shardings: the parameters' shardings.
+      model_config: the policy's model config.
+      optimizer: the optax optimizer.
+      opt_state: the optimizer state, sharded like the parameters it mirrors.
+      opt_shardings: the optimizer state's shardings.
+      programs: the step's jitted programs (`StepPrograms`).
+      step: the steps done.
+      best_score: the best validation accuracy so far (None before any validation).
     """
 
     def __init__(
@@ -212,6 +254,7 @@ class Trainer:
         )
 
     def _rollout_generator(self, sampler, n: int) -> RolloutGenerator:
+        """A rollout generator over `sampler` with `n` samples per prompt and the run's rewards."""
         rollout = self.settings.rollout
         return RolloutGenerator(
             sampler=sampler,
@@ -226,6 +269,7 @@ class Trainer:
         )
 
     def _evaluator(self, tokens: SpecialTokens) -> Evaluator:
+        """The validation over `data.val`, with its own samplers and key (`seed + 1`)."""
         settings = self.settings
         sampled, greedy = build_eval_samplers(settings, self.graphdef, self.mesh, tokens)
         return Evaluator(
@@ -247,6 +291,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ state
 
     def _restore(self) -> None:
+        """Restores the latest checkpoint of the workdir, if any."""
         if self.checkpointer.latest_step() is None:
             return
         restored = self.checkpointer.restore(
@@ -274,6 +319,8 @@ class Trainer:
         self.train_batches.set_state(states[jax.process_index()])
 
     def _save(self, metrics: dict) -> None:
+        """Saves the step's checkpoint: parameters, optimizer state, run key, every process's data position, the
+        best score and the step's `val/` metrics."""
         data_state = {"processes": allgather_json(self.train_batches.get_state())}
         self.checkpointer.save(
             self.step,
@@ -286,6 +333,7 @@ class Trainer:
         )
 
     def _validate(self) -> dict:
+        """Runs validation, updates the best score and returns the `val/` metrics."""
         metrics = self.evaluator.evaluate(self.params, self.step)
         accuracy = metrics.get("val/accuracy")
         if accuracy is not None and (self.best_score is None or accuracy > self.best_score):
@@ -310,8 +358,16 @@ class Trainer:
         return metrics
 
     def collect_rollouts(self, batch, keys: StepKeys) -> tuple[ScoredRollouts, dict]:
-        """The step's scored rollout batch (DAPO: refilled with informative groups from further prompt batches)
-        and its refill statistics."""
+        """Generates and scores the step's rollouts.
+
+        Args:
+          batch: this process's prompt batch of the step.
+          keys: the step's keys.
+
+        Returns:
+          (the scored rollout batch, its refill statistics). With DAPO's dynamic sampling the batch is refilled
+          with informative groups from further prompt batches; without it the statistics are empty.
+        """
         if not self.settings.rl.dynamic_sampling:
             return self.generate(self.params, batch, keys.sample()), {}
         rl = self.settings.rl
@@ -333,7 +389,16 @@ class Trainer:
         )
 
     def targets(self, scored: ScoredRollouts, key: jax.Array, timings: dict[str, float]) -> UpdateBatch:
-        """Advantages, the update batch and the old (and reference) log-probs of a scored rollout batch."""
+        """Advantages, the update batch and the old (and reference) log-probs of a scored rollout batch.
+
+        Args:
+          scored: the step's scored rollouts.
+          key: the selection's key (`StepKeys.select`).
+          timings: the step's phase seconds; "advantage" and "old_logprobs" are added.
+
+        Returns:
+          The `UpdateBatch` of the step.
+        """
         settings = self.settings
         programs = self.programs
         t = time.perf_counter()
@@ -367,7 +432,11 @@ class Trainer:
         return UpdateBatch(rows, valid, targets, metrics, selector_stats)
 
     def optimize(self, scored: ScoredRollouts, update_batch: UpdateBatch, timings: dict[str, float]) -> list[dict]:
-        """One optimizer step per mini-batch; returns each step's metrics (on the host)."""
+        """One optimizer step per mini-batch of `update_batch`; "update" seconds are added to `timings`.
+
+        Returns:
+          Each optimizer step's metrics, on the host.
+        """
         t = time.perf_counter()
         metrics = []
         for rows, valid in zip(update_batch.rows, update_batch.valid):
@@ -382,8 +451,19 @@ class Trainer:
     def log_metrics(
         self, scored: ScoredRollouts, update_batch: UpdateBatch, updates: list[dict], timings: dict, start: float
     ) -> dict:
-        """The step's metrics: rollout, selection, update (mean over optimizer steps), learning rate, timings,
-        throughput, data counts and sampler compilations."""
+        """The step's metrics: rollout, selection, update, learning rate, timings, throughput, data counts and
+        sampler compilations.
+
+        Args:
+          scored: the step's scored rollouts.
+          update_batch: the step's update batch.
+          updates: each optimizer step's metrics; they are averaged, except `update_skipped`, which is summed.
+          timings: the step's phase seconds.
+          start: the `time.perf_counter()` at the step's start.
+
+        Returns:
+          The metrics by name, floats.
+        """
         settings = self.settings
         metrics = rollout_metrics(scored)
         metrics.update({k: float(v) for k, v in jax.device_get(update_batch.selection_metrics).items()})
@@ -406,8 +486,18 @@ class Trainer:
     def fit(self, after_step: Callable[[int, dict], None] | None = None) -> RunSummary:
         """Runs to `train.total_steps` (validation before, every k steps and at the end; checkpoints every k).
 
-        after_step: called with (step, metrics) when a step's training is done, before its validation, logging
-        and checkpoint (the step benchmark's hook).
+        With `checkpoint.export_hf` set, process 0 exports the latest checkpoint in the Hugging Face layout at
+        the end.
+
+        Args:
+          after_step: called with (step, metrics) when a step's training is done, before its validation,
+            logging and checkpoint (the step benchmark's hook).
+
+        Returns:
+          The `RunSummary` of the run.
+
+        Raises:
+          FloatingPointError: `train.max_nonfinite_in_a_row` steps in a row had a skipped (non-finite) update.
         """
         settings = self.settings
         total = settings.train.total_steps
@@ -433,8 +523,8 @@ class Trainer:
                     self._save(metrics)
                 if nonfinite_in_a_row >= settings.train.max_nonfinite_in_a_row:
                     raise FloatingPointError(
-                        f"{nonfinite_in_a_row} updates in a row had a non-finite loss or gradient (step {self.step}); "
-                        "stopping (train.max_nonfinite_in_a_row)"
+                        f"{nonfinite_in_a_row} steps in a row skipped an update for a non-finite loss or gradient "
+                        f"(step {self.step}); stopping (train.max_nonfinite_in_a_row)"
                     )
         finally:
             self.checkpointer.wait_until_finished()
@@ -450,7 +540,7 @@ class Trainer:
         )
 
     def close(self) -> None:
-        """Waits for a checkpoint in flight and releases the reward workers, orbax and the writers."""
+        """Releases the reward workers, the checkpointer (waiting for a checkpoint in flight) and the writers."""
         self.reward_pool.close()
         self.checkpointer.close()
         self.writer.close()
@@ -467,8 +557,11 @@ def _abstract(tree):
 
 
 def _logged_accuracies(metrics_file: Path) -> list[float]:
-    """The validation accuracies in the run's metrics file, in step order (so a resumed or re-run workdir
-    reports its whole history); [] where this process writes no metrics file."""
+    """The validation accuracies in the run's metrics file, in step order.
+
+    Reading the file lets a resumed or re-run workdir report its whole history. [] where the metrics file does
+    not exist (only process 0 writes it).
+    """
     if not metrics_file.exists():
         return []
     records = (json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip())

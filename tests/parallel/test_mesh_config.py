@@ -133,3 +133,34 @@ def test_a_tensor_group_may_not_span_processes():
 )
 def test_when_auto_starts_jax_distributed(spec, preset, environ, expected):
     assert wants_initialize(spec, preset, environ) is expected
+
+
+def test_sharding_rules_are_config_data():
+    """`mesh.rules` reaches the settings checked, and decides where each named parameter dimension goes."""
+    from flax import nnx
+
+    from shuffle_r1_jax.models.qwen2_5_vl import abstract_model
+    from shuffle_r1_jax.parallel.sharding import DEFAULT_RULES, param_shardings
+    from tests.perf.test_memory_plan import tiny_model_config
+
+    replicated_embed = tuple((name, None if name == "embed" else axes) for name, axes in DEFAULT_RULES)
+    run = settings.resolve(config(rl__algorithm="grpo", mesh__rules=replicated_embed), check_inputs=False)
+    assert run.mesh.rules == replicated_embed
+    state = nnx.state(abstract_model(tiny_model_config()), nnx.Param)
+    mesh = build_mesh(run.mesh)
+    default = param_shardings(state, mesh)["embed_tokens"]["embedding"].spec
+    custom = param_shardings(state, mesh, run.mesh.rules)["embed_tokens"]["embedding"].spec
+    assert tuple(default) == (None, "fsdp") and tuple(custom) in ((None, None), ())
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ((("vocab", "tensr"),), r"unknown mesh axes \['tensr'\]"),
+        ((("vocab", "tensor"), ("vocab", None)), "names a logical axis twice"),
+        ((("vocab",),), "must be a pair"),
+    ],
+)
+def test_bad_sharding_rules_are_named(rules, message):
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.resolve(config(rl__algorithm="grpo", mesh__rules=rules), check_inputs=False)

@@ -123,7 +123,7 @@ def test_register_user_estimator():
         with pytest.raises(ValueError, match=name):
             adv_lib.register_advantage_estimator(name)(constant)
     finally:
-        adv_lib._ESTIMATORS.pop(name)
+        adv_lib._ESTIMATORS.remove(name)
 
 
 # ---------------------------------------------------------------- outcome estimators

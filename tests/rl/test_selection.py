@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shuffle_r1_jax.rl.algorithms import ALGORITHMS, get_algorithm
-from shuffle_r1_jax.rl.selection import SelectionConfig, rows_per_prompt, select_update_rows
+from shuffle_r1_jax.rl.selection import SelectionConfig, register_selector, rows_per_prompt, select_update_rows
 
 
 def _advantages(groups=4, n=16, seed=0):
@@ -61,3 +61,25 @@ def test_unknown_algorithm_is_named():
         "pts_only",
         "abs_only",
     }
+
+
+def test_a_new_selector_is_one_registered_function():
+    from shuffle_r1_jax.rl import selection
+
+    @register_selector("test_first_of_each_group", rows_per_prompt=lambda cfg: 1)
+    def first_of_each_group(rollout_advantages, cfg, key):
+        groups, n = rollout_advantages.shape
+        rows = np.arange(groups, dtype=np.int32) * n
+        return rows, np.ones_like(rows, bool), {}
+
+    try:
+        cfg = SelectionConfig(selection="test_first_of_each_group", group_size=16)
+        rows, valid, _ = select_update_rows(_advantages(), cfg, jax.random.key(0))
+        assert rows_per_prompt(cfg) == 1 and list(rows) == [0, 16, 32, 48] and valid.all()
+        assert "test_first_of_each_group" in selection.available_selectors()
+        with pytest.raises(ValueError, match="already registered"):
+            register_selector("test_first_of_each_group", rows_per_prompt=lambda cfg: 1)(first_of_each_group)
+    finally:
+        selection._SELECTORS.remove("test_first_of_each_group")
+    with pytest.raises(ValueError, match="unknown update-batch selector 'test_first_of_each_group'; known: all, cppo"):
+        rows_per_prompt(cfg)

@@ -246,6 +246,39 @@ def test_bad_paper_config_arguments_are_named(arg, message):
         _config_file("shuffle_r1_paper").get_config(arg)
 
 
+def test_the_setup_hook_sets_the_keys_it_returns_and_names_a_bad_one():
+    c = base_config()
+    c.setup = "tests.train.toy_setups:points_at_elsewhere"
+    after = settings.run_setup(c)
+    assert (after.model.checkpoint, after.data.train) == ("/elsewhere/checkpoint", "/elsewhere/train.parquet")
+    assert c.model.checkpoint == ""  # the given config is left as it was
+    c.setup = "tests.train.toy_setups:sets_a_missing_key"
+    with pytest.raises(settings.ConfigError, match="no config key 'no_such_key' in model"):
+        settings.run_setup(c)
+    c.setup = "tests.train.toy_setups:not_there"
+    with pytest.raises(settings.ConfigError, match="setup 'tests.train.toy_setups:not_there'"):
+        settings.resolve(c, check_inputs=False)
+
+
+@pytest.mark.parametrize(
+    "algorithm, fixed",
+    [
+        ("dapo", dict(clip_high=0.28, agg_mode="token-mean")),
+        ("dr_grpo", dict(clip_high=0.2, agg_mode="seq-mean-token-sum-norm")),
+        ("abs_only", dict(clip_high=0.2, agg_mode="token-mean")),
+    ],
+)
+def test_an_algorithm_fixes_its_loss_and_selection_values(algorithm, fixed):
+    c = base_config()
+    c.rl.algorithm = algorithm
+    c.loss.agg_mode = "seq-mean-token-mean"  # the algorithm's own value wins where it fixes one
+    run = settings.resolve(c, check_inputs=False)
+    for key, value in fixed.items():
+        expected = "seq-mean-token-mean" if key == "agg_mode" and algorithm == "abs_only" else value
+        assert getattr(run.loss, key) == expected
+    assert run.rl.selection.keep_ratio == (1.0 if algorithm == "abs_only" else 0.5)
+
+
 def test_the_demo_config_file_resolves_without_building_anything(tmp_path):
     c = _config_file("demo").get_config()
     c.demo.cache_dir = str(tmp_path / "cache")

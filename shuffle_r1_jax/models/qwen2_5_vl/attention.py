@@ -28,9 +28,22 @@ def dot_product_attention(
 ) -> jax.Array:
     """Attention of q over k/v.
 
-    q: `[batch, q_len, heads, head_dim]`; k, v: `[batch, k_len, kv_heads, head_dim]` with heads a multiple of
-    kv_heads; mask: `bool[batch, q_len, k_len]`, True where attention is allowed. A query whose keys are all
-    masked gets a finite (meaningless) output rather than NaN. Returns `q.dtype[batch, q_len, heads, head_dim]`.
+    A query whose keys are all masked gets a finite (meaningless) output rather than NaN.
+
+    Args:
+      q: `[batch, q_len, heads, head_dim]`, heads a multiple of kv_heads.
+      k: `[batch, k_len, kv_heads, head_dim]`.
+      v: `[batch, k_len, kv_heads, head_dim]`.
+      mask: `bool[batch, q_len, k_len]`, True where attention is allowed; its q_len dim may be 1 (a key-only
+        mask shared by every query).
+      scale: multiplies the q . k scores (usually head_dim ** -0.5).
+      implementation: one of `IMPLEMENTATIONS` (see the module docstring).
+
+    Returns:
+      `q.dtype[batch, q_len, heads, head_dim]`.
+
+    Raises:
+      ValueError: naming the value when `implementation` is unknown.
     """
     if implementation == "xla":
         return _xla_attention(q, k, v, mask, scale)

@@ -21,7 +21,25 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
-    """The vision tower's hyper-parameters (names follow the HF `vision_config`)."""
+    """The vision tower's hyper-parameters (names follow the HF `vision_config`).
+
+    Attributes:
+      depth: number of vision blocks.
+      hidden_size: width D of the vision blocks.
+      intermediate_size: hidden width of each block's SwiGLU MLP.
+      num_heads: attention heads per block.
+      in_channels: image channels.
+      patch_size: patch side in pixels.
+      spatial_merge_size: side, in patches, of the square of patches merged into one language-model token.
+      temporal_patch_size: frames per patch.
+      window_size: side of a window-attention window in pixels.
+      out_hidden_size: width of the merged tokens; must equal the text `hidden_size`.
+      fullatt_block_indexes: blocks that attend over the whole image; the others attend within windows.
+      tokens_per_second: HF's video time scale, read from and written to config.json only (videos are not
+        supported).
+      rope_theta: base of the 2D rotary embedding.
+      rms_norm_eps: epsilon of the vision RMSNorms.
+    """
 
     depth: int = 32
     hidden_size: int = 1280
@@ -40,6 +58,7 @@ class VisionConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: hidden_size / num_heads."""
         return self.hidden_size // self.num_heads
 
     @property
@@ -49,12 +68,12 @@ class VisionConfig:
 
     @property
     def merge_unit(self) -> int:
-        """Patches merged into one language-model token (4)."""
+        """Patches merged into one language-model token (4 for the real model)."""
         return self.spatial_merge_size**2
 
     @property
     def window_merged(self) -> int:
-        """Side of an attention window in merged tokens: window_size / (merge * patch) = 4."""
+        """Side of an attention window in merged tokens: window_size / (merge * patch) (4 for the real model)."""
         return self.window_size // (self.spatial_merge_size * self.patch_size)
 
     @property
@@ -65,7 +84,22 @@ class VisionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
-    """The Qwen2 text decoder's hyper-parameters (names follow the HF `text_config`)."""
+    """The Qwen2 text decoder's hyper-parameters (names follow the HF `text_config`).
+
+    Attributes:
+      vocab_size: rows of the embedding table (and of the logits).
+      hidden_size: width H of the decoder.
+      intermediate_size: hidden width of each layer's SwiGLU MLP.
+      num_hidden_layers: number of decoder layers.
+      num_attention_heads: query heads per layer.
+      num_key_value_heads: key/value heads per layer (grouped-query attention); divides the query heads.
+      head_dim: width of one attention head; 2 * sum(mrope_section).
+      rms_norm_eps: epsilon of the decoder RMSNorms.
+      rope_theta: base of the M-RoPE frequencies.
+      mrope_section: how many of the head_dim / 2 rotary frequencies follow the temporal, height and width
+        position rows, in that order.
+      max_position_embeddings: the HF field, read from and written to config.json.
+    """
 
     vocab_size: int = 151936
     hidden_size: int = 2048
@@ -82,7 +116,21 @@ class TextConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Qwen25VLConfig:
-    """The whole model: text decoder, vision tower, special token ids and embedding tying."""
+    """The whole model: text decoder, vision tower, special token ids and embedding tying.
+
+    Construction runs `validate`, so an inconsistent config raises `ConfigError`.
+
+    Attributes:
+      text: the text decoder's hyper-parameters.
+      vision: the vision tower's hyper-parameters.
+      tie_word_embeddings: whether the output projection reuses the embedding table (no separate `lm_head`).
+      image_token_id: the image placeholder token; each one takes the features of one merged image token.
+      video_token_id: the video placeholder token (videos are not supported).
+      vision_start_token_id: the token that opens a vision span.
+      vision_end_token_id: the token that closes a vision span.
+      bos_token_id: beginning-of-sequence token id.
+      eos_token_id: end-of-sequence token id.
+    """
 
     text: TextConfig = dataclasses.field(default_factory=TextConfig)
     vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
@@ -109,7 +157,7 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
 
 
 def _rope_fields(text: Mapping[str, Any], where: str) -> tuple[float, tuple[int, ...]]:
-    """Returns (rope_theta, mrope_section) from `rope_parameters` (5.x) or `rope_scaling` (hub, 4.x)."""
+    """(rope_theta, mrope_section) from `rope_parameters` (5.x) or `rope_scaling` (hub, 4.x); ConfigError if absent."""
     rope = text.get("rope_parameters") or text.get("rope_scaling")
     if not rope:
         raise ConfigError(
@@ -177,7 +225,20 @@ def _vision_config(raw: Mapping[str, Any], out_hidden_default: int) -> VisionCon
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> Qwen25VLConfig:
-    """Builds a `Qwen25VLConfig` from a parsed HF config.json (any of the three layouts)."""
+    """Builds a `Qwen25VLConfig` from a parsed HF config.json (any of the three layouts).
+
+    Args:
+      raw: the parsed config.json.
+
+    Returns:
+      The config. A special token id missing from the file takes the Qwen2.5-VL default, a list-valued one its
+      first entry; `tie_word_embeddings` is False when absent.
+
+    Raises:
+      ConfigError: naming the key when `model_type` is not `qwen2_5_vl`, a required field is missing, a value is
+        unsupported (`hidden_act` other than silu, sliding-window attention, a rope type other than
+        default/mrope) or the values are inconsistent (see `validate`).
+    """
     model_type = raw.get("model_type")
     if model_type not in _MODEL_TYPES:
         raise ConfigError(
@@ -207,7 +268,18 @@ def config_from_dict(raw: Mapping[str, Any]) -> Qwen25VLConfig:
 
 
 def load_config(path: str | os.PathLike) -> Qwen25VLConfig:
-    """Reads `config.json` from a checkpoint directory (or the file itself)."""
+    """Reads `config.json` from a checkpoint directory (or the file itself).
+
+    Args:
+      path: a checkpoint directory holding config.json, or the path of the file.
+
+    Returns:
+      The parsed `Qwen25VLConfig`.
+
+    Raises:
+      FileNotFoundError: when there is no config.json at `path`.
+      ConfigError: when the file is not valid JSON or its values are rejected by `config_from_dict`.
+    """
     path = os.fspath(path)
     file = os.path.join(path, "config.json") if os.path.isdir(path) else path
     if not os.path.exists(file):
@@ -221,7 +293,15 @@ def load_config(path: str | os.PathLike) -> Qwen25VLConfig:
 
 
 def validate(cfg: Qwen25VLConfig) -> None:
-    """Raises `ConfigError` naming the field when values are inconsistent."""
+    """Checks that the values of `cfg` are consistent with each other.
+
+    Raises:
+      ConfigError: naming the field when mrope_section does not have 3 entries summing to head_dim / 2, the
+        query heads are not a multiple of the key/value heads, the vision width does not split into its heads
+        (or the vision head_dim is not a multiple of 4), window_size is not a positive multiple of
+        spatial_merge_size * patch_size, a full-attention block index is outside [0, depth), out_hidden_size
+        differs from the text hidden_size, or an image/video/vision start/end token id is outside the vocabulary.
+    """
     t, v = cfg.text, cfg.vision
     if sum(t.mrope_section) * 2 != t.head_dim:
         raise ConfigError(
@@ -298,9 +378,18 @@ HUB_CONFIGS = {
 
 
 def config_of_checkpoint(checkpoint: str | os.PathLike) -> Qwen25VLConfig:
-    """The model config of `checkpoint`: its config.json when it is a local directory (or file), else the built-in
-    dimensions of a known hub id (`HUB_CONFIGS`), for planning a run before the weights are downloaded.
-    ConfigError naming the value otherwise."""
+    """The model config of `checkpoint`, for planning a run before the weights are downloaded.
+
+    Args:
+      checkpoint: a local checkpoint directory (or its config.json), or a hub id listed in `HUB_CONFIGS`.
+
+    Returns:
+      The config read from the local config.json when the path exists, else the built-in dimensions of the hub id.
+
+    Raises:
+      ConfigError: naming the value when `checkpoint` is neither an existing path nor a known hub id (or when the
+        local config.json is rejected).
+    """
     if os.path.exists(checkpoint):
         return load_config(checkpoint)
     if str(checkpoint) in HUB_CONFIGS:

@@ -14,7 +14,19 @@ def decoder_matmul_params(t: TextConfig) -> int:
 
 
 def decoder_forward_flops(t: TextConfig, rows: int, seq: int, logit_positions: int) -> int:
-    """Forward FLOPs of `rows` sequences of `seq` positions, logits at `logit_positions` positions per row."""
+    """Forward FLOPs of the decoder layers and the output projection.
+
+    The attention term counts every query/key pair of the `seq` x `seq` square (no causal discount).
+
+    Args:
+      t: the text config.
+      rows: sequences in the batch.
+      seq: positions per sequence.
+      logit_positions: positions per row whose logits are computed.
+
+    Returns:
+      The FLOP count.
+    """
     dense = 2 * decoder_matmul_params(t) * rows * seq
     attention = 4 * t.num_hidden_layers * t.num_attention_heads * t.head_dim * seq * seq * rows
     logits = 2 * t.hidden_size * t.vocab_size * rows * logit_positions
@@ -22,7 +34,16 @@ def decoder_forward_flops(t: TextConfig, rows: int, seq: int, logit_positions: i
 
 
 def vision_forward_flops(v: VisionConfig, images: int, slots: int) -> int:
-    """Forward FLOPs of the vision tower over `images` rows of `slots` patch slots (padding included)."""
+    """Forward FLOPs of the vision tower: patch embedding, blocks and merger.
+
+    Args:
+      v: the vision config.
+      images: laid-out image rows.
+      slots: patch slots per row, padding included.
+
+    Returns:
+      The FLOP count.
+    """
     h, tokens = v.hidden_size, images * slots
     full_blocks = sum(1 for i in v.fullatt_block_indexes if i < v.depth)
     block_dense = 2 * (4 * h * h + 3 * h * v.intermediate_size) * tokens

@@ -25,7 +25,19 @@ def _normal(rngs: nnx.Rngs, shape: Sequence[int], dtype) -> jax.Array:
 class Dense(nnx.Module):
     """y = x . kernel (+ bias), contracting the last `len(in_shape)` dims of x.
 
-    kernel: `param_dtype[*in_shape, *out_shape]`, bias: `param_dtype[*out_shape]`.
+    Args:
+      in_shape: the contracted trailing dims of the input.
+      out_shape: the dims that replace them in the output.
+      axes: logical axis names of the kernel's dims (`in_shape` then `out_shape`); the bias takes the
+        `out_shape` names.
+      use_bias: whether to add a bias (initialised to zeros).
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+      rngs: random streams for the N(0, 0.02^2) kernel initialisation.
+
+    Attributes:
+      kernel: `param_dtype[*in_shape, *out_shape]`.
+      bias: `param_dtype[*out_shape]`, or None without `use_bias`.
     """
 
     def __init__(
@@ -50,7 +62,7 @@ class Dense(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `[..., *in_shape]` -> `dtype[..., *out_shape]`."""
+        """Applies the layer to `x` `[..., *in_shape]`, giving `dtype[..., *out_shape]`."""
         n_in = len(self.in_shape)
         x = x.astype(self.dtype)
         kernel = self.kernel[...].astype(self.dtype)
@@ -63,7 +75,14 @@ class Dense(nnx.Module):
 class RMSNorm(nnx.Module):
     """Root-mean-square norm computed in fp32, cast back to the input dtype, then scaled (weight only).
 
-    scale: `param_dtype[dim]`.
+    Args:
+      dim: size of the normalised last dim.
+      eps: added to the mean square before the reciprocal square root.
+      param_dtype: storage dtype of the scale.
+      axis_name: logical axis name of the scale.
+
+    Attributes:
+      scale: `param_dtype[dim]`, initialised to ones.
     """
 
     def __init__(self, dim: int, *, eps: float, param_dtype=jnp.float32, axis_name: str = "norm"):
@@ -71,14 +90,25 @@ class RMSNorm(nnx.Module):
         self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(axis_name,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `[..., dim]` -> same shape and dtype."""
+        """Normalises `x` `[..., dim]` over its last dim; the result has x's shape and dtype."""
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
 
 
 class SwiGLU(nnx.Module):
-    """down(silu(gate(x)) * up(x)); biases optional (the vision tower has them, the decoder does not)."""
+    """down(silu(gate(x)) * up(x)); biases optional (the vision tower has them, the decoder does not).
+
+    Args:
+      dim: input and output width.
+      hidden: width of the gate and up projections.
+      embed_axis: logical axis name of the `dim` dims.
+      mlp_axis: logical axis name of the `hidden` dims.
+      use_bias: whether the three projections have biases.
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+      rngs: random streams for the initialisation.
+    """
 
     def __init__(
         self,
@@ -98,21 +128,25 @@ class SwiGLU(nnx.Module):
         self.down_proj = Dense((hidden,), (dim,), axes=(mlp_axis, embed_axis), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `[..., dim]` -> `dtype[..., dim]`."""
+        """Applies the MLP to `x` `[..., dim]`, giving `dtype[..., dim]`."""
         return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Embed(nnx.Module):
-    """Token embedding table `param_dtype[vocab, dim]`; `attend` uses it as a tied output projection."""
+    """Token embedding table; `attend` uses it as a tied output projection.
+
+    Attributes:
+      embedding: `param_dtype[vocab, dim]`, logical axes ("vocab", "embed").
+    """
 
     def __init__(self, vocab: int, dim: int, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.dtype = dtype
         self.embedding = nnx.Param(_normal(rngs, (vocab, dim), param_dtype), logical_axes=("vocab", "embed"))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """ids: `int[...]` -> `dtype[..., dim]`."""
+        """The embeddings `dtype[..., dim]` of token ids `int[...]`."""
         return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        """x: `[..., dim]` -> logits `dtype[..., vocab]`."""
+        """Logits `dtype[..., vocab]` of `x` `[..., dim]` against every embedding row."""
         return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))

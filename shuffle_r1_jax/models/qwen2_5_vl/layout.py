@@ -29,10 +29,11 @@ class LayoutError(ValueError):
 class VisionBatch:
     """A batch of images laid out for the vision tower (all numpy).
 
-    patches: `float32[images, slots, patch_dim]` patch rows (zeros in padding slots).
-    patch_pos: `int32[images, slots, 2]` (row, column) of each patch in patch units.
-    patch_valid: `bool[images, slots]`.
-    windows_per_image: static window count per row; slots = windows_per_image * window_patches.
+    Attributes:
+      patches: `float32[images, slots, patch_dim]` patch rows (zeros in padding slots).
+      patch_pos: `int32[images, slots, 2]` (row, column) of each patch in patch units.
+      patch_valid: `bool[images, slots]`, False at padding slots.
+      windows_per_image: static window count per row; slots = windows_per_image * window_patches.
     """
 
     patches: np.ndarray
@@ -45,8 +46,10 @@ class VisionBatch:
 class ImageSlots:
     """Where each image's merged tokens live in the merger output `[images * slots / merge_unit]`.
 
-    merged_slot: `int32[total_image_tokens]`, in the order the decoder consumes image tokens.
-    tokens_per_image: `int64[images]`.
+    Attributes:
+      merged_slot: `int32[total_image_tokens]` merger-output index of each image token, in the order the decoder
+        consumes image tokens.
+      tokens_per_image: `int64[images]` merged tokens of each real image.
     """
 
     merged_slot: np.ndarray
@@ -60,7 +63,19 @@ def windows_of_grid(grid_h: int, grid_w: int, vision: VisionConfig) -> tuple[int
 
 
 def check_grid(image_grid_thw: np.ndarray, vision: VisionConfig) -> np.ndarray:
-    """Validates `image_grid_thw` `[images, 3]` and returns it as int64."""
+    """Validates an image grid array.
+
+    Args:
+      image_grid_thw: `[images, 3]` (t, h, w) patch grid of each image.
+      vision: the vision config (spatial_merge_size).
+
+    Returns:
+      The grid as `int64[images, 3]`.
+
+    Raises:
+      LayoutError: naming the image when t != 1 (videos) or h, w are not positive multiples of
+        spatial_merge_size.
+    """
     grid = np.asarray(image_grid_thw, dtype=np.int64).reshape(-1, 3)
     for i, (t, h, w) in enumerate(grid):
         if t != 1:
@@ -85,9 +100,21 @@ def layout_images(
 ) -> tuple[VisionBatch, ImageSlots]:
     """Lays out HF-processor output for the vision tower.
 
-    pixel_values: `float[total_patches, patch_dim]`, images concatenated, each in merge-block order.
-    image_grid_thw: `int[images, 3]`.
-    images_bucket / windows_bucket: pad the image count / windows per image up to at least these.
+    Args:
+      pixel_values: `float[total_patches, patch_dim]`, images concatenated, each in merge-block order.
+      image_grid_thw: `int[images, 3]`.
+      vision: the vision config.
+      images_bucket: pad the image count (rows) up to at least this.
+      windows_bucket: pad the windows per image up to at least this.
+
+    Returns:
+      (`VisionBatch` with max(images, images_bucket, 1) rows of windows_per_image * window_patches slots, where
+      windows_per_image is the most windows of any image or `windows_bucket` if larger; `ImageSlots` of the real
+      images).
+
+    Raises:
+      LayoutError: when the grid is invalid (see `check_grid`) or `pixel_values` does not have the
+        `[total_patches, patch_dim]` shape the grid implies.
     """
     grid = check_grid(image_grid_thw, vision)
     pixel_values = np.asarray(pixel_values, dtype=np.float32)
@@ -134,10 +161,20 @@ def layout_images(
 
 
 def image_token_slots(input_ids: np.ndarray, image_token_id: int, image_slots: ImageSlots) -> np.ndarray:
-    """Maps each image-token position of `input_ids` `[batch, length]` to its merged-token slot.
+    """Maps each image-token position of `input_ids` to its merged-token slot.
 
     Image tokens are filled in reading order (sample by sample, left to right), as HF does.
-    Returns `int32[batch, length]`, -1 at non-image positions. Raises `LayoutError` on a count mismatch.
+
+    Args:
+      input_ids: `[batch, length]` token ids.
+      image_token_id: the image placeholder token.
+      image_slots: the merged-token slots of the laid-out images.
+
+    Returns:
+      `int32[batch, length]`, -1 at non-image positions.
+
+    Raises:
+      LayoutError: when the number of image tokens differs from the number of image features.
     """
     input_ids = np.asarray(input_ids)
     is_image = input_ids == image_token_id
@@ -162,13 +199,25 @@ def mrope_positions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """M-RoPE position ids and rope deltas for a (left- or right-) padded batch.
 
-    input_ids, attention_mask: `[batch, length]`; image_grid_thw: `[images, 3]` for the images in reading order.
     Text tokens take a running index on all three rows; an image starting at running index s takes
     (t, h, w) = (s, s + row, s + col) over its merged grid, and text after it resumes at
     s + max(merged_h, merged_w). Padding positions get 0.
-    Returns position_ids `int32[3, batch, length]` and rope_deltas `int32[batch]` where
-    rope_delta = max position + 1 - number of valid tokens, so a token appended after the n-th valid token
-    has position n + rope_delta on all three rows.
+
+    Args:
+      input_ids: `[batch, length]` token ids.
+      attention_mask: `[batch, length]`, nonzero at valid tokens.
+      image_grid_thw: `[images, 3]` for the images in reading order, or None for text only.
+      config: the model config (image token id, spatial_merge_size).
+
+    Returns:
+      (position_ids `int32[3, batch, length]`, rope_deltas `int32[batch]`) where
+      rope_delta = max position + 1 - number of valid tokens, so a token appended after the n-th valid token
+      has position n + rope_delta on all three rows.
+
+    Raises:
+      LayoutError: when the grid is invalid (see `check_grid`), the image-token runs and the images of
+        `image_grid_thw` do not match one to one, or an image has fewer consecutive image tokens than its merged
+        grid needs.
     """
     input_ids = np.asarray(input_ids)
     attention_mask = np.asarray(attention_mask).astype(bool)

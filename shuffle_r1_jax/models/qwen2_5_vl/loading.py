@@ -74,13 +74,29 @@ def load_pretrained(
     """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards), or a directory
     converted by `scripts/convert_hf_to_orbax.py` (config.json + orbax `params/`).
 
-    dtype: compute dtype of the returned model; param_dtype: storage dtype of its parameters (None = dtype; a
-    trainer keeps fp32 master parameters under bf16 compute); attention_impl, remat: see `Qwen25VL`. Tensors are
-    read one at a time and put on device
-    (with the `NamedSharding` from `shardings` or, given a `mesh`, from the logical-axis `rules`), so the
-    host never holds the whole model twice. Accepts the hub names and the `model.visual.*` /
-    `model.language_model.*` names; `lm_head.weight` may be absent when the embeddings are tied.
-    Raises `CheckpointError` naming a missing or misshaped tensor.
+    Tensors are read one at a time and put on device, so the host never holds the whole model twice. Accepts the
+    hub names and the `model.visual.*` / `model.language_model.*` names; `lm_head.weight` may be absent when the
+    embeddings are tied.
+
+    Args:
+      path: the checkpoint directory.
+      dtype: compute dtype of the returned model.
+      param_dtype: storage dtype of its parameters (None = dtype; a trainer keeps fp32 master parameters under
+        bf16 compute).
+      attention_impl: see `Qwen25VL`.
+      remat: see `Qwen25VL`.
+      shardings: a state-shaped tree of `NamedSharding`s to place the parameters with.
+      mesh: used with `rules` to derive the shardings when `shardings` is None; without either, parameters go
+        to the default device.
+      rules: logical-axis rules (see `shuffle_r1_jax.parallel.sharding`).
+
+    Returns:
+      (the model, its config).
+
+    Raises:
+      CheckpointError: naming a missing or misshaped tensor (or the directory when it holds no safetensors).
+      ConfigError: when config.json is rejected (see `load_config`).
+      FileNotFoundError: when `path` has no config.json.
     """
     config = load_config(path)
     model = abstract_model(

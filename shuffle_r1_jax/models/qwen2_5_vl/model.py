@@ -28,8 +28,13 @@ from shuffle_r1_jax.models.qwen2_5_vl.vision import VisionTower
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class VisionInputs:
-    """Device arrays of a `layout.VisionBatch`: patches `[B, L, patch_dim]`, patch_pos `int32[B, L, 2]`,
-    patch_valid `bool[B, L]`."""
+    """The arrays of a `layout.VisionBatch` as a pytree for jitted functions (B images, L patch slots each).
+
+    Attributes:
+      patches: `[B, L, patch_dim]` patch rows.
+      patch_pos: `int32[B, L, 2]` (row, column) of each patch in patch units.
+      patch_valid: `bool[B, L]`, False at padding slots.
+    """
 
     patches: jax.Array
     patch_pos: jax.Array
@@ -37,14 +42,23 @@ class VisionInputs:
 
     @classmethod
     def from_batch(cls, batch: layout.VisionBatch) -> "VisionInputs":
+        """The arrays of `batch` (its `windows_per_image` follows from the slot count)."""
         return cls(batch.patches, batch.patch_pos, batch.patch_valid)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ModelInputs:
-    """A prepared batch: input_ids, attention_mask `int32[B, S]`; position_ids `int32[3, B, S]`;
-    rope_deltas `int32[B]`; vision (`VisionInputs` or None); image_token_slot (`int32[B, S]` or None)."""
+    """A prepared batch of B prompts of S positions (see `prepare_inputs`).
+
+    Attributes:
+      input_ids: `int32[B, S]` token ids.
+      attention_mask: `int32[B, S]`, 1 at real tokens, 0 at padding.
+      position_ids: `int32[3, B, S]` M-RoPE positions (temporal, height, width rows).
+      rope_deltas: `int32[B]`, max position + 1 - valid tokens of each row (see `layout.mrope_positions`).
+      vision: the laid-out images, or None for a text-only batch.
+      image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 elsewhere; None without images.
+    """
 
     input_ids: jax.Array
     attention_mask: jax.Array
@@ -54,8 +68,15 @@ class ModelInputs:
     image_token_slot: jax.Array | None = None
 
     def take_rows(self, rows) -> "ModelInputs":
-        """The prompts `rows` (`int[K]`, repeats allowed) of this batch; the vision batch is kept whole, so the
-        taken rows' image slots still point at their images."""
+        """The prompts `rows` of this batch.
+
+        Args:
+          rows: `int[K]` row indices, repeats allowed.
+
+        Returns:
+          A `ModelInputs` of K rows. The vision batch is kept whole, so the taken rows' image slots still point at
+          their images.
+        """
         return dataclasses.replace(
             self,
             input_ids=self.input_ids[rows],
@@ -78,13 +99,23 @@ def _run_layer(layer, x, cos, sin, mask, cache):
 
 
 class Qwen25VL(nnx.Module):
-    """The combined model. `dtype` is the compute dtype, `param_dtype` the storage dtype of parameters.
+    """The combined model: vision tower, Qwen2 decoder and (tied or untied) output projection.
 
-    remat: gradient checkpointing of each decoder layer: "none", "full" (recompute everything in the backward
-    pass) or "dots" (keep matmul outputs, recompute the rest). The saving depends on the compiler scheduling the
-    recomputation late: the CPU backend's default (concurrency-optimized) scheduler runs it beside the forward
-    pass, so CPU memory figures show none unless compiled with
-    `compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`.
+    Args:
+      config: the model's hyper-parameters.
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+      attention_impl: one of `attention.IMPLEMENTATIONS` ("xla", "chunked", "cudnn"), used by the vision tower
+        and the decoder.
+      remat: gradient checkpointing of each decoder layer: "none", "full" (recompute everything in the backward
+        pass) or "dots" (keep matmul outputs, recompute the rest). The saving depends on the compiler scheduling
+        the recomputation late: the CPU backend's default (concurrency-optimized) scheduler runs it beside the
+        forward pass, so on CPU no memory is saved unless compiled with
+        `compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`.
+      rngs: random streams for the parameter initialisation.
+
+    Raises:
+      ValueError: naming the value when `attention_impl` or `remat` is unknown.
     """
 
     def __init__(
@@ -131,9 +162,16 @@ class Qwen25VL(nnx.Module):
     ) -> jax.Array:
         """Token embeddings with image features placed at image-token positions.
 
-        input_ids: `int32[B, S]`; image_token_slot: `int32[B, S]` (merged-token slot, -1 for text).
-        Image features come from `image_features` when given (e.g. precomputed by a frozen vision tower),
-        else from running the vision tower on `vision`. Returns `dtype[B, S, H]`.
+        Args:
+          input_ids: `int32[B, S]`.
+          vision: the laid-out images; used when `image_features` is None.
+          image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 for text; needed whenever
+            there are images.
+          image_features: precomputed merged-token features `[images * slots / 4, H]` (e.g. from a frozen vision
+            tower); when given, the vision tower is not run.
+
+        Returns:
+          `dtype[B, S, H]`; plain token embeddings when neither `vision` nor `image_features` is given.
         """
         embeds = self.embed_tokens(input_ids)
         if image_features is None and vision is None:
@@ -151,8 +189,15 @@ class Qwen25VL(nnx.Module):
     ) -> tuple[jax.Array, list[LayerKVCache] | None]:
         """Runs the decoder layers and the final norm.
 
-        embeds: `[B, S, H]`; position_ids: `int32[3, B, S]`; mask: `bool[B, S, T]`.
-        Returns (hidden `[B, S, H]`, updated caches or None).
+        Args:
+          embeds: `[B, S, H]` input embeddings.
+          position_ids: `int32[3, B, S]` M-RoPE positions.
+          mask: `bool[B, S, T]`, True where a query may attend to a key (T = S without caches, the cache capacity
+            with them).
+          caches: one `LayerKVCache` per decoder layer, or None.
+
+        Returns:
+          (hidden `[B, S, H]`, the updated caches, or None when `caches` is None).
         """
         t = self.config.text
         cos, sin = mrope(position_ids, t.head_dim, t.rope_theta, t.mrope_section, self.dtype)
@@ -167,7 +212,7 @@ class Qwen25VL(nnx.Module):
         return self.norm(x), (None if caches is None else new_caches)
 
     def logits(self, hidden: jax.Array) -> jax.Array:
-        """hidden: `[..., H]` -> `dtype[..., vocab]`."""
+        """Logits `dtype[..., vocab]` of hidden states `[..., H]` (the embedding table when tied, else lm_head)."""
         if self.lm_head is None:
             return self.embed_tokens.attend(hidden)
         return self.lm_head(hidden)
@@ -180,7 +225,18 @@ class Qwen25VL(nnx.Module):
         vision: VisionInputs | None = None,
         image_token_slot: jax.Array | None = None,
     ) -> jax.Array:
-        """Full-sequence forward. Returns logits `dtype[B, S, vocab]`."""
+        """Full-sequence forward under the causal mask of `attention_mask`.
+
+        Args:
+          input_ids: `int32[B, S]`.
+          attention_mask: `[B, S]`, 1 at real tokens, 0 at padding.
+          position_ids: `int32[3, B, S]` M-RoPE positions.
+          vision: the laid-out images, or None.
+          image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 for text; None without images.
+
+        Returns:
+          Logits `dtype[B, S, vocab]`.
+        """
         embeds = self.embed(input_ids, vision, image_token_slot)
         hidden, _ = self.decode(embeds, position_ids, causal_mask(attention_mask))
         return self.logits(hidden)
@@ -188,7 +244,16 @@ class Qwen25VL(nnx.Module):
 
 @functools.partial(jax.jit, static_argnums=0)
 def forward_jit(graphdef, state, inputs: ModelInputs):
-    """Jitted full forward over a split model; parameters are traced arguments. Returns logits `[B, S, V]`."""
+    """Jitted full forward over a split model; parameters are traced arguments.
+
+    Args:
+      graphdef: the model's graph definition (static).
+      state: the model's state.
+      inputs: the prepared batch.
+
+    Returns:
+      Logits `[B, S, vocab]` in the model's compute dtype.
+    """
     model = nnx.merge(graphdef, state)
     return model(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot)
 
@@ -196,7 +261,16 @@ def forward_jit(graphdef, state, inputs: ModelInputs):
 @functools.partial(jax.jit, static_argnums=0)
 def image_features_jit(graphdef, state, vision: VisionInputs):
     """Jitted vision tower + merger over a split model (one program per graphdef and vision shapes, shared by
-    every caller). Returns the merged-token features `[image rows * patch slots / merge unit, H]`."""
+    every caller).
+
+    Args:
+      graphdef: the model's graph definition (static).
+      state: the model's state.
+      vision: the laid-out images.
+
+    Returns:
+      The merged-token features `[image rows * patch slots / merge unit, H]` in the compute dtype.
+    """
     return nnx.merge(graphdef, state).image_features(vision)
 
 
@@ -209,11 +283,26 @@ def prepare_inputs(
     *,
     images_bucket: int | None = None,
     windows_bucket: int | None = None,
-) -> dict:
+) -> ModelInputs:
     """Host-side preparation of HF-processor-style arrays for `forward_jit`.
 
-    input_ids, attention_mask: `[B, S]`; pixel_values: `[patches, patch_dim]`; image_grid_thw: `[images, 3]`.
-    Returns `ModelInputs` of numpy arrays.
+    Args:
+      config: the model config (vision layout and special token ids).
+      input_ids: `[B, S]` token ids.
+      attention_mask: `[B, S]`, 1 at real tokens; None means all ones.
+      pixel_values: `[patches, patch_dim]` patch rows of all images; given together with `image_grid_thw`.
+      image_grid_thw: `[images, 3]` (t, h, w) patch grid of each image.
+      images_bucket: pad the image count up to at least this (see `layout.layout_images`).
+      windows_bucket: pad the windows per image up to at least this.
+
+    Returns:
+      `ModelInputs` of numpy arrays.
+
+    Raises:
+      ValueError: when `input_ids` is not 2-D, the mask's shape differs, or only one of `pixel_values` and
+        `image_grid_thw` is given.
+      LayoutError: when the images cannot be laid out or do not match the image tokens, or image tokens come
+        without images.
     """
     input_ids = np.asarray(input_ids, np.int32)
     if input_ids.ndim != 2:
@@ -245,8 +334,15 @@ def prepare_inputs(
 def forward_logits(model: Qwen25VL, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None):
     """Logits for arrays laid out as the HF processor produces them; positions are computed here.
 
-    input_ids, attention_mask: `int[B, S]`; pixel_values: `float[patches, patch_dim]`;
-    image_grid_thw: `int[images, 3]`. Returns logits `[B, S, vocab]` in the model's compute dtype.
+    Args:
+      model: the model.
+      input_ids: `int[B, S]`.
+      attention_mask: `int[B, S]`, 1 at real tokens; None means all ones.
+      pixel_values: `float[patches, patch_dim]`, or None for text only.
+      image_grid_thw: `int[images, 3]`, or None for text only.
+
+    Returns:
+      Logits `[B, S, vocab]` in the model's compute dtype.
     """
     inputs = prepare_inputs(model.config, input_ids, attention_mask, pixel_values, image_grid_thw)
     graphdef, state = nnx.split(model)

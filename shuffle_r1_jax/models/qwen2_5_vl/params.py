@@ -19,7 +19,14 @@ Path = tuple
 
 @dataclasses.dataclass(frozen=True)
 class TensorRule:
-    """path: our state path; hf_name: the hub name; kind: "kernel" or "reshape"; n_in: kernel input dims."""
+    """How one of our parameters maps to one HF tensor.
+
+    Attributes:
+      path: our state path, e.g. `("layers", 0, "self_attn", "q_proj", "kernel")`.
+      hf_name: the HF hub tensor name.
+      kind: "kernel" (transpose and reshape) or "reshape" (same values, reshaped); see the module docstring.
+      n_in: for a kernel, how many leading dims of our shape are input dims (the rest are output dims).
+    """
 
     path: Path
     hf_name: str
@@ -79,7 +86,16 @@ def alternative_names(hf_name: str) -> list[str]:
 
 
 def expected_hf_shape(rule: TensorRule, our_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The HF shape for `rule` (kernels as `[prod(out), prod(in)]`, i.e. conv kernels flattened)."""
+    """The HF shape for `rule`, with conv kernels flattened.
+
+    Args:
+      rule: the tensor rule.
+      our_shape: the shape of our parameter.
+
+    Returns:
+      `[prod(out), prod(in)]` for a kernel, our shape for the embedding table, and `[prod(our_shape)]` for the
+      other "reshape" tensors.
+    """
     if rule.kind == "kernel":
         return (int(np.prod(our_shape[rule.n_in :])), int(np.prod(our_shape[: rule.n_in])))
     if rule.path[-1] == "embedding":
@@ -88,7 +104,19 @@ def expected_hf_shape(rule: TensorRule, our_shape: tuple[int, ...]) -> tuple[int
 
 
 def hf_to_ours(rule: TensorRule, tensor: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
-    """Converts an HF tensor to our layout; raises ValueError naming the tensor when the shapes disagree."""
+    """Converts an HF tensor to our layout.
+
+    Args:
+      rule: the tensor rule.
+      tensor: the HF tensor as stored (a conv kernel may keep its unflattened shape).
+      our_shape: the shape of our parameter.
+
+    Returns:
+      The values in `our_shape`, in the tensor's dtype.
+
+    Raises:
+      ValueError: naming the tensor when its shape does not match `expected_hf_shape`.
+    """
     found = tensor.reshape(tensor.shape[0], -1).shape if rule.kind == "kernel" and tensor.ndim >= 2 else tensor.shape
     expected = expected_hf_shape(rule, our_shape)
     if tuple(found) != expected:
@@ -99,7 +127,16 @@ def hf_to_ours(rule: TensorRule, tensor: np.ndarray, our_shape: tuple[int, ...])
 
 
 def ours_to_hf(rule: TensorRule, value: np.ndarray, hf_full_shape: tuple[int, ...]) -> np.ndarray:
-    """Converts one of our parameters back to the HF tensor of shape `hf_full_shape`."""
+    """Converts one of our parameters back to the HF layout.
+
+    Args:
+      rule: the tensor rule.
+      value: the parameter's values in our shape.
+      hf_full_shape: the HF shape to produce (e.g. the unflattened Conv3d shape of the patch embedding).
+
+    Returns:
+      The values in `hf_full_shape`.
+    """
     if rule.kind == "kernel":
         n_in = int(np.prod(value.shape[: rule.n_in]))
         return np.ascontiguousarray(value.reshape(n_in, -1).T).reshape(hf_full_shape)
@@ -107,8 +144,18 @@ def ours_to_hf(rule: TensorRule, value: np.ndarray, hf_full_shape: tuple[int, ..
 
 
 def rules_with_variables(variables: dict, config: Qwen25VLConfig) -> list[tuple[TensorRule, object]]:
-    """Pairs every tensor rule with the variable at its path (`variables`: path -> variable, e.g. from
-    `nnx.to_flat_state`). Raises ValueError naming any parameter that has no HF name."""
+    """Pairs every tensor rule with the variable at its path.
+
+    Args:
+      variables: path -> variable, e.g. from `nnx.to_flat_state`.
+      config: the model config the variables belong to.
+
+    Returns:
+      (rule, variable) pairs in `tensor_rules` order.
+
+    Raises:
+      ValueError: naming any parameter that has no HF name.
+    """
     rules = tensor_rules(config)
     unmapped = set(variables) - {r.path for r in rules}
     if unmapped:

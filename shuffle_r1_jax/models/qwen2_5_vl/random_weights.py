@@ -16,9 +16,18 @@ def random_model(
 ) -> Qwen25VL:
     """A model with seeded random weights drawn on the host with numpy (no per-shape XLA compilations).
 
-    Kernels and embeddings ~ N(0, init_std^2); biases ~ N(0, perturb_std^2); norm scales ~ 1 + N(0, perturb_std^2)
-    (perturb_std = 0 gives the usual zeros and ones; tests use > 0 so no layout mistake hides behind them).
     Each parameter has its own generator seeded with (seed, parameter index), in a fixed path order.
+
+    Args:
+      config: the model config.
+      seed: the base seed.
+      dtype: compute and storage dtype of the model.
+      init_std: kernels and embeddings ~ N(0, init_std^2).
+      perturb_std: biases ~ N(0, perturb_std^2) and norm scales ~ 1 + N(0, perturb_std^2); 0 gives the usual
+        zeros and ones (tests use > 0 so no layout mistake hides behind them).
+
+    Returns:
+      The model, parameters on the default device.
     """
     graphdef, state = nnx.split(abstract_model(config, dtype=dtype, param_dtype=dtype))
     filled = []

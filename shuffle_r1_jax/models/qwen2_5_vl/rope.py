@@ -18,9 +18,15 @@ def rotate_half(x: jax.Array) -> jax.Array:
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """x: `[..., length, heads, head_dim]`; cos, sin: `[..., length, head_dim]` (broadcast over heads).
+    """Rotates `x` by the given angles (rotate-half convention), computing in the dtype of cos/sin.
 
-    Computes in the dtype of cos/sin and returns x's dtype.
+    Args:
+      x: `[..., length, heads, head_dim]`.
+      cos: `[..., length, head_dim]`, broadcast over heads.
+      sin: `[..., length, head_dim]`, broadcast over heads.
+
+    Returns:
+      The rotated `x`, same shape and dtype as `x`.
     """
     xc = x.astype(cos.dtype)
     out = xc * cos[..., None, :] + rotate_half(xc) * sin[..., None, :]
@@ -30,9 +36,14 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 def vision_rotary(pos_hw: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """2D rotary for vision patches.
 
-    pos_hw: `int32[..., 2]` (row, column) of each patch in patch units.
-    Returns cos, sin: `float32[..., head_dim]`; dims [0, hd/4) rotate with the row, [hd/4, hd/2) with the
-    column, and the second half repeats the first.
+    Args:
+      pos_hw: `int32[..., 2]` (row, column) of each patch in patch units.
+      head_dim: width of one attention head, a multiple of 4.
+      theta: rotary base.
+
+    Returns:
+      (cos, sin), each `float32[..., head_dim]`; dims [0, hd/4) rotate with the row, [hd/4, hd/2) with the
+      column, and the second half repeats the first.
     """
     quarter = head_dim // 4
     inv_freq = 1.0 / (theta ** (np.arange(0, 2 * quarter, 2, dtype=np.float32) / (2 * quarter)))
@@ -43,7 +54,11 @@ def vision_rotary(pos_hw: jax.Array, head_dim: int, theta: float) -> tuple[jax.A
 
 
 def mrope_section_index(mrope_section: tuple[int, ...]) -> np.ndarray:
-    """For each of the head_dim/2 frequencies, which position row (0 t, 1 h, 2 w) drives it: `int[hd/2]`."""
+    """`int32[hd/2]`: for each of the head_dim/2 frequencies, which position row (0 t, 1 h, 2 w) drives it.
+
+    Args:
+      mrope_section: frequencies per row, in (t, h, w) order; they sum to head_dim/2.
+    """
     return np.concatenate([np.full(n, i % 3, dtype=np.int32) for i, n in enumerate(mrope_section)])
 
 
@@ -52,8 +67,15 @@ def mrope(
 ) -> tuple[jax.Array, jax.Array]:
     """Multimodal rotary angles for the decoder.
 
-    position_ids: `int32[3, batch, length]` (temporal, height, width rows).
-    Returns cos, sin: `dtype[batch, length, head_dim]`.
+    Args:
+      position_ids: `int32[3, batch, length]` (temporal, height, width rows).
+      head_dim: width of one attention head.
+      theta: rotary base.
+      mrope_section: frequencies driven by each position row, in (t, h, w) order (see `mrope_section_index`).
+      dtype: dtype of the returned tables (the angles are computed in fp32).
+
+    Returns:
+      (cos, sin), each `dtype[batch, length, head_dim]`.
     """
     inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim))  # [hd/2]
     section = mrope_section_index(mrope_section)  # [hd/2]

@@ -67,10 +67,20 @@ def _vision_dict(v: VisionConfig) -> dict:
 
 
 def hf_config_dict(config: Qwen25VLConfig, dtype: str = "float32") -> dict:
-    """config.json content (transformers 5.x layout) for `config`; `dtype` is the stored weights' dtype name.
+    """config.json content (transformers 5.x layout) for `config`.
 
-    Round trip: `config_from_dict(hf_config_dict(c)) == c`. Raises ValueError naming the field when the config
-    cannot be expressed for transformers (head_dim != hidden/heads, vision norm epsilon other than 1e-6).
+    Round trip: `config_from_dict(hf_config_dict(c)) == c`.
+
+    Args:
+      config: the model config.
+      dtype: the stored weights' dtype name, written as `dtype` at the root and in `text_config`.
+
+    Returns:
+      The config.json content as a JSON-serialisable dict.
+
+    Raises:
+      ValueError: naming the field when the config cannot be expressed for transformers (head_dim != hidden/heads,
+        vision norm epsilon other than 1e-6).
     """
     _check_representable(config)
     t = config.text
@@ -118,7 +128,13 @@ def hf_config_dict(config: Qwen25VLConfig, dtype: str = "float32") -> dict:
 
 
 def hf_tensor_shape(config: Qwen25VLConfig, rule: TensorRule, our_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape transformers stores for `rule`: Linear `[out, in]`, the patch embedding `[D, C, T, P, P]`."""
+    """The shape transformers stores for `rule`: Linear `[out, in]`, the patch embedding `[D, C, T, P, P]`.
+
+    Args:
+      config: the model config (the patch embedding's dimensions).
+      rule: the tensor rule.
+      our_shape: the shape of our parameter.
+    """
     if rule.hf_name == "visual.patch_embed.proj.weight":
         v = config.vision
         return (v.hidden_size, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
@@ -166,6 +182,11 @@ def save_hf_checkpoint(
 
     Returns:
       The output directory as a Path.
+
+    Raises:
+      ValueError: when `max_shard_bytes` is not positive, the output dtype is not one of `WEIGHT_DTYPES`, or the config
+        cannot be expressed for transformers (see `hf_config_dict`).
+      CheckpointError: naming a parameter that is not fully addressable from this process.
     """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes = {max_shard_bytes} must be positive")

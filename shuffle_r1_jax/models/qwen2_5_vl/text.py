@@ -18,7 +18,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.rope import apply_rotary
 
 
 class DecoderAttention(nnx.Module):
-    """q/k/v projections with bias (kernels `[H, heads, Dh]`), o_proj without bias, causal GQA."""
+    """q/k/v projections with bias (kernels `[H, heads, Dh]`), o_proj without bias, GQA under the given mask."""
 
     def __init__(self, cfg: TextConfig, *, dtype, param_dtype, attention_impl: str, rngs: nnx.Rngs):
         h, n, k, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -38,11 +38,20 @@ class DecoderAttention(nnx.Module):
         mask: jax.Array,
         cache: LayerKVCache | None = None,
     ) -> tuple[jax.Array, LayerKVCache | None]:
-        """x: `[B, S, H]`; cos, sin: `[B, S, Dh]`; mask: `bool[B, S, T]`.
+        """Attention of the S new tokens.
 
         Without a cache T = S; with one, the new keys/values are written at `cache.end` and the queries attend
         over the whole cache (T = capacity; the mask hides unfilled and padded slots).
-        Returns (`[B, S, H]`, the updated cache or None).
+
+        Args:
+          x: `[B, S, H]` normalised hidden states.
+          cos: `[B, S, Dh]` M-RoPE cosines of the new positions.
+          sin: `[B, S, Dh]` M-RoPE sines.
+          mask: `bool[B, S, T]`, True where a query may attend to a key.
+          cache: this layer's key/value cache, or None.
+
+        Returns:
+          (`[B, S, H]`, the updated cache or None).
         """
         q = apply_rotary(self.q_proj(x), cos, sin)
         k = apply_rotary(self.k_proj(x), cos, sin)
@@ -75,14 +84,29 @@ class DecoderLayer(nnx.Module):
         )
 
     def __call__(self, x, cos, sin, mask, cache: LayerKVCache | None = None):
-        """x: `[B, S, H]` -> (`[B, S, H]`, updated cache or None)."""
+        """One decoder layer.
+
+        Args:
+          x: `[B, S, H]` hidden states.
+          cos: `[B, S, Dh]` M-RoPE cosines.
+          sin: `[B, S, Dh]` M-RoPE sines.
+          mask: `bool[B, S, T]`, True where a query may attend to a key.
+          cache: this layer's key/value cache, or None.
+
+        Returns:
+          (`[B, S, H]`, the updated cache or None).
+        """
         attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
 def causal_mask(attention_mask: jax.Array) -> jax.Array:
-    """`bool[B, S, S]`: query i sees key j when j <= i and key j is not padding. attention_mask: `[B, S]`."""
+    """`bool[B, S, S]`: query i sees key j when j <= i and key j is not padding.
+
+    Args:
+      attention_mask: `[B, S]`, nonzero at real tokens, 0 at padding.
+    """
     length = attention_mask.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))
     return causal[None] & attention_mask.astype(bool)[:, None, :]

@@ -27,7 +27,17 @@ class VisionAttention(nnx.Module):
         self.proj = Dense((d,), (d,), axes=("vision_heads", "vision_embed"), **kw)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, valid: jax.Array) -> jax.Array:
-        """x: `[N, S, D]`; cos, sin: `float32[N, S, head_dim]`; valid: `bool[N, S]` (key mask). -> `[N, S, D]`."""
+        """Attention within each of N segments of S patch slots.
+
+        Args:
+          x: `[N, S, D]`.
+          cos: `float32[N, S, head_dim]` 2D rotary cosines.
+          sin: `float32[N, S, head_dim]` 2D rotary sines.
+          valid: `bool[N, S]` key mask, False at padding slots.
+
+        Returns:
+          `[N, S, D]`.
+        """
         n, s, _ = x.shape
         qkv = self.qkv(x).reshape(n, s, 3, self.num_heads, self.head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -57,7 +67,17 @@ class VisionBlock(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, valid: jax.Array) -> jax.Array:
-        """x: `[N, S, D]` -> `[N, S, D]`; attention stays inside each of the N segments."""
+        """One block over N segments; attention stays inside each segment.
+
+        Args:
+          x: `[N, S, D]`.
+          cos: `float32[N, S, head_dim]` 2D rotary cosines.
+          sin: `float32[N, S, head_dim]` 2D rotary sines.
+          valid: `bool[N, S]` key mask, False at padding slots.
+
+        Returns:
+          `[N, S, D]`.
+        """
         x = x + self.attn(self.norm1(x), cos, sin, valid)
         return x + self.mlp(self.norm2(x))
 
@@ -74,7 +94,7 @@ class PatchMerger(nnx.Module):
         self.fc2 = Dense((wide,), (cfg.out_hidden_size,), axes=("vision_mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `[B, L, D]` with L a multiple of 4 -> `[B, L / 4, out_hidden]`."""
+        """Merges every 4 consecutive slots of `x` `[B, L, D]` (L a multiple of 4) into `[B, L / 4, out_hidden]`."""
         b, length, d = x.shape
         x = self.ln_q(x).reshape(b, length // self.merge_unit, self.merge_unit * d)
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -105,8 +125,13 @@ class VisionTower(nnx.Module):
     def __call__(self, patches: jax.Array, patch_pos: jax.Array, patch_valid: jax.Array) -> jax.Array:
         """Encodes a laid-out image batch.
 
-        patches: `float[B, L, patch_dim]`; patch_pos: `int32[B, L, 2]`; patch_valid: `bool[B, L]`.
-        Returns merged-token features `[B * L / 4, out_hidden]` (padding slots hold junk values).
+        Args:
+          patches: `float[B, L, patch_dim]` patch rows.
+          patch_pos: `int32[B, L, 2]` (row, column) of each patch in patch units.
+          patch_valid: `bool[B, L]`, False at padding slots.
+
+        Returns:
+          Merged-token features `[B * L / 4, out_hidden]` (padding slots hold junk values).
         """
         b, length, _ = patches.shape
         wp = self.cfg.window_patches
