@@ -46,16 +46,23 @@ class OptimizerConfig:
         """Validate the settings.
 
         Raises:
-          ValueError: `schedule` is unknown, `learning_rate` <= 0, `warmup_steps` < 0 or `total_steps` < 1; the
-            message names the field.
+          ValueError: `schedule` is unknown, `learning_rate` <= 0, `warmup_steps` < 0, `total_steps` < 1, a beta
+            outside [0, 1), or a negative `weight_decay` or `max_grad_norm`; the message names the field.
         """
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"optimizer.schedule = {self.schedule!r}; expected one of {SCHEDULES}")
+            raise ValueError(f"optim.schedule = {self.schedule!r}; expected one of {SCHEDULES}")
         if self.learning_rate <= 0:
-            raise ValueError(f"optimizer.learning_rate = {self.learning_rate} must be > 0")
+            raise ValueError(f"optim.learning_rate = {self.learning_rate} must be > 0")
         if self.warmup_steps < 0 or self.total_steps < 1:
             raise ValueError(
-                f"optimizer.warmup_steps = {self.warmup_steps} must be >= 0 and total_steps = {self.total_steps} >= 1"
+                f"optim.warmup_steps = {self.warmup_steps} must be >= 0 and total_steps = {self.total_steps} >= 1"
+            )
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
+            raise ValueError(f"optim.b1 = {self.b1} and optim.b2 = {self.b2} must be in [0, 1)")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError(
+                f"optim.weight_decay = {self.weight_decay} and optim.max_grad_norm = {self.max_grad_norm} must be "
+                ">= 0 (max_grad_norm 0 = no clipping)"
             )
 
 

@@ -16,10 +16,10 @@ import optax
 from flax import nnx
 
 from shuffle_r1_jax.learner.logprobs import Rollouts, response_logprobs
-from shuffle_r1_jax.rl.aggregation import count_sequences, count_tokens
-from shuffle_r1_jax.rl.kl import kl_loss
+from shuffle_r1_jax.rl.aggregation import AGG_MODES, count_sequences, count_tokens
+from shuffle_r1_jax.rl.kl import canonical_kl_kind, kl_loss
 from shuffle_r1_jax.rl.metrics import masked_mean
-from shuffle_r1_jax.rl.policy_loss import ppo_policy_loss
+from shuffle_r1_jax.rl.policy_loss import check_clip_settings, ppo_policy_loss
 
 Params = Any
 
@@ -39,6 +39,9 @@ class LossConfig:
       kl_kind: KL estimator of that loss (see `rl.kl.kl_estimate`).
       temperature: the sampling temperature log-probs are computed at.
       logprob_chunk: response positions per vocabulary chunk.
+
+    Raises:
+      ValueError: a value is out of range or unknown; the message names the setting and its value.
     """
 
     clip_low: float = 0.2
@@ -51,6 +54,18 @@ class LossConfig:
     kl_kind: str = "k3"
     temperature: float = 1.0
     logprob_chunk: int = 256
+
+    def __post_init__(self):
+        check_clip_settings(self.clip_low, self.clip_high, self.dual_clip, self.ratio_level)
+        canonical_kl_kind(self.kl_kind)
+        if self.agg_mode not in AGG_MODES:
+            raise ValueError(f"loss agg_mode = {self.agg_mode!r}; expected one of {AGG_MODES}")
+        if self.kl_coef < 0:
+            raise ValueError(f"loss kl_coef = {self.kl_coef} must be >= 0 (0 = off)")
+        if self.temperature <= 0 or self.logprob_chunk < 1:
+            raise ValueError(
+                f"loss temperature = {self.temperature} must be > 0 and logprob_chunk = {self.logprob_chunk} >= 1"
+            )
 
 
 @jax.tree_util.register_dataclass

@@ -24,7 +24,12 @@ LOG_RATIO_CLAMP = 20.0
 K3_CLAMP = 10.0
 
 
-def _canonical(kind: str) -> str:
+def canonical_kl_kind(kind: str) -> str:
+    """The estimator name of `kind` (aliases resolved).
+
+    Raises:
+      ValueError: `kind` is neither an estimator nor an alias; the message lists the known ones.
+    """
     kind = _ALIASES.get(kind, kind)
     if kind not in KL_ESTIMATORS:
         known = ", ".join(KL_ESTIMATORS + tuple(_ALIASES))
@@ -46,7 +51,7 @@ def kl_estimate(logp: jax.Array, ref_logp: jax.Array, kind: str = "k3") -> jax.A
     Raises:
       ValueError: `kind` is unknown; the message lists the known estimators.
     """
-    kind = _canonical(kind)
+    kind = canonical_kl_kind(kind)
     diff = logp.astype(jnp.float32) - ref_logp.astype(jnp.float32)
     if kind == "k1":
         return diff

@@ -29,7 +29,13 @@ LOG_RATIO_CLAMP = 20.0
 RATIO_LEVELS = ("token", "sequence")
 
 
-def _validate(clip_low: float, clip_high: float, dual_clip: float | None, ratio_level: str) -> None:
+def check_clip_settings(clip_low: float, clip_high: float, dual_clip: float | None, ratio_level: str) -> None:
+    """Checks the surrogate's settings.
+
+    Raises:
+      ValueError: a clip range is out of range, dual_clip is not above 1 (or None), or ratio_level is unknown; the
+        message names the setting and its value.
+    """
     if not 0.0 <= clip_low < 1.0:
         raise ValueError(f"policy loss clip_low must be in [0, 1), got clip_low={clip_low!r}")
     if clip_high < 0.0:
@@ -82,7 +88,7 @@ def ppo_policy_loss(
       ValueError: a clip setting out of range, an unknown `ratio_level` or `agg_mode`, or seq-mean-token-sum-norm
         without a positive `norm_constant`; the message names the value.
     """
-    _validate(clip_low, clip_high, dual_clip, ratio_level)
+    check_clip_settings(clip_low, clip_high, dual_clip, ratio_level)
     validate_agg_mode(agg_mode)
     lp = logp.astype(jnp.float32)
     old = old_logp.astype(jnp.float32)

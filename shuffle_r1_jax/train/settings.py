@@ -36,6 +36,8 @@ from shuffle_r1_jax.processing.prompts import load_prompt_format
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
 from shuffle_r1_jax.rl.algorithms import get_algorithm
+from shuffle_r1_jax.rl.batch_shuffle import PAIR_WEIGHT_KINDS
+from shuffle_r1_jax.rl.pts import PTS_VARIANTS
 from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
 
 logger = logging.getLogger(__name__)
@@ -245,6 +247,17 @@ class RLSettings:
             f"rl.dynamic_sampling_fallback = {self.dynamic_sampling_fallback!r}; expected one of "
             f"{DYNAMIC_SAMPLING_FALLBACKS}",
         )
+        selection = self.selection
+        _require(selection.rounds >= 1, f"rl.abs_rounds = {selection.rounds} must be >= 1")
+        _require(
+            selection.weight in PAIR_WEIGHT_KINDS,
+            f"rl.abs_weight = {selection.weight!r}; expected one of {PAIR_WEIGHT_KINDS}",
+        )
+        _require(selection.power > 0, f"rl.abs_power = {selection.power} must be > 0")
+        _require(
+            selection.pts_variant in PTS_VARIANTS,
+            f"rl.pts_variant = {selection.pts_variant!r}; expected one of {PTS_VARIANTS}",
+        )
         _require(
             self.old_logprobs in OLD_LOGPROBS,
             f"rl.old_logprobs = {self.old_logprobs!r}; expected one of {OLD_LOGPROBS}",
@@ -429,6 +442,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         and the value.
     """
     algorithm = _converted((ValueError,), lambda: get_algorithm(c.rl.algorithm))
+    _require(isinstance(c.seed, int) and 0 <= c.seed < 2**32, f"seed = {c.seed!r} must be an integer in [0, 2**32)")
     for key in ("dtype", "param_dtype"):
         _require(c.model[key] in MODEL_DTYPES, f"model.{key} = {c.model[key]!r}; expected one of {MODEL_DTYPES}")
     model = ModelSettings(

@@ -365,3 +365,26 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
 
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(np.isfinite(line["kl_ref"]) for line in lines)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("rl.abs_rounds", 0, "rl.abs_rounds = 0 must be >= 1"),
+        ("rl.abs_weight", "median", "rl.abs_weight = 'median'; expected one of"),
+        ("rl.abs_power", -1.0, "rl.abs_power = -1.0 must be > 0"),
+        ("rl.pts_variant", "best", "rl.pts_variant = 'best'; expected one of"),
+        ("loss.kl_kind", "k9", "unknown KL estimator 'k9'"),
+        ("loss.agg_mode", "sum", "loss agg_mode = 'sum'; expected one of"),
+        ("loss.clip_low", -0.1, "clip_low must be in \\[0, 1\\), got clip_low=-0.1"),
+        ("loss.dual_clip", 0.5, "dual_clip must be > 1"),
+        ("optim.b1", 1.5, "optim.b1 = 1.5 and optim.b2 = 0.999 must be in \\[0, 1\\)"),
+        ("optim.max_grad_norm", -1.0, "optim.max_grad_norm = -1.0 must be >= 0"),
+        ("seed", -1, "seed = -1 must be an integer in \\[0, 2\\*\\*32\\)"),
+    ],
+)
+def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
+    c = base_config()
+    settings.set_key(c, key, value)
+    with pytest.raises(settings.ConfigError, match=message):
+        settings.resolve(c, check_inputs=False)
