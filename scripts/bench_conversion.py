@@ -21,26 +21,13 @@ from shuffle_r1_jax.perf.notes import write_section
 
 NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
+# text dimensions of the released models (a checkpoint written by transformers itself, as users download them)
 SIZES = {
-    "3b": dict(
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "7b": dict(
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        vocab_size=152064,
-        tie_word_embeddings=False,
-    ),
-}
+    "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+               num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False),
+}  # fmt: skip
 
 
 def write_random_checkpoint(size: str, directory: pathlib.Path) -> int:

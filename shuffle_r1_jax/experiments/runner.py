@@ -28,7 +28,7 @@ from shuffle_r1_jax.experiments.comparison import (
     summarize,
 )
 from shuffle_r1_jax.experiments.plots import plot_comparison
-from shuffle_r1_jax.train.settings import prepare, set_key
+from shuffle_r1_jax.train.settings import prepare, resolve, set_key
 from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def comparison_report(
     Returns:
       The Markdown report: the command, date, machine, cost and one table per group.
     """
-    per_batch = config.data.rollout_batch_prompts * config.rollout.n
+    settings = resolve(config, check_inputs=False)
+    per_batch = settings.data.rollout_batch_prompts * settings.rollout.n
     histories: dict[str, dict[str, list]] = {}
     for spec in specs:
         history = read_history(out / "runs" / spec.dirname, per_batch)
@@ -134,14 +135,14 @@ def comparison_report(
     plot_comparison(panels, out / "curves.png")
     (out / "results.json").write_text(json.dumps(tables, indent=2) + "\n")
     seeds = sorted({s.seed for s in specs})
-    c = config
+    data, evaluation = settings.data, settings.eval
     lines = [
         f"Command: `{command}` ({datetime.date.today().isoformat()}; {machine}).",
-        f"{len(specs)} runs of {c.train.total_steps} steps, seeds {seeds}; each step = "
-        f"{c.data.rollout_batch_prompts} prompts x {c.rollout.n} rollouts, "
-        f"{c.data.rollout_batch_prompts // c.train.minibatch_prompts} optimizer steps; validation on "
-        f"{c.eval.max_prompts or 'all'} prompts x {c.eval.n} samples at T={c.eval.temperature} every {c.eval.every} "
-        f"steps. Wall time of the runs made by this invocation: {spent / 60:.1f} min.",
+        f"{len(specs)} runs of {settings.train.total_steps} steps, seeds {seeds}; each step = "
+        f"{data.rollout_batch_prompts} prompts x {settings.rollout.n} rollouts, {settings.train.num_minibatches} "
+        f"optimizer steps; validation on {evaluation.max_prompts or 'all'} prompts x {evaluation.n} samples at "
+        f"T={evaluation.temperature} every {evaluation.every} steps. Wall time of the runs made by this invocation: "
+        f"{spent / 60:.1f} min.",
     ]
     for name, rows in tables.items():
         title = "Algorithms" if name == "algorithms" else f"Ablation: Shuffle-R1 {name}"

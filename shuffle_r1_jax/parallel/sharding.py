@@ -131,20 +131,6 @@ def param_shardings(state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.St
     return jax.tree.map(sharding_of, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def shard_model(model: nnx.Module, mesh: Mesh, rules=DEFAULT_RULES) -> nnx.Module:
-    """Places every parameter of `model` on `mesh` by the rules (in place) and returns the model."""
-    graphdef, state = nnx.split(model)
-    shardings = param_shardings(state, mesh, rules)
-    state = jax.tree.map(
-        lambda var, sh: var.replace(jax.device_put(var[...], sh)),
-        state,
-        shardings,
-        is_leaf=lambda x: isinstance(x, nnx.Variable),
-    )
-    nnx.update(model, state)
-    return model
-
-
 def constrain_rows(x: jax.Array) -> jax.Array:
     """Constrains dimension 0 of `x` to the batch axes, inside a jitted function traced under `jax.set_mesh(mesh)`.
 
