@@ -35,7 +35,7 @@ from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import load_prompt_format
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
-from shuffle_r1_jax.rl.algorithms import get_algorithm
+from shuffle_r1_jax.rl.algorithms import Algorithm, get_algorithm
 from shuffle_r1_jax.rl.batch_shuffle import PAIR_WEIGHT_KINDS
 from shuffle_r1_jax.rl.pts import PTS_VARIANTS
 from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
@@ -443,30 +443,79 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
     """
     algorithm = _converted((ValueError,), lambda: get_algorithm(c.rl.algorithm))
     _require(isinstance(c.seed, int) and 0 <= c.seed < 2**32, f"seed = {c.seed!r} must be an integer in [0, 2**32)")
+    distributed = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
+    _converted((DistributedConfigError,), distributed.validate)
+    rollout = _rollout_settings(c)
+    rl = _rl_settings(c, algorithm, rollout.n)
+    data = _data_settings(c)
+    mesh = _converted((MeshConfigError,), lambda: MeshSpec.from_config(c.mesh))
+    shape = _converted((MeshConfigError,), lambda: mesh_shape(mesh, len(mesh_devices(mesh))))
+    _check_batch_layout(data, rollout, shape)
+    train = _train_settings(c, data, rollout, rl, shape)
+    settings = RunSettings(
+        seed=c.seed,
+        model=_model_settings(c),
+        data=data,
+        reward=RewardSettings(name=c.reward.name, timeout_s=c.reward.timeout_s, num_workers=c.reward.num_workers),
+        rollout=rollout,
+        rl=rl,
+        loss=_loss_settings(c, rollout, algorithm.loss),
+        optimizer=_optimizer_settings(c, train),
+        train=train,
+        eval=EvalSettings(
+            every=c.eval.every,
+            before_training=c.eval.before_training,
+            n=c.eval.n,
+            temperature=c.eval.temperature,
+            max_prompts=c.eval.max_prompts,
+            num_examples=c.eval.num_examples,
+        ),
+        checkpoint=CheckpointSettings(
+            every=c.checkpoint.every,
+            keep_last=c.checkpoint.keep_last,
+            keep_best=c.checkpoint.keep_best,
+            export_hf=c.checkpoint.export_hf,
+        ),
+        mesh=mesh,
+        mesh_shape=shape,
+        distributed=distributed,
+    )
+    if c.setup:
+        _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
+    if check_inputs:
+        check_run_inputs(settings)
+    return settings
+
+
+def _model_settings(c: ConfigDict) -> ModelSettings:
     for key in ("dtype", "param_dtype"):
         _require(c.model[key] in MODEL_DTYPES, f"model.{key} = {c.model[key]!r}; expected one of {MODEL_DTYPES}")
-    model = ModelSettings(
+    return ModelSettings(
         checkpoint=c.model.checkpoint,
         dtype=DTYPES[c.model.dtype],
         param_dtype=DTYPES[c.model.param_dtype],
         attention_impl=c.model.attention_impl,
         remat=c.model.remat,
     )
+
+
+def _data_settings(c: ConfigDict) -> DataSettings:
     prompts, processes = c.data.rollout_batch_prompts, jax.process_count()
     _require(
         prompts % processes == 0, f"data.rollout_batch_prompts = {prompts} does not divide over {processes} processes"
     )
-    data = _converted(
+    columns = Columns(
+        prompt=c.data.prompt_column,
+        answer=c.data.answer_column,
+        images=c.data.images_column,
+        image_dir=c.data.image_dir or None,
+    )
+    return _converted(
         (ValueError,),
         lambda: DataSettings(
             train=c.data.train,
             val=c.data.val,
-            columns=Columns(
-                prompt=c.data.prompt_column,
-                answer=c.data.answer_column,
-                images=c.data.images_column,
-                image_dir=c.data.image_dir or None,
-            ),
+            columns=columns,
             prompt_format=c.data.prompt_format,
             max_prompt_length=c.data.max_prompt_length,
             buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
@@ -477,8 +526,10 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             seed=c.seed,
         ),
     )
-    reward = RewardSettings(name=c.reward.name, timeout_s=c.reward.timeout_s, num_workers=c.reward.num_workers)
-    rollout = RolloutSettings(
+
+
+def _rollout_settings(c: ConfigDict) -> RolloutSettings:
+    return RolloutSettings(
         n=c.rollout.n,
         max_new_tokens=c.rollout.max_new_tokens,
         temperature=c.rollout.temperature,
@@ -486,7 +537,10 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         top_k=c.rollout.top_k,
         prompts_per_sampler_call=c.rollout.prompts_per_sampler_call,
     )
-    n = rollout.n
+
+
+def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
+    """The `rl` section with the algorithm's estimator, selector and the selection values it fixes."""
     selection = SelectionConfig(
         selection=algorithm.selector,
         group_size=n,
@@ -498,27 +552,31 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         power=c.rl.abs_power,
         cppo_prune=c.rl.cppo_prune,
     )
-    selection = dataclasses.replace(selection, **dict(algorithm.selection))
     if algorithm.selector in ("pts", "pts_abs"):
         _require(
             n % 2 == 0,
             f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)",
         )
-    rl = RLSettings(
+    return RLSettings(
         algorithm=c.rl.algorithm,
         estimator=algorithm.estimator,
-        selection=selection,
+        selection=dataclasses.replace(selection, **dict(algorithm.selection)),
         dynamic_sampling=algorithm.dynamic_sampling,
         dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
         dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback,
         old_logprobs=c.rl.old_logprobs,
     )
-    distributed = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
-    _converted((DistributedConfigError,), distributed.validate)
-    mesh = _converted((MeshConfigError,), lambda: MeshSpec.from_config(c.mesh))
-    data_ways, fsdp, tensor = _converted((MeshConfigError,), lambda: mesh_shape(mesh, len(mesh_devices(mesh))))
-    shards = data_ways * fsdp
-    where = f"the {shards} batch shards of the mesh (mesh data x fsdp = {data_ways} x {fsdp})"
+
+
+def _batch_shards_text(shape: tuple[int, int, int]) -> str:
+    return f"the {shape[0] * shape[1]} batch shards of the mesh (mesh data x fsdp = {shape[0]} x {shape[1]})"
+
+
+def _check_batch_layout(data: DataSettings, rollout: RolloutSettings, shape: tuple[int, int, int]) -> None:
+    """The rollout batch and each sampler call divide over the mesh's batch shards (and whole prompts stay on one
+    process)."""
+    prompts, n, shards, processes = data.rollout_batch_prompts, rollout.n, shape[0] * shape[1], jax.process_count()
+    where = _batch_shards_text(shape)
     _require(
         (prompts * n) % shards == 0,
         f"the rollout batch (data.rollout_batch_prompts x rollout.n = {prompts} x {n} = {prompts * n} rows) "
@@ -540,17 +598,24 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         f"rollout.prompts_per_sampler_call = {per_call} must be a multiple of {where}, so that every device "
         "samples the same number of prompts in each call",
     )
-    mini = c.train.minibatch_prompts
+
+
+def _train_settings(
+    c: ConfigDict, data: DataSettings, rollout: RolloutSettings, rl: RLSettings, shape: tuple[int, int, int]
+) -> TrainSettings:
+    """The loop's batch arithmetic: mini-batches per rollout batch, micro-batches per mini-batch, rows per
+    log-prob pass; warns when micro-batches cannot split over the devices."""
+    prompts, mini, shards = data.rollout_batch_prompts, c.train.minibatch_prompts, shape[0] * shape[1]
     _require(
         mini >= 1 and prompts % mini == 0,
         f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}",
     )
-    per_prompt = _converted((ValueError,), lambda: rows_per_prompt(selection))
-    if algorithm.selector == "pts_abs":
+    per_prompt = _converted((ValueError,), lambda: rows_per_prompt(rl.selection))
+    if rl.selection.selection == "pts_abs":
         pairs = prompts * per_prompt // 2
         _require(
-            pairs % c.rl.abs_rounds == 0,
-            f"rl.abs_rounds = {c.rl.abs_rounds} must divide the {pairs} pairs PTS keeps per rollout batch",
+            pairs % rl.selection.rounds == 0,
+            f"rl.abs_rounds = {rl.selection.rounds} must divide the {pairs} pairs PTS keeps per rollout batch",
         )
     rows_per_mini = mini * per_prompt
     _require(c.train.micro_batch_rows >= 1, f"train.micro_batch_rows = {c.train.micro_batch_rows} must be >= 1")
@@ -567,16 +632,20 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             "5x the memory, BUILD_NOTES 'Memory plan')",
             c.train.micro_batch_rows,
             micro,
-            where,
+            _batch_shards_text(shape),
         )
-    train = TrainSettings(
+    return TrainSettings(
         total_steps=c.train.total_steps,
         num_minibatches=prompts // mini,
         micro_batches=rows_per_mini // micro,
-        logprob_micro_batch_rows=largest_divisor(prompts * n, c.train.micro_batch_rows),
+        logprob_micro_batch_rows=largest_divisor(prompts * rollout.n, c.train.micro_batch_rows),
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )
-    loss_values = dict(
+
+
+def _loss_settings(c: ConfigDict, rollout: RolloutSettings, fixed: tuple[tuple[str, object], ...]) -> LossConfig:
+    """The `loss` section, with the values the algorithm fixes (`fixed`) over the config's."""
+    values = dict(
         clip_low=c.loss.clip_low,
         clip_high=c.loss.clip_high,
         dual_clip=c.loss.dual_clip or None,
@@ -588,8 +657,11 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         temperature=rollout.temperature,
         logprob_chunk=min(c.loss.logprob_chunk, rollout.max_new_tokens),
     )
-    loss = _converted((ValueError, TypeError), lambda: LossConfig(**{**loss_values, **dict(algorithm.loss)}))
-    optimizer = _converted(
+    return _converted((ValueError, TypeError), lambda: LossConfig(**{**values, **dict(fixed)}))
+
+
+def _optimizer_settings(c: ConfigDict, train: TrainSettings) -> OptimizerConfig:
+    return _converted(
         (ValueError,),
         lambda: OptimizerConfig(
             learning_rate=c.optim.learning_rate,
@@ -603,39 +675,6 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             freeze_vision=c.optim.freeze_vision,
         ),
     )
-    settings = RunSettings(
-        seed=c.seed,
-        model=model,
-        data=data,
-        reward=reward,
-        rollout=rollout,
-        rl=rl,
-        loss=loss,
-        optimizer=optimizer,
-        train=train,
-        eval=EvalSettings(
-            every=c.eval.every,
-            before_training=c.eval.before_training,
-            n=c.eval.n,
-            temperature=c.eval.temperature,
-            max_prompts=c.eval.max_prompts,
-            num_examples=c.eval.num_examples,
-        ),
-        checkpoint=CheckpointSettings(
-            every=c.checkpoint.every,
-            keep_last=c.checkpoint.keep_last,
-            keep_best=c.checkpoint.keep_best,
-            export_hf=c.checkpoint.export_hf,
-        ),
-        mesh=mesh,
-        mesh_shape=(data_ways, fsdp, tensor),
-        distributed=distributed,
-    )
-    if c.setup:
-        _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
-    if check_inputs:
-        check_run_inputs(settings)
-    return settings
 
 
 def check_run_inputs(settings: RunSettings) -> None:
