@@ -110,28 +110,32 @@ def rollout_logprobs(
     params,
     rollouts: Rollouts,
     image_features: jax.Array | None,
+    rows: jax.Array,
     *,
     micro_batch_rows: int,
     temperature: float,
     chunk: int,
 ) -> jax.Array:
-    """Log-probs of every rollout's response tokens under `params`, `micro_batch_rows` rows at a time.
+    """Log-probs of the response tokens of the rollout rows `rows` under `params`, `micro_batch_rows` rows at a
+    time, written into a rollout-batch-shaped array (the old and reference log-probs of a step: the update reads
+    only its own rows, so only those are computed, as the official code does after resampling).
 
-    These are the old and reference log-probs of a step; jittable with the keywords and `graphdef` static.
+    Jittable with the keywords and `graphdef` static.
 
     Args:
       graphdef: the model's graph definition (static).
       params: the model's parameters, a pure dict.
-      rollouts: the rollout batch, R rows; `micro_batch_rows` must divide R.
+      rollouts: the rollout batch, R rows.
       image_features: the merged-token features of `rollouts.prompts.vision` (frozen vision tower), or None.
+      rows: `int32[U]` rollout row ids (repeats allowed); `micro_batch_rows` must divide U.
       micro_batch_rows: rows per pass.
       temperature: the sampling temperature.
       chunk: response positions per vocabulary chunk.
 
     Returns:
-      `float32[R, Lr]`, rows sharded over the batch axes under a context mesh.
+      `float32[R, Lr]`: the log-probs at the rows of `rows`, 0 elsewhere; rows sharded over the batch axes under a
+      context mesh.
     """
-    rows = jnp.arange(rollouts.tokens.shape[0]).reshape(-1, micro_batch_rows)
 
     def micro_batch(r):  # merged inside the mapped body: remat layers cannot cross trace levels
         model = nnx.merge(graphdef, params)
@@ -139,5 +143,6 @@ def rollout_logprobs(
             model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features
         )[0]
 
-    logp = jax.lax.map(micro_batch, rows)
-    return constrain_rows(logp.reshape(rollouts.tokens.shape))
+    logp = jax.lax.map(micro_batch, rows.reshape(-1, micro_batch_rows))
+    out = jnp.zeros(rollouts.tokens.shape, jnp.float32).at[rows].set(logp.reshape(rows.shape[0], -1))
+    return constrain_rows(out)

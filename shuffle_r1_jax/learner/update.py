@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from shuffle_r1_jax.learner.logprobs import Rollouts, response_logprobs
+from shuffle_r1_jax.learner.logprobs import response_logprobs
 from shuffle_r1_jax.rl.aggregation import AGG_MODES, count_sequences, count_tokens
 from shuffle_r1_jax.rl.kl import canonical_kl_kind, kl_loss
 from shuffle_r1_jax.rl.metrics import masked_mean
 from shuffle_r1_jax.rl.policy_loss import check_clip_settings, ppo_policy_loss
+from shuffle_r1_jax.rollout.types import Rollouts
 
 Params = Any
 

@@ -12,7 +12,7 @@ shardings (prompt and rollout rows over data x fsdp), under the mesh as the trai
                    features placed; allocates the KV cache (prompt bucket + response) and copies each prompt's
                    rows n times;
   sampler_decode   the while-loop of one-token steps over the donated KV cache;
-  old_logprobs     the policy's log-probs of every rollout, micro-batch by micro-batch;
+  old_logprobs     the policy's log-probs of the rows the update uses, micro-batch by micro-batch;
   train_step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
                    parameters and optimizer state donated, the whole rollout batch resident.
 
@@ -399,13 +399,16 @@ def plan_memory(
         )
     if not settings.optimizer.freeze_vision:
         features = None  # a trained vision tower runs inside the log-prob and train programs
+    mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
+    update_rows = [_array(mesh, (mini_rows,), jnp.int32) for _ in range(train.num_minibatches)]
     if "old_logprobs" in programs:
         results.append(
             _compile(
                 "old_logprobs",
-                f"{rows_total} rows, {train.logprob_micro_batch_rows} per pass",
-                lambda: step.logprobs.lower(params, rollouts, features),
-                (params, opt_state, rollouts, features),
+                f"{mini_rows * train.num_minibatches} update rows of {rows_total}, "
+                f"{train.logprob_micro_batch_rows} per pass",
+                lambda: step.logprobs.lower(params, rollouts, features, update_rows),
+                (params, opt_state, rollouts, features, update_rows),
                 mesh,
                 log,
             )
@@ -416,7 +419,6 @@ def plan_memory(
         ref_logprobs=_array(mesh, response, jnp.float32, 0) if settings.loss.kl_coef > 0 else None,
         image_features=features,
     )
-    mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
     if "train_step" in programs:
         rows, valid = _array(mesh, (mini_rows,), jnp.int32), _array(mesh, (mini_rows,), jnp.bool_)
         shape = f"{mini_rows} rows in {train.micro_batches} micro-batches of {mini_rows // train.micro_batches}"

@@ -36,6 +36,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.models.qwen2_5_vl.flops import decoder_forward_flops, vision_forward_flops
 from shuffle_r1_jax.perf.compiles import CompileEvent, CompileMonitor
 from shuffle_r1_jax.perf.peak import Peak
+from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.rollout.types import Rollouts
 from shuffle_r1_jax.train.programs import SpecialTokens, StepPrograms, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -118,8 +119,8 @@ def analytic_flops(name: str, args: tuple, settings: RunSettings, config: Qwen25
       ValueError: `name` is not a counted program.
     """
     if name == "logprobs":
-        _, rollouts, features = args
-        rows = rollouts.tokens.shape[0]
+        _, rollouts, features, update_rows = args
+        rows = sum(r.shape[0] for r in update_rows)
         micro_batches = rows // settings.train.logprob_micro_batch_rows
         backward = 1
     elif name == "update":
@@ -139,7 +140,7 @@ def analytic_flops(name: str, args: tuple, settings: RunSettings, config: Qwen25
 def one_trip_programs(trainer: Trainer) -> StepPrograms:
     """The trainer's programs built with their loops at one trip: one micro-batch per pass, one vocabulary chunk."""
     s = trainer.settings
-    rows = s.data.rollout_batch_prompts * s.rollout.n
+    rows = s.data.rollout_batch_prompts * rows_per_prompt(s.rl.selection)
     settings = dataclasses.replace(
         s,
         train=dataclasses.replace(s.train, micro_batches=1, logprob_micro_batch_rows=rows),

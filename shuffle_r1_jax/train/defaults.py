@@ -75,7 +75,9 @@ def base_config() -> ConfigDict:
         3  # DAPO: prompt batches generated at most to fill the batch with informative groups
     )
     c.rl.dynamic_sampling_fallback = "fill"  # then: "fill" (with zero-advantage groups, counted) | "error"
-    c.rl.old_logprobs = "recompute"  # "recompute" (a forward before the update) | "sampler" (the sampler's)
+    # "recompute": a forward pass over the rows the update uses, before it (as the official code, after resampling)
+    # | "sampler": the sampler's own log-probs
+    c.rl.old_logprobs = "recompute"
 
     c.loss = ConfigDict()
     c.loss.clip_low = 0.2

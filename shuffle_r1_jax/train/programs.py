@@ -11,7 +11,8 @@ always arguments (a pure dict of arrays), never constants.
   select             (rollout advantages f32[P, n], key) -> (rows, valid, stats): the update batch, cut into
                      `train.num_minibatches` lists of `int32[U / k]` rows and `bool[U / k]` valid flags
   selection_metrics  (rollout advantages, rows, valid, mask) -> float32 scalars
-  logprobs           (params, rollouts, features) -> f32[R, T]: old and reference log-probs, micro-batched
+  logprobs           (params, rollouts, features, rows) -> f32[R, T]: old and reference log-probs of the update's
+                     rows (`select`'s lists), micro-batched; 0 at rows the update does not use
   update             (params, opt_state, rollouts, targets, rows, valid) -> (params, opt_state, metrics): one
                      optimizer step; params and opt_state donated, outputs sharded like the inputs
 The update is jitted per build (its output shardings are the trainer's); the others are module-level jitted
@@ -129,9 +130,16 @@ def _selection_metrics(rollout_advantages, rows, valid, mask):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "micro_batch_rows", "temperature", "chunk"))
-def _logprobs(params, rollouts, features, *, graphdef, micro_batch_rows, temperature, chunk):
+def _logprobs(params, rollouts, features, rows, *, graphdef, micro_batch_rows, temperature, chunk):
     return rollout_logprobs(
-        graphdef, params, rollouts, features, micro_batch_rows=micro_batch_rows, temperature=temperature, chunk=chunk
+        graphdef,
+        params,
+        rollouts,
+        features,
+        jnp.concatenate(rows),
+        micro_batch_rows=micro_batch_rows,
+        temperature=temperature,
+        chunk=chunk,
     )
 
 

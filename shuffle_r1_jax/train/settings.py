@@ -212,7 +212,7 @@ class RLSettings:
       dynamic_sampling: whether the algorithm refills uninformative groups (DAPO; set by the algorithm).
       dynamic_sampling_max_tries: `rl.dynamic_sampling_max_tries`, prompt batches generated at most per step.
       dynamic_sampling_fallback: `rl.dynamic_sampling_fallback`, "fill" or "error" when the tries run out.
-      old_logprobs: `rl.old_logprobs`, "recompute" (a forward pass before the update) or "sampler" (the
+      old_logprobs: `rl.old_logprobs`, "recompute" (a forward pass over the update's rows before it) or "sampler" (the
         sampler's log-probs).
 
     Raises:
@@ -273,8 +273,8 @@ class TrainSettings:
       num_minibatches: optimizer steps per rollout batch, `data.rollout_batch_prompts` / `train.minibatch_prompts`.
       micro_batches: gradient-accumulation micro-batches per optimizer step, a mini-batch's rows /
         min(`train.micro_batch_rows`, a mini-batch's rows).
-      logprob_micro_batch_rows: rows per old-log-prob pass, the largest divisor of the rollout batch's rows that
-        is <= `train.micro_batch_rows`.
+      logprob_micro_batch_rows: rows per old-log-prob pass, the largest divisor of the update batch's rows (the
+        rows the pass computes) that is <= `train.micro_batch_rows`.
       max_nonfinite_in_a_row: `train.max_nonfinite_in_a_row`, steps in a row with a skipped (non-finite) update
         after which the run stops.
 
@@ -638,7 +638,7 @@ def _train_settings(
         total_steps=c.train.total_steps,
         num_minibatches=prompts // mini,
         micro_batches=rows_per_mini // micro,
-        logprob_micro_batch_rows=largest_divisor(prompts * rollout.n, c.train.micro_batch_rows),
+        logprob_micro_batch_rows=largest_divisor(prompts * per_prompt, c.train.micro_batch_rows),
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )
 

@@ -418,8 +418,8 @@ class Trainer:
         if settings.rl.old_logprobs == "sampler":
             old = rollouts.sampler_logprobs
         else:
-            old = programs.logprobs(self.params, rollouts, features)
-        ref = None if self.ref_params is None else programs.logprobs(self.ref_params, rollouts, features)
+            old = programs.logprobs(self.params, rollouts, features, rows)
+        ref = None if self.ref_params is None else programs.logprobs(self.ref_params, rollouts, features, rows)
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
         targets = UpdateTargets(

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shuffle_r1_jax.learner.logprobs import response_logprobs
+from shuffle_r1_jax.learner.logprobs import response_logprobs, rollout_logprobs
 from shuffle_r1_jax.models.qwen2_5_vl import prepare_inputs
 from shuffle_r1_jax.rollout.types import Rollouts
 from shuffle_r1_jax.sampling import Sampler, SamplingConfig
@@ -38,6 +38,17 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
     features = model.image_features(rollouts.prompts.vision)
     frozen, _ = response_logprobs(model, rollouts, rows, temperature=temperature, chunk=4, image_features=features)
     np.testing.assert_allclose(np.asarray(frozen)[m], np.asarray(logp)[m], atol=1e-5)
+
+    # the old-log-prob pass computes only the update's rows (repeats allowed) and leaves the others at 0
+    update_rows = jnp.asarray([5, 0, 3, 3, 2, 5], jnp.int32)
+    only = rollout_logprobs(
+        graphdef, state, rollouts, None, update_rows, micro_batch_rows=2, temperature=temperature, chunk=3
+    )
+    assert only.shape == out.tokens.shape
+    full, _ = response_logprobs(model, rollouts, jnp.arange(6), temperature=temperature, chunk=3)
+    used = np.isin(np.arange(6), np.asarray(update_rows))
+    np.testing.assert_allclose(np.asarray(only)[used], np.asarray(full)[used], atol=1e-6)
+    assert np.all(np.asarray(only)[~used] == 0)
 
     params = nnx.state(model, nnx.Param)
 
