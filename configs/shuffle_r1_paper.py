@@ -1,5 +1,6 @@
 """Shuffle-R1's paper runs (spec: shuffle_r1.md): Qwen2.5-VL-3B or -7B-Instruct on Geometry3K or MMRL30k, with
-the paper's hyperparameters (`base_config`), bf16 compute, the math prompt and reward, 20 epochs.
+the paper's hyperparameters (`base_config`), bf16 compute, the official code's prompt layout, reward grader
+(mathruler: `pip install -e ".[paper]"`), loss (no dual clip) and validation top-p, 20 epochs.
 
     huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir models/Qwen2.5-VL-7B-Instruct
     huggingface-cli download hiyouga/geometry3k --repo-type dataset --local-dir data/geometry3k
@@ -39,8 +40,11 @@ def get_config(arg: str | None = None):
     c.model.dtype = "bfloat16"
     path, examples = DATASETS[args.dataset]
     c.data.train, c.data.val = f"{path}@train", f"{path}@test"
-    c.data.prompt_format = "math"
-    c.reward.name = "math"
+    # the official code's choices where ours differ (BUILD_NOTES "Paper fidelity")
+    c.data.prompt_format = "math_official"  # "<instruction> <image> <problem>" in the user turn
+    c.reward.name = "math_official"  # mathruler, the last box; needs pip install -e ".[paper]"
+    c.loss.dual_clip = 0.0
+    c.eval.top_p = 0.99
     c.rl.algorithm = args.algorithm
     c.rollout.n = 8 if args.algorithm in ("grpo", "dapo") else 16
     c.train.total_steps = EPOCHS * (examples // c.data.rollout_batch_prompts)

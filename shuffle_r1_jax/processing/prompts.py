@@ -51,7 +51,11 @@ BUILTIN_FORMATS = {
     "math": "{{ content | trim }}" + MATH_INSTRUCTION,
     "r1v": "{{ content | trim }}" + R1V_INSTRUCTION,
     "none": "{{ content }}",
+    # the official Shuffle-R1 runs: the instruction (its examples' SYSTEM_PROMPT as their command line parses it)
+    # before the problem in the user turn, the image placeholder added in front of a problem that has none
+    "math_official": MATH_INSTRUCTION.strip() + " {{ content }}",
 }
+PLACEHOLDERS_FIRST = ("math_official",)
 
 
 class PromptError(ValueError):
@@ -73,6 +77,8 @@ class PromptFormat:
     Attributes:
       name: a label for messages (`load_prompt_format` gives the built-in name, the file's path or "inline").
       template: the template text.
+      placeholders_first: a problem without `<image>` placeholders gets one per image in front ("<image> " each)
+        before the template applies, as the official code does; otherwise the images go before the whole text.
 
     Raises:
       ValueError: the template does not hold the placeholder exactly once, or holds other template syntax.
@@ -80,6 +86,7 @@ class PromptFormat:
 
     name: str
     template: str
+    placeholders_first: bool = False
 
     def __post_init__(self):
         found = _PLACEHOLDER.findall(self.template)
@@ -95,8 +102,11 @@ class PromptFormat:
                 f"other template syntax: {self.template!r}"
             )
 
-    def apply(self, problem: str) -> str:
-        """The problem wrapped by the template (`| trim` strips surrounding whitespace first)."""
+    def apply(self, problem: str, num_images: int = 0) -> str:
+        """The problem wrapped by the template (`| trim` strips surrounding whitespace first); with
+        `placeholders_first`, a problem without placeholders first gets `num_images` of them in front."""
+        if self.placeholders_first and IMAGE_PLACEHOLDER not in problem:
+            problem = (IMAGE_PLACEHOLDER + " ") * num_images + problem
         return _PLACEHOLDER.sub(lambda m: problem.strip() if m.group(1) else problem, self.template)
 
 
@@ -104,8 +114,9 @@ def load_prompt_format(spec: str) -> PromptFormat:
     """A prompt format from a config string.
 
     Args:
-      spec: a built-in name ("math", "r1v", "none"), an inline template containing the placeholder, or a path
-        to a template file (`~` expanded; trailing newlines are dropped), tried in that order.
+      spec: a built-in name ("math", "r1v", "none", "math_official"), an inline template containing the
+        placeholder, or a path to a template file (`~` expanded; trailing newlines are dropped), tried in that
+        order.
 
     Returns:
       The `PromptFormat`.
@@ -114,7 +125,7 @@ def load_prompt_format(spec: str) -> PromptFormat:
       ValueError: naming the spec, when it is none of these (or the template is invalid).
     """
     if spec in BUILTIN_FORMATS:
-        return PromptFormat(spec, BUILTIN_FORMATS[spec])
+        return PromptFormat(spec, BUILTIN_FORMATS[spec], placeholders_first=spec in PLACEHOLDERS_FIRST)
     if _PLACEHOLDER.search(spec):
         return PromptFormat("inline", spec)
     path = Path(os.path.expanduser(spec))
@@ -277,7 +288,7 @@ class PromptEncoder:
 
     def prompt_text(self, problem: str, num_images: int) -> str:
         """The chat-templated prompt text (one `<|image_pad|>` per image, generation prompt appended)."""
-        messages = chat_messages(self.prompt_format.apply(problem), num_images, self.system_prompt)
+        messages = chat_messages(self.prompt_format.apply(problem, num_images), num_images, self.system_prompt)
         with self._lock:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 

@@ -37,7 +37,9 @@ def base_config() -> ConfigDict:
     c.data.answer_column = "answer"
     c.data.images_column = "images"
     c.data.image_dir = ""  # base directory for image paths stored as relative paths
-    c.data.prompt_format = "math"  # "math" | "r1v" | "none" | a template file | an inline "{{ content }}" template
+    # "math" | "r1v" | "none" | "math_official" (the official layout) | a template file | an inline template
+    # with "{{ content }}"
+    c.data.prompt_format = "math"
     c.data.rollout_batch_prompts = 512  # prompts per rollout batch (over all processes)
     c.data.max_prompt_length = 2048  # tokens after image expansion; longer prompts are counted and skipped
     c.data.prompt_buckets = (512, 1024, 2048)  # left-padded prompt lengths (bounded compilations)
@@ -82,7 +84,7 @@ def base_config() -> ConfigDict:
     c.loss = ConfigDict()
     c.loss.clip_low = 0.2
     c.loss.clip_high = 0.2  # the dapo algorithm sets 0.28
-    c.loss.dual_clip = 3.0  # 0 = off
+    c.loss.dual_clip = 3.0  # 0 = off (the official loss has none; the paper config turns it off)
     c.loss.ratio_level = "token"  # "token" (PPO) | "sequence" (GSPO)
     c.loss.agg_mode = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm" (dr_grpo's)
     c.loss.kl_coef = 0.0  # KL to the reference policy (off in Shuffle-R1)
@@ -110,6 +112,7 @@ def base_config() -> ConfigDict:
     c.eval.before_training = True
     c.eval.n = 8  # samples per validation prompt
     c.eval.temperature = 0.5
+    c.eval.top_p = 1.0  # nucleus of the sampled validation (the official runs inherit the rollout's 0.99)
     c.eval.max_prompts = 0  # 0 = the whole validation set
     c.eval.num_examples = 8  # sample generations written to eval_samples.jsonl per validation
 

@@ -235,7 +235,7 @@ def build_eval_samplers(
     """The validation samplers of `settings` over the model `graphdef` on `mesh`.
 
     Args:
-      settings: the resolved run settings (`eval.temperature`).
+      settings: the resolved run settings (`eval.temperature`, `eval.top_p`).
       graphdef: the policy's graph definition.
       mesh: the device mesh.
       tokens: special token ids of the samplers.
@@ -243,5 +243,5 @@ def build_eval_samplers(
     Returns:
       (the sampler at `eval.temperature`, the greedy sampler).
     """
-    sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature), mesh=mesh)
+    sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature, settings.eval.top_p), mesh=mesh)
     return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh)

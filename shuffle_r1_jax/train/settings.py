@@ -305,6 +305,7 @@ class EvalSettings:
       before_training: `eval.before_training`, also validate before the first step of a fresh run.
       n: `eval.n`, samples per validation prompt at `temperature` (a greedy sample is scored as well).
       temperature: `eval.temperature`, > 0.
+      top_p: `eval.top_p`, nucleus of the sampled validation, in (0, 1].
       max_prompts: `eval.max_prompts`, the validation prompts used over all processes, reached in whole batches
         (0 = the whole validation set).
       num_examples: `eval.num_examples`, sample generations written to `eval_samples.jsonl` per validation.
@@ -317,11 +318,13 @@ class EvalSettings:
     before_training: bool
     n: int
     temperature: float
+    top_p: float
     max_prompts: int
     num_examples: int
 
     def __post_init__(self):
         _require(self.every >= 0, f"eval.every = {self.every} must be >= 0 (0 = never)")
+        _require(0 < self.top_p <= 1, f"eval.top_p = {self.top_p} must be in (0, 1]")
         _require(self.n >= 1, f"eval.n = {self.n} must be >= 1")
         _require(self.temperature > 0, f"eval.temperature = {self.temperature} must be > 0 (greedy runs as well)")
         _require(self.max_prompts >= 0, f"eval.max_prompts = {self.max_prompts} must be >= 0 (0 = all)")
@@ -467,6 +470,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             before_training=c.eval.before_training,
             n=c.eval.n,
             temperature=c.eval.temperature,
+            top_p=c.eval.top_p,
             max_prompts=c.eval.max_prompts,
             num_examples=c.eval.num_examples,
         ),

@@ -106,3 +106,22 @@ def test_encoder_errors(encoder, tiny_checkpoint):
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     with pytest.raises(ValueError, match="maps <\\|image_pad\\|> to id 5, but the model's image_token_id is 6"):
         PromptEncoder(tokenizer, 6)
+
+
+def test_the_official_layout_equals_the_official_template(tiny_checkpoint):
+    """The official code's user turn: "<instruction> <image> <problem>" (its `dataset.py`: a problem without the
+    placeholder gets "<image> " in front, then the instruction and a space before it), under the checkpoint's chat
+    template with its default system message; written out here by hand."""
+    encoder = PromptEncoder.from_checkpoint(tiny_checkpoint, prompt_format="math_official", max_prompt_length=300)
+    problem = "Find x. Round to the nearest tenth."
+    expected = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        + SPEC_MATH_INSTRUCTION.strip()
+        + " <|vision_start|><|image_pad|><|vision_end|> "
+        + problem
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert encoder.prompt_text(problem, 1) == expected
+    # a problem with its own placeholder keeps it where it is; a text-only problem gets none
+    assert encoder.prompt_text("<image>Find x.", 1) == expected.replace(" " + problem, "Find x.")
+    assert "<|image_pad|>" not in encoder.prompt_text(problem, 0)

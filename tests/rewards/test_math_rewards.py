@@ -113,3 +113,33 @@ def test_math_reward_cases(response, answer, expected):
 )
 def test_r1v_reward_cases(response, answer, expected):
     assert r1v_reward(response, answer) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "response, answer, expected",
+    [
+        # mathruler's equivalences, as math-verify's
+        ("<think>half</think> \\boxed{\\frac{1}{2}}", "0.5", {"overall": 1.0, "format": 1.0, "accuracy": 1.0}),
+        ("<think>x</think> \\boxed{\\dfrac{3}{4}}", "0.75", {"overall": 1.0, "format": 1.0, "accuracy": 1.0}),
+        ("\\boxed{2}", "2", {"overall": 0.9, "format": 0.0, "accuracy": 1.0}),
+        # the official grader takes the last box only, and an unclosed last box gives nothing ...
+        ("<think>x</think> \\boxed{3} or \\boxed{4", "3", {"overall": 0.1, "format": 1.0, "accuracy": 0.0}),
+        # ... and normalises no tag: spaced tags fail the format
+        ("< think >x</ think > \\boxed{2}", "2", {"overall": 0.9, "format": 0.0, "accuracy": 1.0}),
+        ("<think>x</think> no box", "2", {"overall": 0.0, "format": 0.0, "accuracy": 0.0}),
+    ],
+)
+def test_official_math_reward(response, answer, expected):
+    from shuffle_r1_jax.rewards import registry
+
+    official = registry.get_reward_fn("math_official")
+    assert official(response, answer) == pytest.approx(expected)
+
+
+def test_the_official_and_default_math_rewards_differ_where_documented():
+    from shuffle_r1_jax.rewards.official_math_reward import official_math_reward
+
+    unclosed = "<think>x</think> \\boxed{3} or \\boxed{4"
+    spaced = "< think >x</ think > \\boxed{2}"
+    assert math_reward(unclosed, "3")["accuracy"] == 1.0 and official_math_reward(unclosed, "3")["accuracy"] == 0.0
+    assert math_reward(spaced, "2")["format"] == 1.0 and official_math_reward(spaced, "2")["format"] == 0.0

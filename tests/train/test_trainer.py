@@ -231,6 +231,8 @@ def test_the_paper_config_takes_arguments(arg, checkpoint, n, steps):
     assert run.model.checkpoint == checkpoint and run.rollout.n == n and run.train.total_steps == steps
     assert run.train.num_minibatches == 4 and run.rollout.prompts_per_sampler_call == 32
     assert 128 * rows_per_prompt(run.rl.selection) == 1024  # the paper's update rows per optimizer step, any algorithm
+    # the official code's choices: mathruler grader, no dual clip, validation top-p of the rollouts
+    assert (run.reward.name, run.loss.dual_clip, run.eval.top_p) == ("math_official", None, 0.99)
     with pytest.raises(
         settings.ConfigError, match="model.checkpoint = 'Qwen/Qwen2.5-VL-3B-Instruct' has no config.json"
     ):
