@@ -1,6 +1,7 @@
 """Shuffle-R1's paper runs (spec: shuffle_r1.md): Qwen2.5-VL-3B or -7B-Instruct on Geometry3K or MMRL30k, with
 the paper's hyperparameters (`base_config`), bf16 compute, the official code's prompt layout, reward grader
-(mathruler: `pip install -e ".[paper]"`), loss (no dual clip) and validation top-p, 20 epochs.
+(mathruler: `pip install -e ".[paper]"`), loss (no dual clip, the mean of micro-batch token means), order of the
+ABS draws over optimizer steps and validation top-p, 20 epochs.
 
     huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct --local-dir models/Qwen2.5-VL-7B-Instruct
     huggingface-cli download hiyouga/geometry3k --repo-type dataset --local-dir data/geometry3k
@@ -44,6 +45,10 @@ def get_config(arg: str | None = None):
     c.data.prompt_format = "math_official"  # "<instruction> <image> <problem>" in the user turn
     c.reward.name = "math_official"  # mathruler, the last box; needs pip install -e ".[paper]"
     c.loss.dual_clip = 0.0
+    c.loss.agg_mode = "micro-token-mean"  # token means of 4-row device micro-batches, averaged
+    c.loss.agg_group_rows = 4
+    c.rl.update_chunks = 8  # its 8 GPUs: optimizer step j trains on piece j of every device's chunk
+    c.rl.abs_single_round = "all_pairs"
     c.eval.top_p = 0.99
     c.rl.algorithm = args.algorithm
     c.rollout.n = 8 if args.algorithm in ("grpo", "dapo") else 16

@@ -35,6 +35,8 @@ class LossConfig:
       dual_clip: the dual-clip constant c for A < 0, or None (off).
       ratio_level: "token" (PPO) or "sequence" (GSPO).
       agg_mode: loss aggregation mode, see `rl.aggregation`.
+      agg_group_rows: rows per group of the micro-token-mean mode (the official code's 4-row device
+        micro-batches).
       norm_constant: the constant of seq-mean-token-sum-norm.
       kl_coef: coefficient of the KL-to-reference loss (0 = off).
       kl_kind: KL estimator of that loss (see `rl.kl.kl_estimate`).
@@ -50,6 +52,7 @@ class LossConfig:
     dual_clip: float | None = 3.0
     ratio_level: str = "token"
     agg_mode: str = "token-mean"
+    agg_group_rows: int = 4
     norm_constant: float | None = None
     kl_coef: float = 0.0
     kl_kind: str = "k3"
@@ -61,6 +64,8 @@ class LossConfig:
         canonical_kl_kind(self.kl_kind)
         if self.agg_mode not in AGG_MODES:
             raise ValueError(f"loss agg_mode = {self.agg_mode!r}; expected one of {AGG_MODES}")
+        if self.agg_group_rows < 1:
+            raise ValueError(f"loss agg_group_rows = {self.agg_group_rows} must be >= 1")
         if self.kl_coef < 0:
             raise ValueError(f"loss kl_coef = {self.kl_coef} must be >= 0 (0 = off)")
         if self.temperature <= 0 or self.logprob_chunk < 1:
@@ -88,7 +93,9 @@ class UpdateTargets:
     image_features: jax.Array | None = None
 
 
-def _micro_loss(params, graphdef, rollouts, targets, rows, valid, num_tokens, num_sequences, cfg: LossConfig):
+def _micro_loss(
+    params, graphdef, rollouts, targets, rows, valid, num_tokens, num_sequences, num_groups, cfg: LossConfig
+):
     model = nnx.merge(graphdef, params)
     logp, entropy = response_logprobs(
         model,
@@ -113,6 +120,8 @@ def _micro_loss(params, graphdef, rollouts, targets, rows, valid, num_tokens, nu
         num_tokens=num_tokens,
         num_sequences=num_sequences,
         norm_constant=cfg.norm_constant,
+        group_rows=cfg.agg_group_rows,
+        num_groups=num_groups,
     )
     if cfg.kl_coef > 0:
         kl, kl_metrics = kl_loss(
@@ -124,6 +133,8 @@ def _micro_loss(params, graphdef, rollouts, targets, rows, valid, num_tokens, nu
             num_tokens=num_tokens,
             num_sequences=num_sequences,
             norm_constant=cfg.norm_constant,
+            group_rows=cfg.agg_group_rows,
+            num_groups=num_groups,
         )
         loss = loss + cfg.kl_coef * kl
         metrics = {**metrics, **kl_metrics}
@@ -170,6 +181,7 @@ def update_minibatch(
         raise ValueError(f"mini-batch of {rows.shape[0]} rows does not split into {micro_batches} micro-batches")
     mask = rollouts.mask[rows] * valid[:, None]
     num_tokens, num_sequences = count_tokens(mask), count_sequences(mask)
+    num_groups = rows.shape[0] / cfg.agg_group_rows  # micro-token-mean's groups over the whole mini-batch
     micro_rows = rows.reshape(micro_batches, -1)
     micro_valid = valid.reshape(micro_batches, -1)
     grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
@@ -177,7 +189,7 @@ def update_minibatch(
     def accumulate(carry, micro):
         grads, loss = carry
         (micro_loss, (metrics, tokens)), micro_grads = grad_fn(
-            params, graphdef, rollouts, targets, micro[0], micro[1], num_tokens, num_sequences, cfg
+            params, graphdef, rollouts, targets, micro[0], micro[1], num_tokens, num_sequences, num_groups, cfg
         )
         return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
 

@@ -12,6 +12,9 @@ Modes:
   seq-mean-token-mean:     sum_b (sum_t l*m / len_b) / num_sequences (num_sequences: non-empty rows)
   seq-mean-token-sum-norm: sum_{b,t} l*m / (num_sequences * norm_constant)   (Dr.GRPO; norm_constant
                            a constant such as the maximum response length)
+  micro-token-mean:        sum_g (sum_{b in g,t} l*m / tokens_g) / num_groups, over groups g of `group_rows`
+                           consecutive rows (the official Shuffle-R1 / EasyR1 loss: each device micro-batch's
+                           token mean, averaged over the micro-batches of all devices)
 
 Rows whose mask is empty (e.g. ABS shortfall slots the trainer masked out) contribute 0 and are not
 counted in the default denominators.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm", "micro-token-mean")
 
 
 def validate_agg_mode(mode: str) -> None:
@@ -53,6 +56,8 @@ def aggregate_loss(
     num_tokens: jax.Array | float | None = None,
     num_sequences: jax.Array | float | None = None,
     norm_constant: float | None = None,
+    group_rows: int | None = None,
+    num_groups: float | None = None,
 ) -> jax.Array:
     """Reduce a per-token loss to a float32 scalar.
 
@@ -63,16 +68,29 @@ def aggregate_loss(
       num_tokens: global valid-token count for token-mean (default: count_tokens(mask)).
       num_sequences: global non-empty-row count for the seq-mean modes (default: count_sequences(mask)).
       norm_constant: the constant of seq-mean-token-sum-norm (required by that mode, must be > 0).
+      group_rows: rows per group of micro-token-mean (static; required by that mode, must divide B).
+      num_groups: global group count for micro-token-mean (default: B / group_rows).
 
     Returns:
       float32 scalar. Denominators are clamped to >= 1, so an all-empty batch gives 0.
 
     Raises:
-      ValueError: `mode` is unknown, or seq-mean-token-sum-norm without a positive `norm_constant`.
+      ValueError: `mode` is unknown, seq-mean-token-sum-norm without a positive `norm_constant`, or
+        micro-token-mean without a `group_rows` that divides B.
     """
     validate_agg_mode(mode)
     m = mask.astype(jnp.float32)
     masked = loss_mat.astype(jnp.float32) * m
+    if mode == "micro-token-mean":
+        rows = loss_mat.shape[0]
+        if not group_rows or rows % group_rows:
+            raise ValueError(
+                f"loss aggregation 'micro-token-mean' needs group_rows dividing {rows}, got {group_rows!r}"
+            )
+        sums = jnp.sum(masked.reshape(rows // group_rows, -1), axis=-1)
+        tokens = jnp.sum(m.reshape(rows // group_rows, -1), axis=-1)
+        groups = rows // group_rows if num_groups is None else num_groups
+        return jnp.sum(sums / jnp.maximum(tokens, 1.0)) / jnp.maximum(jnp.asarray(groups, jnp.float32), 1.0)
     if mode == "token-mean":
         denom = count_tokens(mask) if num_tokens is None else jnp.asarray(num_tokens, jnp.float32)
         return jnp.sum(masked) / jnp.maximum(denom, 1.0)

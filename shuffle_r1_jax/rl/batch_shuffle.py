@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 PAIR_WEIGHT_KINDS = ("sum", "max", "mean", "positive")
 
@@ -239,6 +240,32 @@ def update_batch_indices(pts_indices: jax.Array, draws: ShuffleDraws, group_size
         rollout_indices=jnp.take(flat_pairs, draws.pair_indices, axis=0).reshape(-1),
         valid=jnp.repeat(draws.valid, 2),
     )
+
+
+def chunked_step_order(rows: int, chunks: int, minibatches: int) -> np.ndarray:
+    """The official code's order of the update rows over optimizer steps, as a permutation.
+
+    The official trainer cuts the update batch into `chunks` contiguous device chunks (its data-parallel world
+    size; with S = 8 rounds on 8 GPUs, device d holds round d) and each device splits its chunk into
+    `minibatches` contiguous pieces; optimizer step k trains on piece k of every chunk. Draws keep their order
+    inside a round (higher weights tend to come first), so early steps see more of the high-weight pairs.
+
+    Args:
+      rows: U, update-batch rows (static); `chunks * minibatches` must divide U.
+      chunks: device chunks (static).
+      minibatches: optimizer steps per rollout batch (static).
+
+    Returns:
+      `int32[U]`: position i of the reordered batch holds row `order[i]` of the update batch; cut into
+      `minibatches` equal consecutive parts, part k is optimizer step k.
+
+    Raises:
+      ValueError: `chunks * minibatches` does not divide `rows`.
+    """
+    if chunks < 1 or minibatches < 1 or rows % (chunks * minibatches):
+        raise ValueError(f"{chunks} chunks x {minibatches} mini-batches do not divide the {rows} update rows")
+    pieces = np.arange(rows, dtype=np.int32).reshape(chunks, minibatches, rows // (chunks * minibatches))
+    return pieces.transpose(1, 0, 2).reshape(-1)
 
 
 def split_minibatches(x: jax.Array, num_minibatches: int) -> jax.Array:

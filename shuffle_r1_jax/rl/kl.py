@@ -73,6 +73,8 @@ def kl_loss(
     num_tokens: jax.Array | float | None = None,
     num_sequences: jax.Array | float | None = None,
     norm_constant: float | None = None,
+    group_rows: int | None = None,
+    num_groups: float | None = None,
 ) -> tuple[jax.Array, dict]:
     """KL-to-reference loss term (add beta * loss to the policy loss).
 
@@ -86,6 +88,8 @@ def kl_loss(
         `aggregation.aggregate_loss`).
       num_sequences: global non-empty-row count for the seq-mean modes (see `aggregation.aggregate_loss`).
       norm_constant: the constant of seq-mean-token-sum-norm (see `aggregation.aggregate_loss`).
+      group_rows, num_groups: rows per group and the global group count of micro-token-mean (see
+        `aggregation.aggregate_loss`).
 
     Returns:
       (float32 scalar loss, {"kl_loss": loss, "kl_ref": masked mean of the estimate}).
@@ -95,7 +99,14 @@ def kl_loss(
     """
     per_token = kl_estimate(logp, ref_logp, kind)
     loss = aggregate_loss(
-        per_token, mask, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=norm_constant
+        per_token,
+        mask,
+        agg_mode,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        norm_constant=norm_constant,
+        group_rows=group_rows,
+        num_groups=num_groups,
     )
     return loss, {"kl_loss": loss, "kl_ref": masked_mean(jax.lax.stop_gradient(per_token), mask)}
 

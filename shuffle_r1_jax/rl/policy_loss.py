@@ -60,6 +60,8 @@ def ppo_policy_loss(
     num_tokens: jax.Array | float | None = None,
     num_sequences: jax.Array | float | None = None,
     norm_constant: float | None = None,
+    group_rows: int | None = None,
+    num_groups: float | None = None,
 ) -> tuple[jax.Array, dict]:
     """Clipped surrogate policy loss (to minimize) and its metrics.
 
@@ -76,6 +78,8 @@ def ppo_policy_loss(
       num_tokens: global valid-token count for token-mean (see `aggregation.aggregate_loss`).
       num_sequences: global non-empty-row count for the seq-mean modes (see `aggregation.aggregate_loss`).
       norm_constant: the constant of seq-mean-token-sum-norm (see `aggregation.aggregate_loss`).
+      group_rows, num_groups: rows per group and the global group count of micro-token-mean (see
+        `aggregation.aggregate_loss`).
 
     Returns:
       (float32 scalar loss, metrics) with float32 scalar metrics: pg_loss, pg_clipfrac_higher,
@@ -108,7 +112,14 @@ def ppo_policy_loss(
     if dual_clip is not None:
         per_token = jnp.where(adv < 0, jnp.minimum(per_token, -adv * dual_clip), per_token)
     loss = aggregate_loss(
-        per_token, m, agg_mode, num_tokens=num_tokens, num_sequences=num_sequences, norm_constant=norm_constant
+        per_token,
+        m,
+        agg_mode,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        norm_constant=norm_constant,
+        group_rows=group_rows,
+        num_groups=num_groups,
     )
 
     r = jax.lax.stop_gradient(ratio)

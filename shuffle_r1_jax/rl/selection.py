@@ -46,6 +46,10 @@ class SelectionConfig:
       weight: ABS pair weight kind, one of `batch_shuffle.PAIR_WEIGHT_KINDS`.
       power: ABS normalisation exponent p of `batch_shuffle.power_normalize`.
       cppo_prune: CPPO's pruning ratio.
+      single_round: ABS with one round (S = 1): "draw" (a weighted draw of every pair with a positive weight)
+        or "all_pairs" (every kept pair in PTS order, zero-weight pairs too: the official code's).
+      update_chunks: 0 = optimizer steps take consecutive update rows (whole ABS rounds); k > 0 = the official
+        layout over k device chunks (`batch_shuffle.chunked_step_order`), applied by the trainer's selection.
     """
 
     selection: str
@@ -57,6 +61,8 @@ class SelectionConfig:
     weight: str = "sum"
     power: float = 1.0
     cppo_prune: float = 0.5
+    single_round: str = "draw"
+    update_chunks: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +184,8 @@ def select_pts_abs(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax
 
     The stats are ABS's draw statistics (`batch_shuffle.draw_statistics`); shortfall slots are not valid.
     """
+    if cfg.rounds == 1 and cfg.single_round == "all_pairs":
+        return select_pts(rollout_advantages, cfg, key)
     n = rollout_advantages.shape[1]
     pts_key, abs_key = jax.random.split(key)
     kept = _kept_pairs(rollout_advantages, cfg, pts_key)

@@ -72,6 +72,10 @@ def base_config() -> ConfigDict:
     c.rl.abs_rounds = 8  # ABS replay rounds S
     c.rl.abs_weight = "sum"  # pair weight: "sum" | "max" | "mean" | "positive"
     c.rl.abs_power = 1.0  # P = W^p / sum W^p
+    c.rl.abs_single_round = "draw"  # ABS at abs_rounds = 1: "draw" (weighted) | "all_pairs" (PTS order, official)
+    # optimizer steps over the update batch: 0 = consecutive rows (whole ABS rounds per step); k = the official
+    # layout, k device chunks each cut into the mini-batches (its 8 GPUs: step j sees piece j of every round)
+    c.rl.update_chunks = 0
     c.rl.cppo_prune = 0.5  # CPPO pruning ratio
     c.rl.dynamic_sampling_max_tries = (
         3  # DAPO: prompt batches generated at most to fill the batch with informative groups
@@ -86,7 +90,10 @@ def base_config() -> ConfigDict:
     c.loss.clip_high = 0.2  # the dapo algorithm sets 0.28
     c.loss.dual_clip = 3.0  # 0 = off (the official loss has none; the paper config turns it off)
     c.loss.ratio_level = "token"  # "token" (PPO) | "sequence" (GSPO)
-    c.loss.agg_mode = "token-mean"  # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm" (dr_grpo's)
+    # "token-mean" | "seq-mean-token-mean" | "seq-mean-token-sum-norm" (dr_grpo's) | "micro-token-mean" (the
+    # official code's: each group of agg_group_rows consecutive update rows' token mean, averaged over the groups)
+    c.loss.agg_mode = "token-mean"
+    c.loss.agg_group_rows = 4  # the official runs' rows per device micro-batch
     c.loss.kl_coef = 0.0  # KL to the reference policy (off in Shuffle-R1)
     c.loss.kl_kind = "k3"  # "k1" | "k2" | "k3" | "abs"
     c.loss.logprob_chunk = 256  # response positions per vocabulary chunk (capped at rollout.max_new_tokens)

@@ -35,6 +35,7 @@ from shuffle_r1_jax.learner.logprobs import rollout_logprobs
 from shuffle_r1_jax.learner.update import update_minibatch
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.rl.advantages import advantages_from_scores
+from shuffle_r1_jax.rl.batch_shuffle import chunked_step_order
 from shuffle_r1_jax.rl.metrics import selection_metrics
 from shuffle_r1_jax.rl.selection import select_update_rows
 from shuffle_r1_jax.sampling import Sampler, SamplingConfig
@@ -119,8 +120,13 @@ def _advantages(scores, mask, *, estimator, n):
 
 
 @functools.partial(jax.jit, static_argnames=("selection", "minibatches"))
-def _select(rollout_advantages, key, *, selection, minibatches):
+def select_minibatches(rollout_advantages, key, *, selection, minibatches):
+    """The update batch of `selection` (`rl.selection`), in the step order its `update_chunks` asks for, cut into
+    `minibatches` lists of rows `int32[U / k]` and valid flags `bool[U / k]`; and the selector's statistics."""
     rows, valid, stats = select_update_rows(rollout_advantages, selection, key)
+    if selection.update_chunks:
+        order = chunked_step_order(rows.shape[0], selection.update_chunks, minibatches)
+        rows, valid = rows[order], valid[order]
     return jnp.split(rows, minibatches), jnp.split(valid, minibatches), stats
 
 
@@ -212,7 +218,7 @@ def build_step_programs(
         image_features=BoundProgram(_image_features, graphdef=graphdef),
         sampler=Sampler(graphdef, sampling, mesh=mesh),
         advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
-        select=BoundProgram(_select, selection=settings.rl.selection, minibatches=train.num_minibatches),
+        select=BoundProgram(select_minibatches, selection=settings.rl.selection, minibatches=train.num_minibatches),
         selection_metrics=BoundProgram(_selection_metrics),
         logprobs=BoundProgram(
             _logprobs,

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 MODEL_DTYPES = ("float32", "bfloat16")
 DYNAMIC_SAMPLING_FALLBACKS = ("fill", "error")
 OLD_LOGPROBS = ("recompute", "sampler")
+SINGLE_ROUND = ("draw", "all_pairs")
 
 
 class ConfigError(ValueError):
@@ -254,6 +255,11 @@ class RLSettings:
             f"rl.abs_weight = {selection.weight!r}; expected one of {PAIR_WEIGHT_KINDS}",
         )
         _require(selection.power > 0, f"rl.abs_power = {selection.power} must be > 0")
+        _require(
+            selection.single_round in SINGLE_ROUND,
+            f"rl.abs_single_round = {selection.single_round!r}; expected one of {SINGLE_ROUND}",
+        )
+        _require(selection.update_chunks >= 0, f"rl.update_chunks = {selection.update_chunks} must be >= 0")
         _require(
             selection.pts_variant in PTS_VARIANTS,
             f"rl.pts_variant = {selection.pts_variant!r}; expected one of {PTS_VARIANTS}",
@@ -555,6 +561,8 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         weight=c.rl.abs_weight,
         power=c.rl.abs_power,
         cppo_prune=c.rl.cppo_prune,
+        single_round=c.rl.abs_single_round,
+        update_chunks=c.rl.update_chunks,
     )
     if algorithm.selector in ("pts", "pts_abs"):
         _require(
@@ -622,6 +630,14 @@ def _train_settings(
             f"rl.abs_rounds = {rl.selection.rounds} must divide the {pairs} pairs PTS keeps per rollout batch",
         )
     rows_per_mini = mini * per_prompt
+    chunks = rl.selection.update_chunks
+    if chunks:
+        total, pieces = prompts * per_prompt, chunks * (prompts // mini)
+        _require(
+            total % pieces == 0 and (total // pieces) % 2 == 0,
+            f"rl.update_chunks = {chunks}: the {total} update rows do not cut into {chunks} chunks x "
+            f"{prompts // mini} mini-batches of whole pairs",
+        )
     _require(c.train.micro_batch_rows >= 1, f"train.micro_batch_rows = {c.train.micro_batch_rows} must be >= 1")
     micro = min(c.train.micro_batch_rows, rows_per_mini)
     _require(
@@ -629,6 +645,13 @@ def _train_settings(
         f"train.micro_batch_rows = {c.train.micro_batch_rows} must divide the {rows_per_mini} rows of a mini-batch "
         f"(train.minibatch_prompts = {mini} x {per_prompt} rows per prompt)",
     )
+    if c.loss.agg_mode == "micro-token-mean":
+        group = c.loss.agg_group_rows
+        _require(
+            group >= 1 and micro % group == 0,
+            f"loss.agg_group_rows = {group} must divide the {micro} rows of a micro-batch (train.micro_batch_rows) "
+            "for loss.agg_mode = 'micro-token-mean'",
+        )
     if micro % shards and rows_per_mini % shards == 0:
         logger.warning(
             "train.micro_batch_rows = %d (%d rows per micro-batch) is not a multiple of %s: micro-batches are not "
@@ -655,6 +678,7 @@ def _loss_settings(c: ConfigDict, rollout: RolloutSettings, fixed: tuple[tuple[s
         dual_clip=c.loss.dual_clip or None,
         ratio_level=c.loss.ratio_level,
         agg_mode=c.loss.agg_mode,
+        agg_group_rows=c.loss.agg_group_rows,
         norm_constant=float(rollout.max_new_tokens),
         kl_coef=c.loss.kl_coef,
         kl_kind=c.loss.kl_kind,

@@ -38,7 +38,7 @@ def setup(untied_pair):
     return graphdef, params, rollouts, targets
 
 
-def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, valid=None, optimizer=None):
+def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, valid=None, optimizer=None, cfg=None):
     graphdef, params, rollouts, default_targets = setup
     if optimizer is None:
         optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3, freeze_vision=freeze_vision), params)
@@ -55,7 +55,7 @@ def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, val
         rows,
         valid,
         micro_batches=micro_batches,
-        cfg=LossConfig(),
+        cfg=cfg or LossConfig(),
     )
 
 
@@ -67,6 +67,23 @@ def test_micro_batches_give_the_full_batch_update(setup):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     np.testing.assert_allclose(float(m1["pg_loss"]), float(m4["pg_loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(m1["grad_norm"]), float(m4["grad_norm"]), rtol=1e-4)
+
+
+def test_micro_token_mean_accumulates_exactly_and_averages_group_token_means(setup):
+    """The official aggregation (the mean over 4-row groups of their token means): the same update over 1 or 2
+    micro-batches, and at the first step (ratio 1) minus the mean over groups of each group's token-mean
+    advantage, computed here by hand."""
+    _, _, rollouts, targets = setup
+    cfg = LossConfig(agg_mode="micro-token-mean", agg_group_rows=4)
+    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0), cfg=cfg)
+    two, _, m2 = _step(setup, 2, optimizer=optax.sgd(1.0), cfg=cfg)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    mask = np.asarray(rollouts.mask, np.float64)
+    adv = np.asarray(targets.advantages, np.float64)
+    groups = [(adv[g] * mask[g]).sum() / mask[g].sum() for g in (slice(0, 4), slice(4, 8))]
+    np.testing.assert_allclose(float(m1["pg_loss"]), -np.mean(groups), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(m2["pg_loss"]), float(m1["pg_loss"]), rtol=1e-5)
 
 
 def test_first_step_loss_is_minus_the_token_mean_advantage(setup):

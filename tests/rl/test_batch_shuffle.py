@@ -243,3 +243,16 @@ def test_split_minibatches():
     with pytest.raises(ValueError, match="num_minibatches=16"):
         abs_lib.split_minibatches(x, 16)  # chunks of one trajectory would split pairs
     assert abs_lib.split_minibatches(jnp.zeros((16, 3)), 8).shape == (8, 2, 3)
+
+
+def test_chunked_step_order_is_the_official_device_layout():
+    """Written from the official mechanics: 16 update rows on 2 devices, 2 optimizer steps. Device 0 holds rows
+    0-7, device 1 rows 8-15; each splits its chunk into 2 mini-batches; step k = piece k of both devices."""
+    order = abs_lib.chunked_step_order(16, chunks=2, minibatches=2)
+    assert order.tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15]
+    # the paper's run: 8 rounds of 256 pairs on 8 devices, 4 steps; step 0 = the first 128 rows of every round
+    order = abs_lib.chunked_step_order(4096, chunks=8, minibatches=4).reshape(4, 8, 128)
+    assert order[0, 3].tolist() == list(range(3 * 512, 3 * 512 + 128))
+    assert order[2, 7].tolist() == list(range(7 * 512 + 256, 7 * 512 + 384))
+    with pytest.raises(ValueError, match="3 chunks x 2 mini-batches do not divide the 16"):
+        abs_lib.chunked_step_order(16, chunks=3, minibatches=2)

@@ -15,6 +15,7 @@ from shuffle_r1_jax.rl.policy_loss import ppo_policy_loss
 SETTINGS = settings(max_examples=40, deadline=None)
 B, T = 4, 6
 NORM = 8.0
+GROUP = 2  # rows per group of micro-token-mean
 CLIPS = [(0.2, 0.2, 3.0), (0.2, 0.28, 3.0), (0.2, 0.2, None), (3e-4, 4e-4, None)]
 
 
@@ -26,6 +27,10 @@ def np_denominators(mask, mode):
         return np.full(mask.shape, max(mask.sum(), 1.0))
     if mode == "seq-mean-token-mean":
         return np.maximum(lengths, 1.0)[:, None] * nseq * np.ones(mask.shape)
+    if mode == "micro-token-mean":  # row b's group token count, times the number of groups
+        groups = mask.shape[0] // GROUP
+        group_tokens = np.repeat(np.maximum(lengths.reshape(groups, GROUP).sum(-1), 1.0), GROUP)
+        return group_tokens[:, None] * groups * np.ones(mask.shape)
     return np.full(mask.shape, nseq * NORM)
 
 
@@ -111,6 +116,7 @@ def loss_and_grad(lp, old, adv, mask, clip_low, clip_high, dual, level):
                 ratio_level=level,
                 agg_mode=mode,
                 norm_constant=NORM,
+                group_rows=GROUP,
             )
 
         (loss, metrics), grad = jax.value_and_grad(f, has_aux=True)(lp)
@@ -198,6 +204,7 @@ def test_log_ratio_clamp_keeps_the_loss_finite():
         ({"ratio_level": "group"}, "group"),
         ({"agg_mode": "sum"}, "sum"),
         ({"agg_mode": "seq-mean-token-sum-norm"}, "norm_constant"),
+        ({"agg_mode": "micro-token-mean", "group_rows": 3}, "group_rows dividing 2"),
     ],
 )
 def test_argument_errors(kwargs, match):
@@ -229,8 +236,8 @@ def policy_logp(w, x, tokens):
     return jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=("mode",))
-def loss_and_weight_grad(w, x, tokens, old, adv, mask, mode, num_tokens=None, num_sequences=None):
+@functools.partial(jax.jit, static_argnames=("mode", "num_groups"))
+def loss_and_weight_grad(w, x, tokens, old, adv, mask, mode, num_tokens=None, num_sequences=None, num_groups=None):
     def loss_fn(w):
         return ppo_policy_loss(
             policy_logp(w, x, tokens),
@@ -241,6 +248,8 @@ def loss_and_weight_grad(w, x, tokens, old, adv, mask, mode, num_tokens=None, nu
             norm_constant=NORM,
             num_tokens=num_tokens,
             num_sequences=num_sequences,
+            group_rows=2,
+            num_groups=num_groups,
         )[0]
 
     return jax.value_and_grad(loss_fn)(w)
@@ -255,7 +264,7 @@ def test_gradient_accumulation_over_micro_batches_equals_full_batch(mode):
     for i in range(MICRO):
         sl = slice(2 * i, 2 * i + 2)
         args = (w, x[sl], tokens[sl], old[sl], adv[sl], mask[sl], mode)
-        loss, grad = loss_and_weight_grad(*args, num_tokens, num_sequences)
+        loss, grad = loss_and_weight_grad(*args, num_tokens, num_sequences, 8 // 2)
         acc_loss, acc_grad = acc_loss + loss, acc_grad + grad
         naive_grad = naive_grad + loss_and_weight_grad(*args)[1] / MICRO
     np.testing.assert_allclose(acc_loss, full_loss, rtol=1e-5, atol=1e-7)
@@ -263,3 +272,6 @@ def test_gradient_accumulation_over_micro_batches_equals_full_batch(mode):
     if mode == "token-mean":
         # Normalizing each micro-batch by its own token count (the verl/EasyR1 bug) gives another gradient.
         assert not np.allclose(naive_grad, full_grad, rtol=1e-3, atol=1e-5)
+    if mode == "micro-token-mean":
+        # ... which is exactly micro-token-mean over groups of the micro-batch's rows: the official loss
+        np.testing.assert_allclose(naive_grad, full_grad, rtol=1e-5, atol=1e-7)

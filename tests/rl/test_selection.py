@@ -83,3 +83,19 @@ def test_a_new_selector_is_one_registered_function():
         selection._SELECTORS.remove("test_first_of_each_group")
     with pytest.raises(ValueError, match="unknown update-batch selector 'test_first_of_each_group'; known: all, cppo"):
         rows_per_prompt(cfg)
+
+
+def test_one_round_with_all_pairs_is_every_kept_pair_in_pts_order():
+    """The official S = 1: every kept pair, zero-weight pairs too, in PTS order (no draw)."""
+    adv = _advantages(groups=4)
+    adv[1] = 0.0  # an all-equal group: weight 0, masked out by a weighted draw
+    pts = select_update_rows(adv, SelectionConfig("pts", 16, 0.5), jax.random.key(3))[0]
+    official = SelectionConfig("pts_abs", 16, 0.5, rounds=1, single_round="all_pairs")
+    rows, valid, _ = select_update_rows(adv, official, jax.random.key(3))
+    np.testing.assert_array_equal(rows, pts)
+    assert np.asarray(valid).all()
+    drawn = SelectionConfig("pts_abs", 16, 0.5, rounds=1)
+    rows, valid, _ = select_update_rows(adv, drawn, jax.random.key(3))
+    assert not np.asarray(valid).all() and sorted(np.asarray(rows)[np.asarray(valid)]) == sorted(
+        r for r in np.asarray(pts) if not 16 <= r < 32
+    )

@@ -233,6 +233,8 @@ def test_the_paper_config_takes_arguments(arg, checkpoint, n, steps):
     assert 128 * rows_per_prompt(run.rl.selection) == 1024  # the paper's update rows per optimizer step, any algorithm
     # the official code's choices: mathruler grader, no dual clip, validation top-p of the rollouts
     assert (run.reward.name, run.loss.dual_clip, run.eval.top_p) == ("math_official", None, 0.99)
+    assert (run.loss.agg_mode, run.loss.agg_group_rows, run.rl.selection.update_chunks) == ("micro-token-mean", 4, 8)
+    assert run.rl.selection.single_round == "all_pairs" and run.data.prompt_format == "math_official"
     with pytest.raises(
         settings.ConfigError, match="model.checkpoint = 'Qwen/Qwen2.5-VL-3B-Instruct' has no config.json"
     ):
@@ -383,6 +385,9 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("optim.b1", 1.5, "optim.b1 = 1.5 and optim.b2 = 0.999 must be in \\[0, 1\\)"),
         ("optim.max_grad_norm", -1.0, "optim.max_grad_norm = -1.0 must be >= 0"),
         ("seed", -1, "seed = -1 must be an integer in \\[0, 2\\*\\*32\\)"),
+        ("rl.abs_single_round", "all", "rl.abs_single_round = 'all'; expected one of"),
+        ("rl.update_chunks", 3, "rl.update_chunks = 3: the 4096 update rows do not cut into 3 chunks x 4"),
+        ("loss.agg_group_rows", 0, "loss agg_group_rows = 0 must be >= 1"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
