@@ -107,6 +107,15 @@ def _micro_loss(
         with_entropy=True,
     )
     mask = rollouts.mask[rows] * valid[:, None]
+    # the policy and KL losses reduce their per-token losses the same way, over the whole mini-batch
+    aggregation = dict(
+        agg_mode=cfg.agg_mode,
+        num_tokens=num_tokens,
+        num_sequences=num_sequences,
+        norm_constant=cfg.norm_constant,
+        group_rows=cfg.agg_group_rows,
+        num_groups=num_groups,
+    )
     loss, metrics = ppo_policy_loss(
         logp,
         targets.old_logprobs[rows],
@@ -116,12 +125,7 @@ def _micro_loss(
         clip_high=cfg.clip_high,
         dual_clip=cfg.dual_clip,
         ratio_level=cfg.ratio_level,
-        agg_mode=cfg.agg_mode,
-        num_tokens=num_tokens,
-        num_sequences=num_sequences,
-        norm_constant=cfg.norm_constant,
-        group_rows=cfg.agg_group_rows,
-        num_groups=num_groups,
+        **aggregation,
     )
     if cfg.kl_coef > 0:
         kl, kl_metrics = kl_loss(
@@ -129,12 +133,7 @@ def _micro_loss(
             targets.ref_logprobs[rows],
             mask,
             kind=cfg.kl_kind,
-            agg_mode=cfg.agg_mode,
-            num_tokens=num_tokens,
-            num_sequences=num_sequences,
-            norm_constant=cfg.norm_constant,
-            group_rows=cfg.agg_group_rows,
-            num_groups=num_groups,
+            **aggregation,
         )
         loss = loss + cfg.kl_coef * kl
         metrics = {**metrics, **kl_metrics}
