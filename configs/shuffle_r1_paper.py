@@ -44,6 +44,7 @@ def get_config(arg: str | None = None):
     # the official code's choices where ours differ (BUILD_NOTES "Paper fidelity")
     c.data.prompt_format = "math_official"  # "<instruction> <image> <problem>" in the user turn
     c.reward.name = "math_official"  # mathruler, the last box; needs pip install -e ".[paper]"
+    c.data.overlong_prompts = "truncate_right"
     c.loss.dual_clip = 0.0
     c.loss.agg_mode = "micro-token-mean"  # token means of 4-row device micro-batches, averaged
     c.loss.agg_group_rows = 4

@@ -20,7 +20,7 @@ from ml_collections import ConfigDict
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
-from shuffle_r1_jax.demo.synthetic import write_synthetic_dataset
+from shuffle_r1_jax.demo.synthetic import check_family, write_synthetic_dataset
 from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS, make_tiny_checkpoint
 from shuffle_r1_jax.demo.warmup import supervised_finetune, warmup_responses
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
@@ -40,6 +40,7 @@ def _settings_key(config: ConfigDict) -> str:
         num_train=d.num_train,
         num_val=d.num_val,
         image_size=d.image_size,
+        task_family=d.task_family,
         difficulty_weights=list(d.difficulty_weights),
         warmup_steps=d.warmup_steps,
         warmup_batch=d.warmup_batch,
@@ -50,7 +51,7 @@ def _settings_key(config: ConfigDict) -> str:
         prompt_buckets=list(config.data.prompt_buckets),
         max_new_tokens=config.rollout.max_new_tokens,
         preset=d.preset,
-        version=3,
+        version=4,
     )
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -88,10 +89,6 @@ def check_demo_section(d: ConfigDict) -> None:
         ),
         (d.image_size >= 28, f"demo.image_size = {d.image_size} must be >= 28 (one merged image token)"),
         (
-            len(d.difficulty_weights) == 3 and min(d.difficulty_weights) >= 0 and sum(d.difficulty_weights) > 0,
-            f"demo.difficulty_weights = {tuple(d.difficulty_weights)} must be 3 non-negative shares, not all 0",
-        ),
-        (
             d.warmup_steps >= 0 and d.warmup_batch >= 1,
             f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1",
         ),
@@ -104,6 +101,10 @@ def check_demo_section(d: ConfigDict) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    try:
+        check_family(d.task_family, tuple(d.difficulty_weights))
+    except ValueError as err:
+        raise ValueError(f"demo.task_family / demo.difficulty_weights: {err}") from None
 
 
 def build_assets(config: ConfigDict) -> dict[str, str]:
@@ -127,7 +128,13 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
     data = _build_once(
         root / "data",
         lambda out: write_synthetic_dataset(
-            out, d.num_train, d.num_val, d.seed, image_size=d.image_size, difficulty_weights=tuple(d.difficulty_weights)
+            out,
+            d.num_train,
+            d.num_val,
+            d.seed,
+            image_size=d.image_size,
+            difficulty_weights=tuple(d.difficulty_weights),
+            family=d.task_family,
         ),
     )
 

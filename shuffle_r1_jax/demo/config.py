@@ -9,10 +9,13 @@ a tiny random checkpoint in the Hugging Face layout, the synthetic dataset in th
 short supervised warm-up of the checkpoint (the starting policy, as a real run starts from an Instruct model),
 and points model.checkpoint, data.train and data.val at them. Then the run is the same pipeline as a real one.
 
-Differences from the paper's settings, all for a 1.1M-parameter random model on 2 CPU cores: the task mix leans
-on the one task such a model can perceive (color; the others stay near chance and show advantage collapse), the
-vision tower trains (it starts random, unlike a pretrained one), and the learning rate is larger. The starting
-policy (supervised warm-up on half-right answers) knows the format and is partly right.
+The task is the "largest_color" family ("What color is the largest shape?", four levels from one shape to three
+shapes whose two largest differ by a third in area): graded, but all within what a 1.1M-parameter model can
+perceive, so RL can raise every level (the older "shapes" family, `demo.task_family=shapes`, is nearly binary
+for such a model: color is learnable, the rest stays at chance). Differences from the paper's settings, all for
+a random model on 2 CPU cores: the vision tower trains (it starts random, unlike a pretrained one) and the
+learning rate is larger. The starting policy (supervised warm-up on half-right answers) knows the format and is
+partly right.
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ def demo_config() -> ConfigDict:
     c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
     c.demo.seed = 0  # seeds the demo's assets (model init, dataset, warm-up), apart from `seed`: runs share them
     c.demo.num_train = 4000  # synthetic training samples
-    c.demo.num_val = 96  # synthetic validation samples
+    c.demo.num_val = 192  # synthetic validation samples
     c.demo.image_size = 56  # synthetic image side in pixels
-    c.demo.difficulty_weights = (0.6, 0.2, 0.2)  # shares of easy (color), medium (larger, position), hard (count)
+    c.demo.task_family = "largest_color"  # synthetic task family (`shuffle_r1_jax.demo.synthetic.FAMILIES`)
+    c.demo.difficulty_weights = (0.3, 0.3, 0.2, 0.2)  # shares of the family's levels (shapes: 3 levels)
     c.demo.warmup_steps = 300  # supervised warm-up steps on reference answers (the starting policy)
     c.demo.warmup_batch = 32  # prompts per warm-up step
     c.demo.warmup_lr = 1e-3  # warm-up learning rate
@@ -68,7 +72,7 @@ def demo_config() -> ConfigDict:
 
     c.eval.every = 25
     c.eval.n = 4
-    c.eval.max_prompts = 96
+    c.eval.max_prompts = 192
     c.checkpoint.every = 25
     return c
 

@@ -1,8 +1,10 @@
 """Seeded synthetic visual questions (shapes on a white canvas) whose answers need the image.
 
 For the CPU demo that trains a tiny model: images are small (56-112 px, a few dozen patches), answers are
-one short token (a digit or a word from a tiny set), and difficulty is graded so that easy groups are
-solved quickly while hard ones stay mostly unsolved, which makes advantage collapse visible.
+one short token (a digit or a word from a tiny set), and difficulty is graded. Two task families (`FAMILIES`):
+
+"shapes": easy groups are solved quickly while hard ones stay mostly unsolved (a tiny model learns color and
+little else), which makes advantage collapse visible.
 
   difficulty 0 (easy)    "color":    one large shape; "What color is the shape?"  -> red | green | blue
   difficulty 1 (medium)  "larger":   a circle and a square of clearly different area;
@@ -12,11 +14,21 @@ solved quickly while hard ones stay mostly unsolved, which makes advantage colla
   difficulty 2 (hard)    "count":    1-4 red shapes among 1-3 shapes of other colors, all small;
                                      "How many red shapes are in the image?"      -> 1 .. 4
 
+"largest_color": one question at every level, "What color is the largest shape?" -> red | green | blue | yellow,
+whose difficulty is how close the largest shape's area is to the runner-up's. It needs only what a tiny model
+can perceive (how much of each color there is), so every level is learnable, at graded speeds:
+
+  difficulty 0   one shape
+  difficulty 1   two shapes, area ratio largest / runner-up 3 - 4.5
+  difficulty 2   two shapes, area ratio 1.8 - 2.4
+  difficulty 3   three shapes, area ratio 1.35 - 1.6 (the third is smaller still)
+
 Shapes never overlap (2 px gap) and are drawn without anti-aliasing in pure palette colors, so every
 answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout: `problem` (with an
 "<image>" placeholder), `answer`, `images` (list of {"bytes": PNG, "path": None}), plus `difficulty`,
 `task`, `data_source` (`synthetic_shapes/<task>`, so validation reports accuracy per task) and `scene` (JSON:
-image size and the shapes' kind, color and pixel box).
+image size and the shapes' kind, color and pixel box); "largest_color" rows report accuracy per level
+(`synthetic_shapes/largest_color/level<d>`).
 """
 
 from __future__ import annotations
@@ -39,20 +51,28 @@ BACKGROUND = (255, 255, 255)
 COLORS = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (230, 190, 20)}
 EASY_COLORS = ("red", "green", "blue")
 KINDS = ("circle", "square", "triangle")
+AREA_SCALE = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}  # nominal area / side^2
 QUESTIONS = {
     "color": "What color is the shape?",
     "larger": "Which is larger, the circle or the square?",
     "position": "Is the circle left or right of the square?",
     "count": "How many red shapes are in the image?",
+    "largest_color": "What color is the largest shape?",
 }
 TASK_ANSWERS = {
     "color": EASY_COLORS,
     "larger": ("circle", "square"),
     "position": ("left", "right"),
     "count": ("1", "2", "3", "4"),
+    "largest_color": tuple(COLORS),
 }
-DIFFICULTY_TASKS = {0: ("color",), 1: ("larger", "position"), 2: ("count",)}
+FAMILIES = {
+    "shapes": {0: ("color",), 1: ("larger", "position"), 2: ("count",)},
+    "largest_color": {0: ("largest_color",), 1: ("largest_color",), 2: ("largest_color",), 3: ("largest_color",)},
+}
+DEFAULT_FAMILY = "shapes"
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
+LARGEST_COLOR_LEVELS = {1: (2, 3.0, 4.5), 2: (2, 1.8, 2.4), 3: (3, 1.35, 1.6)}  # level -> (shapes, area ratio range)
 GAP = 2
 _MAX_PLACEMENT_TRIES = 500
 
@@ -91,8 +111,7 @@ class Shape:
     @property
     def area(self) -> float:
         """Nominal area: side^2 (square), pi/4 side^2 (circle), side^2 / 2 (triangle)."""
-        scale = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}[self.kind]
-        return scale * self.side**2
+        return AREA_SCALE[self.kind] * self.side**2
 
     @property
     def center_x(self) -> float:
@@ -225,15 +244,56 @@ def _count_task(rng: np.random.Generator, image_size: int) -> tuple[str, list[Sh
     return str(num_red), [shapes[i] for i in rng.permutation(len(shapes))]
 
 
+def _largest_color_task(rng: np.random.Generator, image_size: int, difficulty: int) -> tuple[str, list[Shape]]:
+    """Shapes of distinct colors whose largest (by nominal area) is `LARGEST_COLOR_LEVELS[difficulty]`'s ratio
+    range times the runner-up's, and the largest one's color; difficulty 0 is one shape."""
+    if difficulty == 0:
+        color = str(rng.choice(list(COLORS)))
+        (box,) = _place(rng, [_side(rng, image_size, 0.45, 0.7)], image_size)
+        return color, [Shape(str(rng.choice(KINDS)), color, box)]
+    num_shapes, low, high = LARGEST_COLOR_LEVELS[difficulty]
+    kinds = [str(k) for k in rng.choice(("circle", "square"), size=num_shapes)]
+    areas = [rng.uniform(0.12, 0.18) * image_size**2]
+    areas += [areas[0] / rng.uniform(low, high)]
+    areas += [areas[1] / rng.uniform(1.3, 1.6) for _ in range(num_shapes - 2)]
+    sides = [max(4, int(round(math.sqrt(area / AREA_SCALE[kind])))) for area, kind in zip(areas, kinds)]
+    colors = [str(c) for c in rng.choice(list(COLORS), size=num_shapes, replace=False)]
+    boxes = _place(rng, sides, image_size)
+    shapes = [Shape(kind, color, box) for kind, color, box in zip(kinds, colors, boxes)]
+    return colors[0], [shapes[i] for i in rng.permutation(num_shapes)]
+
+
 _TASK_BUILDERS = {"color": _color_task, "larger": _larger_task, "position": _position_task, "count": _count_task}
 
 
-def generate_sample(rng: np.random.Generator, difficulty: int, image_size: int = 56) -> SyntheticSample:
-    """One sample of the given difficulty (0, 1, 2); the task is drawn uniformly among that level's tasks."""
-    tasks = DIFFICULTY_TASKS[difficulty]
+def generate_sample(
+    rng: np.random.Generator, difficulty: int, image_size: int = 56, family: str = DEFAULT_FAMILY
+) -> SyntheticSample:
+    """One sample of `family` at the given difficulty; the task is drawn uniformly among that level's tasks."""
+    tasks = FAMILIES[family][difficulty]
     task = tasks[int(rng.integers(len(tasks)))]
-    answer, shapes = _TASK_BUILDERS[task](rng, image_size)
+    if task == "largest_color":
+        answer, shapes = _largest_color_task(rng, image_size, difficulty)
+    else:
+        answer, shapes = _TASK_BUILDERS[task](rng, image_size)
     return SyntheticSample(task, difficulty, answer, tuple(shapes), image_size)
+
+
+def check_family(family: str, difficulty_weights: Sequence[float]) -> None:
+    """Checks a task family's name and its difficulty shares.
+
+    Raises:
+      ValueError: naming the family or the shares when `family` is not a `FAMILIES` name, or the shares are not
+        one non-negative number per level, not all 0.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"task family {family!r} is unknown; expected one of {sorted(FAMILIES)}")
+    levels = len(FAMILIES[family])
+    if len(difficulty_weights) != levels or min(difficulty_weights) < 0 or sum(difficulty_weights) <= 0:
+        raise ValueError(
+            f"difficulty weights {tuple(difficulty_weights)} for the {family!r} family must be {levels} "
+            "non-negative shares, not all 0"
+        )
 
 
 def difficulty_counts(num: int, weights: Sequence[float]) -> list[int]:
@@ -251,6 +311,7 @@ def generate_samples(
     image_size: int = 56,
     difficulty_weights: Sequence[float] = DEFAULT_DIFFICULTY_WEIGHTS,
     split: int = 0,
+    family: str = DEFAULT_FAMILY,
 ) -> list[SyntheticSample]:
     """`num` samples, deterministic in (seed, split); difficulties in exact proportion, shuffled.
 
@@ -261,17 +322,23 @@ def generate_samples(
       num: number of samples.
       seed: the dataset seed.
       image_size: image side in pixels.
-      difficulty_weights: relative shares of difficulties 0, 1, 2 (`difficulty_counts` rounds them).
+      difficulty_weights: relative shares of the family's difficulties 0, 1, ... (`difficulty_counts` rounds
+        them).
       split: separates the splits of one seed (0 train, 1 validation in `write_synthetic_dataset`).
+      family: a `FAMILIES` name.
 
     Returns:
       The samples, in shuffled difficulty order.
+
+    Raises:
+      ValueError: from `check_family`.
     """
+    check_family(family, difficulty_weights)
     counts = difficulty_counts(num, difficulty_weights)
     difficulties = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng([seed, split]).shuffle(difficulties)
     return [
-        generate_sample(np.random.default_rng([seed, split, index]), int(level), image_size)
+        generate_sample(np.random.default_rng([seed, split, index]), int(level), image_size, family)
         for index, level in enumerate(difficulties)
     ]
 
@@ -285,6 +352,8 @@ def response_text(task: str, answer: str) -> str:
         thought = f"the {answer} is larger than the {other}"
     elif task == "position":
         thought = f"the circle is {answer} of the square"
+    elif task == "largest_color":
+        thought = f"the largest shape is {answer}"
     else:
         thought = f"there are {answer} red shapes"
     return f"<think> {thought} </think> \\boxed{{{answer}}}"
@@ -302,9 +371,11 @@ def task_of_problem(problem: str) -> str:
     raise ValueError(f"not a synthetic-task problem: {problem!r}")
 
 
-def data_source(task: str) -> str:
-    """The `data_source` of a task's rows: "synthetic_shapes/<task>"."""
-    return f"{DATA_SOURCE}/{task}"
+def data_source(task: str, difficulty: int) -> str:
+    """The `data_source` of a task's rows: "synthetic_shapes/<task>", with "/level<d>" for a task asked at
+    several levels (largest_color)."""
+    levels = sum(task in tasks for family in FAMILIES.values() for tasks in family.values())
+    return f"{DATA_SOURCE}/{task}" + (f"/level{difficulty}" if levels > 1 else "")
 
 
 def scene_json(sample: SyntheticSample) -> str:
@@ -327,7 +398,7 @@ def to_record(sample: SyntheticSample) -> dict:
         "images": [{"bytes": png_bytes(render(sample.shapes, sample.image_size)), "path": None}],
         "difficulty": sample.difficulty,
         "task": sample.task,
-        "data_source": data_source(sample.task),
+        "data_source": data_source(sample.task, sample.difficulty),
         "scene": scene_json(sample),
     }
 
@@ -339,6 +410,7 @@ def write_synthetic_dataset(
     seed: int,
     image_size: int = 56,
     difficulty_weights: Sequence[float] = DEFAULT_DIFFICULTY_WEIGHTS,
+    family: str = DEFAULT_FAMILY,
 ) -> dict[str, Path]:
     """Writes the synthetic dataset: train.parquet (split 0) and val.parquet (split 1) in the EasyR1 layout.
 
@@ -348,16 +420,20 @@ def write_synthetic_dataset(
       num_val: validation samples.
       seed: the dataset seed (`generate_samples`).
       image_size: image side in pixels.
-      difficulty_weights: relative shares of difficulties 0, 1, 2.
+      difficulty_weights: relative shares of the family's difficulties.
+      family: a `FAMILIES` name.
 
     Returns:
       {"train": path, "val": path} of the written parquet files.
+
+    Raises:
+      ValueError: from `check_family`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, (name, num) in enumerate((("train", num_train), ("val", num_val))):
-        samples = generate_samples(num, seed, image_size, difficulty_weights, split=split)
+        samples = generate_samples(num, seed, image_size, difficulty_weights, split=split, family=family)
         table = pa.Table.from_pylist([to_record(s) for s in samples], schema=SCHEMA)
         paths[name] = out / f"{name}.parquet"
         pq.write_table(table, paths[name])

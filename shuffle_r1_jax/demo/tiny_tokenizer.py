@@ -19,7 +19,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, trainers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import PreTrainedTokenizerFast
 
-from shuffle_r1_jax.demo.synthetic import generate_samples
+from shuffle_r1_jax.demo.synthetic import FAMILIES, generate_samples
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import MATH_INSTRUCTION
 
@@ -72,8 +72,8 @@ def training_corpus(num_samples: int = 400, extra_texts: Iterable[str] = ()) -> 
     """Texts the BPE merges are learned from.
 
     Args:
-      num_samples: synthetic samples (seed 0) whose prompts (with the math instruction) and reference responses
-        are included.
+      num_samples: synthetic samples (seed 0, levels in equal shares) of each task family whose prompts (with the
+        math instruction) and reference responses are included.
       extra_texts: more texts, appended.
 
     Returns:
@@ -82,8 +82,9 @@ def training_corpus(num_samples: int = 400, extra_texts: Iterable[str] = ()) -> 
     """
     texts = [DEFAULT_SYSTEM_PROMPT, "system\n", "user\n", "assistant\n", MATH_INSTRUCTION]
     texts += [f"\\boxed{{{d}}} answer: {d} " for d in range(10)]
-    for sample in generate_samples(num_samples, seed=0):
-        texts += [sample.problem.replace("<image>", "") + MATH_INSTRUCTION, sample.reference_response]
+    for family, levels in FAMILIES.items():
+        for sample in generate_samples(num_samples, seed=0, difficulty_weights=[1] * len(levels), family=family):
+            texts += [sample.problem.replace("<image>", "") + MATH_INSTRUCTION, sample.reference_response]
     return texts + list(extra_texts)
 
 

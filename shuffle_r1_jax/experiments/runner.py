@@ -19,8 +19,8 @@ from pathlib import Path
 from ml_collections import ConfigDict
 
 from shuffle_r1_jax.experiments.comparison import (
-    ABLATION_DEFAULTS,
-    ABLATIONS,
+    REFERENCE,
+    Overrides,
     RunSpec,
     markdown_table,
     read_history,
@@ -28,7 +28,8 @@ from shuffle_r1_jax.experiments.comparison import (
     summarize,
 )
 from shuffle_r1_jax.experiments.plots import plot_comparison
-from shuffle_r1_jax.train.settings import prepare, resolve, set_key
+from shuffle_r1_jax.rl.selection import rows_per_prompt
+from shuffle_r1_jax.train.settings import RunSettings, prepare, resolve, set_key
 from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ def comparison_config(config: ConfigDict, *, steps: int, eval_every: int) -> Con
     return c
 
 
+def run_config(config: ConfigDict, spec: RunSpec) -> ConfigDict:
+    """A copy of the shared `config` with the run's seed and overrides set."""
+    c = config.copy_and_resolve_references()
+    c.seed = spec.seed
+    for key, value in spec.overrides:
+        set_key(c, key, value)
+    return c
+
+
 def run_one(config: ConfigDict, spec: RunSpec, workdir: Path) -> float:
     """Trains one run to the end unless it already finished (its `summary.json` exists).
 
@@ -71,12 +81,8 @@ def run_one(config: ConfigDict, spec: RunSpec, workdir: Path) -> float:
     """
     if (workdir / "summary.json").exists():
         return 0.0
-    c = config.copy_and_resolve_references()
-    c.seed = spec.seed
-    for key, value in spec.overrides:
-        set_key(c, key, value)
     start = time.perf_counter()
-    _, settings = prepare(c)
+    _, settings = prepare(run_config(config, spec))
     trainer = Trainer(settings, str(workdir))
     try:
         summary = trainer.fit()
@@ -95,57 +101,87 @@ def run_comparison(config: ConfigDict, specs: list[RunSpec], out: Path) -> float
     return spent
 
 
+def _batch_sizes(settings: RunSettings) -> tuple[int, int]:
+    """(rollouts generated per rollout batch before DAPO's refills, update-batch rows) of a run's settings."""
+    prompts = settings.data.rollout_batch_prompts
+    return prompts * settings.rollout.n, prompts * rows_per_prompt(settings.rl.selection)
+
+
+def _run_line(name: str, settings: RunSettings) -> str:
+    """One run's per-step figures for the report: n, rollouts and update rows per step, optimizer steps."""
+    rollouts, rows = _batch_sizes(settings)
+    return (
+        f"{name}: n = {settings.rollout.n}, {rollouts} rollouts generated and {rows} update rows per step, "
+        f"{settings.train.num_minibatches} optimizer steps per rollout batch"
+    )
+
+
+TABLE_TITLES = {
+    "paper": "Headline, the paper's protocol: the same update rows per optimizer step (GRPO and DAPO at n = 8, "
+    "Shuffle-R1 at n = 16 keeping alpha = 0.5)",
+    "equal_rollouts": "Equal generated rollouts: every algorithm at n = 8",
+}
+
+
 def comparison_report(
-    config: ConfigDict, specs: list[RunSpec], out: Path, *, spent: float, command: str, machine: str
+    config: ConfigDict,
+    tables: dict[str, dict[str, Overrides]],
+    seeds: dict[str, list[int]],
+    specs: list[RunSpec],
+    out: Path,
+    *,
+    spent: float,
+    command: str,
+    machine: str,
 ) -> str:
     """Reads every run back and writes `<out>/results.json` and `<out>/curves.png`.
 
     Args:
-      config: the shared config (batch, steps and validation, for the report).
-      specs: the runs.
+      config: the shared config (steps and validation, for the report); each run's batch sizes come from its own
+        settings (the config with its overrides).
+      tables: {table: {run name: overrides}} (`comparison.plan_tables`).
+      seeds: {table: its seeds}; a table's rows use those seeds of their runs.
+      specs: the runs (`comparison.plan_runs` of `tables` and `seeds`).
       out: the comparison's directory (runs under `<out>/runs`).
       spent: the seconds of the runs made by this invocation.
       command: the command line, for the report.
       machine: the machine, in words.
 
     Returns:
-      The Markdown report: the command, date, machine, cost and one table per group.
+      The Markdown report: the command, date, machine, cost, each run's batch sizes and one table per table.
     """
     settings = resolve(config, check_inputs=False)
-    per_batch = settings.data.rollout_batch_prompts * settings.rollout.n
-    histories: dict[str, dict[str, list]] = {}
+    histories: dict[str, list] = {}
+    run_settings: dict[str, RunSettings] = {}
     for spec in specs:
-        history = read_history(out / "runs" / spec.dirname, per_batch)
-        histories.setdefault(spec.group, {}).setdefault(spec.name, []).append(history)
-    main = histories.get("algorithms", {})
-    target = reference_accuracy(main)
-    tables, panels = {}, []
-    if main:
-        tables["algorithms"] = summarize(main, target)
-        panels.append(("algorithms", main))
-    for ablation in ABLATIONS:
-        if ablation not in histories:
-            continue
-        group = dict(histories[ablation])
-        if "shuffle_r1" in main:
-            group[f"shuffle_r1 {ablation}={ABLATION_DEFAULTS[ablation]}"] = main["shuffle_r1"]
-        group = dict(sorted(group.items(), key=lambda kv: float(kv[0].rsplit("=", 1)[1])))
-        tables[ablation] = summarize(group, target)
-        panels.append((f"Shuffle-R1 {ablation}", group))
+        if spec.name not in run_settings:
+            run_settings[spec.name] = resolve(run_config(config, spec), check_inputs=False)
+        per_batch, update_rows = _batch_sizes(run_settings[spec.name])
+        history = read_history(out / "runs" / spec.dirname, per_batch, update_rows, spec.seed)
+        histories.setdefault(spec.name, []).append(history)
+    target = reference_accuracy(histories)
+    results, panels = {}, []
+    for table, runs in tables.items():
+        group = {name: [h for h in histories[name] if h.seed in seeds[table]] for name in runs}
+        results[table] = summarize(group, target)
+        panels.append((table, group))
     plot_comparison(panels, out / "curves.png")
-    (out / "results.json").write_text(json.dumps(tables, indent=2) + "\n")
-    seeds = sorted({s.seed for s in specs})
-    data, evaluation = settings.data, settings.eval
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    evaluation = settings.eval
+    table_seeds = "; ".join(f"{table} {list(values)}" for table, values in seeds.items())
     lines = [
         f"Command: `{command}` ({datetime.date.today().isoformat()}; {machine}).",
-        f"{len(specs)} runs of {settings.train.total_steps} steps, seeds {seeds}; each step = "
-        f"{data.rollout_batch_prompts} prompts x {settings.rollout.n} rollouts, {settings.train.num_minibatches} "
-        f"optimizer steps; validation on {evaluation.max_prompts or 'all'} prompts x {evaluation.n} samples at "
-        f"T={evaluation.temperature} every {evaluation.every} steps. Wall time of the runs made by this invocation: "
-        f"{spent / 60:.1f} min.",
+        f"{len(specs)} runs of {settings.train.total_steps} steps, seeds: {table_seeds} (paired: a seed fixes the "
+        "data order and the sampling; every run starts from the same policy); each step = "
+        f"{settings.data.rollout_batch_prompts} prompts; validation on {evaluation.max_prompts or 'all'} prompts x "
+        f"{evaluation.n} samples at T={evaluation.temperature} every {evaluation.every} steps. Differences "
+        f"against {REFERENCE} are paired by seed: mean [95 % t-interval]. Wall time of the runs made by this "
+        f"invocation: {spent / 60:.1f} min.",
+        "",
+        *[f"- {_run_line(name, s)}" for name, s in run_settings.items()],
     ]
-    for name, rows in tables.items():
-        title = "Algorithms" if name == "algorithms" else f"Ablation: Shuffle-R1 {name}"
+    for table, rows in results.items():
+        title = TABLE_TITLES.get(table, f"Ablation of {table} (the headline Shuffle-R1 run and its variants)")
         lines += ["", f"**{title}**", "", markdown_table(rows)]
     return "\n".join(lines) + "\n"
 

@@ -32,6 +32,7 @@ from shuffle_r1_jax.processing.image import ImagePreprocessConfig, load_image_co
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_PAD_TOKEN = "<|image_pad|>"
+OVERLONG_PROMPTS = ("skip", "truncate_right")  # what `PromptEncoder.encode` does with a prompt over the limit
 
 MATH_INSTRUCTION = (
     " You FIRST think about the reasoning process as an internal monologue and then provide the final "
@@ -231,6 +232,7 @@ class PromptEncoder:
         image_config: ImagePreprocessConfig = ImagePreprocessConfig(),
         max_prompt_length: int = 2048,
         system_prompt: str | None = None,
+        overlong: str = "skip",
     ):
         """Checks that tokenizer and model belong together.
 
@@ -241,10 +243,13 @@ class PromptEncoder:
           image_config: the image preprocessing settings.
           max_prompt_length: the most tokens a prompt may have after image expansion.
           system_prompt: the content of a system message (None = no system message).
+          overlong: a prompt over max_prompt_length tokens is "skip"ped (`encode` raises) or "truncate_right":
+            cut to its first max_prompt_length tokens, as the official Shuffle-R1 dataset does (a cut that would
+            drop an image token is still an error: the image features would not match).
 
         Raises:
           ValueError: the tokenizer has no chat template or no pad token, maps `<|image_pad|>` to another id,
-            or max_prompt_length is not positive.
+            max_prompt_length is not positive, or `overlong` is not one of `OVERLONG_PROMPTS`.
         """
         self.tokenizer = tokenizer
         self.image_token_id = int(image_token_id)
@@ -268,6 +273,9 @@ class PromptEncoder:
         self.pad_token_id = int(tokenizer.pad_token_id)
         if self.max_prompt_length <= 0:
             raise ValueError(f"max_prompt_length = {self.max_prompt_length} must be positive")
+        if overlong not in OVERLONG_PROMPTS:
+            raise ValueError(f"overlong prompts = {overlong!r}; expected one of {OVERLONG_PROMPTS}")
+        self.overlong = overlong
 
     @classmethod
     def from_checkpoint(
@@ -304,7 +312,8 @@ class PromptEncoder:
 
         Raises:
           PromptError: reason "image_count_mismatch", "bad_image" (an image cannot be resized, e.g. aspect ratio
-            over 200) or "prompt_too_long" (over max_prompt_length tokens).
+            over 200) or "prompt_too_long" (over max_prompt_length tokens, unless `overlong` cuts it without
+            losing an image token).
         """
         text = self.prompt_text(problem, len(images))
         try:
@@ -316,9 +325,14 @@ class PromptEncoder:
         merge = self.image_config.merge_size**2
         input_ids = expand_image_tokens(np.asarray(ids), self.image_token_id, [int(g.prod()) // merge for g in grid])
         if len(input_ids) > self.max_prompt_length:
-            raise PromptError(
-                "prompt_too_long",
-                f"the prompt has {len(input_ids)} tokens after image expansion, over max_prompt_length = "
-                f"{self.max_prompt_length}",
-            )
+            cut = input_ids[: self.max_prompt_length]
+            image_tokens = int(np.sum(input_ids == self.image_token_id))
+            if self.overlong == "skip" or int(np.sum(cut == self.image_token_id)) != image_tokens:
+                raise PromptError(
+                    "prompt_too_long",
+                    f"the prompt has {len(input_ids)} tokens after image expansion, over max_prompt_length = "
+                    f"{self.max_prompt_length}"
+                    + ("" if self.overlong == "skip" else " (a cut would drop image tokens)"),
+                )
+            input_ids = cut
         return EncodedPrompt(input_ids, pixel_values, grid)

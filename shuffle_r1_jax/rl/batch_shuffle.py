@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 PAIR_WEIGHT_KINDS = ("sum", "max", "mean", "positive")
+ABS_SAMPLINGS = ("weighted", "uniform", "static")  # the paper's ABS and its two ablations (`draw_pairs`)
 
 
 def pair_weights(pair_advantages: jax.Array, kind: str = "sum") -> jax.Array:
@@ -181,6 +182,63 @@ def advantage_batch_shuffle(pair_weights: jax.Array, rounds: int, per_round: int
         valid=valid,
         num_valid=jnp.sum(valid, dtype=jnp.int32),
     )
+
+
+def static_reorder(pair_weights: jax.Array, rounds: int, per_round: int) -> ShuffleDraws:
+    """ABS's "static reorder" ablation: the same pairs every time, no random draw and no reweighting.
+
+    The pairs with a positive weight, in descending weight order (ties: lower pair id first), are laid out in
+    turn and repeated from the start until the `rounds * per_round` slots are full, so every such pair appears
+    equally often (give or take one). Unlike `advantage_batch_shuffle`, a round may hold a pair twice when fewer
+    than `per_round` pairs have a positive weight; no slot is invalid unless none has.
+
+    Args:
+      pair_weights: `float[P]` weights; only their order and sign are used.
+      rounds: static int >= 1.
+      per_round: static int, 1 <= per_round <= P.
+
+    Returns:
+      ShuffleDraws; `valid` is all True, or all False (pair 0 everywhere) when no weight is positive.
+    """
+    w = pair_weights.astype(jnp.float32)
+    positive = w > 0
+    order = jnp.argsort(jnp.where(positive, -w, jnp.inf), stable=True).astype(jnp.int32)
+    num_positive = jnp.sum(positive, dtype=jnp.int32)
+    slots = jnp.arange(rounds * per_round, dtype=jnp.int32)
+    pair_indices = jnp.take(order, slots % jnp.maximum(num_positive, 1))
+    valid = jnp.broadcast_to(num_positive > 0, slots.shape)
+    return ShuffleDraws(
+        pair_indices=jnp.where(valid, pair_indices, 0), valid=valid, num_valid=jnp.sum(valid, dtype=jnp.int32)
+    )
+
+
+def draw_pairs(pair_weights: jax.Array, rounds: int, per_round: int, key: jax.Array, sampling: str) -> ShuffleDraws:
+    """The update batch's pair draws by one of `ABS_SAMPLINGS`.
+
+    "weighted" is ABS (`advantage_batch_shuffle` with the weights); "uniform" is the unbiased shuffle ablation
+    (the same draws with every positive weight replaced by 1: zero-weight pairs are still never drawn); "static"
+    is `static_reorder`.
+
+    Args:
+      pair_weights: `float[P]` pair weights (normalised or not).
+      rounds: static int >= 1.
+      per_round: static int, 1 <= per_round <= P.
+      key: PRNG key (unused by "static").
+      sampling: one of `ABS_SAMPLINGS` (static).
+
+    Returns:
+      ShuffleDraws.
+
+    Raises:
+      ValueError: `sampling` is not one of `ABS_SAMPLINGS`.
+    """
+    if sampling == "weighted":
+        return advantage_batch_shuffle(pair_weights, rounds, per_round, key)
+    if sampling == "uniform":
+        return advantage_batch_shuffle((pair_weights > 0).astype(jnp.float32), rounds, per_round, key)
+    if sampling == "static":
+        return static_reorder(pair_weights, rounds, per_round)
+    raise ValueError(f"unknown ABS sampling {sampling!r}; expected one of {ABS_SAMPLINGS}")
 
 
 def draw_statistics(draws: ShuffleDraws, num_pairs: int) -> dict:

@@ -46,6 +46,8 @@ class SelectionConfig:
       weight: ABS pair weight kind, one of `batch_shuffle.PAIR_WEIGHT_KINDS`.
       power: ABS normalisation exponent p of `batch_shuffle.power_normalize`.
       cppo_prune: CPPO's pruning ratio.
+      sampling: how ABS draws the pairs, one of `batch_shuffle.ABS_SAMPLINGS` ("weighted" is the paper's; "uniform"
+        and "static" are its ablations).
       single_round: ABS with one round (S = 1): "draw" (a weighted draw of every pair with a positive weight)
         or "all_pairs" (every kept pair in PTS order, zero-weight pairs too: the official code's).
       update_chunks: 0 = optimizer steps take consecutive update rows (whole ABS rounds); k > 0 = the official
@@ -61,6 +63,7 @@ class SelectionConfig:
     weight: str = "sum"
     power: float = 1.0
     cppo_prune: float = 0.5
+    sampling: str = "weighted"
     single_round: str = "draw"
     update_chunks: int = 0
 
@@ -180,7 +183,8 @@ def select_pts(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax.Arr
 
 @register_selector("pts_abs", rows_per_prompt=_pts_rows_per_prompt)
 def select_pts_abs(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax.Array) -> Selection:
-    """Shuffle-R1: PTS pairs drawn by ABS in `rounds` rounds with probability growing with their advantage.
+    """Shuffle-R1: PTS pairs drawn by ABS in `rounds` rounds with probability growing with their advantage
+    (`cfg.sampling` "weighted"; "uniform" and "static" are the ablations of `batch_shuffle.draw_pairs`).
 
     The stats are ABS's draw statistics (`batch_shuffle.draw_statistics`); shortfall slots are not valid.
     """
@@ -193,8 +197,8 @@ def select_pts_abs(rollout_advantages: jax.Array, cfg: SelectionConfig, key: jax
         batch_shuffle.pair_weights(pts.pair_advantages(rollout_advantages, kept), cfg.weight), cfg.power
     )
     num_pairs = weights.shape[0]
-    draws = batch_shuffle.advantage_batch_shuffle(
-        weights, cfg.rounds, batch_shuffle.pairs_per_round(num_pairs, cfg.rounds), abs_key
+    draws = batch_shuffle.draw_pairs(
+        weights, cfg.rounds, batch_shuffle.pairs_per_round(num_pairs, cfg.rounds), abs_key, cfg.sampling
     )
     batch = batch_shuffle.update_batch_indices(kept, draws, n)
     return batch.rollout_indices, batch.valid, batch_shuffle.draw_statistics(draws, num_pairs)

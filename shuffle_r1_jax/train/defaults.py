@@ -41,7 +41,10 @@ def base_config() -> ConfigDict:
     # with "{{ content }}"
     c.data.prompt_format = "math"
     c.data.rollout_batch_prompts = 512  # prompts per rollout batch (over all processes)
-    c.data.max_prompt_length = 2048  # tokens after image expansion; longer prompts are counted and skipped
+    c.data.max_prompt_length = 2048  # tokens after image expansion
+    # a longer prompt: "skip" (counted and skipped) | "truncate_right" (cut to max_prompt_length tokens, as the
+    # official code's dataset does; still skipped when the cut would drop image tokens)
+    c.data.overlong_prompts = "skip"
     c.data.prompt_buckets = (512, 1024, 2048)  # left-padded prompt lengths (bounded compilations)
     c.data.min_pixels = 262144  # image resize bounds (Shuffle-R1's)
     c.data.max_pixels = 4194304
@@ -72,6 +75,9 @@ def base_config() -> ConfigDict:
     c.rl.abs_rounds = 8  # ABS replay rounds S
     c.rl.abs_weight = "sum"  # pair weight: "sum" | "max" | "mean" | "positive"
     c.rl.abs_power = 1.0  # P = W^p / sum W^p
+    # how ABS draws pairs: "weighted" (the paper's) | "uniform" (ablation: unbiased shuffle of the pairs with a
+    # non-zero advantage) | "static" (ablation: those pairs in descending weight order, repeated; no draw)
+    c.rl.abs_sampling = "weighted"
     c.rl.abs_single_round = "draw"  # ABS at abs_rounds = 1: "draw" (weighted) | "all_pairs" (PTS order, official)
     # optimizer steps over the update batch: 0 = consecutive rows (whole ABS rounds per step); k = the official
     # layout, k device chunks each cut into the mini-batches (its 8 GPUs: step j sees piece j of every round)

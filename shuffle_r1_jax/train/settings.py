@@ -32,11 +32,11 @@ from shuffle_r1_jax.parallel.distributed import DistributedConfigError, Distribu
 from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_devices, mesh_shape
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
-from shuffle_r1_jax.processing.prompts import load_prompt_format
+from shuffle_r1_jax.processing.prompts import OVERLONG_PROMPTS, load_prompt_format
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
 from shuffle_r1_jax.rl.algorithms import Algorithm, get_algorithm
-from shuffle_r1_jax.rl.batch_shuffle import PAIR_WEIGHT_KINDS
+from shuffle_r1_jax.rl.batch_shuffle import ABS_SAMPLINGS, PAIR_WEIGHT_KINDS
 from shuffle_r1_jax.rl.pts import PTS_VARIANTS
 from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
 
@@ -96,7 +96,10 @@ class DataSettings:
       columns: the record columns, from `data.prompt_column`, `data.answer_column`, `data.images_column` and
         `data.image_dir` ("" becomes None).
       prompt_format: `data.prompt_format`, a named format, a template file or an inline template.
-      max_prompt_length: `data.max_prompt_length`, tokens after image expansion; longer prompts are skipped.
+      max_prompt_length: `data.max_prompt_length`, tokens after image expansion.
+      overlong_prompts: `data.overlong_prompts`, what happens to a longer prompt: "skip" (counted and skipped) or
+        "truncate_right" (cut to max_prompt_length tokens, the official recipe's; skipped if the cut would drop
+        image tokens).
       buckets: the left-padded prompt lengths of `data.prompt_buckets`.
       image: the image resize bounds `data.min_pixels` and `data.max_pixels`.
       rollout_batch_prompts: `data.rollout_batch_prompts`, prompts per rollout batch over all processes.
@@ -114,6 +117,7 @@ class DataSettings:
     columns: Columns
     prompt_format: str
     max_prompt_length: int
+    overlong_prompts: str
     buckets: BucketConfig
     image: ImagePreprocessConfig
     rollout_batch_prompts: int
@@ -126,6 +130,10 @@ class DataSettings:
             self.rollout_batch_prompts >= 1, f"data.rollout_batch_prompts = {self.rollout_batch_prompts} must be >= 1"
         )
         _require(self.max_prompt_length >= 1, f"data.max_prompt_length = {self.max_prompt_length} must be >= 1")
+        _require(
+            self.overlong_prompts in OVERLONG_PROMPTS,
+            f"data.overlong_prompts = {self.overlong_prompts!r}; expected one of {OVERLONG_PROMPTS}",
+        )
         _require(
             self.buckets.max_prompt_length >= self.max_prompt_length,
             f"data.prompt_buckets = {self.buckets.prompt_lengths}: the largest must be >= data.max_prompt_length "
@@ -255,6 +263,10 @@ class RLSettings:
             f"rl.abs_weight = {selection.weight!r}; expected one of {PAIR_WEIGHT_KINDS}",
         )
         _require(selection.power > 0, f"rl.abs_power = {selection.power} must be > 0")
+        _require(
+            selection.sampling in ABS_SAMPLINGS,
+            f"rl.abs_sampling = {selection.sampling!r}; expected one of {ABS_SAMPLINGS}",
+        )
         _require(
             selection.single_round in SINGLE_ROUND,
             f"rl.abs_single_round = {selection.single_round!r}; expected one of {SINGLE_ROUND}",
@@ -528,6 +540,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             columns=columns,
             prompt_format=c.data.prompt_format,
             max_prompt_length=c.data.max_prompt_length,
+            overlong_prompts=c.data.overlong_prompts,
             buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
             image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
             rollout_batch_prompts=prompts,
@@ -561,6 +574,7 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         weight=c.rl.abs_weight,
         power=c.rl.abs_power,
         cppo_prune=c.rl.cppo_prune,
+        sampling=c.rl.abs_sampling,
         single_round=c.rl.abs_single_round,
         update_chunks=c.rl.update_chunks,
     )

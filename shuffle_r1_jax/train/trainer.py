@@ -171,6 +171,7 @@ class Trainer:
             settings.data.image,
             prompt_format=settings.data.prompt_format,
             max_prompt_length=settings.data.max_prompt_length,
+            overlong=settings.data.overlong_prompts,
         )
         self.train_batches = self._prompt_stream(settings.data.train, shuffle=True, seed=settings.data.seed)
         self.placer = BatchPlacer(self.mesh, self.encoder.pad_token_id, self.model_config.vision.spatial_merge_size**2)

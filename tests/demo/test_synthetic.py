@@ -94,3 +94,44 @@ def test_shapes_do_not_overlap_or_leave_the_canvas():
         assert all(0 < b[0] and b[2] < 55 and 0 < b[1] and b[3] < 55 for b in boxes)
         for i, a in enumerate(boxes):
             assert all(synthetic._boxes_apart(a, b) for b in boxes[i + 1 :])
+
+
+# ---------------------------------------------------------------- the largest_color family
+@pytest.fixture(scope="module")
+def largest_color_rows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("largest_color")
+    paths = synthetic.write_synthetic_dataset(
+        out, num_train=200, num_val=20, seed=5, image_size=56, difficulty_weights=(1, 1, 1, 1), family="largest_color"
+    )
+    return pq.read_table(paths["train"]).to_pylist()
+
+
+def test_largest_color_answers_re_derived_from_the_pixels(largest_color_rows):
+    """The answer is the color with the most pixels; the pixel-area ratio of the two largest shapes falls in the
+    level's range (give or take rounding the sides to whole pixels)."""
+    ratios = collections.defaultdict(list)
+    for row in largest_color_rows:
+        pixels = np.asarray(decode_image(row["images"][0]))
+        areas = {name: int(_color_mask(pixels, name).sum()) for name in synthetic.COLORS}
+        present = sorted((a for a in areas.values() if a > 0), reverse=True)
+        assert max(areas, key=areas.get) == row["answer"]
+        assert row["problem"] == "<image>What color is the largest shape?"
+        assert row["data_source"] == f"synthetic_shapes/largest_color/level{row['difficulty']}"
+        assert len(present) == {0: 1, 1: 2, 2: 2, 3: 3}[row["difficulty"]]
+        if row["difficulty"]:
+            ratios[row["difficulty"]].append(present[0] / present[1])
+    for level, (_, low, high) in synthetic.LARGEST_COLOR_LEVELS.items():
+        assert low * 0.85 <= min(ratios[level]) and max(ratios[level]) <= high * 1.2, (level, ratios[level])
+    assert max(ratios[3]) < min(ratios[1])  # the levels are graded
+    assert collections.Counter(r["difficulty"] for r in largest_color_rows) == {0: 50, 1: 50, 2: 50, 3: 50}
+    assert set(r["answer"] for r in largest_color_rows) == set(synthetic.COLORS)
+
+
+def test_family_and_weights_are_checked():
+    with pytest.raises(ValueError, match="task family 'dots' is unknown"):
+        synthetic.generate_samples(4, seed=0, family="dots")
+    with pytest.raises(ValueError, match="for the 'largest_color' family must be 4 non-negative shares"):
+        synthetic.generate_samples(4, seed=0, difficulty_weights=(1, 1, 1), family="largest_color")
+    assert (
+        synthetic.response_text("largest_color", "blue") == "<think> the largest shape is blue </think> \\boxed{blue}"
+    )

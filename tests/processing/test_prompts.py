@@ -125,3 +125,26 @@ def test_the_official_layout_equals_the_official_template(tiny_checkpoint):
     # a problem with its own placeholder keeps it where it is; a text-only problem gets none
     assert encoder.prompt_text("<image>Find x.", 1) == expected.replace(" " + problem, "Find x.")
     assert "<|image_pad|>" not in encoder.prompt_text(problem, 0)
+
+
+def test_truncate_right_keeps_the_first_tokens_like_the_official_dataset(tiny_checkpoint):
+    """The official dataset cuts an over-long prompt to its first max_prompt_length ids (`truncation="right"`)."""
+    red = Image.new("RGB", (56, 56), "red")
+    problem = "<image>" + "many words " * 100
+    encoder = PromptEncoder.from_checkpoint(tiny_checkpoint, IMAGE_CONFIG, max_prompt_length=4096)
+    full = encoder.encode(problem, [red])
+    assert len(full.input_ids) > 120
+    cut = PromptEncoder.from_checkpoint(
+        tiny_checkpoint, IMAGE_CONFIG, max_prompt_length=120, overlong="truncate_right"
+    ).encode(problem, [red])
+    np.testing.assert_array_equal(cut.input_ids, full.input_ids[:120])
+    np.testing.assert_array_equal(cut.pixel_values, full.pixel_values)
+    # a cut through the image tokens would not match the image features: still skipped
+    first_image = int(np.argmax(full.input_ids == encoder.image_token_id))
+    with pytest.raises(PromptError, match="a cut would drop image tokens") as err:
+        PromptEncoder.from_checkpoint(
+            tiny_checkpoint, IMAGE_CONFIG, max_prompt_length=first_image + 1, overlong="truncate_right"
+        ).encode(problem, [red])
+    assert err.value.reason == "prompt_too_long"
+    with pytest.raises(ValueError, match="overlong prompts = 'left'; expected one of"):
+        PromptEncoder.from_checkpoint(tiny_checkpoint, IMAGE_CONFIG, overlong="left")

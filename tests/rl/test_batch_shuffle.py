@@ -256,3 +256,49 @@ def test_chunked_step_order_is_the_official_device_layout():
     assert order[2, 7].tolist() == list(range(7 * 512 + 256, 7 * 512 + 384))
     with pytest.raises(ValueError, match="3 chunks x 2 mini-batches do not divide the 16"):
         abs_lib.chunked_step_order(16, chunks=3, minibatches=2)
+
+
+# ---------------------------------------------------------------- ablations: uniform and static sampling
+def test_uniform_sampling_ignores_weights_but_never_draws_zero_weight_pairs():
+    w = np.array([0.1, 4.0, 0.0, 1.0, 0.5, 0.0])
+    draws = abs_lib.draw_pairs(jnp.asarray(w, jnp.float32), ROUNDS, 1, jax.random.key(3), "uniform")
+    freq = np.bincount(np.asarray(draws.pair_indices), minlength=len(w)) / ROUNDS
+    p = (w > 0) / np.sum(w > 0)
+    assert freq[2] == 0.0 and freq[5] == 0.0
+    assert np.all(np.abs(freq - p) <= binomial_bound(p, ROUNDS)), (freq, p)
+
+
+def test_weighted_sampling_is_abs():
+    w = jnp.linspace(0.0, 2.0, 12)
+    key = jax.random.key(11)
+    a, b = abs_lib.draw_pairs(w, 3, 4, key, "weighted"), run_abs(w, 3, 4, key)
+    np.testing.assert_array_equal(a.pair_indices, b.pair_indices)
+    np.testing.assert_array_equal(a.valid, b.valid)
+
+
+@pytest.mark.parametrize(
+    "weights, rounds, per_round, expected",
+    [
+        # 4 positive pairs in descending weight order 3, 1, 4, 0, then from the start again
+        ([0.5, 2.0, 0.0, 3.0, 1.0, 0.0], 2, 3, [3, 1, 4, 0, 3, 1]),
+        # pairs 0 and 4 tie at 0.5: the lower id comes first
+        ([0.5, 2.0, 0.0, 3.0, 0.5, 0.0], 3, 2, [3, 1, 0, 4, 3, 1]),
+        # 2 positive pairs repeated: a round may hold a pair twice
+        ([0.0, 1.0, 0.0, 2.0], 1, 4, [3, 1, 3, 1]),
+    ],
+)
+def test_static_reorder_repeats_the_positive_pairs_by_descending_weight(weights, rounds, per_round, expected):
+    draws = abs_lib.draw_pairs(jnp.asarray(weights, jnp.float32), rounds, per_round, jax.random.key(0), "static")
+    assert np.asarray(draws.pair_indices).tolist() == expected
+    assert bool(np.all(draws.valid)) and int(draws.num_valid) == len(expected)
+
+
+def test_static_reorder_without_positive_weights_is_all_invalid():
+    draws = abs_lib.static_reorder(jnp.zeros((4,)), 2, 2)
+    assert not bool(np.any(draws.valid)) and int(draws.num_valid) == 0
+    assert np.asarray(draws.pair_indices).tolist() == [0, 0, 0, 0]
+
+
+def test_unknown_sampling():
+    with pytest.raises(ValueError, match="unknown ABS sampling 'sorted'"):
+        abs_lib.draw_pairs(jnp.ones((4,)), 1, 2, jax.random.key(0), "sorted")

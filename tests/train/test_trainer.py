@@ -386,6 +386,8 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("optim.max_grad_norm", -1.0, "optim.max_grad_norm = -1.0 must be >= 0"),
         ("seed", -1, "seed = -1 must be an integer in \\[0, 2\\*\\*32\\)"),
         ("rl.abs_single_round", "all", "rl.abs_single_round = 'all'; expected one of"),
+        ("rl.abs_sampling", "sorted", "rl.abs_sampling = 'sorted'; expected one of"),
+        ("data.overlong_prompts", "left", "data.overlong_prompts = 'left'; expected one of"),
         ("rl.update_chunks", 3, "rl.update_chunks = 3: the 4096 update rows do not cut into 3 chunks x 4"),
         ("loss.agg_group_rows", 0, "loss agg_group_rows = 0 must be >= 1"),
     ],
