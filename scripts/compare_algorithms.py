@@ -11,13 +11,16 @@ Tables (`--tables`, `--ablations`; `shuffle_r1_jax.experiments.comparison` has t
 Every run of one seed starts from the same policy and sees the same prompts; differences against GRPO are paired
 by seed (mean and 95 % interval of final accuracy and of the area under the validation curve).
 
-Default: the demo's task and starting policy (configs/demo.py; built and cached on first use). Every run is an
-ordinary trainer run in `<out>/runs/<name>/seed<k>`; a finished run is not redone and an interrupted one resumes,
-so the script can be stopped and started again, or run in parts (`--tables`, `--ablations`, `--seeds`) into one
-`--out`.
+Default: the demo's task and starting policy (configs/demo.py; built and cached on first use), 150 steps, the
+headline table over seeds 0-4 and the PTS and ABS ablations over seed 0: about 2 hours on 2 CPU cores (BUILD_NOTES
+"Algorithm comparison" has the measured cost). Every run is an ordinary trainer run in
+`<out>/runs/<name>/seed<k>`; a finished run is not redone and an interrupted one resumes, so the script can be
+stopped and started again, or run in parts (`--tables`, `--ablations`, `--seeds`) into one `--out`.
 
     python scripts/compare_algorithms.py                                    # the default comparison (CPU)
-    python scripts/compare_algorithms.py --tables=paper --ablations= --seeds 0,1,2,3,4
+    python scripts/compare_algorithms.py --tables=paper --ablations=       # the headline table only
+    python scripts/compare_algorithms.py --tables=paper,equal_rollouts \\
+        --ablations=pts_variant,abs_sampling,keep_ratio,abs_rounds          # everything (about 5 hours on CPU)
     python scripts/compare_algorithms.py --run "shuffle_r1 n=16 p=2:rl.algorithm=shuffle_r1,rollout.n=16,rl.abs_power=2"
     python scripts/compare_algorithms.py --config configs/shuffle_r1_paper.py:model=3b,dataset=geo3k \\
         --config.model.checkpoint=models/Qwen2.5-VL-3B-Instruct --steps 80     # a real model and dataset
@@ -42,13 +45,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", str(ROOT / "shuffle_r1_jax" / "demo" / "config.py"), "the runs' config file[:args] (default: the demo)"
 )
 flags.DEFINE_string("out", "runs/compare", "output directory (runs, results.md/json, curves.png)")
-flags.DEFINE_list("tables", "paper,equal_rollouts", "tables to run: paper (the headline), equal_rollouts")
+flags.DEFINE_list("tables", "paper", "tables to run: paper (the headline), equal_rollouts")
 flags.DEFINE_list(
     "algorithms", "grpo,dapo,dr_grpo,pts_only,abs_only,shuffle_r1", "rl.algorithm names of the equal_rollouts table"
 )
 flags.DEFINE_list("seeds", "0,1,2,3,4", "run seeds (data order and sampling; runs of one seed are paired)")
 flags.DEFINE_list(
-    "ablations", "pts_variant,abs_sampling,keep_ratio,abs_rounds", "ablations of the headline Shuffle-R1 ('' = none)"
+    "ablations",
+    "pts_variant,abs_sampling",
+    "ablations of the headline Shuffle-R1 ('' = none; all: pts_variant,abs_sampling,keep_ratio,abs_rounds)",
 )
 flags.DEFINE_list("ablation_seeds", "0", "seeds of the ablation tables (each a subset of the budget)")
 flags.DEFINE_multi_string("run", [], 'more headline rows, "NAME:key=value,key=value" (repeatable)')

@@ -42,7 +42,7 @@ def demo_config() -> ConfigDict:
     c.demo.num_val = 192  # synthetic validation samples
     c.demo.image_size = 56  # synthetic image side in pixels
     c.demo.task_family = "largest_color"  # synthetic task family (`shuffle_r1_jax.demo.synthetic.FAMILIES`)
-    c.demo.difficulty_weights = (0.3, 0.3, 0.2, 0.2)  # shares of the family's levels (shapes: 3 levels)
+    c.demo.difficulty_weights = (0.6, 0.2, 0.1, 0.1)  # shares of the family's levels (shapes: 3 levels)
     c.demo.warmup_steps = 300  # supervised warm-up steps on reference answers (the starting policy)
     c.demo.warmup_batch = 32  # prompts per warm-up step
     c.demo.warmup_lr = 1e-3  # warm-up learning rate

@@ -12,6 +12,9 @@ def tiny_trainer_config(cache_dir: str):
     c.demo.preset = "test"
     c.demo.num_train = 64
     c.demo.num_val = 8
+    # the "shapes" family's mixed answers (colours, words, digits): DAPO tests need groups a toy reward scores all equal
+    c.demo.task_family = "shapes"
+    c.demo.difficulty_weights = (0.6, 0.2, 0.2)
     c.demo.warmup_steps = 2
     c.demo.warmup_batch = 8
     c.data.rollout_batch_prompts = 4
