@@ -2,7 +2,7 @@
 learns the synthetic image task on CPU with Shuffle-R1.
 
     python -m shuffle_r1_jax.train
-    python -m shuffle_r1_jax.train --config configs/demo.py --config.rl.algorithm=grpo --config.train.total_steps=20
+    python -m shuffle_r1_jax.train --config configs/demo.py --config.rl.algorithm=grpo --config.rollout.n=8
 
 Its `setup` (`shuffle_r1_jax.demo.assets.build_assets`) writes, once per `demo` settings under `demo.cache_dir`,
 a tiny random checkpoint in the Hugging Face layout, the synthetic dataset in the EasyR1 parquet layout and a
@@ -57,7 +57,7 @@ def demo_config() -> ConfigDict:
     c.reward.name = REWARD
     c.reward.num_workers = 1
 
-    c.rollout.n = 8
+    c.rollout.n = 16  # Shuffle-R1 as in the paper: 16 samples, PTS keeps half (rl.keep_ratio 0.5)
     c.rollout.max_new_tokens = 48
     c.rollout.temperature = 1.0
     c.rollout.top_p = 1.0

@@ -39,7 +39,8 @@ README_START, README_END = "<!-- compare_algorithms:start -->", "<!-- compare_al
 
 def comparison_config(config: ConfigDict, *, steps: int, eval_every: int) -> ConfigDict:
     """`config` for a comparison's runs: `steps` rollout batches each, validation before training and every
-    `eval_every` steps, two sample generations per validation, one checkpoint kept (at the end).
+    `eval_every` steps, two sample generations per validation, a checkpoint at every validation (the last one
+    kept), so an interrupted run resumes from there.
 
     Args:
       config: the shared config (not modified).
@@ -54,7 +55,7 @@ def comparison_config(config: ConfigDict, *, steps: int, eval_every: int) -> Con
     c.eval.every = eval_every
     c.eval.before_training = True
     c.eval.num_examples = 2
-    c.checkpoint.every = steps
+    c.checkpoint.every = eval_every
     c.checkpoint.keep_last = 1
     return c
 

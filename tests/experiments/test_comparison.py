@@ -203,3 +203,9 @@ def test_the_readme_block_is_replaced(tmp_path):
     readme.write_text("no block")
     with pytest.raises(ValueError, match="no <!-- compare_algorithms:start -->"):
         write_readme_block(readme, plot, "new table")
+
+
+def test_comparison_config_checkpoints_at_every_validation(tmp_path):
+    c = comparison_config(tiny_trainer_config(str(tmp_path)), steps=150, eval_every=15)
+    assert (c.train.total_steps, c.eval.every, c.checkpoint.every, c.checkpoint.keep_last) == (150, 15, 15, 1)
+    assert c.eval.before_training
