@@ -182,6 +182,7 @@ class RunHistory:
         response tokens.
       rollouts: float64 `[T]`, the rollouts generated.
       step_seconds: float64 `[T]`, the wall time of each step.
+      wall_seconds: seconds from the first to the last metrics record (a resumed run's downtime included).
     """
 
     seed: int
@@ -194,6 +195,7 @@ class RunHistory:
     token_utilization: np.ndarray
     rollouts: np.ndarray
     step_seconds: np.ndarray
+    wall_seconds: float
 
 
 def read_history(workdir: str | Path, rollouts_per_batch: int, update_rows: int, seed: int) -> RunHistory:
@@ -210,10 +212,12 @@ def read_history(workdir: str | Path, rollouts_per_batch: int, update_rows: int,
       The `RunHistory`.
     """
     records: dict[int, dict] = {}
+    times = []
     with open(Path(workdir) / "metrics.jsonl") as f:
         for line in f:
             record = json.loads(line)
             records.setdefault(record["step"], {}).update(record)
+            times.append(record["time"])
     evals = sorted(s for s, r in records.items() if "val/accuracy" in r)
     steps = sorted(s for s in records if s > 0)
 
@@ -231,6 +235,7 @@ def read_history(workdir: str | Path, rollouts_per_batch: int, update_rows: int,
         token_utilization=column("utilization/tokens_nonzero_advantage"),
         rollouts=column("dapo/tries", fallback=1.0) * rollouts_per_batch,
         step_seconds=column("timing/step"),
+        wall_seconds=float(max(times) - min(times)),
     )
 
 

@@ -117,6 +117,7 @@ def _run_line(name: str, settings: RunSettings) -> str:
     )
 
 
+PANEL_TITLES = {"paper": "headline (paper protocol)", "equal_rollouts": "equal rollouts"}
 TABLE_TITLES = {
     "paper": "Headline, the paper's protocol: the same update rows per optimizer step (GRPO and DAPO at n = 8, "
     "Shuffle-R1 at n = 16 keeping alpha = 0.5)",
@@ -165,10 +166,11 @@ def comparison_report(
     for table, runs in tables.items():
         group = {name: [h for h in histories[name] if h.seed in seeds[table]] for name in runs}
         results[table] = summarize(group, target)
-        panels.append((table, group))
+        panels.append((PANEL_TITLES.get(table, f"ablation {table}"), group))
     plot_comparison(panels, out / "curves.png")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     evaluation = settings.eval
+    wall = sum(h.wall_seconds for runs in histories.values() for h in runs)
     table_seeds = "; ".join(f"{table} {list(values)}" for table, values in seeds.items())
     lines = [
         f"Command: `{command}` ({datetime.date.today().isoformat()}; {machine}).",
@@ -176,8 +178,9 @@ def comparison_report(
         "data order and the sampling; every run starts from the same policy); each step = "
         f"{settings.data.rollout_batch_prompts} prompts; validation on {evaluation.max_prompts or 'all'} prompts x "
         f"{evaluation.n} samples at T={evaluation.temperature} every {evaluation.every} steps. Differences "
-        f"against {REFERENCE} are paired by seed: mean [95 % t-interval]. Wall time of the runs made by this "
-        f"invocation: {spent / 60:.1f} min.",
+        f"against {REFERENCE} are paired by seed: mean [95 % t-interval]. Wall time of the runs (each from its "
+        f"first to its last metrics record, summed): {wall / 60:.1f} min; of the runs made by this invocation: "
+        f"{spent / 60:.1f} min.",
         "",
         *[f"- {_run_line(name, s)}" for name, s in run_settings.items()],
     ]

@@ -122,6 +122,7 @@ def test_read_history_and_summary_match_hand_computed_figures(tmp_path):
     ours = [read_history(tmp_path / f"s{seed}", 128, 64, seed) for seed in (0, 1)]
     np.testing.assert_array_equal(ours[0].eval_steps, [0, 2, 4])
     np.testing.assert_allclose(ours[0].accuracy, [0.3, 0.6, 0.9])
+    assert ours[0].wall_seconds == 1.0 and grpo[0].wall_seconds == 0.0  # first to last record's time
     target = reference_accuracy({"grpo n=8": grpo})
     assert target == pytest.approx(0.6)  # (0.5 + 0.7) / 2
     assert steps_to_reach(ours, target) == 4  # seed means 0.3, 0.5, 0.75
