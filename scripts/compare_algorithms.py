@@ -39,19 +39,17 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
+from shuffle_r1_jax.experiments.comparison import ABLATIONS, MAIN_ALGORITHMS, parse_run, plan_runs, plan_tables
+
 ROOT = Path(__file__).resolve().parents[1]
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(ROOT / "shuffle_r1_jax" / "demo" / "config.py"), "the runs' config file[:args] (default: the demo)"
 )
 flags.DEFINE_string("out", "runs/compare", "output directory (runs, results.md/json, curves.png)")
 flags.DEFINE_list("tables", "paper", "tables to run: paper (the headline), equal_rollouts")
-flags.DEFINE_list(
-    "algorithms", "grpo,dapo,dr_grpo,pts_only,abs_only,shuffle_r1", "rl.algorithm names of the equal_rollouts table"
-)
+flags.DEFINE_list("algorithms", ",".join(MAIN_ALGORITHMS), "rl.algorithm names of the equal_rollouts table")
 flags.DEFINE_list("seeds", "0,1,2,3,4", "run seeds (data order and sampling; runs of one seed are paired)")
-flags.DEFINE_list(
-    "ablations", "pts_variant,abs_sampling,keep_ratio,abs_rounds", "ablations of the headline Shuffle-R1 ('' = none)"
-)
+flags.DEFINE_list("ablations", ",".join(ABLATIONS), "ablations of the headline Shuffle-R1 ('' = none)")
 flags.DEFINE_list("ablation_seeds", "0", "seeds of the ablation tables (each a subset of the budget)")
 flags.DEFINE_multi_string("run", [], 'more headline rows, "NAME:key=value,key=value" (repeatable)')
 flags.DEFINE_integer("steps", 150, "rollout batches (training steps) per run")
@@ -64,7 +62,6 @@ def main(argv: list[str]) -> None:
     del argv
     import jax
 
-    from shuffle_r1_jax.experiments.comparison import parse_run, plan_runs, plan_tables
     from shuffle_r1_jax.experiments.runner import (
         comparison_config,
         comparison_report,

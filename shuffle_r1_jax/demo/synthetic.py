@@ -72,6 +72,12 @@ FAMILIES = {
 }
 DEFAULT_FAMILY = "shapes"
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
+_MULTI_LEVEL_TASKS = {  # tasks asked at several levels of their family: their data_source names the level
+    task
+    for family in FAMILIES.values()
+    for task in set().union(*family.values())
+    if sum(task in tasks for tasks in family.values()) > 1
+}
 LARGEST_COLOR_LEVELS = {1: (2, 3.0, 4.5), 2: (2, 1.8, 2.4), 3: (3, 1.35, 1.6)}  # level -> (shapes, area ratio range)
 GAP = 2
 _MAX_PLACEMENT_TRIES = 500
@@ -374,8 +380,7 @@ def task_of_problem(problem: str) -> str:
 def data_source(task: str, difficulty: int) -> str:
     """The `data_source` of a task's rows: "synthetic_shapes/<task>", with "/level<d>" for a task asked at
     several levels (largest_color)."""
-    levels = sum(task in tasks for family in FAMILIES.values() for tasks in family.values())
-    return f"{DATA_SOURCE}/{task}" + (f"/level{difficulty}" if levels > 1 else "")
+    return f"{DATA_SOURCE}/{task}" + (f"/level{difficulty}" if task in _MULTI_LEVEL_TASKS else "")
 
 
 def scene_json(sample: SyntheticSample) -> str:
