@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from shuffle_r1_jax.learner.packing import PackingPlan, pack_sequences, sequence_lengths, unpack_responses
 from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
-from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
+from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask, segment_causal_mask
 from shuffle_r1_jax.parallel.sharding import constrain_rows
 from shuffle_r1_jax.rl.metrics import entropy_from_logits
 from shuffle_r1_jax.rollout.types import Rollouts
@@ -48,42 +49,26 @@ def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax
     return ids, mask, positions, slots
 
 
-def response_logprobs(
-    model: Qwen25VL,
-    rollouts: Rollouts,
-    rows: jax.Array,
-    *,
-    temperature: float,
-    chunk: int,
-    image_features: jax.Array | None = None,
-    with_entropy: bool = False,
+def token_logprobs(
+    model: Qwen25VL, hidden: jax.Array, targets: jax.Array, *, temperature: float, chunk: int, with_entropy: bool
 ) -> tuple[jax.Array, jax.Array | None]:
-    """log_softmax(logits / temperature) of each response token of `rows`, and optionally the entropy.
+    """log_softmax(logits / temperature) at `targets`, `chunk` positions at a time under `jax.checkpoint`.
 
     Args:
-      model: the policy.
-      rollouts: the rollout batch (response length Lr).
-      rows: `int32[B]` rollout row ids.
+      model: the policy (its output projection).
+      hidden: `[B, L, H]` final hidden states.
+      targets: `int32[B, L]` the token each position predicts.
       temperature: the sampling temperature the logits are divided by.
-      chunk: response positions per vocabulary chunk.
-      image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
-        None and the prompts have images, the vision tower runs here (and is differentiated).
-      with_entropy: also return the entropy of softmax(logits / temperature) at each response position.
+      chunk: positions per vocabulary chunk.
+      with_entropy: also return the entropy of softmax(logits / temperature) at each position.
 
     Returns:
-      (log-probs `float32[B, Lr]`, entropy `float32[B, Lr]` or None when `with_entropy` is False).
+      (log-probs `float32[B, L]`, entropy `float32[B, L]` or None when `with_entropy` is False).
     """
-    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
-    vision = rollouts.prompts.vision if image_features is None else None
-    embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
-    hidden, _ = model.decode(embeds, positions, causal_mask(mask))
-    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
-    # position prompt_len - 1 + j predicts response token j
-    predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
-    targets = rollouts.tokens[rows]
-    n_chunks = -(-response_len // chunk)
-    pad = n_chunks * chunk - response_len
-    predictors = jnp.pad(predictors, ((0, 0), (0, pad), (0, 0)))
+    length = hidden.shape[1]
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
 
     @jax.checkpoint
@@ -97,12 +82,63 @@ def response_logprobs(
     def split(x):
         return jnp.moveaxis(x.reshape(x.shape[0], n_chunks, chunk, *x.shape[2:]), 1, 0)
 
-    logp, ent = jax.lax.map(one_chunk, (split(predictors), split(targets)))
+    logp, ent = jax.lax.map(one_chunk, (split(hidden), split(targets)))
 
     def merge(x):
-        return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], n_chunks * chunk)[:, :response_len]
+        return jnp.moveaxis(x, 0, 1).reshape(x.shape[1], n_chunks * chunk)[:, :length]
 
     return merge(logp), (merge(ent) if with_entropy else None)
+
+
+def response_logprobs(
+    model: Qwen25VL,
+    rollouts: Rollouts,
+    rows: jax.Array,
+    *,
+    temperature: float,
+    chunk: int,
+    image_features: jax.Array | None = None,
+    with_entropy: bool = False,
+    plan: PackingPlan | None = None,
+) -> tuple[jax.Array, jax.Array | None]:
+    """log_softmax(logits / temperature) of each response token of `rows`, and optionally the entropy.
+
+    Args:
+      model: the policy.
+      rollouts: the rollout batch (response length Lr).
+      rows: `int32[B]` rollout row ids.
+      temperature: the sampling temperature the logits are divided by.
+      chunk: positions per vocabulary chunk.
+      image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
+        None and the prompts have images, the vision tower runs here (and is differentiated).
+      with_entropy: also return the entropy of softmax(logits / temperature) at each response position.
+      plan: where the rows' sequences sit in packed rows (`bin`/`offset` `int32[B]`); None runs the padded rows.
+        Packed, rows the plan leaves out read 0.
+
+    Returns:
+      (log-probs `float32[B, Lr]`, entropy `float32[B, Lr]` or None when `with_entropy` is False).
+    """
+    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
+    vision = rollouts.prompts.vision if image_features is None else None
+    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
+    settings = dict(temperature=temperature, chunk=chunk, with_entropy=with_entropy)
+    if plan is None:
+        embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
+        hidden, _ = model.decode(embeds, positions, causal_mask(mask))
+        # position prompt_len - 1 + j predicts response token j
+        predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
+        return token_logprobs(model, predictors, rollouts.tokens[rows], **settings)
+    prompt_lengths, response_extent = sequence_lengths(rollouts, rows)
+    keep = mask.astype(bool).at[:, prompt_len:].set(jnp.arange(response_len)[None, :] < response_extent[:, None])
+    packed = pack_sequences(ids, positions, slots, keep, plan.bin, plan.offset, plan.packed_rows)
+    embeds = constrain_rows(model.embed(packed.input_ids, vision, packed.image_token_slot, image_features))
+    hidden, _ = model.decode(embeds, packed.position_ids, segment_causal_mask(packed.segment_ids))
+    logp, ent = token_logprobs(model, constrain_rows(hidden), packed.next_ids, **settings)
+
+    def unpack(x):
+        return unpack_responses(x, plan.bin, plan.offset, prompt_lengths, response_extent, response_len)
+
+    return unpack(logp), (unpack(ent) if with_entropy else None)
 
 
 def rollout_logprobs(
@@ -115,6 +151,7 @@ def rollout_logprobs(
     micro_batch_rows: int,
     temperature: float,
     chunk: int,
+    plan: PackingPlan | None = None,
 ) -> jax.Array:
     """Log-probs of the response tokens of the rollout rows `rows` under `params`, `micro_batch_rows` rows at a
     time, written into a rollout-batch-shaped array (the old and reference log-probs of a step: the update reads
@@ -130,19 +167,22 @@ def rollout_logprobs(
       rows: `int32[U]` rollout row ids (repeats allowed); `micro_batch_rows` must divide U.
       micro_batch_rows: rows per pass.
       temperature: the sampling temperature.
-      chunk: response positions per vocabulary chunk.
+      chunk: positions per vocabulary chunk.
+      plan: the packing of each pass (`bin`/`offset` `int32[U / micro_batch_rows, micro_batch_rows]`, see
+        `learner.packing`), or None for padded passes.
 
     Returns:
       `float32[R, Lr]`: the log-probs at the rows of `rows`, 0 elsewhere; rows sharded over the batch axes under a
       context mesh.
     """
 
-    def micro_batch(r):  # merged inside the mapped body: remat layers cannot cross trace levels
+    def micro_batch(args):  # merged inside the mapped body: remat layers cannot cross trace levels
+        r, micro_plan = args
         model = nnx.merge(graphdef, params)
         return response_logprobs(
-            model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features
+            model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features, plan=micro_plan
         )[0]
 
-    logp = jax.lax.map(micro_batch, rows.reshape(-1, micro_batch_rows))
+    logp = jax.lax.map(micro_batch, (rows.reshape(-1, micro_batch_rows), plan))
     out = jnp.zeros(rollouts.tokens.shape, jnp.float32).at[rows].set(logp.reshape(rows.shape[0], -1))
     return constrain_rows(out)

@@ -2,7 +2,9 @@
 
 The mini-batch's rows are split into equal micro-batches scanned in order; every micro-batch's loss is
 normalised by the WHOLE mini-batch's valid-token (or sequence) count, so the summed micro-batch gradients are
-exactly the gradient of the full mini-batch. A non-finite loss or gradient skips the update.
+exactly the gradient of the full mini-batch. A non-finite loss or gradient skips the update. With a packing plan
+(`learner.packing`) each micro-batch's sequences run packed into fewer rows; its log-probs come back in the padded
+layout, so the loss is the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import optax
 from flax import nnx
 
 from shuffle_r1_jax.learner.logprobs import response_logprobs
+from shuffle_r1_jax.learner.packing import PackingPlan
 from shuffle_r1_jax.rl.aggregation import AGG_MODES, count_sequences, count_tokens
 from shuffle_r1_jax.rl.kl import canonical_kl_kind, kl_loss
 from shuffle_r1_jax.rl.metrics import masked_mean
@@ -94,7 +97,7 @@ class UpdateTargets:
 
 
 def _micro_loss(
-    params, graphdef, rollouts, targets, rows, valid, num_tokens, num_sequences, num_groups, cfg: LossConfig
+    params, graphdef, rollouts, targets, rows, valid, plan, num_tokens, num_sequences, num_groups, cfg: LossConfig
 ):
     model = nnx.merge(graphdef, params)
     logp, entropy = response_logprobs(
@@ -105,6 +108,7 @@ def _micro_loss(
         chunk=cfg.logprob_chunk,
         image_features=targets.image_features,
         with_entropy=True,
+        plan=plan,
     )
     mask = rollouts.mask[rows] * valid[:, None]
     # the policy and KL losses reduce their per-token losses the same way, over the whole mini-batch
@@ -150,6 +154,7 @@ def update_minibatch(
     targets: UpdateTargets,
     rows: jax.Array,
     valid: jax.Array,
+    plan: PackingPlan | None = None,
     *,
     micro_batches: int,
     cfg: LossConfig,
@@ -165,6 +170,8 @@ def update_minibatch(
       targets: its training targets.
       rows: `int32[M]` rollout row ids of the mini-batch.
       valid: `bool[M]`, which rows count (False rows are masked out of the loss).
+      plan: the packing of each micro-batch (`bin`/`offset` `int32[micro_batches, M / micro_batches]`, see
+        `learner.packing`), or None to run padded rows; the loss and gradient are the same either way.
       micro_batches: the number of equal micro-batches M is split into (static).
       cfg: the loss settings (static).
 
@@ -187,14 +194,25 @@ def update_minibatch(
 
     def accumulate(carry, micro):
         grads, loss = carry
+        micro_rows, micro_valid, micro_plan = micro
         (micro_loss, (metrics, tokens)), micro_grads = grad_fn(
-            params, graphdef, rollouts, targets, micro[0], micro[1], num_tokens, num_sequences, num_groups, cfg
+            params,
+            graphdef,
+            rollouts,
+            targets,
+            micro_rows,
+            micro_valid,
+            micro_plan,
+            num_tokens,
+            num_sequences,
+            num_groups,
+            cfg,
         )
         return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     (grads, loss), (micro_metrics, micro_tokens) = jax.lax.scan(
-        accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_rows, micro_valid)
+        accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_rows, micro_valid, plan)
     )
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

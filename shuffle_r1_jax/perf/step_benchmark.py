@@ -7,9 +7,9 @@ tokens, and response + prompt tokens, of the rollout batch), and for the policy 
 FLOPs and utilisation:
   * MFU uses the analytic model FLOPs (`models.qwen2_5_vl.flops`): 2 x (decoder matmul parameters) per position,
     attention 4 x S^2 x heads x head_dim per row and layer (the full S^2 the XLA attention computes), the
-    vocabulary projection over the (chunk-padded) response positions, the vision tower over its padded patch
-    slots; x3 for the update's forward + backward (the log-prob pass is a forward only); no rematerialisation
-    counted.
+    vocabulary projection over the (chunk-padded) response positions (every position of a packed row), the
+    vision tower over its padded patch slots; x3 for the update's forward + backward (the log-prob pass is a
+    forward only); no rematerialisation counted.
   * The XLA column is `compiled.cost_analysis()["flops"]` of the same programs built with their loops at one trip
     (one micro-batch, one log-prob chunk: `build_step_programs` over settings changed only there): XLA's cost
     analysis counts a while-loop body once. It counts what runs, rematerialised forwards and elementwise work
@@ -119,18 +119,22 @@ def analytic_flops(name: str, args: tuple, settings: RunSettings, config: Qwen25
       ValueError: `name` is not a counted program.
     """
     if name == "logprobs":
-        _, rollouts, features, update_rows = args
+        _, rollouts, features, update_rows, plan = args
         rows = sum(r.shape[0] for r in update_rows)
         micro_batches = rows // settings.train.logprob_micro_batch_rows
         backward = 1
     elif name == "update":
-        _, _, rollouts, targets, update_rows, _ = args
+        _, _, rollouts, targets, update_rows, _, plan = args
         rows, features = update_rows.shape[0], targets.image_features
         micro_batches, backward = settings.train.micro_batches, 3
     else:
         raise ValueError(f"no analytic FLOP count for program {name!r}")
     seq = rollouts.prompts.input_ids.shape[1] + rollouts.tokens.shape[1]
-    flops = decoder_forward_flops(config.text, rows, seq, _padded_response(settings))
+    if plan is None:
+        flops = decoder_forward_flops(config.text, rows, seq, _padded_response(settings))
+    else:  # packed rows of the whole sequence, every position through the vocabulary projection
+        chunk = settings.loss.logprob_chunk
+        flops = decoder_forward_flops(config.text, plan.packed_rows * micro_batches, seq, -(-seq // chunk) * chunk)
     vision = rollouts.prompts.vision
     if features is None and vision is not None:  # the trained tower runs inside every micro-batch
         flops += vision_forward_flops(config.vision, *vision.patches.shape[:2]) * micro_batches

@@ -118,6 +118,10 @@ def base_config() -> ConfigDict:
     c.train.total_steps = 100  # rollout batches
     c.train.minibatch_prompts = 128  # prompts' worth of rows per optimizer step (4 steps per rollout batch at 512)
     c.train.micro_batch_rows = 64  # rows per gradient-accumulation micro-batch (and per old-log-prob pass)
+    # the log-prob and update passes lay several prompt + response sequences into each row of prompt bucket +
+    # max_new_tokens positions (attention kept within each; exact), so they cost real tokens, not padding;
+    # False = one padded row per sequence
+    c.train.pack_sequences = True
     c.train.max_nonfinite_in_a_row = 5  # stop after this many steps in a row with a skipped (non-finite) update
 
     c.eval = ConfigDict()

@@ -11,10 +11,15 @@ always arguments (a pure dict of arrays), never constants.
   select             (rollout advantages f32[P, n], key) -> (rows, valid, stats): the update batch, cut into
                      `train.num_minibatches` lists of `int32[U / k]` rows and `bool[U / k]` valid flags
   selection_metrics  (rollout advantages, rows, valid, mask) -> float32 scalars
-  logprobs           (params, rollouts, features, rows) -> f32[R, T]: old and reference log-probs of the update's
-                     rows (`select`'s lists), micro-batched; 0 at rows the update does not use
-  update             (params, opt_state, rollouts, targets, rows, valid) -> (params, opt_state, metrics): one
-                     optimizer step; params and opt_state donated, outputs sharded like the inputs
+  plan_packing       (rollouts, rows, valid) -> the packing plans of the update's micro-batches and of the
+                     log-prob passes, and the packed rows each needs (`learner.packing`); the host rounds
+                     those up to a bucket (`PackingPlan.packed_rows`, static)
+  logprobs           (params, rollouts, features, rows, plan) -> f32[R, T]: old and reference log-probs of the
+                     update's rows (`select`'s lists), micro-batched, packed by `plan` (None: padded rows); 0 at
+                     rows the update does not use
+  update             (params, opt_state, rollouts, targets, rows, valid, plan) -> (params, opt_state, metrics):
+                     one optimizer step over a mini-batch, its micro-batches packed by `plan` (None: padded);
+                     params and opt_state donated, outputs sharded like the inputs
 The update is jitted per build (its output shardings are the trainer's); the others are module-level jitted
 functions with their static arguments bound (`BoundProgram`), so equal settings share compilations.
 """
@@ -32,6 +37,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.learner.logprobs import rollout_logprobs
+from shuffle_r1_jax.learner.packing import plan_micro_batches
 from shuffle_r1_jax.learner.update import update_minibatch
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.rl.advantages import advantages_from_scores
@@ -136,7 +142,7 @@ def _selection_metrics(rollout_advantages, rows, valid, mask):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "micro_batch_rows", "temperature", "chunk"))
-def _logprobs(params, rollouts, features, rows, *, graphdef, micro_batch_rows, temperature, chunk):
+def _logprobs(params, rollouts, features, rows, plan, *, graphdef, micro_batch_rows, temperature, chunk):
     return rollout_logprobs(
         graphdef,
         params,
@@ -146,7 +152,38 @@ def _logprobs(params, rollouts, features, rows, *, graphdef, micro_batch_rows, t
         micro_batch_rows=micro_batch_rows,
         temperature=temperature,
         chunk=chunk,
+        plan=plan,
     )
+
+
+@functools.partial(jax.jit, static_argnames=("micro_batches", "logprob_micro_batch_rows"))
+def plan_packing(rollouts, rows, valid, *, micro_batches, logprob_micro_batch_rows):
+    """Packing plans (`learner.packing.plan_micro_batches`) of a step's passes over the update rows.
+
+    Args:
+      rollouts: the rollout batch.
+      rows: `select`'s lists of mini-batch rows `int32[U / k]`.
+      valid: their valid flags `bool[U / k]`.
+      micro_batches: gradient-accumulation micro-batches per mini-batch.
+      logprob_micro_batch_rows: rows per old-log-prob pass.
+
+    Returns:
+      (one (bin, offset) `int32[micro_batches, U / k / micro_batches]` pair per mini-batch, the log-prob passes'
+      (bin, offset) `int32[U / logprob_micro_batch_rows, logprob_micro_batch_rows]`, `int32[2]` the most packed
+      rows an update micro-batch and a log-prob pass need).
+    """
+    update, update_needed = [], []
+    for mini_rows, mini_valid in zip(rows, valid):
+        bins, offsets, needed = plan_micro_batches(
+            rollouts, mini_rows.reshape(micro_batches, -1), mini_valid.reshape(micro_batches, -1)
+        )
+        update.append((bins, offsets))
+        update_needed.append(needed)
+    # every listed row is computed: a row repeated with valid and invalid copies keeps one set of log-probs
+    bins, offsets, logprob_needed = plan_micro_batches(
+        rollouts, jnp.concatenate(rows).reshape(-1, logprob_micro_batch_rows)
+    )
+    return update, (bins, offsets), jnp.stack([jnp.max(jnp.stack(update_needed)), logprob_needed])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +196,7 @@ class StepPrograms:
       advantages: the advantage estimator over a flat rollout batch.
       select: the update-batch selection, cut into mini-batches.
       selection_metrics: the selection's metrics.
+      plan_packing: where each update row's sequence sits in the packed rows of its passes.
       logprobs: the old and reference log-probs, micro-batched.
       update: one optimizer step (parameters and optimizer state donated).
     """
@@ -168,6 +206,7 @@ class StepPrograms:
     advantages: Callable
     select: Callable
     selection_metrics: Callable
+    plan_packing: Callable
     logprobs: Callable
     update: Callable
 
@@ -198,7 +237,7 @@ def build_step_programs(
     """
     rollout, loss, train = settings.rollout, settings.loss, settings.train
 
-    def update(params, opt_state, rollouts, targets, rows, valid):
+    def update(params, opt_state, rollouts, targets, rows, valid, plan):
         return update_minibatch(
             graphdef,
             params,
@@ -208,6 +247,7 @@ def build_step_programs(
             targets,
             rows,
             valid,
+            plan,
             micro_batches=train.micro_batches,
             cfg=loss,
         )
@@ -220,6 +260,11 @@ def build_step_programs(
         advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
         select=BoundProgram(select_minibatches, selection=settings.rl.selection, minibatches=train.num_minibatches),
         selection_metrics=BoundProgram(_selection_metrics),
+        plan_packing=BoundProgram(
+            plan_packing,
+            micro_batches=train.micro_batches,
+            logprob_micro_batch_rows=train.logprob_micro_batch_rows,
+        ),
         logprobs=BoundProgram(
             _logprobs,
             graphdef=graphdef,

@@ -293,6 +293,8 @@ class TrainSettings:
         min(`train.micro_batch_rows`, a mini-batch's rows).
       logprob_micro_batch_rows: rows per old-log-prob pass, the largest divisor of the update batch's rows (the
         rows the pass computes) that is <= `train.micro_batch_rows`.
+      pack_sequences: `train.pack_sequences`, the log-prob and update passes run on packed rows
+        (`learner.packing`) rather than one padded row per sequence.
       max_nonfinite_in_a_row: `train.max_nonfinite_in_a_row`, steps in a row with a skipped (non-finite) update
         after which the run stops.
 
@@ -304,6 +306,7 @@ class TrainSettings:
     num_minibatches: int
     micro_batches: int
     logprob_micro_batch_rows: int
+    pack_sequences: bool
     max_nonfinite_in_a_row: int
 
     def __post_init__(self):
@@ -680,6 +683,7 @@ def _train_settings(
         num_minibatches=prompts // mini,
         micro_batches=rows_per_mini // micro,
         logprob_micro_batch_rows=largest_divisor(prompts * per_prompt, c.train.micro_batch_rows),
+        pack_sequences=c.train.pack_sequences,
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )
 

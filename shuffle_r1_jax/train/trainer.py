@@ -37,9 +37,10 @@ from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
+from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
-from shuffle_r1_jax.parallel.global_arrays import allgather_json, gather_over_processes
+from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import mirror_shardings
 from shuffle_r1_jax.processing.prompts import PromptEncoder
@@ -96,6 +97,7 @@ class UpdateBatch:
       targets: the per-row targets (token advantages, old and reference log-probs, image features).
       selection_metrics: the selection's metrics, float32 scalars.
       selector_stats: the selector's statistics (ABS draws), float32 scalars.
+      plans: the packing of each mini-batch's micro-batches (None each with `train.pack_sequences` off).
     """
 
     rows: list[jax.Array]
@@ -103,6 +105,7 @@ class UpdateBatch:
     targets: UpdateTargets
     selection_metrics: dict[str, jax.Array]
     selector_stats: dict[str, jax.Array]
+    plans: list[PackingPlan | None]
 
 
 @dataclasses.dataclass
@@ -410,6 +413,7 @@ class Trainer:
         timings["advantage"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        plans, logprob_plan = self.packing_plans(rollouts, rows, valid)
         features = None
         if settings.optimizer.freeze_vision and rollouts.prompts.vision is not None:
             # the sampler's, under the same parameters; a DAPO batch merged from several has none
@@ -419,8 +423,10 @@ class Trainer:
         if settings.rl.old_logprobs == "sampler":
             old = rollouts.sampler_logprobs
         else:
-            old = programs.logprobs(self.params, rollouts, features, rows)
-        ref = None if self.ref_params is None else programs.logprobs(self.ref_params, rollouts, features, rows)
+            old = programs.logprobs(self.params, rollouts, features, rows, logprob_plan)
+        ref = None
+        if self.ref_params is not None:
+            ref = programs.logprobs(self.ref_params, rollouts, features, rows, logprob_plan)
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
         targets = UpdateTargets(
@@ -430,7 +436,40 @@ class Trainer:
             image_features=features,
         )
         metrics = programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask)
-        return UpdateBatch(rows, valid, targets, metrics, selector_stats)
+        if logprob_plan is not None:
+            metrics = {
+                **metrics,
+                "packing/update_rows": plans[0].packed_rows / (rows[0].shape[0] // settings.train.micro_batches),
+                "packing/logprob_rows": logprob_plan.packed_rows / settings.train.logprob_micro_batch_rows,
+            }
+        return UpdateBatch(rows, valid, targets, metrics, selector_stats, plans)
+
+    def packing_plans(
+        self, rollouts, rows: list[jax.Array], valid: list[jax.Array]
+    ) -> tuple[list[PackingPlan | None], PackingPlan | None]:
+        """Where the update rows' sequences sit in the packed rows of the update and log-prob passes.
+
+        The packed rows per pass are the plan's need rounded up to a bucket (`learner.packing.packed_rows_bucket`),
+        so the passes compile for a few sizes only.
+
+        Args:
+          rollouts: the rollout batch.
+          rows: the mini-batches' rows (`select`'s lists).
+          valid: their valid flags.
+
+        Returns:
+          (one plan per mini-batch, the log-prob passes' plan); (None per mini-batch, None) with
+          `train.pack_sequences` off.
+        """
+        train = self.settings.train
+        if not train.pack_sequences:
+            return [None] * len(rows), None
+        update, logprob, needed = self.programs.plan_packing(rollouts, rows, valid)
+        update_needed, logprob_needed = (int(x) for x in jax.device_get(needed))
+        shards = batch_shard_count(self.mesh)
+        update_rows = packed_rows_bucket(update_needed, rows[0].shape[0] // train.micro_batches, shards)
+        logprob_rows = packed_rows_bucket(logprob_needed, train.logprob_micro_batch_rows, shards)
+        return [PackingPlan(*plan, update_rows) for plan in update], PackingPlan(*logprob, logprob_rows)
 
     def optimize(self, scored: ScoredRollouts, update_batch: UpdateBatch, timings: dict[str, float]) -> list[dict]:
         """One optimizer step per mini-batch of `update_batch`; "update" seconds are added to `timings`.
@@ -440,9 +479,9 @@ class Trainer:
         """
         t = time.perf_counter()
         metrics = []
-        for rows, valid in zip(update_batch.rows, update_batch.valid):
+        for rows, valid, plan in zip(update_batch.rows, update_batch.valid, update_batch.plans):
             self.params, self.opt_state, step_metrics = self.programs.update(
-                self.params, self.opt_state, scored.rollouts, update_batch.targets, rows, valid
+                self.params, self.opt_state, scored.rollouts, update_batch.targets, rows, valid, plan
             )
             metrics.append(step_metrics)
         metrics = jax.device_get(metrics)

@@ -110,3 +110,16 @@ def causal_mask(attention_mask: jax.Array) -> jax.Array:
     length = attention_mask.shape[1]
     causal = jnp.tril(jnp.ones((length, length), bool))
     return causal[None] & attention_mask.astype(bool)[:, None, :]
+
+
+def segment_causal_mask(segment_ids: jax.Array) -> jax.Array:
+    """`bool[B, S, S]` of packed rows: query i sees key j when j <= i and both belong to the same sequence.
+
+    Args:
+      segment_ids: `int32[B, S]`, the sequence of each position (> 0), 0 at unused positions (which see nothing
+        and are seen by nothing).
+    """
+    length = segment_ids.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return causal[None] & same & (segment_ids > 0)[:, None, :]
