@@ -54,20 +54,9 @@ def test_first_fit_decreasing_matches_the_plain_algorithm(seed):
 
 
 def test_packed_rows_bucket():
-    assert [packed_rows_bucket(k, 16) for k in (0, 1, 2, 3, 4, 5, 6, 7, 9, 13, 16)] == [
-        1,
-        1,
-        2,
-        3,
-        4,
-        6,
-        6,
-        8,
-        12,
-        16,
-        16,
-    ]
-    assert packed_rows_bucket(17, 24) == 20 and packed_rows_bucket(25, 64) == 28 and packed_rows_bucket(33, 64) == 40
+    needs = (0, 1, 2, 3, 4, 5, 6, 7, 9, 13, 16)
+    assert [packed_rows_bucket(k, 16) for k in needs] == [1, 1, 2, 3, 4, 5, 6, 7, 10, 14, 16]
+    assert [packed_rows_bucket(k, 64) for k in (17, 25, 33, 41, 57)] == [20, 28, 40, 48, 64]
     assert packed_rows_bucket(1, 16, shards=8) == 8 and packed_rows_bucket(9, 16, shards=8) == 16
     assert packed_rows_bucket(1, 6, shards=4) == 1  # rows not split over the shards: no rounding
     with pytest.raises(ValueError, match="17 packed rows needed for a micro-batch of 16 rows"):
