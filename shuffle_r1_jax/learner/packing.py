@@ -10,7 +10,8 @@ gives them.
 
 Where the sequences go is planned on device (`plan_micro_batches`: first-fit decreasing, deterministic, the same
 on every process); the host reads how many rows the fullest micro-batch needs and rounds it up to a bucket
-(`packed_rows_bucket`: four sizes per doubling, at most M), so a run compiles each pass for a few K only.
+(`packed_rows_bucket`: exact up to 16, then eight sizes per doubling, at most M), so a run compiles each pass
+for a few K only.
 """
 
 from __future__ import annotations
@@ -111,9 +112,9 @@ def plan_micro_batches(
 
 
 def packed_rows_bucket(needed: int, rows: int, shards: int = 1) -> int:
-    """The packed rows K a pass is compiled for: `needed` rounded up to four steps per doubling (1, 2, 3, 4, 5, 6,
-    7, 8, 10, 12, 14, 16, 20, ...: at most 25 % over), then to a multiple of `shards` when `rows` is one (so
-    packed rows split over the devices as the padded rows do), and at most `rows`.
+    """The packed rows K a pass is compiled for: `needed` itself up to 16, above that rounded up to eight steps per
+    doubling (18, 20, ..., 32, 36, ...: at most 12.5 % over), then to a multiple of `shards` when `rows` is one
+    (so packed rows split over the devices as the padded rows do), and at most `rows`.
 
     Args:
       needed: packed rows the fullest micro-batch needs.
@@ -125,7 +126,7 @@ def packed_rows_bucket(needed: int, rows: int, shards: int = 1) -> int:
     """
     if needed > rows:
         raise ValueError(f"{needed} packed rows needed for a micro-batch of {rows} rows")
-    step = 1 << max((max(needed, 1) - 1).bit_length() - 3, 0)
+    step = 1 << max((max(needed, 1) - 1).bit_length() - 4, 0)
     bucket = -(-max(needed, 1) // step) * step
     if rows % shards == 0:
         bucket = -(-bucket // shards) * shards

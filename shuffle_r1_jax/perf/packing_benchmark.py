@@ -53,10 +53,13 @@ class SkewedBatch:
 
 
 def response_lengths(rows: int, maximum: int, mean_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """`int64[rows]` log-normal lengths (sigma 1) scaled to a mean of about `mean_fraction * maximum`, in
-    [1, maximum]."""
-    raw = rng.lognormal(0.0, 1.0, size=rows)
-    return np.clip(np.round(raw / np.exp(0.5) * mean_fraction * maximum), 1, maximum).astype(np.int64)
+    """`int64[rows]` log-normal lengths (sigma 1: a long tail) in [1, maximum], rescaled so that the batch's own
+    mean is `mean_fraction * maximum` (to within rounding, unless clipping at the bounds prevents it)."""
+    lengths = rng.lognormal(0.0, 1.0, size=rows)
+    target = mean_fraction * maximum
+    for _ in range(8):
+        lengths = np.clip(lengths * target / lengths.mean(), 1, maximum)
+    return np.round(lengths).astype(np.int64)
 
 
 def skewed_rollouts(config: Qwen25VLConfig, batch: SkewedBatch) -> Rollouts:

@@ -1,6 +1,7 @@
 """The trainer end to end on a tiny model: one step per algorithm, the spec's update arithmetic, config errors,
 and resume after SIGKILL equal to an uninterrupted run."""
 
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,23 @@ def test_a_step_with_remat_equals_one_without(remat, demo_cache, tmp_path):
         c.train.total_steps = 1
         params[policy], _, _ = _run(c, tmp_path / policy)
     for a, b in zip(jax.tree.leaves(params["none"]), jax.tree.leaves(params[remat])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_packed_step_equals_a_padded_one(demo_cache, tmp_path):
+    """The trainer's packing plans reach the right passes: old log-probs and updates packed (fewer rows than
+    sequences) give the parameters of padded passes."""
+    params, metrics = {}, {}
+    for packed in (False, True):
+        c = tiny_trainer_config(demo_cache)
+        c.train.pack_sequences = packed
+        c.train.total_steps = 1
+        params[packed], _, _ = _run(c, tmp_path / str(packed))
+        metrics[packed] = [json.loads(line) for line in (tmp_path / str(packed) / "metrics.jsonl").open()]
+    packing = [m["packing/update_rows"] for m in metrics[True] if "packing/update_rows" in m]
+    assert packing and packing[0] < 1.0
+    for a, b in zip(jax.tree.leaves(params[False]), jax.tree.leaves(params[True])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
