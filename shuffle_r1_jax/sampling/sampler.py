@@ -9,18 +9,20 @@ Compiled programs per (prompt length, response length, n) bucket:
     response length rounded up to whole blocks of `decode_block`) and runs one-token steps until every row has
     stopped or the length is reached, attending with `cascade_attention` (the prompt part and the response part
     computed apart and merged exactly).
-KV memory of a call: P * Lp + P * n * S positions per layer (it was P * n * (Lp + response length)).
+KV memory of a call: P * Lp + P * n * S positions per layer, against P * n * (Lp + S) if every sample held a
+copy of its prompt's cache.
 
-What a decode step costs while s prompt groups (s * n rows) are live, per layer: the projections and MLP of
-s * n tokens; the prompt part, s matmuls of n * G query rows (G = heads / kv heads) over Lp keys, reading each
-prompt's keys once; the response part, s * n rows over ceil((t + 1) / block) blocks of `block` keys at step t
-(proportional to the tokens written, not to S); the logits and the token choice of s * n rows. Finished prompt
-groups stop costing by compaction in halving stages: the loop of stage i runs on `decode_stages(P)[i]` prompt
-slots and exits once the groups with a live row fit the next stage's half; they are gathered to the front (their
-caches copied once) and the next stage's loop continues on half the rows. A stage's loop is a separate traced
-body, so a decode program holds len(decode_stages(P)) <= log2(P) + 1 of them (logged at compilation). A
-finished row whose group still has a live row keeps its slot and costs as a live one until the group ends or
-the stage ends (its token is the pad token and is not part of the response).
+What decode step t costs while the loop runs on s prompt slots (s * n rows): per layer, the projections and MLP
+of s * n tokens, the prompt part (s matmuls of n * G query rows, G = heads / kv heads, over Lp keys: each
+prompt's keys read once) and the response part (s * n rows over ceil((t + 1) / block) blocks of `block` keys:
+proportional to the tokens written, not to S); then the logits and the token choice of s * n rows. Finished
+prompt groups stop costing by compaction in halving stages: the loop of stage i runs on `decode_stages(P)[i]`
+slots and exits once the groups with a live row fit the next stage's slots; those groups are gathered to the
+front (their caches copied once) and the next stage's loop continues on half the rows. Each stage's loop is a
+separately traced body, so a decode program holds len(decode_stages(P)) <= log2(P) + 1 of them (logged at
+compilation; an odd P has one stage and no compaction). A finished row whose group still has a live row keeps
+its slot and costs as a live one (its token is the pad token, outside the response) until the whole group has
+stopped and a stage change drops it.
 
 With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
 chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
