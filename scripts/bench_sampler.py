@@ -226,6 +226,10 @@ def main() -> None:
         f"Command: `{command}`; {jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, "
         f"{datetime.date.today()}.",
         f"Machine: {machine_description()}; load average at the end {load_average()}.",
+        f"Model (random weights): text hidden {case.text['hidden_size']}, {case.text['num_hidden_layers']} layers, "
+        f"{case.text['num_attention_heads']} heads / {case.text['num_key_value_heads']} kv heads, intermediate "
+        f"{case.text['intermediate_size']}, vocabulary {case.text['vocab_size']}; vision depth {case.vision['depth']}, "
+        f"hidden {case.vision['hidden_size']}.",
         f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts "
         f"(one image, grid {case.image_grid}), "
         f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
