@@ -5,10 +5,18 @@ CPU case (default): Qwen2.5-VL architecture with text hidden 512, 8 layers, 8 he
 tokens, n = 4, exactly 128 new tokens (stop tokens ignored), temperature 1.0, top-p 0.99.
 GPU case (`--case gpu`): real Qwen2.5-VL-3B dimensions, random bf16 weights, 64 prompts x n = 8, 1024-token
 prompts with one image, 512 new tokens; adds the fraction of the memory-bandwidth bound.
+Long-prompt CPU case (`--case long`): where the shared prompt cache and the response-only decode attention
+matter: text hidden 256, 4 layers, 4 heads / 2 kv heads (head_dim 64), intermediate 768, a vocabulary of 8192
+(so that the CPU time goes to attention and the KV cache rather than the logits), vision depth 2 hidden 128;
+4 prompts of 1024 tokens (766 text tokens around one 448x448 image: 256 image tokens + start/end), n = 16,
+exactly 256 new tokens, fp32. It also times the sampler of an earlier commit (`--baseline`, default 07067ee:
+every sample's cache holds prompt + response and a step attends over all of it) on the same checkpoint, inputs
+and seeds, from that commit's source in a subprocess (`sampler_benchmark.time_baseline_sampler`), and prints
+both layouts' KV cache bytes per call.
 
-Prints tokens/s of each and the ratio, our compile time separately, and writes the figures to BUILD_NOTES.md.
+Prints tokens/s of each and the ratios, our compile time separately, and writes the figures to BUILD_NOTES.md.
 
-    python scripts/bench_sampler.py [--case cpu|gpu] [--runs 3] [--skip-hf] [--no-write]
+    python scripts/bench_sampler.py [--case cpu|gpu|long] [--runs 3] [--skip-hf] [--baseline COMMIT] [--no-write]
 """
 
 from __future__ import annotations
@@ -25,12 +33,29 @@ import jax
 import numpy as np
 
 from shuffle_r1_jax.models.dtypes import DTYPES
-from shuffle_r1_jax.perf.notes import write_section
-from shuffle_r1_jax.perf.sampler_benchmark import decode_bandwidth, image_prompts, time_sampler
+from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import DEFAULT_BLOCK, suffix_layout
+from shuffle_r1_jax.perf.notes import load_average, machine_description, write_section
+from shuffle_r1_jax.perf.sampler_benchmark import (
+    decode_bandwidth,
+    image_prompts,
+    kv_cache_bytes,
+    time_baseline_sampler,
+    time_sampler,
+)
 
 NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
-IMAGE_TOKENS = {"image": 151655, "vision_start": 151652, "vision_end": 151653}  # transformers' Qwen2.5-VL defaults
+# transformers' Qwen2.5-VL defaults
+QWEN_TOKENS = {
+    "image": 151655,
+    "video": 151656,
+    "vision_start": 151652,
+    "vision_end": 151653,
+    "bos": 151643,
+    "eos": 151645,
+}
+# the long case's special tokens, at the top of its 8192-token vocabulary
+SMALL_VOCAB_TOKENS = {"image": 8185, "video": 8186, "vision_start": 8187, "vision_end": 8188, "bos": 8189, "eos": 8190}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +69,8 @@ class Case:
     image_grid: tuple[int, int, int]
     new_tokens: int
     dtype: str
+    tokens: dict = dataclasses.field(default_factory=lambda: QWEN_TOKENS)
+    baseline: bool = False  # also time the `--baseline` commit's sampler
 
 
 CASES = {
@@ -64,6 +91,15 @@ CASES = {
                     fullatt_block_indexes=[7, 15, 23, 31]),
         prompts=64, n=8, text_tokens=768, image_grid=(1, 32, 32), new_tokens=512, dtype="bfloat16",
     ),
+    "long": Case(
+        name="long",
+        text=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=768, vocab_size=8192,
+                  rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
+        vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
+        prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
+        tokens=SMALL_VOCAB_TOKENS, baseline=True,
+    ),
 }  # fmt: skip
 
 
@@ -71,10 +107,15 @@ def hf_model_and_dir(case: Case, directory: str):
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    ids = case.tokens
     config = Qwen2_5_VLConfig(
-        text_config=dict(case.text, bos_token_id=151643, eos_token_id=151645, tie_word_embeddings=True),
+        text_config=dict(case.text, bos_token_id=ids["bos"], eos_token_id=ids["eos"], tie_word_embeddings=True),
         vision_config=dict(case.vision, out_hidden_size=case.text["hidden_size"], window_size=112),
         tie_word_embeddings=True,
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
     )
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
@@ -96,7 +137,7 @@ def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
         attention_mask=torch.as_tensor(mask, device=device),
         pixel_values=torch.as_tensor(pixels, device=device, dtype=dtype),
         image_grid_thw=torch.as_tensor(grids, device=device),
-        mm_token_type_ids=torch.as_tensor((ids == IMAGE_TOKENS["image"]).astype(np.int64), device=device),
+        mm_token_type_ids=torch.as_tensor((ids == case.tokens["image"]).astype(np.int64), device=device),
         do_sample=True,
         temperature=1.0,
         top_p=0.99,
@@ -117,15 +158,43 @@ def time_hf(model, case: Case, ids, mask, pixels, grids) -> float:
     return elapsed
 
 
+def kv_cache_lines(case: Case, prompt_len: int, baseline: str) -> list[str]:
+    """The KV cache bytes of one sampler call in the baseline's layout and in ours, with the formula."""
+    t = case.text
+    heads, head_dim = t["num_key_value_heads"], t["hidden_size"] // t["num_attention_heads"]
+    itemsize = np.dtype(case.dtype).itemsize
+    _, response = suffix_layout(case.new_tokens, DEFAULT_BLOCK)
+    p, n, layers = case.prompts, case.n, t["num_hidden_layers"]
+    old = p * n * (prompt_len + case.new_tokens)
+    new = p * prompt_len + p * n * response
+    common = f"2 x {layers} layers x positions x {heads} kv heads x {head_dim} x {itemsize} bytes"
+
+    def mib(positions: int) -> str:
+        return f"{kv_cache_bytes(layers, heads, head_dim, itemsize, positions) / 2**20:.1f} MiB"
+
+    return [
+        f"KV cache per call = {common}, with positions (P = {p} prompts, n = {n}, Lp = {prompt_len}, "
+        f"{case.new_tokens} new tokens, response cache S = {response} in blocks of {DEFAULT_BLOCK}):",
+        f"- at {baseline}, P n (Lp + new) = {old} positions: {mib(old)};",
+        f"- now, P Lp + P n S = {new} positions: {mib(new)}.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=sorted(CASES), default="cpu", help="benchmark shape (see above)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs of our sampler after compilation (median)")
     parser.add_argument("--skip-hf", action="store_true", help="time only our sampler")
+    parser.add_argument(
+        "--baseline", default="07067ee", help="the commit whose sampler the long case also times (subprocess)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave BUILD_NOTES.md alone")
     args = parser.parse_args()
     case = CASES[args.case]
-    ids, mask, pixels, grids = image_prompts(case.prompts, case.text_tokens, case.image_grid, IMAGE_TOKENS)
+    text_vocab = min(case.text["vocab_size"], 150000) - 16  # below the special tokens
+    ids, mask, pixels, grids = image_prompts(
+        case.prompts, case.text_tokens, case.image_grid, case.tokens, text_vocab=text_vocab
+    )
     rows = case.prompts * case.n
     tokens = rows * case.new_tokens
     with tempfile.TemporaryDirectory() as directory:
@@ -142,10 +211,25 @@ def main() -> None:
             runs=args.runs,
         )
         print(f"ours: {ours:.2f} s, {tokens / ours:.0f} tokens/s (compile {compile_s:.1f} s, {compilations} programs)")
+        baseline = None
+        if case.baseline:
+            baseline = time_baseline_sampler(
+                args.baseline, directory, case.dtype, ids, mask, pixels, grids,
+                n=case.n, new_tokens=case.new_tokens, runs=args.runs,
+            )  # fmt: skip
+            print(f"baseline {args.baseline}: {baseline['seconds']:.2f} s, {tokens / baseline['seconds']:.0f} tokens/s")
         hf_s = None if args.skip_hf else time_hf(hf, case, ids, mask, pixels, grids)
+    command = f"python scripts/bench_sampler.py --case {case.name} --runs {args.runs}"
+    if case.baseline:
+        command += f" --baseline {args.baseline}"
     lines = [
-        f"Command: `python scripts/bench_sampler.py --case {case.name} --runs {args.runs}`; "
-        f"{jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, {datetime.date.today()}.",
+        f"Command: `{command}`; {jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, "
+        f"{datetime.date.today()}.",
+        f"Machine: {machine_description()}; load average at the end {load_average()}.",
+        f"Model (random weights): text hidden {case.text['hidden_size']}, {case.text['num_hidden_layers']} layers, "
+        f"{case.text['num_attention_heads']} heads / {case.text['num_key_value_heads']} kv heads, intermediate "
+        f"{case.text['intermediate_size']}, vocabulary {case.text['vocab_size']}; vision depth {case.vision['depth']}, "
+        f"hidden {case.vision['hidden_size']}.",
         f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts "
         f"(one image, grid {case.image_grid}), "
         f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
@@ -154,10 +238,20 @@ def main() -> None:
         "|---|---|---|",
         f"| shuffle-r1-jax (median of {args.runs}, after compilation) | {ours:.2f} s | {tokens / ours:.0f} |",
     ]
+    if baseline is not None:
+        lines.append(
+            f"| shuffle-r1-jax at {args.baseline} (median of {args.runs}, after compilation) | "
+            f"{baseline['seconds']:.2f} s | {tokens / baseline['seconds']:.0f} |"
+        )
     if hf_s is not None:
         lines.append(f"| transformers generate (sdpa) | {hf_s:.2f} s | {tokens / hf_s:.0f} |")
-        lines += ["", f"Ratio: {hf_s / ours:.2f}x transformers."]
         print(f"transformers: {hf_s:.2f} s, {tokens / hf_s:.0f} tokens/s; ratio {hf_s / ours:.2f}x")
+    lines.append("")
+    if hf_s is not None:
+        lines.append(f"Ratio: {hf_s / ours:.2f}x transformers.")
+    if baseline is not None:
+        lines.append(f"Ratio: {baseline['seconds'] / ours:.2f}x the sampler at {args.baseline}.")
+        lines += kv_cache_lines(case, ids.shape[1], args.baseline)
     lines.append(f"Our compile time: {compile_s:.1f} s ({compilations} programs: prefill + decode).")
     if jax.devices()[0].platform == "gpu":
         context = ids.shape[1] + case.new_tokens // 2

@@ -9,9 +9,9 @@ shardings (prompt and rollout rows over data x fsdp), under the mesh as the trai
   image_features   the vision tower once over the rollout batch's images (with the frozen vision tower its
                    output also feeds the log-prob and train programs);
   sampler_prefill  the decoder over one sampler call's prompts (rollout.prompts_per_sampler_call) with the image
-                   features placed; allocates the KV cache (prompt bucket + response) and copies each prompt's
-                   rows n times;
-  sampler_decode   the while-loop of one-token steps over the donated KV cache;
+                   features placed; writes each prompt's KV cache once (prompt bucket positions);
+  sampler_decode   the while-loop of one-token steps: allocates each of the prompts x n rows a response KV cache
+                   and attends over the prompt's cache and the row's own (`cascade_attention`);
   old_logprobs     the policy's log-probs of the rows the update uses, micro-batch by micro-batch;
   train_step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
                    parameters and optimizer state donated, the whole rollout batch resident.
@@ -42,6 +42,7 @@ from shuffle_r1_jax.learner.optimizer import make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, VisionInputs, abstract_model
+from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import suffix_layout
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES, mirror_shardings, param_shardings
@@ -117,7 +118,7 @@ class MemoryPlan:
       devices: the devices planned on, in words ("8 x cpu").
       params: bytes of the parameters per device.
       opt_state: bytes of the optimizer state per device.
-      kv_cache: bytes of one sampler call's KV cache per device.
+      kv_cache: bytes of one sampler call's KV caches per device (the prompts' and the rows' responses').
       rollouts: bytes of the rollout batch and its update targets per device.
       programs: each compiled program, in `PROGRAMS` order.
     """
@@ -327,7 +328,7 @@ def plan_memory(
     prompts_total = settings.data.rollout_batch_prompts
     rows_total = prompts_total * rollout.n
     sampler_prompts = rollout.prompts_per_sampler_call or prompts_total
-    capacity = length + rollout.max_new_tokens
+    _, response_capacity = suffix_layout(rollout.max_new_tokens, step.sampler.decode_block)
     log(
         f"{model_name}: {count(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))} parameters; mesh "
         f"{dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} devices"
@@ -341,15 +342,24 @@ def plan_memory(
         mask=_array(mesh, response, jnp.int32, 0),
         sampler_logprobs=_array(mesh, response, jnp.float32, 0),
     )
-    cache_shape = (sampler_prompts * rollout.n, capacity, t.num_key_value_heads, t.head_dim)
-    cache_sharding = NamedSharding(mesh, _fitting_spec(mesh, cache_shape, PartitionSpec(BATCH_AXES, None, "tensor")))
+
+    def cache_array(rows: int, positions: int) -> jax.ShapeDtypeStruct:
+        shape = (rows, positions, t.num_key_value_heads, t.head_dim)
+        spec = _fitting_spec(mesh, shape, PartitionSpec(BATCH_AXES, None, "tensor"))
+        return jax.ShapeDtypeStruct(shape, m.dtype, sharding=NamedSharding(mesh, spec))
+
+    # one sampler call's KV: each prompt's keys/values once (the prefill's output, the decode's input) and each
+    # row's response keys/values (allocated inside the decode program)
     caches = [
         LayerKVCache(
-            k=jax.ShapeDtypeStruct(cache_shape, m.dtype, sharding=cache_sharding),
-            v=jax.ShapeDtypeStruct(cache_shape, m.dtype, sharding=cache_sharding),
+            k=cache_array(sampler_prompts, length),
+            v=cache_array(sampler_prompts, length),
             end=_array(mesh, (), jnp.int32),
         )
         for _ in range(t.num_hidden_layers)
+    ]
+    response_caches = [
+        cache_array(sampler_prompts * rollout.n, response_capacity) for _ in range(2 * t.num_hidden_layers)
     ]
     results: list[ProgramMemory] = []
     features = None
@@ -369,23 +379,23 @@ def plan_memory(
             )
     # one sampler call's prompts: the text fields of its rows; the image features are the whole batch's
     sampler_inputs = dataclasses.replace(abstract_prompts(config, mesh, sampler_prompts, length, data), vision=None)
-    sampler_shape = f"{sampler_prompts} prompts x n={rollout.n}, cache {capacity} positions"
+    sampler_shape = (
+        f"{sampler_prompts} prompts x n={rollout.n}, cache {length} prompt + {response_capacity} response positions"
+    )
     sampler_resident = (params, opt_state, prompts, features)
     if "sampler_prefill" in programs:
         results.append(
             _compile(
                 "sampler_prefill",
                 sampler_shape,
-                lambda: step.sampler.prefill_program.lower(
-                    params, sampler_inputs, features, capacity=capacity, n=rollout.n
-                ),
+                lambda: step.sampler.prefill_program.lower(params, sampler_inputs, features),
                 (sampler_resident, sampler_inputs),
                 mesh,
                 log,
             )
         )
     if "sampler_decode" in programs:
-        logits = _array(mesh, (sampler_prompts * rollout.n, t.vocab_size), jnp.float32, 0)
+        logits = _array(mesh, (sampler_prompts, t.vocab_size), jnp.float32, 0)
         key = jax.eval_shape(lambda: jax.random.key(0))
         key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
         results.append(
@@ -452,7 +462,7 @@ def plan_memory(
         devices=f"{mesh.devices.size} x {jax.devices()[0].platform}",
         params=bytes_per_device(params),
         opt_state=bytes_per_device(opt_state),
-        kv_cache=bytes_per_device(caches),
+        kv_cache=bytes_per_device((caches, response_caches)),
         rollouts=bytes_per_device((rollouts, targets)),
         programs=results,
     )

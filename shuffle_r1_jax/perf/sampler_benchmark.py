@@ -1,8 +1,17 @@
-"""Timing the jitted sampler on a checkpoint: steady-state seconds of one `generate`, its compile time, and the
-memory-bandwidth fraction of the decode loop on GPUs."""
+"""Timing the jitted sampler on a checkpoint: steady-state seconds of one `generate`, its compile time, the same
+for the sampler of an earlier commit (run from that commit's source in a subprocess), the KV cache bytes of one
+call, and the memory-bandwidth fraction of the decode loop on GPUs."""
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 
 import jax
@@ -16,7 +25,14 @@ from shuffle_r1_jax.sampling import Sampler, SamplingConfig
 GPU_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
 
 
-def image_prompts(prompts: int, text_tokens: int, image_grid: tuple[int, int, int], token_ids: dict, seed: int = 0):
+def image_prompts(
+    prompts: int,
+    text_tokens: int,
+    image_grid: tuple[int, int, int],
+    token_ids: dict,
+    seed: int = 0,
+    text_vocab: int = 150000,
+):
     """Random prompts of `text_tokens` text tokens around one image of `image_grid` (its vision start / image /
     end tokens in the middle) and random patches.
 
@@ -26,6 +42,7 @@ def image_prompts(prompts: int, text_tokens: int, image_grid: tuple[int, int, in
       image_grid: (t, h, w) patch grid of each prompt's image (h * w / 4 merged image tokens).
       token_ids: {"image", "vision_start", "vision_end"} token ids of the model.
       seed: seeds the tokens and patches.
+      text_vocab: text tokens are drawn from [0, text_vocab).
 
     Returns:
       ids `int64[P, L]`, mask `int64[P, L]` (all ones), pixels `float32[P * t * h * w, 1176]`, grids `int[P, 3]`.
@@ -35,7 +52,7 @@ def image_prompts(prompts: int, text_tokens: int, image_grid: tuple[int, int, in
     image = [token_ids["vision_start"]] + [token_ids["image"]] * (h * w // 4) + [token_ids["vision_end"]]
     rows = []
     for _ in range(prompts):
-        text = rng.integers(0, 150000, text_tokens).tolist()
+        text = rng.integers(0, text_vocab, text_tokens).tolist()
         rows.append(text[: text_tokens // 2] + image + text[text_tokens // 2 :])
     ids = np.asarray(rows, np.int64)
     grids = np.asarray([image_grid] * prompts)
@@ -105,3 +122,87 @@ def decode_bandwidth(model: Qwen25VL, rows: int, context: int, new_tokens: int, 
     bound = next((v for k, v in GPU_BANDWIDTH.items() if k in kind), None)
     text = f"{(params + kv) / 1e9:.2f} GB read per decode step, {achieved / 1e12:.2f} TB/s achieved"
     return text + (f" = {achieved / bound:.0%} of the {bound / 1e12:.2f} TB/s peak" if bound else "")
+
+
+_BASELINE_RUN = """
+import json, sys
+import numpy as np
+import shuffle_r1_jax
+from shuffle_r1_jax.models.dtypes import DTYPES
+from shuffle_r1_jax.perf.sampler_benchmark import time_sampler
+args = json.loads(sys.argv[1])
+assert shuffle_r1_jax.__file__.startswith(args["source"]), shuffle_r1_jax.__file__
+inputs = np.load(args["inputs"])
+seconds, compile_s, compilations, _ = time_sampler(
+    args["checkpoint"], DTYPES[args["dtype"]], inputs["ids"], inputs["mask"], inputs["pixels"], inputs["grids"],
+    n=args["n"], new_tokens=args["new_tokens"], runs=args["runs"],
+)
+print(json.dumps(dict(seconds=seconds, compile_s=compile_s, compilations=compilations)))
+"""
+
+
+def time_baseline_sampler(
+    commit: str, checkpoint: str, dtype: str, ids, mask, pixels, grids, *, n: int, new_tokens: int, runs: int
+) -> dict:
+    """`time_sampler` as the package at `commit` has it, on the same checkpoint and inputs.
+
+    The commit's `shuffle_r1_jax` folder is exported (`git archive`, nothing in the repository changes) into a
+    temporary directory and a fresh Python process imports the package from there (it checks that it did) and
+    times its sampler; this process waits for it, so the two never run at the same time.
+
+    Args:
+      commit: the git commit of this repository to time.
+      checkpoint: an HF-format checkpoint directory.
+      dtype: the compute dtype's name ("float32" | "bfloat16").
+      ids: int `[P, L]` prompt tokens.
+      mask: int `[P, L]` attention mask.
+      pixels: float32 `[patches, 1176]` image patches.
+      grids: int `[images, 3]` patch grids.
+      n: samples per prompt.
+      new_tokens: the response length.
+      runs: timed calls after the compiling one.
+
+    Returns:
+      {"seconds": median seconds of the timed calls, "compile_s": compile seconds, "compilations": programs}.
+
+    Raises:
+      subprocess.CalledProcessError: the export or the timing process failed (its output is printed).
+    """
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    with tempfile.TemporaryDirectory() as directory:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", "--format=tar", commit, "shuffle_r1_jax"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(directory, filter="data")
+        inputs = os.path.join(directory, "inputs.npz")
+        np.savez(inputs, ids=ids, mask=mask, pixels=pixels, grids=grids)
+        args = dict(
+            source=directory,
+            inputs=inputs,
+            checkpoint=checkpoint,
+            dtype=dtype,
+            n=n,
+            new_tokens=new_tokens,
+            runs=runs,
+        )
+        env = dict(os.environ, PYTHONPATH=directory)
+        done = subprocess.run(
+            [sys.executable, "-c", _BASELINE_RUN, json.dumps(args)],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            print(done.stdout, done.stderr, sep="\n")
+            done.check_returncode()
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, itemsize: int, positions: int) -> int:
+    """Bytes of keys and values for `positions` cached positions per layer: 2 x layers x positions x kv_heads x
+    head_dim x itemsize (the bytes per element of the cache dtype)."""
+    return 2 * layers * positions * kv_heads * head_dim * itemsize

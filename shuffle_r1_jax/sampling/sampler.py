@@ -1,12 +1,29 @@
-"""The jitted rollout sampler: prefill once per prompt, then n samples per prompt share that KV cache.
+"""The jitted rollout sampler: prefill once per prompt, then n samples per prompt share that prompt's KV cache.
 
 Compiled programs per (prompt length, response length, n) bucket:
   * image features: the vision tower over all the batch's images, once per `generate` (the caller's features
     when it passes them, as the trainer does with its own program; else `image_features_jit`);
-  * prefill: the decoder over the prompts of a call (image features placed at image tokens), writing a cache
-    with room for the response, then copying each prompt's cache rows n times (prompts * n rows);
-  * decode: takes that cache donated (updated in place) and runs a `lax.while_loop` of one-token steps that
-    ends when every row has stopped or the length is reached.
+  * prefill: the decoder over the prompts of a call (image features placed at image tokens), writing each
+    prompt's keys and values once: a `[P, Lp, kv_heads, head_dim]` cache per layer, not copied per sample;
+  * decode: gives each of the P * n rows its own response cache `[P * n, S, kv_heads, head_dim]` (S = the
+    response length rounded up to whole blocks of `decode_block`) and runs one-token steps until every row has
+    stopped or the length is reached, attending with `cascade_attention` (the prompt part and the response part
+    computed apart and merged exactly).
+KV memory of a call: P * Lp + P * n * S positions per layer, against P * n * (Lp + S) if every sample held a
+copy of its prompt's cache.
+
+What decode step t costs while the loop runs on s prompt slots (s * n rows): per layer, the projections and MLP
+of s * n tokens, the prompt part (s matmuls of n * G query rows, G = heads / kv heads, over Lp keys: each
+prompt's keys read once) and the response part (s * n rows over ceil((t + 1) / block) blocks of `block` keys:
+proportional to the tokens written, not to S); then the logits and the token choice of s * n rows. Finished
+prompt groups stop costing by compaction in halving stages: the loop of stage i runs on `decode_stages(P)[i]`
+slots and exits once the groups with a live row fit the next stage's slots; those groups are gathered to the
+front (their caches copied once) and the next stage's loop continues on half the rows. Each stage's loop is a
+separately traced body, so a decode program holds len(decode_stages(P)) <= log2(P) + 1 of them (logged at
+compilation; an odd P has one stage and no compaction). A finished row whose group still has a live row keeps
+its slot and costs as a live one (its token is the pad token, outside the response) until the whole group has
+stopped and a stage change drops it.
+
 With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
 chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
 merge the rollouts. Parameters are arguments of every program. `Sampler.compilations` counts the traces
@@ -23,8 +40,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import DEFAULT_BLOCK, SharedPrefixCache, suffix_layout
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.models.qwen2_5_vl.model import ModelInputs, image_features_jit
+from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
 from shuffle_r1_jax.parallel.global_arrays import batch_shard_count
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES
 from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
@@ -56,41 +75,115 @@ class SampleOutput:
     lengths: jax.Array
 
 
+def decode_stages(prompts: int) -> tuple[int, ...]:
+    """The prompt slots of each compaction stage of a decode loop over `prompts` prompts: halved while even.
+
+    E.g. 8 -> (8, 4, 2, 1), 12 -> (12, 6, 3), 3 -> (3,): at most log2(prompts) + 1 stages.
+    """
+    stages = [prompts]
+    while stages[-1] % 2 == 0:
+        stages.append(stages[-1] // 2)
+    return tuple(stages)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _Responses:
+    """The decode loop's outputs for all P * n rows of a call, written a step at a time at the live rows.
+
+    Attributes:
+      tokens: `int32[P*n, max_new]`.
+      logprobs: `float32[P*n, max_new]`.
+      mask: `bool[P*n, max_new]`.
+      done: `bool[P*n]`, the row has sampled a stop token.
+    """
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    mask: jax.Array
+    done: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _LiveRows:
+    """The s prompt slots (s * n rows) a decode stage runs on.
+
+    Attributes:
+      prompt: `int32[s]` the call's prompt in each slot (slot j holds rows j * n onwards).
+      caches: one `SharedPrefixCache` per layer (prompt dim s, row dim s * n).
+      logits: `float32[s*n, vocab]` logits of each row's next token.
+      position: `int32[s*n]` M-RoPE position of each row's first response token.
+      done: `bool[s*n]`, the row has stopped.
+    """
+
+    prompt: jax.Array
+    caches: list[SharedPrefixCache]
+    logits: jax.Array
+    position: jax.Array
+    done: jax.Array
+
+    def slot_rows(self, n: int) -> jax.Array:
+        """`int32[s*n]` the call's row of each live row."""
+        return (self.prompt[:, None] * n + jnp.arange(n)).reshape(-1)
+
+    def live_groups(self, n: int) -> jax.Array:
+        """`bool[s]`: the slot's prompt has a row that has not stopped."""
+        return ~jnp.all(self.done.reshape(-1, n), axis=-1)
+
+
 class Sampler:
     """Generates n samples per prompt with a model split into (graphdef, state).
 
     Args:
       graphdef: the model's graph definition; the state is an argument of every program.
       config: the sampling settings.
-      mesh: when given, the KV cache and the rollout rows are constrained to shard their batch dimension over
-        (data, fsdp) and the KV heads over tensor; the parameters keep whatever sharding they have.
+      mesh: when given, the KV caches and the rollout rows are constrained to shard their prompt or row dimension
+        over (data, fsdp) (where it divides) and the KV heads over tensor; the parameters keep their sharding.
+      decode_block: response keys per block of the decode attention loop (`cascade_attention.suffix_partial`):
+        a step reads ceil((t + 1) / block) blocks of its response cache; smaller blocks waste less on the
+        last, partly filled block, larger ones make fewer loop iterations.
 
     Attributes:
       compilations: traces (= compilations) of the sampler's own programs.
       prefill_calls: prefill calls made (one per chunk of each `generate`).
+
+    Raises:
+      ValueError: naming the value when `decode_block` is below 1.
     """
 
-    def __init__(self, graphdef: nnx.GraphDef, config: SamplingConfig, mesh: Mesh | None = None):
+    def __init__(
+        self,
+        graphdef: nnx.GraphDef,
+        config: SamplingConfig,
+        mesh: Mesh | None = None,
+        decode_block: int = DEFAULT_BLOCK,
+    ):
+        if decode_block < 1:
+            raise ValueError(f"decode_block = {decode_block} must be >= 1")
         self.graphdef = graphdef
         self.config = config
         self.mesh = mesh
+        self.decode_block = decode_block
         self.compilations = 0
         self.prefill_calls = 0
-        self._prefill = jax.jit(self._prefill_impl, static_argnames=("capacity", "n"))
-        self._decode = jax.jit(self._decode_impl, static_argnames=("n", "max_new"), donate_argnames=("caches",))
+        self._prefill = jax.jit(self._prefill_impl)
+        self._decode = jax.jit(self._decode_impl, static_argnames=("n", "max_new"))
         self._chunk = jax.jit(self._chunk_impl, static_argnames=("chunks", "shards"))
         self._merge = jax.jit(self._merge_impl, static_argnames=("shards",))
 
     @property
     def prefill_program(self):
-        """The jitted prefill `generate` runs: `(state, inputs, features, *, capacity, n)` with `inputs.vision`
-        None and `features` the batch's image features (or None); for ahead-of-time `.lower()`."""
+        """The jitted prefill `generate` runs: `(state, inputs, features)` with `inputs.vision` None and
+        `features` the batch's image features (or None) -> (one `LayerKVCache` `[P, Lp, kv_heads, head_dim]` per
+        layer, last-position logits `float32[P, vocab]`); for ahead-of-time `.lower()`."""
         return self._prefill
 
     @property
     def decode_program(self):
-        """The jitted decode loop `generate` runs: `(state, caches, logits, prompt_mask, rope_deltas, key, *, n,
-        max_new)`, caches donated; for ahead-of-time `.lower()` (e.g. `perf/memory_plan.py`)."""
+        """The jitted decode loop `generate` runs: `(state, prompt_caches, logits, prompt_mask, rope_deltas, key,
+        *, n, max_new)` with the prefill's outputs -> `SampleOutput`; for ahead-of-time `.lower()` (e.g.
+        `perf/memory_plan.py`)."""
         return self._decode
 
     def _constrain(self, x: jax.Array, spec: PartitionSpec) -> jax.Array:
@@ -98,9 +191,23 @@ class Sampler:
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
-    def _constrain_cache(self, cache: LayerKVCache) -> LayerKVCache:
-        spec = PartitionSpec(BATCH_AXES, None, "tensor", None)
-        return LayerKVCache(self._constrain(cache.k, spec), self._constrain(cache.v, spec), cache.end)
+    def _constrain_rows(self, x: jax.Array) -> jax.Array:
+        """`x` with its first dimension over the batch axes (and a 4-d cache's KV heads over tensor) when it
+        divides by the batch shards."""
+        if self._batch_shards(x.shape[0]) == 1:
+            return x
+        rest = (None, "tensor", None) if x.ndim == 4 else (None,) * (x.ndim - 1)
+        return self._constrain(x, PartitionSpec(BATCH_AXES, *rest))
+
+    def _constrain_cache(self, cache: SharedPrefixCache) -> SharedPrefixCache:
+        return dataclasses.replace(
+            cache,
+            prefix_k=self._constrain_rows(cache.prefix_k),
+            prefix_v=self._constrain_rows(cache.prefix_v),
+            prefix_valid=self._constrain_rows(cache.prefix_valid),
+            suffix_k=self._constrain_rows(cache.suffix_k),
+            suffix_v=self._constrain_rows(cache.suffix_v),
+        )
 
     def _batch_shards(self, rows: int) -> int:
         """How many row shards a batch of `rows` rows is cut into on the mesh (1 when they do not divide)."""
@@ -131,77 +238,138 @@ class Sampler:
         self.compilations += 1
         return jax.tree.map(lambda *parts: merge_chunks(list(parts), shards=shards), *outputs)
 
-    def _prefill_impl(self, state, inputs: ModelInputs, features, *, capacity: int, n: int):
+    def _prefill_impl(self, state, inputs: ModelInputs, features):
         self.compilations += 1
         batch, length = inputs.input_ids.shape
-        logger.info("compiling sampler prefill: %d prompts x %d tokens, cache %d, n=%d", batch, length, capacity, n)
+        logger.info("compiling sampler prefill: %d prompts x %d tokens", batch, length)
         model = nnx.merge(self.graphdef, state)
         t = model.config.text
         caches = [
-            self._constrain_cache(LayerKVCache.empty(batch, capacity, t.num_key_value_heads, t.head_dim, model.dtype))
-            for _ in model.layers
+            LayerKVCache.empty(batch, length, t.num_key_value_heads, t.head_dim, model.dtype) for _ in model.layers
         ]
-        key_valid = jnp.zeros((batch, capacity), bool).at[:, :length].set(inputs.attention_mask.astype(bool))
-        mask = jnp.tril(jnp.ones((length, capacity), bool))[None] & key_valid[:, None, :]
         embeds = model.embed(inputs.input_ids, None, inputs.image_token_slot, features)
-        hidden, caches = model.decode(embeds, inputs.position_ids, mask, caches)
-        last_logits = model.logits(hidden[:, -1]).astype(jnp.float32)
-        caches = [
-            self._constrain_cache(LayerKVCache(jnp.repeat(c.k, n, 0), jnp.repeat(c.v, n, 0), c.end)) for c in caches
-        ]
-        return caches, self._constrain(jnp.repeat(last_logits, n, 0), PartitionSpec(BATCH_AXES, None))
+        hidden, caches = model.decode(embeds, inputs.position_ids, causal_mask(inputs.attention_mask), caches)
+        caches = [LayerKVCache(self._constrain_rows(c.k), self._constrain_rows(c.v), c.end) for c in caches]
+        return caches, self._constrain_rows(model.logits(hidden[:, -1]).astype(jnp.float32))
 
-    def _decode_impl(self, state, caches, logits, prompt_mask, rope_deltas, key, *, n: int, max_new: int):
+    def _decode_impl(self, state, prompt_caches, logits, prompt_mask, rope_deltas, key, *, n: int, max_new: int):
         self.compilations += 1
-        prompts, length = prompt_mask.shape
-        logger.info("compiling sampler decode: %d prompts x n=%d, %d new tokens", prompts, n, max_new)
+        prompts = prompt_mask.shape[0]
+        stages = decode_stages(prompts)
+        block, capacity = suffix_layout(max_new, self.decode_block)
+        logger.info(
+            "compiling sampler decode: %d prompts x n=%d, %d new tokens, response blocks of %d, %d compaction "
+            "stages of %s prompt slots",
+            prompts,
+            n,
+            max_new,
+            block,
+            len(stages),
+            stages,
+        )
         cfg = self.config
         rows = prompts * n
-        row_spec = PartitionSpec(BATCH_AXES)
-        capacity = caches[0].k.shape[1]
-        prompt_mask = jnp.repeat(prompt_mask.astype(bool), n, 0)
-        next_position = (prompt_mask.sum(-1) + jnp.repeat(rope_deltas, n, 0)).astype(jnp.int32)
-        key_valid = jnp.zeros((rows, capacity), bool).at[:, :length].set(prompt_mask)
         stop_ids = jnp.asarray(cfg.stop_token_ids or (-1,), jnp.int32)
+        responses = _Responses(
+            tokens=self._constrain_rows(jnp.full((rows, max_new), cfg.pad_token_id, jnp.int32)),
+            logprobs=self._constrain_rows(jnp.zeros((rows, max_new), jnp.float32)),
+            mask=self._constrain_rows(jnp.zeros((rows, max_new), bool)),
+            done=self._constrain_rows(jnp.zeros((rows,), bool)),
+        )
 
-        def cond(carry):
-            step, done = carry[0], carry[3]
-            return (step < max_new) & ~jnp.all(done)
+        def suffix(c: LayerKVCache) -> jax.Array:
+            return jnp.zeros((rows, capacity, *c.k.shape[2:]), c.k.dtype)
 
-        def body(carry):
-            step, tokens, logprobs, done, caches, key_valid, logits, key = carry
+        live = _LiveRows(
+            prompt=jnp.arange(prompts, dtype=jnp.int32),
+            caches=[
+                self._constrain_cache(
+                    SharedPrefixCache(
+                        c.k, c.v, prompt_mask.astype(bool), suffix(c), suffix(c), jnp.zeros((), jnp.int32), block
+                    )
+                )
+                for c in prompt_caches
+            ],
+            logits=self._constrain_rows(jnp.repeat(logits, n, 0)),
+            position=jnp.repeat(prompt_mask.sum(-1) + rope_deltas, n, 0).astype(jnp.int32),
+            done=responses.done,
+        )
+
+        def step_rows(carry):
+            step, responses, live, key = carry
             # merged inside the loop body: a model with remat layers cannot be used from an outer trace level
             model = nnx.merge(self.graphdef, state)
             key, sample_key = jax.random.split(key)
-            token, logprob = choose_tokens(logits, sample_key, cfg)
-            token = jnp.where(done, cfg.pad_token_id, token)
-            logprob = jnp.where(done, 0.0, logprob)
-            tokens = tokens.at[:, step].set(token)
-            logprobs = logprobs.at[:, step].set(logprob)
+            token, logprob = choose_tokens(live.logits, sample_key, cfg)
+            token = jnp.where(live.done, cfg.pad_token_id, token)
+            logprob = jnp.where(live.done, 0.0, logprob)
             stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=-1)
-            new_done = done if cfg.ignore_stop else done | stopped
-            # feed the token: its key/value goes to slot length + step, its position continues the prompt's
-            key_valid = key_valid.at[:, length + step].set(~done)
-            positions = jnp.broadcast_to((next_position + step)[None, :, None], (3, rows, 1))
-            hidden, caches = model.decode(model.embed(token[:, None]), positions, key_valid[:, None, :], caches)
-            caches = [self._constrain_cache(c) for c in caches]
-            logits = self._constrain(model.logits(hidden[:, 0]).astype(jnp.float32), PartitionSpec(BATCH_AXES, None))
-            return step + 1, tokens, logprobs, new_done, caches, key_valid, logits, key
+            done = live.done if cfg.ignore_stop else live.done | stopped
+            at = live.slot_rows(n)
+            responses = _Responses(
+                tokens=responses.tokens.at[at, step].set(token),
+                logprobs=responses.logprobs.at[at, step].set(logprob),
+                mask=responses.mask.at[at, step].set(~live.done),
+                done=responses.done.at[at].set(done),
+            )
+            # feed the token: its key/value goes to response slot `step`, its position continues the prompt's
+            live_rows = token.shape[0]
+            positions = jnp.broadcast_to((live.position + step)[None, :, None], (3, live_rows, 1))
+            hidden, caches = model.decode(model.embed(token[:, None]), positions, None, live.caches)
+            logits = self._constrain_rows(model.logits(hidden[:, 0]).astype(jnp.float32))
+            live = dataclasses.replace(
+                live, caches=[self._constrain_cache(c) for c in caches], logits=logits, done=done
+            )
+            return step + 1, responses, live, key
 
-        init = (
-            jnp.zeros((), jnp.int32),
-            self._constrain(jnp.full((rows, max_new), cfg.pad_token_id, jnp.int32), PartitionSpec(BATCH_AXES, None)),
-            self._constrain(jnp.zeros((rows, max_new), jnp.float32), PartitionSpec(BATCH_AXES, None)),
-            self._constrain(jnp.zeros((rows,), bool), row_spec),
-            caches,
-            key_valid,
-            logits,
-            key,
+        carry = (jnp.zeros((), jnp.int32), responses, live, key)
+        for i, slots in enumerate(stages):
+            if i:
+                carry = (carry[0], carry[1], self._compact(carry[2], slots, n), carry[3])
+            carry = jax.lax.while_loop(self._stage_condition(stages, i, n, max_new), step_rows, carry)
+        responses = carry[1]
+        mask = responses.mask.astype(jnp.int32)
+        finish = jnp.where(responses.done, FINISH_EOS, FINISH_LENGTH).astype(jnp.int32)
+        return SampleOutput(responses.tokens, responses.logprobs, mask, finish, mask.sum(-1))
+
+    @staticmethod
+    def _stage_condition(stages: tuple[int, ...], stage: int, n: int, max_new: int):
+        """The while condition of stage `stage`: steps remain, a row is live and, unless it is the last stage,
+        the live groups do not fit the next stage's slots."""
+        next_slots = stages[stage + 1] if stage + 1 < len(stages) else 0
+
+        def condition(carry):
+            step, _, live, _ = carry
+            live_groups = live.live_groups(n)
+            go = (step < max_new) & jnp.any(live_groups)
+            return go & (jnp.sum(live_groups) > next_slots) if next_slots else go
+
+        return condition
+
+    def _compact(self, live: _LiveRows, slots: int, n: int) -> _LiveRows:
+        """The first `slots` prompt slots after moving the live groups to the front (order kept)."""
+        order = jnp.argsort(jnp.where(live.live_groups(n), 0, 1), stable=True)[:slots]
+        rows = (order[:, None] * n + jnp.arange(n)).reshape(-1)
+        caches = [
+            self._constrain_cache(
+                dataclasses.replace(
+                    c,
+                    prefix_k=c.prefix_k[order],
+                    prefix_v=c.prefix_v[order],
+                    prefix_valid=c.prefix_valid[order],
+                    suffix_k=c.suffix_k[rows],
+                    suffix_v=c.suffix_v[rows],
+                )
+            )
+            for c in live.caches
+        ]
+        return _LiveRows(
+            prompt=live.prompt[order],
+            caches=caches,
+            logits=self._constrain_rows(live.logits[rows]),
+            position=live.position[rows],
+            done=live.done[rows],
         )
-        _, tokens, logprobs, done, caches, key_valid, _, _ = jax.lax.while_loop(cond, body, init)
-        mask = key_valid[:, length : length + max_new].astype(jnp.int32)
-        finish = jnp.where(done, FINISH_EOS, FINISH_LENGTH).astype(jnp.int32)
-        return SampleOutput(tokens, logprobs, mask, finish, mask.sum(-1)), caches
 
     def generate(
         self,
@@ -238,14 +406,13 @@ class Sampler:
             raise ValueError(f"n = {n} and max_new_tokens = {max_new_tokens} must be >= 1")
         if per_call < 1 or prompts % per_call:
             raise ValueError(f"prompts_per_call = {prompts_per_call} must divide the batch's {prompts} prompts")
-        capacity = inputs.input_ids.shape[1] + max_new_tokens
         features = image_features
         if features is None and inputs.vision is not None:
             features = image_features_jit(self.graphdef, state, inputs.vision)
         text = dataclasses.replace(inputs, vision=None)
         chunks = prompts // per_call
         if chunks == 1:
-            return self._sample(state, text, features, n=n, max_new=max_new_tokens, capacity=capacity, key=key)
+            return self._sample(state, text, features, n=n, max_new=max_new_tokens, key=key)
         shards = self._batch_shards(per_call)
         outputs = [
             self._sample(
@@ -254,19 +421,15 @@ class Sampler:
                 features,
                 n=n,
                 max_new=max_new_tokens,
-                capacity=capacity,
                 key=jax.random.fold_in(key, j),
             )
             for j in range(chunks)
         ]
         return self._merge(outputs, shards=shards)
 
-    def _sample(
-        self, state, inputs: ModelInputs, features, *, n: int, max_new: int, capacity: int, key
-    ) -> SampleOutput:
+    def _sample(self, state, inputs: ModelInputs, features, *, n: int, max_new: int, key) -> SampleOutput:
         self.prefill_calls += 1
-        caches, logits = self._prefill(state, inputs, features, capacity=capacity, n=n)
-        output, _ = self._decode(
-            state, caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new
+        prompt_caches, logits = self._prefill(state, inputs, features)
+        return self._decode(
+            state, prompt_caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new
         )
-        return output

@@ -65,6 +65,10 @@ def base_config() -> ConfigDict:
     # one call's prompts x n rows, so the paper's batch needs a bounded call: configs/shuffle_r1_paper.py sets the
     # value the memory plan chose (scripts/memory_plan.py, BUILD_NOTES.md "Memory plan")
     c.rollout.prompts_per_sampler_call = 0
+    # response keys per block of the sampler's decode attention (also the validation samplers'): a decode step
+    # reads its response cache in ceil((t + 1) / block) blocks at step t, and the cache holds max_new_tokens
+    # rounded up to whole blocks
+    c.rollout.decode_block = 64
 
     c.rl = ConfigDict()
     # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1

@@ -256,7 +256,7 @@ def build_step_programs(
     replicated = NamedSharding(mesh, PartitionSpec())
     return StepPrograms(
         image_features=BoundProgram(_image_features, graphdef=graphdef),
-        sampler=Sampler(graphdef, sampling, mesh=mesh),
+        sampler=Sampler(graphdef, sampling, mesh=mesh, decode_block=rollout.decode_block),
         advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
         select=BoundProgram(select_minibatches, selection=settings.rl.selection, minibatches=train.num_minibatches),
         selection_metrics=BoundProgram(_selection_metrics),
@@ -286,7 +286,7 @@ def build_eval_samplers(
     """The validation samplers of `settings` over the model `graphdef` on `mesh`.
 
     Args:
-      settings: the resolved run settings (`eval.temperature`, `eval.top_p`).
+      settings: the resolved run settings (`eval.temperature`, `eval.top_p`, `rollout.decode_block`).
       graphdef: the policy's graph definition.
       mesh: the device mesh.
       tokens: special token ids of the samplers.
@@ -294,5 +294,8 @@ def build_eval_samplers(
     Returns:
       (the sampler at `eval.temperature`, the greedy sampler).
     """
-    sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature, settings.eval.top_p), mesh=mesh)
-    return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh)
+    block = settings.rollout.decode_block
+    sampled = Sampler(
+        graphdef, tokens.sampling(settings.eval.temperature, settings.eval.top_p), mesh=mesh, decode_block=block
+    )
+    return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh, decode_block=block)

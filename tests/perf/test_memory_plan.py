@@ -122,16 +122,14 @@ def test_sampler_programs_compile_per_call_and_the_cache_scales_with_it():
     chunked = planned(programs, rollout__prompts_per_sampler_call=4)
     for each in (whole, chunked):
         assert all(each.program(name).stats is not None for name in programs), [p.error for p in each.programs]
-    # the KV cache: layers x 2 (k, v) x rows x (prompt + response) x kv heads x head_dim x 2 bytes (bf16), with
-    # rows over the 4 batch shards and kv heads over the 2 tensor shards
+    # the KV caches: layers x 2 (k, v) x (prompts x 64 prompt positions + prompts x n rows x 64 response positions)
+    # x kv heads x head_dim x 2 bytes (bf16), with prompts and rows over the 4 batch shards and kv heads over the
+    # 2 tensor shards; plus one int32 fill count per layer
     t = tiny_model_config().text
     for each, prompts in ((whole, 8), (chunked, 4)):
-        rows = prompts * 4 // 4
+        positions = prompts // 4 * 64 + prompts * 4 // 4 * 64
         heads = t.num_key_value_heads // 2 if t.num_key_value_heads % 2 == 0 else t.num_key_value_heads
-        assert (
-            each.kv_cache
-            == t.num_hidden_layers * 2 * rows * (64 + 64) * heads * t.head_dim * 2 + 4 * t.num_hidden_layers
-        )
+        assert each.kv_cache == t.num_hidden_layers * 2 * positions * heads * t.head_dim * 2 + 4 * t.num_hidden_layers
     # the vision pass is the whole batch's either way; the decode loop's peak follows the cache
     assert chunked.program("image_features").peak == whole.program("image_features").peak
     assert chunked.program("sampler_decode").peak < whole.program("sampler_decode").peak

@@ -1,5 +1,7 @@
 """The jitted sampler: greedy parity with transformers' generate, log-probs, seeds, stops, prefill once, sharding."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,8 @@ from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.sampling import FINISH_EOS, FINISH_LENGTH, Sampler, SamplingConfig
 from shuffle_r1_jax.sampling import sampler as sampler_module
 from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
-from tests.models.qwen2_5_vl.hf_reference import TOKENS, build_sample, pad_batch, random_pixels
+from shuffle_r1_jax.sampling.sampler import decode_stages
+from tests.models.qwen2_5_vl.hf_reference import TEXT_VOCAB, TOKENS, build_sample, pad_batch, random_pixels
 
 FORBIDDEN = (TOKENS["image_token_id"], TOKENS["video_token_id"])
 GRIDS = [(1, 8, 12), (1, 4, 4), (1, 6, 10)]
@@ -64,13 +67,16 @@ def test_greedy_equals_transformers_generate(untied_pair, prompts):
 
 
 def _response_logprobs(model, prompts, tokens, mask, n, temperature):
-    """log_softmax(logits / T) of a full forward over prompt + response, at the response tokens."""
-    ids, prompt_mask, pixels = prompts
+    """log_softmax(logits / T) of a full forward over prompt + response, at the response tokens.
+
+    `prompts` is (ids, mask, pixels, grids, images): images[p] lists the indices into grids of prompt p's images.
+    """
+    ids, prompt_mask, pixels, grids, prompt_images = prompts
     full_ids = np.concatenate([np.repeat(ids, n, 0), tokens], 1)
     full_mask = np.concatenate([np.repeat(prompt_mask, n, 0), mask], 1)
-    offsets = np.cumsum([0] + [t * h * w for t, h, w in GRIDS])
-    rows = [i for images in PROMPT_IMAGES for _ in range(n) for i in images]  # each prompt's images, n times
-    rep_grids = [GRIDS[i] for i in rows]
+    offsets = np.cumsum([0] + [t * h * w for t, h, w in grids])
+    rows = [i for images in prompt_images for _ in range(n) for i in images]  # each prompt's images, n times
+    rep_grids = [grids[i] for i in rows]
     rep_pixels = np.concatenate([pixels[offsets[i] : offsets[i + 1]] for i in rows])
     logits = model(*_fields(prepare_inputs(model.config, full_ids, full_mask, rep_pixels, np.asarray(rep_grids))))
     logp = jax.nn.log_softmax(np.asarray(logits, np.float32) / temperature, -1)
@@ -93,8 +99,8 @@ def test_logprobs_equal_a_full_forward_and_seeds_reproduce(untied_pair, prompts)
     inputs = _inputs(ours, prompts)
     out = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(7))
     tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
-    expected = _response_logprobs(ours, prompts, tokens, mask, n, temperature)
-    np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-4)
+    expected = _response_logprobs(ours, (*prompts, GRIDS, PROMPT_IMAGES), tokens, mask, n, temperature)
+    np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-5, rtol=0)
     assert not np.isin(tokens, FORBIDDEN).any()
 
     again = sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(7))
@@ -154,12 +160,124 @@ def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prom
     assert sampler.prefill_calls == 1
 
 
-def _four_prompts(config, seed=3):
-    """4 prompts with one image each (three grid sizes), left-padded, as `ModelInputs`."""
+def _four_prompt_arrays(seed=3):
+    """4 prompts with one image each (three grid sizes), left-padded: (ids, mask, pixels, grids, images) as
+    `_response_logprobs` takes them."""
     rng = np.random.default_rng(seed)
     ids, mask = pad_batch([build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)], "left")
     grids = [GRIDS[i % 3] for i in range(4)]
-    return prepare_inputs(config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    return ids, mask, random_pixels(rng, grids), grids, [[i] for i in range(4)]
+
+
+def _four_prompts(config, seed=3):
+    """The `_four_prompt_arrays` batch as `ModelInputs`."""
+    ids, mask, pixels, grids, _ = _four_prompt_arrays(seed)
+    return prepare_inputs(config, ids, mask, pixels, np.asarray(grids))
+
+
+def _full_forward_greedy(model, arrays, steps):
+    """Greedy tokens `int[P, steps]` of a loop that re-runs the full forward over prompt + tokens so far and
+    takes the argmax of the last position's logits (image and video tokens excluded)."""
+    ids, mask, pixels, grids, _ = arrays
+    tokens = np.zeros((ids.shape[0], 0), np.int32)
+    for _ in range(steps):
+        full_ids = np.concatenate([ids, tokens], 1)
+        full_mask = np.concatenate([mask, np.ones_like(tokens)], 1)
+        inputs = prepare_inputs(model.config, full_ids, full_mask, pixels, np.asarray(grids))
+        logits = np.array(model(*_fields(inputs)), np.float32)[:, -1]
+        logits[:, list(FORBIDDEN)] = -np.inf
+        tokens = np.concatenate([tokens, logits.argmax(-1)[:, None].astype(np.int32)], 1)
+    return tokens
+
+
+GREEDY_STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def four_prompt_greedy(untied_pair):
+    """(the `_four_prompt_arrays` batch, its `_full_forward_greedy` tokens over GREEDY_STEPS steps)."""
+    _, ours = untied_pair
+    arrays = _four_prompt_arrays()
+    return arrays, _full_forward_greedy(ours, arrays, GREEDY_STEPS)
+
+
+def _stops_ending_at_different_steps(free):
+    """The set of at most 3 tokens of `free` `int[P, steps]` under which the rows end after the most distinct
+    numbers of tokens (a row without a stop token runs to the end)."""
+    candidates = sorted(set(free.ravel().tolist()))
+    best, best_count = (), 0
+    for stops in itertools.chain.from_iterable(itertools.combinations(candidates, k) for k in (1, 2, 3)):
+        hits = np.isin(free, stops)
+        lengths = np.where(hits.any(1), hits.argmax(1) + 1, free.shape[1])
+        if len(set(lengths.tolist())) > best_count:
+            best, best_count = stops, len(set(lengths.tolist()))
+    return best
+
+
+def test_decode_stages_halve_while_even():
+    assert decode_stages(8) == (8, 4, 2, 1)
+    assert decode_stages(12) == (12, 6, 3)
+    assert decode_stages(3) == (3,)
+    assert decode_stages(1) == (1,)
+
+
+@pytest.mark.parametrize("n, prompts_per_call", [(3, 0), (2, 2)])
+def test_greedy_with_stops_equals_a_full_forward_loop(untied_pair, four_prompt_greedy, n, prompts_per_call):
+    """Prompts of different lengths stop at different steps (finished groups are compacted out of the decode
+    loop, 4 -> 2 -> 1 prompt slots in one call, 2 -> 1 per call when chunked); every row still equals the
+    full-forward greedy loop up to its first stop token, then pads."""
+    _, ours = untied_pair
+    arrays, free = four_prompt_greedy
+    stops = _stops_ending_at_different_steps(free)
+    hits = np.isin(free, stops)
+    lengths = np.where(hits.any(1), hits.argmax(1) + 1, GREEDY_STEPS)
+    assert np.sort(lengths)[2] < lengths.max()  # three groups end while one is live: both compactions happen
+    expected = np.where(np.arange(GREEDY_STEPS) < lengths[:, None], free, 0)
+    config = SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN, stop_token_ids=stops, pad_token_id=0)
+    sampler = Sampler(nnx.graphdef(ours), config, decode_block=3)
+    inputs = _four_prompts(ours.config)
+    out = sampler.generate(
+        nnx.state(ours),
+        inputs,
+        n=n,
+        max_new_tokens=GREEDY_STEPS,
+        key=jax.random.key(0),
+        prompts_per_call=prompts_per_call,
+    )
+    np.testing.assert_array_equal(np.asarray(out.tokens), np.repeat(expected, n, 0))
+    np.testing.assert_array_equal(np.asarray(out.lengths), np.repeat(lengths, n))
+    np.testing.assert_array_equal(np.asarray(out.mask), np.repeat(np.arange(GREEDY_STEPS) < lengths[:, None], n, 0))
+    finish = np.where(hits.any(1), FINISH_EOS, FINISH_LENGTH)
+    np.testing.assert_array_equal(np.asarray(out.finish), np.repeat(finish, n))
+
+
+@pytest.mark.parametrize("temperature, prompts_per_call", [(0.7, 2), (1.0, 0)])
+def test_sampled_logprobs_with_stops_equal_a_full_forward(untied_pair, temperature, prompts_per_call):
+    """With a quarter of the vocabulary stopping, rows end at different steps inside and across groups; the
+    sampler's log-probs of the response tokens are a full forward's log-softmax(logits / T) there."""
+    _, ours = untied_pair
+    n, steps = 3, 8
+    stops = tuple(range(0, TEXT_VOCAB, 4))
+    config = SamplingConfig(temperature=temperature, forbidden_token_ids=FORBIDDEN, stop_token_ids=stops)
+    sampler = Sampler(nnx.graphdef(ours), config, decode_block=3)
+    arrays = _four_prompt_arrays(seed=6)
+    out = sampler.generate(
+        nnx.state(ours),
+        _four_prompts(ours.config, seed=6),
+        n=n,
+        max_new_tokens=steps,
+        key=jax.random.key(2),
+        prompts_per_call=prompts_per_call,
+    )
+    tokens, mask, lengths = np.asarray(out.tokens), np.asarray(out.mask), np.asarray(out.lengths)
+    assert len(set(lengths.tolist())) > 2 and lengths.min() < steps  # rows end at different steps
+    np.testing.assert_array_equal(mask, np.arange(steps) < lengths[:, None])
+    ended = np.isin(tokens, stops) & (mask == 1)
+    assert np.all(ended.sum(1) == (np.asarray(out.finish) == FINISH_EOS))  # one stop token, the last, when stopped
+    assert np.all(tokens[mask == 0] == 0)
+    expected = _response_logprobs(ours, arrays, tokens, mask, n, temperature)
+    np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-5, rtol=0)
+    assert np.all(np.asarray(out.logprobs)[mask == 0] == 0)
 
 
 def test_chunk_rows_follow_the_row_shards():

@@ -17,6 +17,7 @@ from flax import nnx
 
 from shuffle_r1_jax.models.qwen2_5_vl import layout
 from shuffle_r1_jax.models.qwen2_5_vl.attention import IMPLEMENTATIONS
+from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import SharedPrefixCache
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, Embed, RMSNorm
@@ -184,17 +185,17 @@ class Qwen25VL(nnx.Module):
         self,
         embeds: jax.Array,
         position_ids: jax.Array,
-        mask: jax.Array,
-        caches: list[LayerKVCache] | None = None,
-    ) -> tuple[jax.Array, list[LayerKVCache] | None]:
+        mask: jax.Array | None,
+        caches: list[LayerKVCache] | list[SharedPrefixCache] | None = None,
+    ) -> tuple[jax.Array, list[LayerKVCache] | list[SharedPrefixCache] | None]:
         """Runs the decoder layers and the final norm.
 
         Args:
           embeds: `[B, S, H]` input embeddings.
           position_ids: `int32[3, B, S]` M-RoPE positions.
           mask: `bool[B, S, T]`, True where a query may attend to a key (T = S without caches, the cache capacity
-            with them).
-          caches: one `LayerKVCache` per decoder layer, or None.
+            with `LayerKVCache`s); None with `SharedPrefixCache`s, which hold their own masks.
+          caches: one `LayerKVCache` or `SharedPrefixCache` per decoder layer, or None.
 
         Returns:
           (hidden `[B, S, H]`, the updated caches, or None when `caches` is None).

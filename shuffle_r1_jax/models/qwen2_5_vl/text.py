@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from shuffle_r1_jax.models.qwen2_5_vl.attention import dot_product_attention
+from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import SharedPrefixCache
 from shuffle_r1_jax.models.qwen2_5_vl.config import TextConfig
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, RMSNorm, SwiGLU
@@ -35,19 +36,21 @@ class DecoderAttention(nnx.Module):
         x: jax.Array,
         cos: jax.Array,
         sin: jax.Array,
-        mask: jax.Array,
-        cache: LayerKVCache | None = None,
-    ) -> tuple[jax.Array, LayerKVCache | None]:
+        mask: jax.Array | None,
+        cache: LayerKVCache | SharedPrefixCache | None = None,
+    ) -> tuple[jax.Array, LayerKVCache | SharedPrefixCache | None]:
         """Attention of the S new tokens.
 
-        Without a cache T = S; with one, the new keys/values are written at `cache.end` and the queries attend
-        over the whole cache (T = capacity; the mask hides unfilled and padded slots).
+        Without a cache T = S; with a `LayerKVCache`, the new keys/values are written at `cache.end` and the
+        queries attend over the whole cache (T = capacity; the mask hides unfilled and padded slots). With a
+        `SharedPrefixCache` (one decode step, S = 1), the cache writes the new key/value and attends over the
+        prompt and the response so far itself (`cascade_attention`); `mask` is then unused (None).
 
         Args:
           x: `[B, S, H]` normalised hidden states.
           cos: `[B, S, Dh]` M-RoPE cosines of the new positions.
           sin: `[B, S, Dh]` M-RoPE sines.
-          mask: `bool[B, S, T]`, True where a query may attend to a key.
+          mask: `bool[B, S, T]`, True where a query may attend to a key; None with a `SharedPrefixCache`.
           cache: this layer's key/value cache, or None.
 
         Returns:
@@ -56,6 +59,9 @@ class DecoderAttention(nnx.Module):
         q = apply_rotary(self.q_proj(x), cos, sin)
         k = apply_rotary(self.k_proj(x), cos, sin)
         v = self.v_proj(x)
+        if isinstance(cache, SharedPrefixCache):
+            out, cache = cache.attend(q, k, v, scale=self.head_dim**-0.5)
+            return self.o_proj(out), cache
         if cache is not None:
             cache = cache.update(k, v)
             k, v = cache.k.astype(q.dtype), cache.v.astype(q.dtype)
@@ -90,8 +96,8 @@ class DecoderLayer(nnx.Module):
           x: `[B, S, H]` hidden states.
           cos: `[B, S, Dh]` M-RoPE cosines.
           sin: `[B, S, Dh]` M-RoPE sines.
-          mask: `bool[B, S, T]`, True where a query may attend to a key.
-          cache: this layer's key/value cache, or None.
+          mask: `bool[B, S, T]`, True where a query may attend to a key; None with a `SharedPrefixCache`.
+          cache: this layer's key/value cache (`LayerKVCache` or `SharedPrefixCache`), or None.
 
         Returns:
           (`[B, S, H]`, the updated cache or None).
