@@ -143,7 +143,8 @@ def base_config() -> ConfigDict:
     # update batches by rows over data x fsdp.
     c.mesh = ConfigDict()
     c.mesh.preset = (
-        ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (parallel/mesh_config.py)
+        ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "gpu_32" | "gpu_64" | "tpu_v4_32" | "tpu_v5p_64" |
+        # "tpu_v5p_128" (sizes and reasons: parallel/mesh_config.py)
     )
     c.mesh.data = 1  # data-parallel replicas (-1 = the devices the other axes leave; at most one -1)
     c.mesh.fsdp = -1  # parameter/optimizer-state shards (fully sharded data parallel); -1: the rest

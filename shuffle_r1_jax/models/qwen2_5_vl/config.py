@@ -371,9 +371,47 @@ def qwen2_5_vl_7b_config() -> Qwen25VLConfig:
     )
 
 
+def qwen2_5_vl_32b_config() -> Qwen25VLConfig:
+    """The dimensions of Qwen/Qwen2.5-VL-32B-Instruct's config.json: the Qwen2.5-32B decoder (64 layers, 40 query
+    and 8 key/value heads) behind the 32-block vision tower, whose MLP is 3456 wide at this size."""
+    return Qwen25VLConfig(
+        text=TextConfig(
+            vocab_size=152064,
+            hidden_size=5120,
+            intermediate_size=27648,
+            num_hidden_layers=64,
+            num_attention_heads=40,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        vision=VisionConfig(intermediate_size=3456, out_hidden_size=5120),
+        tie_word_embeddings=False,
+    )
+
+
+def qwen2_5_vl_72b_config() -> Qwen25VLConfig:
+    """The dimensions of Qwen/Qwen2.5-VL-72B-Instruct's config.json: the Qwen2.5-72B decoder (80 layers, 64 query
+    and 8 key/value heads) behind the 32-block vision tower, whose MLP is 3456 wide at this size."""
+    return Qwen25VLConfig(
+        text=TextConfig(
+            vocab_size=152064,
+            hidden_size=8192,
+            intermediate_size=29568,
+            num_hidden_layers=80,
+            num_attention_heads=64,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        vision=VisionConfig(intermediate_size=3456, out_hidden_size=8192),
+        tie_word_embeddings=False,
+    )
+
+
 HUB_CONFIGS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": qwen2_5_vl_3b_config,
     "Qwen/Qwen2.5-VL-7B-Instruct": qwen2_5_vl_7b_config,
+    "Qwen/Qwen2.5-VL-32B-Instruct": qwen2_5_vl_32b_config,
+    "Qwen/Qwen2.5-VL-72B-Instruct": qwen2_5_vl_72b_config,
 }
 
 
