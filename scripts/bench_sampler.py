@@ -5,10 +5,12 @@ CPU case (default): Qwen2.5-VL architecture with text hidden 512, 8 layers, 8 he
 tokens, n = 4, exactly 128 new tokens (stop tokens ignored), temperature 1.0, top-p 0.99.
 GPU case (`--case gpu`): real Qwen2.5-VL-3B dimensions, random bf16 weights, 64 prompts x n = 8, 1024-token
 prompts with one image, 512 new tokens; adds the fraction of the memory-bandwidth bound.
+Smoke case (`--case smoke`): a 2-layer, 64-wide model, 2 prompts x n = 2, 8 new tokens: every code path of the
+benchmark in seconds (scripts/gpu_check.py --cpu-smoke); its timings are not figures.
 
 Prints tokens/s of each and the ratio, our compile time separately, and writes the figures to BUILD_NOTES.md.
 
-    python scripts/bench_sampler.py [--case cpu|gpu] [--runs 3] [--skip-hf] [--no-write]
+    python scripts/bench_sampler.py [--case cpu|gpu|smoke] [--runs 3] [--skip-hf] [--no-write]
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ CASES = {
         vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
                     fullatt_block_indexes=[7, 15, 23, 31]),
         prompts=64, n=8, text_tokens=768, image_grid=(1, 32, 32), new_tokens=512, dtype="bfloat16",
+    ),
+    "smoke": Case(
+        name="smoke",
+        text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=151936,
+                  rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        vision=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[0]),
+        prompts=2, n=2, text_tokens=16, image_grid=(1, 8, 8), new_tokens=8, dtype="float32",
     ),
 }  # fmt: skip
 
