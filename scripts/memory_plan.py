@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
     for plan in plans.values():
         print()
         print(format_plan(plan, FLAGS.device_memory_gib))
-    if FLAGS.text_layers:
+    if len(plans) > 1:
         print()
         print(format_fits(fit_programs(plans), model_config.text.num_hidden_layers, FLAGS.device_memory_gib))
     return 0
