@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from shuffle_r1_jax.models.qwen2_5_vl import attention, fused_attention
+from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VL, attention, fused_attention
 from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
+from tests.models.qwen2_5_vl.test_remat import _config as small_decoder_config
 
 B, S, N, K, D = 4, 200, 4, 2, 16
 SCALE = D**-0.5
@@ -159,3 +161,20 @@ def test_fused_kernels_under_a_mesh_equal_xla(implementation):
         got = np.asarray(_attend(implementation, q, k, v, mask))
     seen = _rows_with_keys(mask)
     np.testing.assert_allclose(np.where(seen, got, 0), np.where(seen, expected, 0), atol=2e-6)
+
+
+def test_the_decoder_with_splash_equals_xla_on_its_real_tokens():
+    """The decoder's own mask (`causal_mask` of a padded batch) through two layers: splash, translated, gives the
+    xla decoder's hidden states at every real token."""
+    length = 160
+    valid = np.ones((2, length), np.int32)
+    valid[0, :25], valid[1, 130:] = 0, 0
+    rng = np.random.default_rng(3)
+    embeds = jnp.asarray(rng.standard_normal((2, length, 128)), jnp.float32)
+    positions = jnp.broadcast_to(jnp.arange(length), (3, 2, length))
+    hidden = {}
+    for implementation in ("xla", "splash"):
+        model = Qwen25VL(small_decoder_config(2), attention_impl=implementation, rngs=nnx.Rngs(0))
+        hidden[implementation] = np.asarray(model.decode(embeds, positions, causal_mask(jnp.asarray(valid)))[0])
+    real = valid.astype(bool)[:, :, None]
+    np.testing.assert_allclose(np.where(real, hidden["splash"], 0), np.where(real, hidden["xla"], 0), atol=2e-5)
