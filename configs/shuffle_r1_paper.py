@@ -19,14 +19,17 @@ Arguments (after the file name, comma-separated key=value):
 
 Memory: each model size gets the mesh and memory settings the compile-time memory plan found for its machine
 (`MEMORY` below; `python scripts/memory_plan.py --config configs/shuffle_r1_paper.py:model=3b`; the figures, the
-commands and what is tight are in BUILD_NOTES.md "Memory plan"). All use chunked attention and remat "full":
-  3b, 7b  8 x 80 GiB GPUs, FSDP over all devices, 32 prompts per sampler call, 8-row micro-batches (one row per
-          device; 7B's train step is tight on the CPU compiler's figures).
+commands and what is tight are in BUILD_NOTES.md "Memory plan"). All use remat "full":
+  3b, 7b  8 x 80 GiB GPUs, FSDP over all devices, chunked attention, 32 prompts per sampler call, 8-row
+          micro-batches (one row per device; 7B's train step is tight on the CPU compiler's figures).
   32b     32 x 80 GiB GPUs (mesh preset gpu_32: 4 hosts, FSDP 4 x tensor 8), 4-row micro-batches (one row per
-          FSDP shard).
-  72b     64 x 80 GiB GPUs (mesh preset gpu_64: 8 hosts, FSDP 8 x tensor 8), 8-row micro-batches.
+          FSDP shard), 32 prompts per sampler call, fused attention ("cudnn"): with "chunked" the train step's
+          stored score blocks put it over 80 GiB.
+  72b     64 x 80 GiB GPUs (mesh preset gpu_64: 8 hosts, FSDP 8 x tensor 8), 8-row micro-batches, 32 prompts per
+          sampler call, "cudnn"; its train step is over 80 GiB on the CPU compiler's figures even so (BUILD_NOTES).
 On other machines override the mesh (`--config.mesh.preset=...`) and keep `train.micro_batch_rows` a multiple of
-data x fsdp.
+data x fsdp. The CPU memory planner cannot compile "cudnn": plan 32b and 72b with
+`--config.model.attention_impl=splash`, which stores no score blocks either.
 """
 
 from typing import NamedTuple
@@ -65,8 +68,8 @@ class MemorySettings(NamedTuple):
 MEMORY = {
     "3b": MemorySettings(mesh="", prompts_per_sampler_call=32, micro_batch_rows=8),
     "7b": MemorySettings(mesh="", prompts_per_sampler_call=32, micro_batch_rows=8),
-    "32b": MemorySettings(mesh="gpu_32", prompts_per_sampler_call=32, micro_batch_rows=4),
-    "72b": MemorySettings(mesh="gpu_64", prompts_per_sampler_call=32, micro_batch_rows=8),
+    "32b": MemorySettings(mesh="gpu_32", prompts_per_sampler_call=32, micro_batch_rows=4, attention_impl="cudnn"),
+    "72b": MemorySettings(mesh="gpu_64", prompts_per_sampler_call=32, micro_batch_rows=8, attention_impl="cudnn"),
 }
 
 

@@ -15,7 +15,11 @@ A model too large to compile whole here (72B: its train step alone takes many mi
 at a few decoder-layer counts and extrapolated along a straight line per program
 (shuffle_r1_jax/perf/layer_extrapolation.py); give three counts to see whether the figures are linear:
 
-    python scripts/memory_plan.py --devices 64 --config configs/shuffle_r1_paper.py:model=72b --text_layers 2,4,8
+    python scripts/memory_plan.py --devices 64 --config configs/shuffle_r1_paper.py:model=72b \
+        --config.model.attention_impl=splash --text_layers 2,4,8
+
+(32b and 72b choose "cudnn" attention, which the CPU compiler cannot compile; "splash" stands in for it: it runs
+interpreted on CPU and, like cuDNN's flash attention, stores no score blocks for the backward pass.)
 """
 
 from __future__ import annotations
