@@ -186,6 +186,8 @@ def main() -> int:
         def log(text: str) -> None:
             if text:
                 print(text, file=log_file, flush=True)
+            if text.startswith("=="):  # progress also on the console, in case the whole command is cut short
+                print(text, flush=True)
 
         env = environment()
         log(env)
