@@ -47,6 +47,17 @@ from shuffle_r1_jax.parallel.sharding import BATCH_AXES
 
 SPLASH_MIN_LENGTH = 128  # the kernel's smallest block; shorter query sequences use the "chunked" path
 _SPLASH_BLOCKS = (512, 256, 128)  # block sizes tried, largest first, on sequences padded to a multiple of 128
+# every block size of the forward and backward kernels: one square block for all
+_SPLASH_BLOCK_FIELDS = (
+    "block_q",
+    "block_kv",
+    "block_kv_compute",
+    "block_q_dkv",
+    "block_kv_dkv",
+    "block_kv_dkv_compute",
+    "block_q_dq",
+    "block_kv_dq",
+)
 TOKAMAX_INSTALL = 'pip install -e ".[kernels]"'
 
 
@@ -119,16 +130,7 @@ def _splash_local(q, k, v, mask, *, scale):
     static = splash.FullMask(shape) if key_only else splash.CausalMask(shape)
     kernel = splash.make_splash_mha(
         splash.MultiHeadMask([static] * heads),
-        block_sizes=splash.BlockSizes(
-            block_q=block,
-            block_kv=block,
-            block_kv_compute=block,
-            block_q_dkv=block,
-            block_kv_dkv=block,
-            block_kv_dkv_compute=block,
-            block_q_dq=block,
-            block_kv_dq=block,
-        ),
+        block_sizes=splash.BlockSizes(**dict.fromkeys(_SPLASH_BLOCK_FIELDS, block)),
         head_shards=1,
         q_seq_shards=1,
         interpret=jax.default_backend() != "tpu",
