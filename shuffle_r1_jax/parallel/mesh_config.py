@@ -18,9 +18,11 @@ Presets (sizes data x fsdp x tensor; the device count must match):
                            the 8 KV heads, the MLP and each layer's gathered weights; FSDP 4 over the hosts. Every
                            parameter is split 32 ways (32B's fp32 weights + AdamW, 536 GB: 17 GB per GPU).
   gpu_64       1 x 8 x 8   8 such hosts, for Qwen2.5-VL-72B: tensor 8 inside a host, FSDP 8 over the hosts
-                           (72B's 1.17 TB of fp32 train state: 18 GB per GPU).
+                           (72B's 1.17 TB of fp32 train state: 18 GB per GPU). By the CPU memory plan its train
+                           step needs 141 GiB GPUs (H200), not 80 GiB ones (BUILD_NOTES.md "Memory plan").
   tpu_v5p_128  1 x 16 x 4  v5p-128 = 64 chips (95 GiB each) on 16 hosts, for 72B on TPU: tensor 4 stays inside a
-                           host's 4 chips (2 of the 8 KV heads per chip), FSDP 16 over the hosts.
+                           host's 4 chips (2 of the 8 KV heads per chip), FSDP 16 over the hosts. By the CPU
+                           memory plan 72B's train step does not fit it yet.
 
 Multi-process meshes are laid out process-major (each process's devices are consecutive along the flattened
 mesh), so a tensor group of at most a host's devices never spans processes, and every shard of the batch axes
