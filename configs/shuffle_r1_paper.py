@@ -26,7 +26,8 @@ commands and what is tight are in BUILD_NOTES.md "Memory plan"). All use remat "
           FSDP shard), 32 prompts per sampler call, fused attention ("cudnn"): with "chunked" the train step's
           stored score blocks put it over 80 GiB.
   72b     64 x 80 GiB GPUs (mesh preset gpu_64: 8 hosts, FSDP 8 x tensor 8), 8-row micro-batches, 32 prompts per
-          sampler call, "cudnn"; its train step is over 80 GiB on the CPU compiler's figures even so (BUILD_NOTES).
+          sampler call, "cudnn"; its train step is 33 GiB over 80 GiB on the CPU compiler's figures even so, and
+          fits 141 GiB H200s (BUILD_NOTES).
 On other machines override the mesh (`--config.mesh.preset=...`) and keep `train.micro_batch_rows` a multiple of
 data x fsdp. The CPU memory planner cannot compile "cudnn": plan 32b and 72b with
 `--config.model.attention_impl=splash`, which stores no score blocks either.
