@@ -13,10 +13,13 @@ exactly 256 new tokens, fp32. It also times the sampler of an earlier commit (`-
 every sample's cache holds prompt + response and a step attends over all of it) on the same checkpoint, inputs
 and seeds, from that commit's source in a subprocess (`sampler_benchmark.time_baseline_sampler`), and prints
 both layouts' KV cache bytes per call.
+Smoke case (`--case smoke`): a 2-layer, 64-wide model, 2 prompts x n = 2, 8 new tokens: every code path of the
+benchmark in seconds (scripts/gpu_check.py --cpu-smoke); its timings are not figures.
 
 Prints tokens/s of each and the ratios, our compile time separately, and writes the figures to BUILD_NOTES.md.
 
-    python scripts/bench_sampler.py [--case cpu|gpu|long] [--runs 3] [--skip-hf] [--baseline COMMIT] [--no-write]
+    python scripts/bench_sampler.py [--case cpu|gpu|long|smoke] [--runs 3] [--skip-hf] [--baseline COMMIT]
+        [--no-write]
 """
 
 from __future__ import annotations
@@ -99,6 +102,14 @@ CASES = {
         vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
         prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
         tokens=SMALL_VOCAB_TOKENS, baseline=True,
+    ),
+    "smoke": Case(
+        name="smoke",
+        text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128, vocab_size=151936,
+                  rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        vision=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, fullatt_block_indexes=[0]),
+        prompts=2, n=2, text_tokens=16, image_grid=(1, 8, 8), new_tokens=8, dtype="float32",
     ),
 }  # fmt: skip
 

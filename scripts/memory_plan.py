@@ -10,6 +10,16 @@ inputs need not exist. With `--devices N` (default 8) the figures are the CPU co
 the same programs and shardings, but a GPU or TPU compiler fuses and schedules differently (and the CPU backend
 keeps fp32 copies of bf16 matmul operands), so treat them as estimates; `--devices 0` uses this machine's own
 devices (e.g. 8 GPUs).
+
+A model too large to compile whole here (72B: its train step alone takes many minutes on a 2-core CPU) is planned
+at a few decoder-layer counts and extrapolated along a straight line per program
+(shuffle_r1_jax/perf/layer_extrapolation.py); give three counts to see whether the figures are linear:
+
+    python scripts/memory_plan.py --devices 64 --config configs/shuffle_r1_paper.py:model=72b \
+        --config.model.attention_impl=splash --text_layers 2,4,8
+
+(32b and 72b choose "cudnn" attention, which the CPU compiler cannot compile; "splash" stands in for it: it runs
+interpreted on CPU and, like cuDNN's flash attention, stores no score blocks for the backward pass.)
 """
 
 from __future__ import annotations
@@ -47,6 +57,12 @@ flags.DEFINE_integer("images_per_prompt", 1, "images per prompt (0 = text only):
 flags.DEFINE_integer("image_tokens", 1024, "merged tokens per image (a square grid; 4 patches each)")
 flags.DEFINE_float("device_memory_gib", 80.0, "memory of one device, for the fits column")
 flags.DEFINE_list("programs", None, "programs to compile (default: all of shuffle_r1_jax.perf.memory_plan.PROGRAMS)")
+flags.DEFINE_list(
+    "text_layers",
+    None,
+    "plan with these decoder-layer counts instead of the model's and extrapolate each program's phase peak to the "
+    "model's layer count along a fitted line (default: plan the whole model)",
+)
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +70,7 @@ def main(argv: list[str]) -> int:
     del argv
     from shuffle_r1_jax.models.qwen2_5_vl.config import ConfigError as ModelConfigError
     from shuffle_r1_jax.models.qwen2_5_vl.config import config_of_checkpoint
+    from shuffle_r1_jax.perf.layer_extrapolation import fit_programs, format_fits, with_text_layers
     from shuffle_r1_jax.perf.memory_plan import PROGRAMS, DataShapes, format_plan, plan_memory
     from shuffle_r1_jax.train.settings import ConfigError, resolve
 
@@ -61,19 +78,28 @@ def main(argv: list[str]) -> int:
         settings = resolve(_CONFIG.value, check_inputs=False)
         model_config = config_of_checkpoint(settings.model.checkpoint)
         data = DataShapes(images_per_prompt=FLAGS.images_per_prompt, image_tokens=FLAGS.image_tokens)
-        plan = plan_memory(
-            settings,
-            model_config,
-            model_name=settings.model.checkpoint,
-            data=data,
-            programs=tuple(FLAGS.programs or PROGRAMS),
-            log=lambda line: print(line, flush=True),
-        )
+        counts = [int(n) for n in FLAGS.text_layers or [model_config.text.num_hidden_layers]]
+        plans = {}
+        for layers in counts:
+            plans[layers] = plan_memory(
+                settings,
+                with_text_layers(model_config, layers),
+                model_name=f"{settings.model.checkpoint} with {layers} decoder layers"
+                if FLAGS.text_layers
+                else settings.model.checkpoint,
+                data=data,
+                programs=tuple(FLAGS.programs or PROGRAMS),
+                log=lambda line: print(line, flush=True),
+            )
     except (ConfigError, ModelConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print()
-    print(format_plan(plan, FLAGS.device_memory_gib))
+    for plan in plans.values():
+        print()
+        print(format_plan(plan, FLAGS.device_memory_gib))
+    if len(plans) > 1:
+        print()
+        print(format_fits(fit_programs(plans), model_config.text.num_hidden_layers, FLAGS.device_memory_gib))
     return 0
 
 

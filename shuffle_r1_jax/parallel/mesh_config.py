@@ -14,6 +14,15 @@ Presets (sizes data x fsdp x tensor; the device count must match):
                            leaves 8.3 GB of fp32 train state per chip for 7B.
   tpu_v5p_64   2 x 4 x 4   v5p-64 = 32 chips (95 GB each) on 8 hosts: the same 4 x 4 (tensor, FSDP) group, twice;
                            two data-parallel replicas halve the size of the FSDP all-gathers of each step.
+  gpu_32       1 x 4 x 8   4 hosts of 8 x 80 GiB GPUs, for Qwen2.5-VL-32B: tensor 8 inside a host (NVLink) splits
+                           the 8 KV heads, the MLP and each layer's gathered weights; FSDP 4 over the hosts. Every
+                           parameter is split 32 ways (32B's fp32 weights + AdamW, 536 GB: 17 GB per GPU).
+  gpu_64       1 x 8 x 8   8 such hosts, for Qwen2.5-VL-72B: tensor 8 inside a host, FSDP 8 over the hosts
+                           (72B's 1.17 TB of fp32 train state: 18 GB per GPU). By the CPU memory plan its train
+                           step needs 141 GiB GPUs (H200), not 80 GiB ones (BUILD_NOTES.md "Memory plan").
+  tpu_v5p_128  1 x 16 x 4  v5p-128 = 64 chips (95 GiB each) on 16 hosts, for 72B on TPU: tensor 4 stays inside a
+                           host's 4 chips (2 of the 8 KV heads per chip), FSDP 16 over the hosts. By the CPU
+                           memory plan 72B's train step does not fit it yet.
 
 Multi-process meshes are laid out process-major (each process's devices are consecutive along the flattened
 mesh), so a tensor group of at most a host's devices never spans processes, and every shard of the batch axes
@@ -37,8 +46,13 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "gpu_8": (1, 4, 2),
     "tpu_v4_32": (1, 4, 4),
     "tpu_v5p_64": (2, 4, 4),
+    "gpu_32": (1, 4, 8),
+    "gpu_64": (1, 8, 8),
+    "tpu_v5p_128": (1, 16, 4),
 }
-MULTI_HOST_PRESETS = ("tpu_v4_32", "tpu_v5p_64")
+# presets whose launch starts jax.distributed by itself (TPU metadata names the coordinator); the multi-host GPU
+# presets take it from the launcher (SLURM, Open MPI or JAX_COORDINATOR_ADDRESS, BUILD_NOTES "Several GPU hosts")
+MULTI_HOST_PRESETS = ("tpu_v4_32", "tpu_v5p_64", "tpu_v5p_128")
 DEFAULT_SIZES = (1, -1, 1)
 
 

@@ -27,7 +27,11 @@ def base_config() -> ConfigDict:
     )
     c.model.dtype = "float32"  # compute dtype of sampling and training ("float32" | "bfloat16")
     c.model.param_dtype = "float32"  # storage dtype of the trained parameters and AdamW moments (fp32 master weights)
-    c.model.attention_impl = "xla"  # "xla" | "chunked" (linear memory) | "cudnn" (fused, NVIDIA GPUs)
+    # attention kernel (models/qwen2_5_vl/attention.py): "xla" (the exact reference; memory grows with q x k) |
+    # "chunked" (linear memory, any backend) | "cudnn" (fused, NVIDIA GPUs, bf16/fp16) | "tokamax" (tokamax's best
+    # fused kernel for the backend, its XLA implementation elsewhere; pip install -e ".[kernels]") | "splash"
+    # (fused, TPU: the vision tower and full-sequence decoder passes; "chunked" for the rest; interpreted off TPU)
+    c.model.attention_impl = "xla"
     c.model.remat = "none"  # gradient checkpointing per decoder layer: "none" | "full" | "dots"
 
     c.data = ConfigDict()
@@ -147,7 +151,8 @@ def base_config() -> ConfigDict:
     # update batches by rows over data x fsdp.
     c.mesh = ConfigDict()
     c.mesh.preset = (
-        ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "tpu_v4_32" | "tpu_v5p_64" (parallel/mesh_config.py)
+        ""  # "" = the sizes below | "single_gpu" | "gpu_8" | "gpu_32" | "gpu_64" | "tpu_v4_32" | "tpu_v5p_64" |
+        # "tpu_v5p_128" (sizes and reasons: parallel/mesh_config.py)
     )
     c.mesh.data = 1  # data-parallel replicas (-1 = the devices the other axes leave; at most one -1)
     c.mesh.fsdp = -1  # parameter/optimizer-state shards (fully sharded data parallel); -1: the rest

@@ -27,6 +27,7 @@ from shuffle_r1_jax.learner.update import LossConfig
 from shuffle_r1_jax.models.dtypes import DTYPES
 from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
+from shuffle_r1_jax.models.qwen2_5_vl.fused_attention import TOKAMAX_INSTALL, tokamax_available
 from shuffle_r1_jax.models.qwen2_5_vl.model import IMPLEMENTATIONS, REMAT_POLICIES
 from shuffle_r1_jax.parallel.distributed import DistributedConfigError, DistributedSpec, initialize_distributed
 from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_devices, mesh_shape
@@ -69,7 +70,8 @@ class ModelSettings:
       remat: `model.remat`, the gradient-checkpointing policy of each decoder layer.
 
     Raises:
-      ConfigError: `attention_impl` or `remat` is not a known one.
+      ConfigError: `attention_impl` or `remat` is not a known one, or `attention_impl` is "tokamax" and the
+        tokamax package is not installed.
     """
 
     checkpoint: str
@@ -82,6 +84,10 @@ class ModelSettings:
         _require(
             self.attention_impl in IMPLEMENTATIONS,
             f"model.attention_impl = {self.attention_impl!r}; expected one of {IMPLEMENTATIONS}",
+        )
+        _require(
+            self.attention_impl != "tokamax" or tokamax_available(),
+            f"model.attention_impl = 'tokamax' needs the tokamax package, which is not installed: {TOKAMAX_INSTALL}",
         )
         _require(self.remat in REMAT_POLICIES, f"model.remat = {self.remat!r}; expected one of {tuple(REMAT_POLICIES)}")
 

@@ -32,6 +32,9 @@ def test_presets_name_their_sizes():
     assert mesh_shape(MeshSpec(preset="gpu_8"), 8) == PRESETS["gpu_8"] == (1, 4, 2)
     assert mesh_shape(MeshSpec(preset="tpu_v4_32"), 16) == (1, 4, 4)
     assert mesh_shape(MeshSpec(preset="tpu_v5p_64"), 32) == (2, 4, 4)
+    assert mesh_shape(MeshSpec(preset="gpu_32"), 32) == (1, 4, 8)
+    assert mesh_shape(MeshSpec(preset="gpu_64"), 64) == (1, 8, 8)
+    assert mesh_shape(MeshSpec(preset="tpu_v5p_128"), 64) == (1, 16, 4)
     assert mesh_shape(MeshSpec(preset="single_gpu"), 1) == (1, 1, 1)
     mesh = build_mesh(MeshSpec(preset="gpu_8"))
     assert dict(mesh.shape) == {"data": 1, "fsdp": 4, "tensor": 2}

@@ -9,6 +9,8 @@ from shuffle_r1_jax.models.qwen2_5_vl.config import (
     load_config,
     qwen2_5_vl_3b_config,
     qwen2_5_vl_7b_config,
+    qwen2_5_vl_32b_config,
+    qwen2_5_vl_72b_config,
 )
 from shuffle_r1_jax.models.qwen2_5_vl.layout import LayoutError, layout_images, mrope_positions
 from shuffle_r1_jax.models.qwen2_5_vl.loading import abstract_model, count_parameters, load_pretrained
@@ -42,4 +44,6 @@ __all__ = [
     "prepare_inputs",
     "qwen2_5_vl_3b_config",
     "qwen2_5_vl_7b_config",
+    "qwen2_5_vl_32b_config",
+    "qwen2_5_vl_72b_config",
 ]

@@ -1,11 +1,17 @@
 """Scaled dot-product attention with grouped key/value heads and a boolean mask.
 
-Implementations:
-  * "xla": einsums with an fp32 softmax; runs everywhere; its score tensor is `[batch, heads, q, k]`.
+Implementations (the `attention_impl` of the model and `model.attention_impl` of a run's config):
+  * "xla": einsums with an fp32 softmax; runs everywhere; its score tensor is `[batch, heads, q, k]`. The exact
+    reference every other implementation is tested against.
   * "chunked": the same maths one block of `QUERY_CHUNK` queries at a time; its score tensor is
     `[batch, heads, QUERY_CHUNK, k]`, so memory grows linearly with the sequence on any backend.
   * "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, a fused kernel on NVIDIA GPUs whose
     memory does not grow with q * k.
+  * "tokamax": tokamax's best fused kernel for the backend (Pallas flash attention on GPU), its XLA implementation
+    where no kernel takes the inputs; needs `pip install -e ".[kernels]"` (`fused_attention.py`).
+  * "splash": JAX's Pallas splash attention, the fused kernel for TPU, for the vision tower's key-only masks and
+    the decoder's causal padded masks; other shapes (decoding over a KV cache, short sequences) use "chunked"
+    (`fused_attention.py`). Off TPU it runs interpreted, for tests only.
 """
 
 from __future__ import annotations
@@ -13,7 +19,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "chunked", "cudnn")
+from shuffle_r1_jax.models.qwen2_5_vl.fused_attention import (
+    splash_attention,
+    splash_supports,
+    tokamax_attention,
+)
+
+IMPLEMENTATIONS = ("xla", "chunked", "cudnn", "tokamax", "splash")
 QUERY_CHUNK = 512
 
 
@@ -28,7 +40,8 @@ def dot_product_attention(
 ) -> jax.Array:
     """Attention of q over k/v.
 
-    A query whose keys are all masked gets a finite (meaningless) output rather than NaN.
+    A query whose keys are all masked gets a finite (meaningless) output rather than NaN (with "splash", a
+    square mask that is not causal with padded keys gives NaN rows instead; `fused_attention.py`).
 
     Args:
       q: `[batch, q_len, heads, head_dim]`, heads a multiple of kv_heads.
@@ -44,6 +57,7 @@ def dot_product_attention(
 
     Raises:
       ValueError: naming the value when `implementation` is unknown.
+      ImportError: "tokamax" without the tokamax package installed.
     """
     if implementation == "xla":
         return _xla_attention(q, k, v, mask, scale)
@@ -53,6 +67,12 @@ def dot_product_attention(
         return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], scale=scale, implementation="cudnn").astype(
             q.dtype
         )
+    if implementation == "tokamax":
+        return tokamax_attention(q, k, v, mask, scale=scale)
+    if implementation == "splash":
+        if splash_supports(q, k, mask):
+            return splash_attention(q, k, v, mask, scale=scale)
+        return _chunked_attention(q, k, v, mask, scale)
     raise ValueError(f"attention implementation = {implementation!r}; expected one of {IMPLEMENTATIONS}")
 
 

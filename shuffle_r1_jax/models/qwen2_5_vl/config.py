@@ -337,43 +337,61 @@ def validate(cfg: Qwen25VLConfig) -> None:
             raise ConfigError(f"{name} = {value} is outside the vocabulary [0, {t.vocab_size})")
 
 
-def qwen2_5_vl_3b_config() -> Qwen25VLConfig:
-    """The dimensions of Qwen/Qwen2.5-VL-3B-Instruct's config.json."""
+def _hub_size(
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    *,
+    vocab: int = 152064,
+    tied: bool = False,
+    vision_intermediate: int = 3420,
+) -> Qwen25VLConfig:
+    """A released size: its decoder dimensions (head width 128, the defaults' rope and norms) behind the 32-block
+    vision tower, whose merger outputs the decoder width."""
     return Qwen25VLConfig(
         text=TextConfig(
-            vocab_size=151936,
-            hidden_size=2048,
-            intermediate_size=11008,
-            num_hidden_layers=36,
-            num_attention_heads=16,
-            num_key_value_heads=2,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
             head_dim=128,
         ),
-        vision=VisionConfig(out_hidden_size=2048),
-        tie_word_embeddings=True,
+        vision=VisionConfig(intermediate_size=vision_intermediate, out_hidden_size=hidden),
+        tie_word_embeddings=tied,
     )
+
+
+def qwen2_5_vl_3b_config() -> Qwen25VLConfig:
+    """The dimensions of Qwen/Qwen2.5-VL-3B-Instruct's config.json."""
+    return _hub_size(2048, 11008, 36, 16, 2, vocab=151936, tied=True)
 
 
 def qwen2_5_vl_7b_config() -> Qwen25VLConfig:
     """The dimensions of Qwen/Qwen2.5-VL-7B-Instruct's config.json."""
-    return Qwen25VLConfig(
-        text=TextConfig(
-            vocab_size=152064,
-            hidden_size=3584,
-            intermediate_size=18944,
-            num_hidden_layers=28,
-            num_attention_heads=28,
-            num_key_value_heads=4,
-            head_dim=128,
-        ),
-        vision=VisionConfig(out_hidden_size=3584),
-        tie_word_embeddings=False,
-    )
+    return _hub_size(3584, 18944, 28, 28, 4)
+
+
+def qwen2_5_vl_32b_config() -> Qwen25VLConfig:
+    """The dimensions of Qwen/Qwen2.5-VL-32B-Instruct's config.json: the Qwen2.5-32B decoder (64 layers, 40 query
+    and 8 key/value heads); the vision tower's MLP is 3456 wide at this size."""
+    return _hub_size(5120, 27648, 64, 40, 8, vision_intermediate=3456)
+
+
+def qwen2_5_vl_72b_config() -> Qwen25VLConfig:
+    """The dimensions of Qwen/Qwen2.5-VL-72B-Instruct's config.json: the Qwen2.5-72B decoder (80 layers, 64 query
+    and 8 key/value heads); the vision tower's MLP is 3456 wide at this size."""
+    return _hub_size(8192, 29568, 80, 64, 8, vision_intermediate=3456)
 
 
 HUB_CONFIGS = {
     "Qwen/Qwen2.5-VL-3B-Instruct": qwen2_5_vl_3b_config,
     "Qwen/Qwen2.5-VL-7B-Instruct": qwen2_5_vl_7b_config,
+    "Qwen/Qwen2.5-VL-32B-Instruct": qwen2_5_vl_32b_config,
+    "Qwen/Qwen2.5-VL-72B-Instruct": qwen2_5_vl_72b_config,
 }
 
 

@@ -106,7 +106,7 @@ class Qwen25VL(nnx.Module):
       config: the model's hyper-parameters.
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
-      attention_impl: one of `attention.IMPLEMENTATIONS` ("xla", "chunked", "cudnn"), used by the vision tower
+      attention_impl: one of `attention.IMPLEMENTATIONS` (its module docstring), used by the vision tower
         and the decoder.
       remat: gradient checkpointing of each decoder layer: "none", "full" (recompute everything in the backward
         pass) or "dots" (keep matmul outputs, recompute the rest). The saving depends on the compiler scheduling
