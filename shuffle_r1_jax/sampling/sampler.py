@@ -20,9 +20,11 @@ prompt groups stop costing by compaction in halving stages: the loop of stage i 
 slots and exits once the groups with a live row fit the next stage's slots; those groups are gathered to the
 front (their caches copied once) and the next stage's loop continues on half the rows. Each stage's loop is a
 separately traced body, so a decode program holds len(decode_stages(P)) <= log2(P) + 1 of them (logged at
-compilation; an odd P has one stage and no compaction). A finished row whose group still has a live row keeps
-its slot and costs as a live one (its token is the pad token, outside the response) until the whole group has
-stopped and a stage change drops it.
+compilation; an odd P has one stage and no compaction). A call whose rows are sharded over several devices has
+one stage too: the gather by a traced order would make the SPMD partitioner replicate every device's caches
+(BUILD_NOTES "Memory plan"), so there finished groups keep costing until a per-shard compaction exists. A
+finished row whose group still has a live row keeps its slot and costs as a live one (its token is the pad
+token, outside the response) until the whole group has stopped and a stage change drops it.
 
 With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
 chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
@@ -255,7 +257,9 @@ class Sampler:
     def _decode_impl(self, state, prompt_caches, logits, prompt_mask, rope_deltas, key, *, n: int, max_new: int):
         self.compilations += 1
         prompts = prompt_mask.shape[0]
-        stages = decode_stages(prompts)
+        # compaction gathers rows by a traced order: over a row-sharded batch the SPMD partitioner replicates the
+        # caches for that gather (every device would hold all of them), so a sharded call keeps its prompt slots
+        stages = decode_stages(prompts) if self._batch_shards(prompts * n) == 1 else (prompts,)
         block, capacity = suffix_layout(max_new, self.decode_block)
         logger.info(
             "compiling sampler decode: %d prompts x n=%d, %d new tokens, response blocks of %d, %d compaction "
