@@ -13,11 +13,12 @@ query head h reads key/value head h // (N / K)), mask `bool[B, S or 1, T]`; the 
            dense mask is translated, which covers the masks the model makes:
              * key-only masks `[B, 1, T]` (the vision tower's padding slots), exactly: queries are segment 1, keys
                are segment 1 where valid and 0 elsewhere;
-             * square masks `[B, S, S]` that are causal and hide some keys, `tril & key_valid[:, None, :]` for any
-               left or right padding (`text.causal_mask`): causal mask, query segment 1 where its row of the mask
-               has a key, key segment 1 where a query sees it. The translation is checked on the device: a batch
-               row whose mask is not of that form comes out NaN (the trainer's non-finite check stops), never
-               silently wrong.
+             * square masks `[B, S, S]` that are causal within segments: `tril & key_valid[:, None, :]` for any
+               left or right padding (`text.causal_mask`) and packed rows of several sequences
+               (`text.segment_causal_mask`): causal mask, a query's segment 1 + the first key it sees (0 when it
+               sees none), a key's segment its own as a query where it sees itself (else 0). The translation is
+               checked on the device: a batch row whose mask is not of that form comes out NaN (the trainer's
+               non-finite check stops), never silently wrong.
            Other shapes (a block of queries over a longer KV cache, fewer than `SPLASH_MIN_LENGTH` queries) are not
            splash's; `attention.py` computes them with its "chunked" path. Off TPU the kernel runs in Pallas'
            interpret mode (slow: for tests).
@@ -114,8 +115,12 @@ def _splash_local(q, k, v, mask, *, scale):
     """Splash attention on one device's shard (shapes as `splash_attention`'s, local sizes)."""
     batch, q_len, heads, head_dim = q.shape
     key_only = mask.shape[1] == 1
-    q_segment = jnp.broadcast_to(mask.any(axis=2), (batch, q_len)).astype(jnp.int32)
-    kv_segment = mask.any(axis=1).astype(jnp.int32)
+    if key_only:
+        q_segment = jnp.ones((batch, q_len), jnp.int32)
+        kv_segment = mask[:, 0].astype(jnp.int32)
+    else:  # a query's segment: 1 + the first key it sees; a key's: its own as a query, where it sees itself
+        q_segment = jnp.where(mask.any(axis=2), jnp.argmax(mask, axis=2) + 1, 0).astype(jnp.int32)
+        kv_segment = jnp.where(jnp.diagonal(mask, axis1=1, axis2=2), q_segment, 0)
     length = -(-q_len // SPLASH_MIN_LENGTH) * SPLASH_MIN_LENGTH
     pad = length - q_len
 
@@ -143,8 +148,9 @@ def _splash_local(q, k, v, mask, *, scale):
     out = jnp.swapaxes(out, 1, 2)[:, :q_len].astype(q.dtype)
     if key_only:
         return out
-    # the causal translation is exact only for masks tril & key_valid: NaN for a batch row that is not one
-    translated = jnp.tril(jnp.ones((q_len, q_len), bool))[None] & (kv_segment[:, None, :] == 1)
+    # the causal translation is exact only for masks tril & same segment: NaN for a batch row that is not one
+    same = (q_segment[:, :, None] == kv_segment[:, None, :]) & (kv_segment > 0)[:, None, :]
+    translated = jnp.tril(jnp.ones((q_len, q_len), bool))[None] & same
     exact = jnp.all((mask == translated) | (q_segment[:, :, None] == 0), axis=(1, 2))
     return jnp.where(exact[:, None, None, None], out, jnp.nan)
 

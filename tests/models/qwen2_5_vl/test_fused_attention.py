@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VL, attention, fused_attention
-from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask
+from shuffle_r1_jax.models.qwen2_5_vl.text import causal_mask, segment_causal_mask
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
@@ -48,7 +48,14 @@ def _masks():
     valid = _padding()
     keys = valid.astype(bool)[:, None, :]
     keys[3] = False
-    return {"causal": np.asarray(causal_mask(jnp.asarray(valid))), "keys": keys}
+    # packed rows (learner.packing): sequences of 50, 90 and 40 tokens then 20 unused positions; one sequence; ...
+    segments = np.zeros((B, S), np.int32)
+    for row, lengths in enumerate([(50, 90, 40), (S,), (1, 120, 3, 60), (199,)]):
+        starts = np.cumsum((0,) + lengths)
+        for index, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+            segments[row, a:b] = index + 1
+    packed = np.asarray(segment_causal_mask(jnp.asarray(segments)))
+    return {"causal": np.asarray(causal_mask(jnp.asarray(valid))), "keys": keys, "packed": packed}
 
 
 def _attend(implementation, q, k, v, mask):
@@ -101,7 +108,7 @@ def test_tokamax_missing_is_named_with_its_install_command(monkeypatch):
         settings.resolve(c, check_inputs=False)
 
 
-@pytest.mark.parametrize("kind", ["causal", "keys"])
+@pytest.mark.parametrize("kind", ["causal", "keys", "packed"])
 def test_splash_equals_xla_on_every_query_that_sees_a_key(kind):
     q, k, v = _qkv()
     mask = _masks()[kind]
