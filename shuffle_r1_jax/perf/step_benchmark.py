@@ -32,6 +32,7 @@ import math
 import jax
 import numpy as np
 
+from shuffle_r1_jax.learner.packing import PackingPlan
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.models.qwen2_5_vl.flops import decoder_forward_flops, vision_forward_flops
 from shuffle_r1_jax.perf.compiles import CompileEvent, CompileMonitor
@@ -159,6 +160,18 @@ def one_trip_programs(trainer: Trainer) -> StepPrograms:
         param_shardings=trainer.param_shardings,
         opt_shardings=trainer.opt_shardings,
     )
+
+
+def one_trip_args(args: tuple) -> tuple:
+    """A counted program's recorded arguments for its one-trip build: a packing plan of B micro-batches of M rows
+    into K packed rows each becomes one micro-batch of B * M rows into B * K packed rows (the same positions)."""
+
+    def merged(plan):
+        passes, rows = plan.bin.shape
+        shape = jax.ShapeDtypeStruct((1, passes * rows), plan.bin.dtype)
+        return PackingPlan(shape, shape, passes * plan.packed_rows)
+
+    return tuple(merged(a) if isinstance(a, PackingPlan) else a for a in args)
 
 
 def xla_flops(program, args: tuple) -> float | None:
@@ -309,7 +322,7 @@ def run_benchmark(settings: RunSettings, workdir: str, *, warmup_steps: int, ste
             program_flops = {
                 name: {
                     key: (
-                        xla_flops(getattr(one_trip, name), args),
+                        xla_flops(getattr(one_trip, name), one_trip_args(args)),
                         analytic_flops(name, args, settings, trainer.model_config),
                     )
                     for key, args in recorder.signatures.items()
