@@ -22,26 +22,17 @@ On the device tool (the repository root; wheels the CUDA image lacks carried in 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
+
+from shuffle_r1_jax.perf.budgeted_parts import Part, report, run_part  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESERVE_S = 10  # kept back from the total budget for writing the report
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """One part of the check: a command line (after the interpreter) and its budget in seconds."""
-
-    name: str
-    args: tuple[str, ...]
-    budget_s: int
 
 
 # the real check, about 7 minutes in all
@@ -91,54 +82,10 @@ SMOKE_PARTS = (
 )
 
 
-@dataclasses.dataclass
-class PartResult:
-    """How one part went: "ok", "failed (exit N)", "timed out after N s" or "skipped (no time left)"."""
-
-    part: Part
-    status: str
-    seconds: float
-    stdout: str
-
-
-def run_part(part: Part, budget_s: float, log) -> PartResult:
-    """Runs one part in a subprocess (repository root, the package importable), killed after `budget_s`."""
-    if budget_s < 5:
-        return PartResult(part, "skipped (no time left)", 0.0, "")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)  # the parts take the GPU's memory as JAX does by default
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    command = [sys.executable, *part.args]
-    log(f"== {part.name} (budget {budget_s:.0f} s): {' '.join(part.args)}")
-    start = time.perf_counter()
-    # a session of its own: a timed-out part is killed with every process it started (reward pool, data workers)
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=budget_s)
-        status = "ok" if process.returncode == 0 else f"failed (exit {process.returncode})"
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        status = f"timed out after {budget_s:.0f} s"
-    seconds = time.perf_counter() - start
-    log(stdout)
-    log(stderr)
-    log(f"== {part.name}: {status} in {seconds:.0f} s")
-    return PartResult(part, status, seconds, stdout if status == "ok" else stdout + _tail(stderr))
-
-
-def _tail(stderr: str, lines: int = 15) -> str:
-    """The end of a failed part's stderr, for the report."""
-    return "\nstderr (last lines):\n" + "\n".join(stderr.strip().splitlines()[-lines:])
-
-
 def environment() -> str:
     """The device, jax and whether tokamax is installed, in one line (imports jax in this process, which then holds
     only the memory it uses: the parts need the rest)."""
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
-    sys.path.insert(0, str(ROOT))  # this checkout's package, as the parts get it (PYTHONPATH), installed or not
     import jax
 
     from shuffle_r1_jax.models.qwen2_5_vl.fused_attention import tokamax_available
@@ -148,22 +95,6 @@ def environment() -> str:
         f"{len(jax.devices())} x {device.device_kind} ({device.platform}), jax {jax.__version__}, "
         f"python {sys.version.split()[0]}, tokamax {'installed' if tokamax_available() else 'not installed'}"
     )
-
-
-def report(results: list[PartResult], env: str, smoke: bool, command: str) -> str:
-    """The markdown section: what ran where, then each part's printed figures."""
-    title = "GPU check (CPU smoke run: not figures)" if smoke else "GPU check (Qwen2.5-VL-3B dimensions)"
-    lines = [
-        f"## {title}",
-        f"Command: `{command}`; {env}; {datetime.date.today()}.",
-        "",
-        "| part | status | seconds |",
-        "|---|---|---|",
-        *(f"| {r.part.name} | {r.status} | {r.seconds:.0f} |" for r in results),
-    ]
-    for r in results:
-        lines += ["", f"### {r.part.name}: `python {' '.join(r.part.args)}`", "", "```", r.stdout.strip(), "```"]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -194,7 +125,7 @@ def main() -> int:
         results = []
         for part in parts:
             if part.name in wanted:
-                results.append(run_part(part, min(part.budget_s, deadline - time.perf_counter()), log))
+                results.append(run_part(part, min(part.budget_s, deadline - time.perf_counter()), log, ROOT))
     command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
     (out / "gpu_check.md").write_text(report(results, env, args.cpu_smoke, command))
     print(f"gpu check: {env}")

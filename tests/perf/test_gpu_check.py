@@ -1,9 +1,12 @@
-"""scripts/gpu_check.py's mechanics: a part runs with the checkout importable, a part past its budget is killed
-and reported, a part with no time left is skipped, and the report holds each part's output."""
+"""scripts/gpu_check.py and its mechanics (`perf.budgeted_parts`): a part runs with the checkout importable, a part
+past its budget is killed and reported, a part with no time left is skipped, and the report holds each part's
+output."""
 
 import importlib.util
 import sys
 from pathlib import Path
+
+from shuffle_r1_jax.perf import budgeted_parts
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
 
@@ -17,14 +20,15 @@ def _script():
 
 
 def test_parts_run_time_out_or_are_skipped_and_are_reported():
-    gc = _script()
+    gc = budgeted_parts
+    root = SCRIPT.parents[1]
     logged = []
     quick = gc.Part("quick", ("-c", "import shuffle_r1_jax; print('figures')"), 30)
     slow = gc.Part("slow", ("-c", "import time; print('started', flush=True); time.sleep(60)"), 30)
     results = [
-        gc.run_part(quick, 30, logged.append),
-        gc.run_part(slow, 6, logged.append),
-        gc.run_part(quick, 1, logged.append),
+        gc.run_part(quick, 30, logged.append, root),
+        gc.run_part(slow, 6, logged.append, root),
+        gc.run_part(quick, 1, logged.append, root),
     ]
     assert [r.status for r in results] == ["ok", "timed out after 6 s", "skipped (no time left)"]
     assert results[0].stdout.strip() == "figures" and results[1].seconds < 30
