@@ -143,14 +143,17 @@ class PackedSequences:
       position_ids: `int32[3, K, T]` M-RoPE positions, each sequence's own.
       segment_ids: `int32[K, T]` 1 + the sequence's index in the micro-batch, 0 at unused positions.
       image_token_slot: `int32[K, T]` merged-token slot of each image token, -1 elsewhere; None without images.
-      next_ids: `int32[K, T]` the token at the next position (the target a position predicts).
     """
 
     input_ids: jax.Array
     position_ids: jax.Array
     segment_ids: jax.Array
     image_token_slot: jax.Array | None
-    next_ids: jax.Array
+
+    @property
+    def next_ids(self) -> jax.Array:
+        """`int32[K, T]` the token at the next position (the target a position predicts), 0 at the last."""
+        return jnp.pad(self.input_ids[:, 1:], ((0, 0), (0, 1)))
 
 
 def pack_sequences(
@@ -186,14 +189,11 @@ def pack_sequences(
         return jnp.full((packed_rows, length), fill, values.dtype).at[row, column].set(values, mode="drop")
 
     segments = jnp.broadcast_to(jnp.arange(1, count + 1, dtype=jnp.int32)[:, None], (count, length))
-    packed_ids = scatter(ids, 0)
-    next_ids = jnp.concatenate([packed_ids[:, 1:], jnp.zeros((packed_rows, 1), packed_ids.dtype)], axis=1)
     return PackedSequences(
-        input_ids=packed_ids,
+        input_ids=scatter(ids, 0),
         position_ids=jnp.stack([scatter(p, 0) for p in positions]),
         segment_ids=scatter(segments, 0),
         image_token_slot=None if slots is None else scatter(slots, -1),
-        next_ids=next_ids,
     )
 
 
