@@ -13,12 +13,17 @@ exactly 256 new tokens, fp32. It also times the sampler of an earlier commit (`-
 every sample's cache holds prompt + response and a step attends over all of it) on the same checkpoint, inputs
 and seeds, from that commit's source in a subprocess (`sampler_benchmark.time_baseline_sampler`), and prints
 both layouts' KV cache bytes per call.
+Early-stop case (`--case stops`): the long case's model and prompts with 1/64 of the text vocabulary as stop
+tokens, up to 256 new tokens, so that rows end at scattered steps (under the random weights about geometrically,
+mean about 64 = a quarter of the maximum, a long tail to 256): the sampler without compaction
+(`decode_stages` = 1: every row costs until its call's last row stops) against the default stages (stopped rows
+leave the loop), taking turns in one process on the same inputs and keys; both must sample the same tokens.
 Smoke case (`--case smoke`): a 2-layer, 64-wide model, 2 prompts x n = 2, 8 new tokens: every code path of the
 benchmark in seconds (scripts/gpu_check.py --cpu-smoke); its timings are not figures.
 
 Prints tokens/s of each and the ratios, our compile time separately, and writes the figures to BUILD_NOTES.md.
 
-    python scripts/bench_sampler.py [--case cpu|gpu|long|smoke] [--runs 3] [--skip-hf] [--baseline COMMIT]
+    python scripts/bench_sampler.py [--case cpu|gpu|long|stops|smoke] [--runs 3] [--skip-hf] [--baseline COMMIT]
         [--no-write]
 """
 
@@ -43,8 +48,10 @@ from shuffle_r1_jax.perf.sampler_benchmark import (
     image_prompts,
     kv_cache_bytes,
     time_baseline_sampler,
+    time_compaction,
     time_sampler,
 )
+from shuffle_r1_jax.sampling.sampler import DEFAULT_DECODE_STAGES
 
 NOTES = Path(__file__).resolve().parents[1] / "BUILD_NOTES.md"
 
@@ -74,6 +81,7 @@ class Case:
     dtype: str
     tokens: dict = dataclasses.field(default_factory=lambda: QWEN_TOKENS)
     baseline: bool = False  # also time the `--baseline` commit's sampler
+    stop_fraction: float = 0.0  # > 0: the early-stop case (decode stages compared; no transformers, no baseline)
 
 
 CASES = {
@@ -102,6 +110,15 @@ CASES = {
         vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
         prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
         tokens=SMALL_VOCAB_TOKENS, baseline=True,
+    ),
+    "stops": Case(
+        name="stops",
+        text=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=768, vocab_size=8192,
+                  rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
+        vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
+        prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
+        tokens=SMALL_VOCAB_TOKENS, stop_fraction=1 / 64,
     ),
     "smoke": Case(
         name="smoke",
@@ -191,6 +208,45 @@ def kv_cache_lines(case: Case, prompt_len: int, baseline: str) -> list[str]:
     ]
 
 
+def header_lines(case: Case, command: str, prompt_len: int) -> list[str]:
+    """The command, machine, model and shape lines of a case's BUILD_NOTES section."""
+    return [
+        f"Command: `{command}`; {jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, "
+        f"{datetime.date.today()}.",
+        f"Machine: {machine_description()}; load average at the end {load_average()}.",
+        f"Model (random weights): text hidden {case.text['hidden_size']}, {case.text['num_hidden_layers']} layers, "
+        f"{case.text['num_attention_heads']} heads / {case.text['num_key_value_heads']} kv heads, intermediate "
+        f"{case.text['intermediate_size']}, vocabulary {case.text['vocab_size']}; vision depth {case.vision['depth']}, "
+        f"hidden {case.vision['hidden_size']}.",
+        f"Shape: {case.prompts} prompts x n={case.n}, {prompt_len}-token prompts "
+        f"(one image, grid {case.image_grid}), "
+        f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
+    ]
+
+
+def compaction_lines(case: Case, directory: str, ids, mask, pixels, grids, runs: int) -> list[str]:
+    """Times the early-stop case without compaction and with the default stages; the table and the ratio."""
+    results = time_compaction(
+        directory, DTYPES[case.dtype], ids, mask, pixels, grids, n=case.n, new_tokens=case.new_tokens,
+        stop_fraction=case.stop_fraction, stages=(1, DEFAULT_DECODE_STAGES), runs=runs,
+    )  # fmt: skip
+    plain, staged = results
+    lines = [
+        f"Stops: the top {case.stop_fraction:.4f} of the text vocabulary; one call samples {plain['tokens']} "
+        f"response tokens over {case.prompts * case.n} rows (mean {plain['tokens'] / (case.prompts * case.n):.1f}, "
+        f"longest {plain['steps']}); both samplers produce the same tokens.",
+        "",
+        "| decode_stages | time (median of " + str(runs) + ", after compilation) | response tokens/s | compile |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['stages']} | {r['seconds']:.2f} s | {r['tokens'] / r['seconds']:.0f} | {r['compile_s']:.1f} s |"
+        )
+    lines += ["", f"Ratio: {plain['seconds'] / staged['seconds']:.2f}x (stages {DEFAULT_DECODE_STAGES} over 1)."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=sorted(CASES), default="cpu", help="benchmark shape (see above)")
@@ -208,6 +264,17 @@ def main() -> None:
     )
     rows = case.prompts * case.n
     tokens = rows * case.new_tokens
+    if case.stop_fraction:
+        with tempfile.TemporaryDirectory() as directory:
+            hf_model_and_dir(case, directory)
+            command = f"python scripts/bench_sampler.py --case {case.name} --runs {args.runs}"
+            lines = header_lines(case, command, ids.shape[1])
+            lines += compaction_lines(case, directory, ids, mask, pixels, grids, args.runs)
+        body = "\n".join(lines) + "\n"
+        print(body)
+        if not args.no_write:
+            write_section(NOTES, f"Sampler benchmark ({case.name})", body)
+        return
     with tempfile.TemporaryDirectory() as directory:
         hf = hf_model_and_dir(case, directory)
         ours, compile_s, compilations, model = time_sampler(
@@ -233,17 +300,7 @@ def main() -> None:
     command = f"python scripts/bench_sampler.py --case {case.name} --runs {args.runs}"
     if case.baseline:
         command += f" --baseline {args.baseline}"
-    lines = [
-        f"Command: `{command}`; {jax.devices()[0].device_kind} ({platform.machine()}), jax {jax.__version__}, "
-        f"{datetime.date.today()}.",
-        f"Machine: {machine_description()}; load average at the end {load_average()}.",
-        f"Model (random weights): text hidden {case.text['hidden_size']}, {case.text['num_hidden_layers']} layers, "
-        f"{case.text['num_attention_heads']} heads / {case.text['num_key_value_heads']} kv heads, intermediate "
-        f"{case.text['intermediate_size']}, vocabulary {case.text['vocab_size']}; vision depth {case.vision['depth']}, "
-        f"hidden {case.vision['hidden_size']}.",
-        f"Shape: {case.prompts} prompts x n={case.n}, {ids.shape[1]}-token prompts "
-        f"(one image, grid {case.image_grid}), "
-        f"{case.new_tokens} new tokens, {case.dtype}, temperature 1.0, top-p 0.99.",
+    lines = header_lines(case, command, ids.shape[1]) + [
         "",
         "| sampler | time | tokens/s |",
         "|---|---|---|",

@@ -396,6 +396,7 @@ def plan_memory(
         )
     if "sampler_decode" in programs:
         logits = _array(mesh, (sampler_prompts, t.vocab_size), jnp.float32, 0)
+        prompt_ids = _array(mesh, (sampler_prompts,), jnp.int32, 0)
         key = jax.eval_shape(lambda: jax.random.key(0))
         key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, PartitionSpec()))
         results.append(
@@ -408,11 +409,12 @@ def plan_memory(
                     logits,
                     sampler_inputs.attention_mask,
                     sampler_inputs.rope_deltas,
+                    prompt_ids,
                     key,
                     n=rollout.n,
                     max_new=rollout.max_new_tokens,
                 ),
-                (sampler_resident, caches, logits, key),
+                (sampler_resident, caches, logits, prompt_ids, key),
                 mesh,
                 log,
             )

@@ -100,6 +100,80 @@ def time_sampler(checkpoint: str, dtype, ids, mask, pixels, grids, *, n: int, ne
     return steady, times[0] - steady, sampler.compilations, model
 
 
+def time_compaction(
+    checkpoint: str,
+    dtype,
+    ids,
+    mask,
+    pixels,
+    grids,
+    *,
+    n: int,
+    new_tokens: int,
+    stop_fraction: float,
+    stages: tuple[int, ...],
+    runs: int,
+) -> list[dict]:
+    """One sampler per decode-stage limit on the same model, inputs and keys, with the top `stop_fraction` of
+    the text vocabulary (below the special tokens) as stop tokens so that rows end at scattered steps.
+
+    The samplers take turns: each run times every sampler once (after one compiling round), so a change of the
+    machine's load falls on all of them. A row's draws depend only on (key, step, row), so every sampler must
+    produce the same tokens; that is checked.
+
+    Args:
+      checkpoint: an HF-format checkpoint directory.
+      dtype: the compute dtype.
+      ids: int `[P, L]` prompt tokens.
+      mask: int `[P, L]` attention mask.
+      pixels: float32 `[patches, 1176]` image patches.
+      grids: int `[images, 3]` patch grids.
+      n: samples per prompt.
+      new_tokens: the most tokens of a response.
+      stop_fraction: the share of the text vocabulary that stops a response, in (0, 1).
+      stages: the `decode_stages` limit of each sampler.
+      runs: timed rounds.
+
+    Returns:
+      One {"stages", "seconds" (median), "compile_s", "tokens" (response tokens of a call), "steps" (the longest
+      response)} per entry of `stages`.
+
+    Raises:
+      RuntimeError: two samplers produced different tokens.
+    """
+    model, config = load_pretrained(checkpoint, dtype)
+    graphdef, state = nnx.split(model)
+    text_vocab = min(config.image_token_id, config.video_token_id, config.vision_start_token_id)
+    stops = tuple(range(text_vocab - max(1, int(stop_fraction * text_vocab)), text_vocab))
+    forbidden = (config.image_token_id, config.video_token_id)
+    sampling = SamplingConfig(temperature=1.0, top_p=0.99, forbidden_token_ids=forbidden, stop_token_ids=stops)
+    samplers = [Sampler(graphdef, sampling, decode_stages=limit) for limit in stages]
+    inputs = prepare_inputs(config, ids, mask, pixels, grids)
+    times = [[] for _ in samplers]
+    outputs = []
+    for run in range(runs + 1):
+        for sampler, timing in zip(samplers, times):
+            start = time.perf_counter()
+            out = sampler.generate(state, inputs, n=n, max_new_tokens=new_tokens, key=jax.random.key(0))
+            jax.block_until_ready(out)
+            timing.append(time.perf_counter() - start)
+            if run == 0:
+                outputs.append(np.asarray(out.tokens))
+    if any(not np.array_equal(outputs[0], other) for other in outputs[1:]):
+        raise RuntimeError("samplers with different decode_stages produced different tokens")
+    lengths = np.asarray(out.lengths)
+    return [
+        dict(
+            stages=limit,
+            seconds=float(np.median(timing[1:])),
+            compile_s=timing[0] - float(np.median(timing[1:])),
+            tokens=int(lengths.sum()),
+            steps=int(lengths.max()),
+        )
+        for limit, timing in zip(stages, times)
+    ]
+
+
 def decode_bandwidth(model: Qwen25VL, rows: int, context: int, new_tokens: int, seconds: float) -> str:
     """The decode loop's memory bandwidth, in words.
 

@@ -165,7 +165,18 @@ def in_nucleus(probs: jax.Array, tokens: jax.Array, p: float) -> jax.Array:
 REJECTION_ROUNDS = 4
 
 
-def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
+def _uniform_per_row(keys: jax.Array) -> jax.Array:
+    """`float32[B]`: one uniform draw in [0, 1) from each of the `B` keys."""
+    return jax.vmap(jax.random.uniform)(keys)
+
+
+def _split_per_row(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(next keys, draw keys), each `key[B]`: every row's key split in two."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def sample_nucleus(probs: jax.Array, p: float, keys: jax.Array) -> jax.Array:
     """Samples exactly from `probs` `float32[B, V]` restricted to its top-p nucleus and renormalised.
 
     Rejection sampling: draw from the whole distribution and accept a token in the nucleus (probability = the
@@ -175,14 +186,13 @@ def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
     Args:
       probs: `float32[B, V]` probabilities.
       p: static nucleus mass (>= 1.0: one plain draw from `probs`).
-      key: PRNG key.
+      keys: `key[B]`, one PRNG key per row: a row's draws depend only on its key and its probabilities.
 
     Returns:
       `int32[B]` token ids.
     """
-    batch = probs.shape[0]
-    key, first = jax.random.split(key)
-    tokens = inverse_cdf(probs, jax.random.uniform(first, (batch,)))
+    keys, first = _split_per_row(keys)
+    tokens = inverse_cdf(probs, _uniform_per_row(first))
     if p >= 1.0:
         return tokens
 
@@ -191,24 +201,24 @@ def sample_nucleus(probs: jax.Array, p: float, key: jax.Array) -> jax.Array:
         return (round_ < REJECTION_ROUNDS) & ~jnp.all(accepted)
 
     def body(carry):
-        round_, tokens, accepted, key = carry
-        key, sub = jax.random.split(key)
-        fresh = inverse_cdf(probs, jax.random.uniform(sub, (batch,)))
+        round_, tokens, accepted, keys = carry
+        keys, draw = _split_per_row(keys)
+        fresh = inverse_cdf(probs, _uniform_per_row(draw))
         tokens = jnp.where(accepted, tokens, fresh)
-        return round_ + 1, tokens, accepted | in_nucleus(probs, tokens, p), key
+        return round_ + 1, tokens, accepted | in_nucleus(probs, tokens, p), keys
 
-    init = (jnp.ones((), jnp.int32), tokens, in_nucleus(probs, tokens, p), key)
-    _, tokens, accepted, key = jax.lax.while_loop(cond, body, init)
+    init = (jnp.ones((), jnp.int32), tokens, in_nucleus(probs, tokens, p), keys)
+    _, tokens, accepted, keys = jax.lax.while_loop(cond, body, init)
 
     def explicit(_):
         nucleus = jnp.where(jnp.isfinite(top_p_mask(jnp.log(probs), p)), probs, 0.0)
-        fresh = inverse_cdf(nucleus, jax.random.uniform(key, (batch,)))
+        fresh = inverse_cdf(nucleus, _uniform_per_row(keys))
         return jnp.where(accepted, tokens, fresh)
 
     return jax.lax.cond(jnp.all(accepted), lambda _: tokens, explicit, None)
 
 
-def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> tuple[jax.Array, jax.Array]:
+def choose_tokens(logits: jax.Array, keys: jax.Array, config: SamplingConfig) -> tuple[jax.Array, jax.Array]:
     """Picks one token per row and its log-probability under the sampling policy.
 
     Forbidden tokens are masked, then top-k; greedy takes the argmax, otherwise the token is drawn from the
@@ -216,7 +226,8 @@ def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> 
 
     Args:
       logits: `[B, V]` raw model logits (any float dtype; computed in float32).
-      key: PRNG key (unused when greedy).
+      keys: `key[B]`, one PRNG key per row (unused when greedy): a row's token depends only on its key and
+        its logits, not on the other rows of the batch.
       config: the sampling settings.
 
     Returns:
@@ -230,7 +241,7 @@ def choose_tokens(logits: jax.Array, key: jax.Array, config: SamplingConfig) -> 
     if config.temperature == 0:
         tokens = jnp.argmax(filtered, axis=-1).astype(jnp.int32)
     else:
-        tokens = sample_nucleus(jax.nn.softmax(filtered, axis=-1), config.top_p, key)
+        tokens = sample_nucleus(jax.nn.softmax(filtered, axis=-1), config.top_p, keys)
     normalizer = jax.nn.logsumexp(scaled, axis=-1)
     logprobs = jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - normalizer
     return tokens, logprobs

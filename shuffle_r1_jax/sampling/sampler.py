@@ -12,19 +12,22 @@ Compiled programs per (prompt length, response length, n) bucket:
 KV memory of a call: P * Lp + P * n * S positions per layer, against P * n * (Lp + S) if every sample held a
 copy of its prompt's cache.
 
-What decode step t costs while the loop runs on s prompt slots (s * n rows): per layer, the projections and MLP
-of s * n tokens, the prompt part (s matmuls of n * G query rows, G = heads / kv heads, over Lp keys: each
-prompt's keys read once) and the response part (s * n rows over ceil((t + 1) / block) blocks of `block` keys:
-proportional to the tokens written, not to S); then the logits and the token choice of s * n rows. Finished
-prompt groups stop costing by compaction in halving stages: the loop of stage i runs on `decode_stages(P)[i]`
-slots and exits once the groups with a live row fit the next stage's slots; those groups are gathered to the
-front (their caches copied once) and the next stage's loop continues on half the rows. Each stage's loop is a
-separately traced body, so a decode program holds len(decode_stages(P)) <= log2(P) + 1 of them (logged at
-compilation; an odd P has one stage and no compaction). A call whose rows are sharded over several devices has
-one stage too: the gather by a traced order would make the SPMD partitioner replicate every device's caches
-(BUILD_NOTES "Memory plan"), so there finished groups keep costing until a per-shard compaction exists. A
-finished row whose group still has a live row keeps its slot and costs as a live one (its token is the pad
-token, outside the response) until the whole group has stopped and a stage change drops it.
+What decode step t costs while the loop runs on s prompt slots of m sample slots (s * m rows): per layer, the
+projections and MLP of s * m tokens, the prompt part (s matmuls of m * G query rows, G = heads / kv heads, over Lp
+keys: each prompt's keys read once) and the response part (s * m rows over ceil((t + 1) / block) blocks of `block`
+keys: proportional to the tokens written, not to S); then the logits and the token choice of s * m rows. Stopped
+rows stop costing by compaction in stages (`decode_stages`): stage i runs on (s_i, m_i) slots, halving the
+sample slots and the prompt slots in turn, and its loop exits once every prompt with a live row fits s_{i+1}
+slots and no prompt has more than m_{i+1} live rows; the live rows of each prompt are then gathered to the front
+of its slot and the prompts with a live row to the front of the batch (their caches copied once), and the next
+stage's loop continues on about half the rows. A stopped row costs as a live one (its token is the pad token,
+outside the response) only until the stage changes. Each stage's loop is a separately traced body, so a decode
+program holds at most `Sampler.decode_stages` of them (logged at compilation). A call whose rows are sharded over
+D row shards compacts each shard on its own device (`shard_map`: a gather by a traced order over the whole batch
+would make the SPMD partitioner replicate every device's caches), with D times a shard's stages; when a prompt's
+rows would straddle two shards (prompts not divisible by D) the call has one stage and stopped rows keep costing.
+Every row's token is drawn with a key of (key, step, batch row), so the samples do not depend on the stages,
+the chunks or the mesh.
 
 With `prompts_per_call`, the batch is sampled in chunks (`sampling.chunks`): prefill and decode run once per
 chunk on that chunk's rows, so the KV cache holds one chunk; two small programs cut the prompt inputs and
@@ -55,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 FINISH_LENGTH = 0
 FINISH_EOS = 1
+DEFAULT_DECODE_STAGES = 6
 
 
 @jax.tree_util.register_dataclass
@@ -77,14 +81,27 @@ class SampleOutput:
     lengths: jax.Array
 
 
-def decode_stages(prompts: int) -> tuple[int, ...]:
-    """The prompt slots of each compaction stage of a decode loop over `prompts` prompts: halved while even.
+def decode_stages(prompts: int, n: int, max_stages: int) -> tuple[tuple[int, int], ...]:
+    """The (prompt slots, sample slots) of each compaction stage of a decode loop over `prompts` prompts x `n`.
 
-    E.g. 8 -> (8, 4, 2, 1), 12 -> (12, 6, 3), 3 -> (3,): at most log2(prompts) + 1 stages.
+    From (prompts, n), the sample slots and then the prompt slots are halved in turn (rounding up; a dimension
+    at 1 is skipped) until both are 1 or there are `max_stages` stages. E.g. (4, 3, 9) -> ((4, 3), (4, 2), (2, 2),
+    (2, 1), (1, 1)); any `max_stages` of 1 -> ((prompts, n),), no compaction.
+
+    Raises:
+      ValueError: naming the value when `max_stages` is below 1.
     """
-    stages = [prompts]
-    while stages[-1] % 2 == 0:
-        stages.append(stages[-1] // 2)
+    if max_stages < 1:
+        raise ValueError(f"decode stages = {max_stages} must be >= 1")
+    stages = [(prompts, n)]
+    halve_samples = True
+    while len(stages) < max_stages and stages[-1] != (1, 1):
+        slots, samples = stages[-1]
+        if (halve_samples and samples > 1) or slots == 1:
+            stages.append((slots, -(-samples // 2)))
+        else:
+            stages.append((-(-slots // 2), samples))
+        halve_samples = not halve_samples
     return tuple(stages)
 
 
@@ -109,29 +126,25 @@ class _Responses:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class _LiveRows:
-    """The s prompt slots (s * n rows) a decode stage runs on.
+    """The s prompt slots of m sample slots (s * m rows) a decode stage runs on.
 
     Attributes:
-      prompt: `int32[s]` the call's prompt in each slot (slot j holds rows j * n onwards).
-      caches: one `SharedPrefixCache` per layer (prompt dim s, row dim s * n).
-      logits: `float32[s*n, vocab]` logits of each row's next token.
-      position: `int32[s*n]` M-RoPE position of each row's first response token.
-      done: `bool[s*n]`, the row has stopped.
+      row: `int32[s*m]` the call's row (prompt * n + sample) of each live row; slot j holds rows j * m onwards.
+      caches: one `SharedPrefixCache` per layer (prompt dim s, row dim s * m).
+      logits: `float32[s*m, vocab]` logits of each row's next token.
+      position: `int32[s*m]` M-RoPE position of each row's first response token.
+      done: `bool[s*m]`, the row has stopped.
     """
 
-    prompt: jax.Array
+    row: jax.Array
     caches: list[SharedPrefixCache]
     logits: jax.Array
     position: jax.Array
     done: jax.Array
 
-    def slot_rows(self, n: int) -> jax.Array:
-        """`int32[s*n]` the call's row of each live row."""
-        return (self.prompt[:, None] * n + jnp.arange(n)).reshape(-1)
-
-    def live_groups(self, n: int) -> jax.Array:
-        """`bool[s]`: the slot's prompt has a row that has not stopped."""
-        return ~jnp.all(self.done.reshape(-1, n), axis=-1)
+    def live(self) -> jax.Array:
+        """`bool[s, m]`: the row has not stopped, by prompt slot."""
+        return ~self.done.reshape(self.caches[0].prefix_valid.shape[0], -1)
 
 
 class Sampler:
@@ -145,13 +158,15 @@ class Sampler:
       decode_block: response keys per block of the decode attention loop (`cascade_attention.suffix_partial`):
         a step reads ceil((t + 1) / block) blocks of its response cache; smaller blocks waste less on the
         last, partly filled block, larger ones make fewer loop iterations.
+      decode_stages: the most compaction stages of a decode loop (`decode_stages`; 1 = no compaction): each
+        stage about halves the rows still in the loop and adds one traced copy of the decode step to the program.
 
     Attributes:
       compilations: traces (= compilations) of the sampler's own programs.
       prefill_calls: prefill calls made (one per chunk of each `generate`).
 
     Raises:
-      ValueError: naming the value when `decode_block` is below 1.
+      ValueError: naming the value when `decode_block` or `decode_stages` is below 1.
     """
 
     def __init__(
@@ -160,13 +175,15 @@ class Sampler:
         config: SamplingConfig,
         mesh: Mesh | None = None,
         decode_block: int = DEFAULT_BLOCK,
+        decode_stages: int = DEFAULT_DECODE_STAGES,
     ):
-        if decode_block < 1:
-            raise ValueError(f"decode_block = {decode_block} must be >= 1")
+        if decode_block < 1 or decode_stages < 1:
+            raise ValueError(f"decode_block = {decode_block} and decode_stages = {decode_stages} must be >= 1")
         self.graphdef = graphdef
         self.config = config
         self.mesh = mesh
         self.decode_block = decode_block
+        self.decode_stages = decode_stages
         self.compilations = 0
         self.prefill_calls = 0
         self._prefill = jax.jit(self._prefill_impl)
@@ -183,9 +200,9 @@ class Sampler:
 
     @property
     def decode_program(self):
-        """The jitted decode loop `generate` runs: `(state, prompt_caches, logits, prompt_mask, rope_deltas, key,
-        *, n, max_new)` with the prefill's outputs -> `SampleOutput`; for ahead-of-time `.lower()` (e.g.
-        `perf/memory_plan.py`)."""
+        """The jitted decode loop `generate` runs: `(state, prompt_caches, logits, prompt_mask, rope_deltas,
+        prompt_ids, key, *, n, max_new)` with the prefill's outputs and `prompt_ids` `int32[P]` the batch index of
+        each prompt of the call -> `SampleOutput`; for ahead-of-time `.lower()` (e.g. `perf/memory_plan.py`)."""
         return self._decode
 
     def _constrain(self, x: jax.Array, spec: PartitionSpec) -> jax.Array:
@@ -194,12 +211,11 @@ class Sampler:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
     def _constrain_rows(self, x: jax.Array) -> jax.Array:
-        """`x` with its first dimension over the batch axes (and a 4-d cache's KV heads over tensor) when it
-        divides by the batch shards."""
+        """`x` with its first dimension over the batch axes (and a 4-d cache's KV heads over tensor where they
+        divide) when it divides by the batch shards."""
         if self._batch_shards(x.shape[0]) == 1:
             return x
-        rest = (None, "tensor", None) if x.ndim == 4 else (None,) * (x.ndim - 1)
-        return self._constrain(x, PartitionSpec(BATCH_AXES, *rest))
+        return self._constrain(x, self._row_spec(x))
 
     def _constrain_cache(self, cache: SharedPrefixCache) -> SharedPrefixCache:
         return dataclasses.replace(
@@ -254,22 +270,27 @@ class Sampler:
         caches = [LayerKVCache(self._constrain_rows(c.k), self._constrain_rows(c.v), c.end) for c in caches]
         return caches, self._constrain_rows(model.logits(hidden[:, -1]).astype(jnp.float32))
 
-    def _decode_impl(self, state, prompt_caches, logits, prompt_mask, rope_deltas, key, *, n: int, max_new: int):
+    def _decode_impl(
+        self, state, prompt_caches, logits, prompt_mask, rope_deltas, prompt_ids, key, *, n: int, max_new: int
+    ):
         self.compilations += 1
         prompts = prompt_mask.shape[0]
-        # compaction gathers rows by a traced order: over a row-sharded batch the SPMD partitioner replicates the
-        # caches for that gather (every device would hold all of them), so a sharded call keeps its prompt slots
-        stages = decode_stages(prompts) if self._batch_shards(prompts * n) == 1 else (prompts,)
+        shards = self._batch_shards(prompts * n)
+        # each row shard compacts its own prompts (`_compact`): a prompt's rows must not straddle two shards
+        limit = self.decode_stages if prompts % shards == 0 else 1
+        local_stages = decode_stages(prompts // shards if limit > 1 else prompts, n, limit)
+        stages = tuple((slots * shards, samples) for slots, samples in local_stages) if limit > 1 else local_stages
         block, capacity = suffix_layout(max_new, self.decode_block)
         logger.info(
             "compiling sampler decode: %d prompts x n=%d, %d new tokens, response blocks of %d, %d compaction "
-            "stages of %s prompt slots",
+            "stages of (prompt, sample) slots %s over %d row shards",
             prompts,
             n,
             max_new,
             block,
             len(stages),
             stages,
+            shards,
         )
         cfg = self.config
         rows = prompts * n
@@ -281,11 +302,15 @@ class Sampler:
             done=self._constrain_rows(jnp.zeros((rows,), bool)),
         )
 
+        # the batch row of each of the call's rows: a row's draws depend on (key, step, batch row) only, the same
+        # whatever the call's chunk, mesh or compaction stage
+        batch_rows = (prompt_ids[:, None] * n + jnp.arange(n, dtype=jnp.int32)).reshape(-1)
+
         def suffix(c: LayerKVCache) -> jax.Array:
             return jnp.zeros((rows, capacity, *c.k.shape[2:]), c.k.dtype)
 
         live = _LiveRows(
-            prompt=jnp.arange(prompts, dtype=jnp.int32),
+            row=self._constrain_rows(jnp.arange(rows, dtype=jnp.int32)),
             caches=[
                 self._constrain_cache(
                     SharedPrefixCache(
@@ -295,21 +320,22 @@ class Sampler:
                 for c in prompt_caches
             ],
             logits=self._constrain_rows(jnp.repeat(logits, n, 0)),
-            position=jnp.repeat(prompt_mask.sum(-1) + rope_deltas, n, 0).astype(jnp.int32),
+            position=self._constrain_rows(jnp.repeat(prompt_mask.sum(-1) + rope_deltas, n, 0).astype(jnp.int32)),
             done=responses.done,
         )
 
         def step_rows(carry):
-            step, responses, live, key = carry
+            step, responses, live = carry
             # merged inside the loop body: a model with remat layers cannot be used from an outer trace level
             model = nnx.merge(self.graphdef, state)
-            key, sample_key = jax.random.split(key)
-            token, logprob = choose_tokens(live.logits, sample_key, cfg)
+            step_key = jax.random.fold_in(key, step)
+            row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, batch_rows[live.row])
+            token, logprob = choose_tokens(live.logits, row_keys, cfg)
             token = jnp.where(live.done, cfg.pad_token_id, token)
             logprob = jnp.where(live.done, 0.0, logprob)
             stopped = jnp.any(token[:, None] == stop_ids[None, :], axis=-1)
             done = live.done if cfg.ignore_stop else live.done | stopped
-            at = live.slot_rows(n)
+            at = live.row
             responses = _Responses(
                 tokens=responses.tokens.at[at, step].set(token),
                 logprobs=responses.logprobs.at[at, step].set(logprob),
@@ -324,38 +350,51 @@ class Sampler:
             live = dataclasses.replace(
                 live, caches=[self._constrain_cache(c) for c in caches], logits=logits, done=done
             )
-            return step + 1, responses, live, key
+            return step + 1, responses, live
 
-        carry = (jnp.zeros((), jnp.int32), responses, live, key)
+        carry = (jnp.zeros((), jnp.int32), responses, live)
         for i, slots in enumerate(stages):
             if i:
-                carry = (carry[0], carry[1], self._compact(carry[2], slots, n), carry[3])
-            carry = jax.lax.while_loop(self._stage_condition(stages, i, n, max_new), step_rows, carry)
+                carry = (carry[0], carry[1], self._compact(carry[2], slots[0] // shards, slots[1], shards))
+            carry = jax.lax.while_loop(self._stage_condition(stages, i, max_new, shards), step_rows, carry)
         responses = carry[1]
         mask = responses.mask.astype(jnp.int32)
         finish = jnp.where(responses.done, FINISH_EOS, FINISH_LENGTH).astype(jnp.int32)
         return SampleOutput(responses.tokens, responses.logprobs, mask, finish, mask.sum(-1))
 
     @staticmethod
-    def _stage_condition(stages: tuple[int, ...], stage: int, n: int, max_new: int):
+    def _stage_condition(stages: tuple[tuple[int, int], ...], stage: int, max_new: int, shards: int):
         """The while condition of stage `stage`: steps remain, a row is live and, unless it is the last stage,
-        the live groups do not fit the next stage's slots."""
-        next_slots = stages[stage + 1] if stage + 1 < len(stages) else 0
+        the live rows do not fit the next stage's (prompt, sample) slots in every one of the `shards` row
+        shards (each compacts its own prompts)."""
+        last = stage + 1 == len(stages)
 
         def condition(carry):
-            step, _, live, _ = carry
-            live_groups = live.live_groups(n)
-            go = (step < max_new) & jnp.any(live_groups)
-            return go & (jnp.sum(live_groups) > next_slots) if next_slots else go
+            step, _, live = carry
+            per_prompt = jnp.sum(live.live(), axis=1)
+            go = (step < max_new) & jnp.any(per_prompt > 0)
+            if last:
+                return go
+            slots, samples = stages[stage + 1]
+            live_prompts = jnp.sum(per_prompt.reshape(shards, -1) > 0, axis=1)
+            return go & (jnp.any(live_prompts > slots // shards) | (jnp.max(per_prompt) > samples))
 
         return condition
 
-    def _compact(self, live: _LiveRows, slots: int, n: int) -> _LiveRows:
-        """The first `slots` prompt slots after moving the live groups to the front (order kept)."""
-        order = jnp.argsort(jnp.where(live.live_groups(n), 0, 1), stable=True)[:slots]
-        rows = (order[:, None] * n + jnp.arange(n)).reshape(-1)
-        caches = [
-            self._constrain_cache(
+    def _compact(self, live: _LiveRows, slots: int, samples: int, shards: int) -> _LiveRows:
+        """`slots` prompt slots per row shard of `samples` sample slots: in each of the `shards` row shards, each
+        prompt's live rows moved to the front of its slot and the prompts with a live row to the front (orders
+        kept), then cut. Over several shards this runs in `shard_map`, so each device gathers only its own rows
+        (a gather by a traced order over the whole row-sharded batch would make the SPMD partitioner replicate
+        every device's caches)."""
+
+        def compact(live: _LiveRows) -> _LiveRows:
+            alive = live.live()
+            width = alive.shape[1]
+            within = jnp.argsort(jnp.where(alive, 0, 1), axis=1, stable=True)[:, :samples]
+            order = jnp.argsort(jnp.where(jnp.any(alive, axis=1), 0, 1), stable=True)[:slots]
+            rows = (order[:, None] * width + within[order]).reshape(-1)
+            caches = [
                 dataclasses.replace(
                     c,
                     prefix_k=c.prefix_k[order],
@@ -364,16 +403,35 @@ class Sampler:
                     suffix_k=c.suffix_k[rows],
                     suffix_v=c.suffix_v[rows],
                 )
+                for c in live.caches
+            ]
+            return _LiveRows(
+                row=live.row[rows],
+                caches=caches,
+                logits=live.logits[rows],
+                position=live.position[rows],
+                done=live.done[rows],
             )
-            for c in live.caches
-        ]
-        return _LiveRows(
-            prompt=live.prompt[order],
-            caches=caches,
-            logits=self._constrain_rows(live.logits[rows]),
-            position=live.position[rows],
-            done=live.done[rows],
+
+        if shards > 1:
+            specs = jax.tree.map(self._row_spec, live)
+            compact = jax.shard_map(compact, mesh=self.mesh, in_specs=(specs,), out_specs=specs, check_vma=False)
+        live = compact(live)
+        return dataclasses.replace(
+            live,
+            caches=[self._constrain_cache(c) for c in live.caches],
+            logits=self._constrain_rows(live.logits),
         )
+
+    def _row_spec(self, x: jax.Array) -> PartitionSpec:
+        """The `PartitionSpec` of a row-sharded decode array: rows over the batch axes, a cache's KV heads over
+        tensor where they divide; a scalar is replicated."""
+        if x.ndim == 0:
+            return PartitionSpec()
+        rest = [None] * (x.ndim - 1)
+        if x.ndim == 4 and x.shape[2] % self.mesh.shape["tensor"] == 0:
+            rest[1] = "tensor"
+        return PartitionSpec(BATCH_AXES, *rest)
 
     def generate(
         self,
@@ -393,7 +451,8 @@ class Sampler:
           inputs: a left-padded prompt batch (`prepare_inputs` output, prompt length already bucketed).
           n: samples per prompt.
           max_new_tokens: the most tokens of a response.
-          key: a PRNG key for this call (chunk j of several samples with `fold_in(key, j)`).
+          key: a PRNG key for this call. Row r's token at step t is drawn with `fold_in(fold_in(key, t), r)`, so
+            the samples do not depend on `prompts_per_call`, the mesh or the decode stages.
           prompts_per_call: prompts per prefill/decode call (0 = all P at once); must divide P.
           image_features: `image_features_jit` of `inputs.vision` under `state`, when the caller has them
             already (computed here otherwise).
@@ -416,24 +475,26 @@ class Sampler:
         text = dataclasses.replace(inputs, vision=None)
         chunks = prompts // per_call
         if chunks == 1:
-            return self._sample(state, text, features, n=n, max_new=max_new_tokens, key=key)
+            return self._sample(state, text, features, jnp.arange(prompts, dtype=jnp.int32), n, max_new_tokens, key)
         shards = self._batch_shards(per_call)
-        outputs = [
-            self._sample(
-                state,
-                self._chunk(text, jnp.int32(j), chunks=chunks, shards=shards),
-                features,
-                n=n,
-                max_new=max_new_tokens,
-                key=jax.random.fold_in(key, j),
-            )
-            for j in range(chunks)
-        ]
+        outputs = []
+        for j in range(chunks):
+            prompt_ids = take_chunk(jnp.arange(prompts, dtype=jnp.int32), j, chunks=chunks, shards=shards)
+            chunk = self._chunk(text, jnp.int32(j), chunks=chunks, shards=shards)
+            outputs.append(self._sample(state, chunk, features, prompt_ids, n, max_new_tokens, key))
         return self._merge(outputs, shards=shards)
 
-    def _sample(self, state, inputs: ModelInputs, features, *, n: int, max_new: int, key) -> SampleOutput:
+    def _sample(self, state, inputs: ModelInputs, features, prompt_ids, n: int, max_new: int, key) -> SampleOutput:
         self.prefill_calls += 1
         prompt_caches, logits = self._prefill(state, inputs, features)
         return self._decode(
-            state, prompt_caches, logits, inputs.attention_mask, inputs.rope_deltas, key, n=n, max_new=max_new
+            state,
+            prompt_caches,
+            logits,
+            inputs.attention_mask,
+            inputs.rope_deltas,
+            prompt_ids,
+            key,
+            n=n,
+            max_new=max_new,
         )

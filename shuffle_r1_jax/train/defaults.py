@@ -73,6 +73,9 @@ def base_config() -> ConfigDict:
     # reads its response cache in ceil((t + 1) / block) blocks at step t, and the cache holds max_new_tokens
     # rounded up to whole blocks
     c.rollout.decode_block = 64
+    # the most compaction stages of a decode loop (1 = none): stopped rows leave the loop in stages that halve a
+    # prompt's sample slots and the prompt slots in turn; each stage is one more traced decode step to compile
+    c.rollout.decode_stages = 6
 
     c.rl = ConfigDict()
     # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1

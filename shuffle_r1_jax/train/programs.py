@@ -256,7 +256,9 @@ def build_step_programs(
     replicated = NamedSharding(mesh, PartitionSpec())
     return StepPrograms(
         image_features=BoundProgram(_image_features, graphdef=graphdef),
-        sampler=Sampler(graphdef, sampling, mesh=mesh, decode_block=rollout.decode_block),
+        sampler=Sampler(
+            graphdef, sampling, mesh=mesh, decode_block=rollout.decode_block, decode_stages=rollout.decode_stages
+        ),
         advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
         select=BoundProgram(select_minibatches, selection=settings.rl.selection, minibatches=train.num_minibatches),
         selection_metrics=BoundProgram(_selection_metrics),
@@ -286,7 +288,8 @@ def build_eval_samplers(
     """The validation samplers of `settings` over the model `graphdef` on `mesh`.
 
     Args:
-      settings: the resolved run settings (`eval.temperature`, `eval.top_p`, `rollout.decode_block`).
+      settings: the resolved run settings (`eval.temperature`, `eval.top_p`, `rollout.decode_block`,
+        `rollout.decode_stages`).
       graphdef: the policy's graph definition.
       mesh: the device mesh.
       tokens: special token ids of the samplers.
@@ -294,8 +297,6 @@ def build_eval_samplers(
     Returns:
       (the sampler at `eval.temperature`, the greedy sampler).
     """
-    block = settings.rollout.decode_block
-    sampled = Sampler(
-        graphdef, tokens.sampling(settings.eval.temperature, settings.eval.top_p), mesh=mesh, decode_block=block
-    )
-    return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh, decode_block=block)
+    layout = dict(decode_block=settings.rollout.decode_block, decode_stages=settings.rollout.decode_stages)
+    sampled = Sampler(graphdef, tokens.sampling(settings.eval.temperature, settings.eval.top_p), mesh=mesh, **layout)
+    return sampled, Sampler(graphdef, tokens.sampling(0.0), mesh=mesh, **layout)

@@ -195,6 +195,7 @@ class RolloutSettings:
       prompts_per_sampler_call: `rollout.prompts_per_sampler_call`, prompts per sampler call over all processes
         (0 = the whole rollout batch in one call).
       decode_block: `rollout.decode_block`, response keys per block of the samplers' decode attention (>= 1).
+      decode_stages: `rollout.decode_stages`, the most compaction stages of a sampler decode loop (>= 1).
 
     Raises:
       ConfigError: a value is out of the range given above.
@@ -207,6 +208,7 @@ class RolloutSettings:
     top_k: int
     prompts_per_sampler_call: int
     decode_block: int
+    decode_stages: int
 
     def __post_init__(self):
         _require(self.n >= 2, f"rollout.n = {self.n}: group advantages need at least 2 samples per prompt")
@@ -215,6 +217,7 @@ class RolloutSettings:
         _require(0 < self.top_p <= 1, f"rollout.top_p = {self.top_p} must be in (0, 1]")
         _require(self.top_k >= 0, f"rollout.top_k = {self.top_k} must be >= 0 (0 = off)")
         _require(self.decode_block >= 1, f"rollout.decode_block = {self.decode_block} must be >= 1")
+        _require(self.decode_stages >= 1, f"rollout.decode_stages = {self.decode_stages} must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -572,6 +575,7 @@ def _rollout_settings(c: ConfigDict) -> RolloutSettings:
         top_k=c.rollout.top_k,
         prompts_per_sampler_call=c.rollout.prompts_per_sampler_call,
         decode_block=c.rollout.decode_block,
+        decode_stages=c.rollout.decode_stages,
     )
 
 

@@ -45,7 +45,7 @@ def test_top_k_keeps_the_k_largest():
 def _draws(logits, config, count=4000):
     keys = jax.random.split(jax.random.key(0), count)
     batch = jnp.broadcast_to(jnp.asarray(logits)[None], (1, len(logits)))
-    tokens = jax.vmap(lambda k: choose_tokens(batch, k, config)[0][0])(keys)
+    tokens = jax.vmap(lambda k: choose_tokens(batch, k[None], config)[0][0])(keys)
     return np.asarray(tokens)
 
 
@@ -67,12 +67,12 @@ def test_sampled_support_is_exactly_top_k_then_top_p_minus_forbidden():
 def test_greedy_and_logprobs():
     logits = jnp.asarray([[0.1, 2.0, -1.0, 1.5], [3.0, 0.0, 0.0, 0.0]])
     tokens, logprobs = choose_tokens(
-        logits, jax.random.key(0), SamplingConfig(temperature=0.0, forbidden_token_ids=(0,))
+        logits, jax.random.split(jax.random.key(0), 2), SamplingConfig(temperature=0.0, forbidden_token_ids=(0,))
     )
     assert tokens.tolist() == [1, 1]  # row 1's best token 0 is forbidden
     expected = jax.nn.log_softmax(logits, -1)[jnp.arange(2), tokens]
     np.testing.assert_allclose(logprobs, expected, rtol=1e-6)
-    _, tempered = choose_tokens(logits, jax.random.key(1), SamplingConfig(temperature=0.5))
+    _, tempered = choose_tokens(logits, jax.random.split(jax.random.key(1), 2), SamplingConfig(temperature=0.5))
     assert np.all(np.asarray(tempered) <= 0)
 
 

@@ -154,9 +154,11 @@ def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prom
     sampler.generate(state, inputs, n=n, max_new_tokens=steps, key=jax.random.key(0))
     length = prompts[0].shape[1]
     # the vision tower runs once over the batch's image rows; then, traced once each, the prefill embeds the 3
-    # prompts with those features and the decode step embeds 1 token x 12 rows (no images)
+    # prompts with those features and each compaction stage's decode step embeds 1 token a row (no images):
+    # 12 rows, then (3, 2), (2, 2), (2, 1) and (1, 1) prompt x sample slots
     image_rows = inputs.vision.patches.shape[0]
-    assert seen == [("vision", image_rows), ("embed", (3, length), True), ("embed", (3 * n, 1), False)]
+    stages = [("embed", (rows, 1), False) for rows in (12, 6, 4, 2, 1)]
+    assert seen == [("vision", image_rows), ("embed", (3, length), True), *stages]
     assert sampler.prefill_calls == 1
 
 
@@ -214,18 +216,21 @@ def _stops_ending_at_different_steps(free):
     return best
 
 
-def test_decode_stages_halve_while_even():
-    assert decode_stages(8) == (8, 4, 2, 1)
-    assert decode_stages(12) == (12, 6, 3)
-    assert decode_stages(3) == (3,)
-    assert decode_stages(1) == (1,)
+def test_decode_stages_halve_samples_then_prompts_in_turn():
+    assert decode_stages(4, 3, 9) == ((4, 3), (4, 2), (2, 2), (2, 1), (1, 1))
+    assert decode_stages(8, 2, 3) == ((8, 2), (8, 1), (4, 1))
+    assert decode_stages(3, 1, 9) == ((3, 1), (2, 1), (1, 1))
+    assert decode_stages(5, 16, 1) == ((5, 16),)
+    assert decode_stages(1, 1, 4) == ((1, 1),)
+    with pytest.raises(ValueError, match="decode stages = 0"):
+        decode_stages(4, 2, 0)
 
 
 @pytest.mark.parametrize("n, prompts_per_call", [(3, 0), (2, 2)])
 def test_greedy_with_stops_equals_a_full_forward_loop(untied_pair, four_prompt_greedy, n, prompts_per_call):
     """Prompts of different lengths stop at different steps (finished groups are compacted out of the decode
-    loop, 4 -> 2 -> 1 prompt slots in one call, 2 -> 1 per call when chunked); every row still equals the
-    full-forward greedy loop up to its first stop token, then pads."""
+    loop, 4 -> 2 -> 1 prompt slots in one call, 2 -> 1 per call when chunked, and the sample slots halve between
+    them); every row still equals the full-forward greedy loop up to its first stop token, then pads."""
     _, ours = untied_pair
     arrays, free = four_prompt_greedy
     stops = _stops_ending_at_different_steps(free)
@@ -253,8 +258,9 @@ def test_greedy_with_stops_equals_a_full_forward_loop(untied_pair, four_prompt_g
 
 @pytest.mark.parametrize("temperature, prompts_per_call", [(0.7, 2), (1.0, 0)])
 def test_sampled_logprobs_with_stops_equal_a_full_forward(untied_pair, temperature, prompts_per_call):
-    """With a quarter of the vocabulary stopping, rows end at different steps inside and across groups; the
-    sampler's log-probs of the response tokens are a full forward's log-softmax(logits / T) there."""
+    """With a quarter of the vocabulary stopping, rows end at different steps inside and across groups (stopped
+    rows are compacted out of their prompt's slot while its other rows run on); the sampler's log-probs of the
+    response tokens are a full forward's log-softmax(logits / T) there."""
     _, ours = untied_pair
     n, steps = 3, 8
     stops = tuple(range(0, TEXT_VOCAB, 4))
@@ -278,6 +284,17 @@ def test_sampled_logprobs_with_stops_equal_a_full_forward(untied_pair, temperatu
     expected = _response_logprobs(ours, arrays, tokens, mask, n, temperature)
     np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-5, rtol=0)
     assert np.all(np.asarray(out.logprobs)[mask == 0] == 0)
+    # a row's draws depend on (key, step, row) only: without compaction every row samples the same tokens
+    uncompacted = Sampler(nnx.graphdef(ours), config, decode_block=3, decode_stages=1).generate(
+        nnx.state(ours),
+        _four_prompts(ours.config, seed=6),
+        n=n,
+        max_new_tokens=steps,
+        key=jax.random.key(2),
+        prompts_per_call=prompts_per_call,
+    )
+    np.testing.assert_array_equal(np.asarray(uncompacted.tokens), tokens)
+    np.testing.assert_allclose(np.asarray(uncompacted.logprobs), np.asarray(out.logprobs), atol=1e-5, rtol=0)
 
 
 def test_chunk_rows_follow_the_row_shards():
@@ -313,65 +330,61 @@ def test_chunked_greedy_sampling_equals_one_call(untied_pair):
         sampler.generate(state, inputs, n=2, max_new_tokens=6, key=jax.random.key(0), prompts_per_call=3)
 
 
-def test_chunked_sampling_draws_each_chunk_with_its_own_key(untied_pair):
-    """At T > 0, chunk j of a chunked call is the one-call sampling of those prompts with fold_in(key, j)."""
+def test_chunked_sampling_at_temperature_equals_one_call(untied_pair):
+    """At T > 0 a row's draws depend on (key, step, batch row) only: sampling 2 prompts per call gives the tokens
+    of one call over all 4."""
     _, ours = untied_pair
     graphdef, state = nnx.split(ours)
     inputs = _four_prompts(ours.config, seed=5)
     sampler = Sampler(graphdef, SamplingConfig(temperature=1.0, forbidden_token_ids=FORBIDDEN))
     key = jax.random.key(11)
+    whole = sampler.generate(state, inputs, n=2, max_new_tokens=5, key=key)
     chunked = sampler.generate(state, inputs, n=2, max_new_tokens=5, key=key, prompts_per_call=2)
-    for j, prompts in enumerate(([0, 1], [2, 3])):
-        rows = [2 * p + s for p in prompts for s in range(2)]
-        alone = sampler.generate(
-            state,
-            _select_prompts(ours.config, inputs, prompts, seed=5),
-            n=2,
-            max_new_tokens=5,
-            key=jax.random.fold_in(key, j),
-        )
-        np.testing.assert_array_equal(np.asarray(chunked.tokens)[rows], np.asarray(alone.tokens))
+    np.testing.assert_array_equal(np.asarray(chunked.tokens), np.asarray(whole.tokens))
+    np.testing.assert_allclose(np.asarray(chunked.logprobs), np.asarray(whole.logprobs), atol=1e-5)
+    tokens = np.asarray(whole.tokens)
+    assert not np.array_equal(tokens[0], tokens[1])  # a prompt's two samples differ
 
 
-def _select_prompts(config, inputs, prompts, seed):
-    """The `_four_prompts` batch restricted to `prompts`, laid out on its own (images re-collated)."""
+def _eight_prompts(config, seed):
+    """8 left-padded prompts of different lengths, one image each (three grid sizes), as `ModelInputs`."""
     rng = np.random.default_rng(seed)
-    samples = [build_sample(rng, [4, GRIDS[i % 3], 3 + i]) for i in range(4)]
-    pixels = random_pixels(rng, [GRIDS[i % 3] for i in range(4)])
-    offsets = np.cumsum([0] + [t * h * w for t, h, w in (GRIDS[i % 3] for i in range(4))])
-    ids, mask = pad_batch(samples, "left")
-    grids = [GRIDS[i % 3] for i in prompts]
-    chosen = np.concatenate([pixels[offsets[i] : offsets[i + 1]] for i in prompts])
-    return prepare_inputs(config, ids[prompts], mask[prompts], chosen, np.asarray(grids))
+    ids, mask = pad_batch([build_sample(rng, [2 + i % 3, GRIDS[i % 3], 1 + i]) for i in range(8)], "left")
+    grids = [GRIDS[i % 3] for i in range(8)]
+    return prepare_inputs(config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
 
 
-def test_sharded_sampling_equals_one_device(untied_checkpoint, untied_pair):
+def test_sharded_sampling_with_stops_equals_one_device(untied_checkpoint, untied_pair):
+    """8 prompts x n = 2 on a (2, 2, 2) mesh (4 row shards of 2 prompts) with a quarter of the vocabulary stopping:
+    each shard compacts its own rows ((8, 2) -> (8, 1) -> (4, 1) slots) and the draws equal one device's."""
     _, path = untied_checkpoint
     _, single = untied_pair
-    config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN)
-    inputs = _four_prompts(single.config)
+    stops = tuple(range(0, TEXT_VOCAB, 4))
+    config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN, stop_token_ids=stops)
+    inputs = _eight_prompts(single.config, seed=7)
     expected = Sampler(nnx.graphdef(single), config).generate(
-        nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
+        nnx.state(single), inputs, n=2, max_new_tokens=8, key=jax.random.key(3)
     )
+    lengths = np.asarray(expected.lengths)
+    assert len(set(lengths.tolist())) > 2 and lengths.min() < 8  # rows stop at different steps
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     sharded, _ = load_pretrained(path, mesh=mesh)
     got = Sampler(nnx.graphdef(sharded), config, mesh=mesh).generate(
-        nnx.state(sharded), inputs, n=2, max_new_tokens=5, key=jax.random.key(3)
+        nnx.state(sharded), inputs, n=2, max_new_tokens=8, key=jax.random.key(3)
     )
     assert len(got.tokens.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
+    np.testing.assert_array_equal(np.asarray(got.lengths), lengths)
     np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)
 
 
-def test_sharded_chunked_greedy_sampling_equals_one_device(untied_checkpoint, untied_pair):
-    """8 prompts on a (2, 2, 2) mesh (4 row shards) sampled 4 per call: each call takes one prompt per shard."""
+def test_sharded_chunked_sampling_equals_one_device(untied_checkpoint, untied_pair):
+    """8 prompts on a (2, 2, 2) mesh (4 row shards) sampled 4 per call (each call takes one prompt per shard)
+    draw the tokens of one unsharded call over all 8."""
     _, path = untied_checkpoint
     _, single = untied_pair
-    config = SamplingConfig(temperature=0.0, forbidden_token_ids=FORBIDDEN)
-    rng = np.random.default_rng(4)
-    ids, mask = pad_batch([build_sample(rng, [2 + i % 3, GRIDS[i % 3], 1 + i]) for i in range(8)], "left")
-    grids = [GRIDS[i % 3] for i in range(8)]
-    inputs = prepare_inputs(single.config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
+    config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN)
+    inputs = _eight_prompts(single.config, seed=4)
     expected = Sampler(nnx.graphdef(single), config).generate(
         nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(0)
     )

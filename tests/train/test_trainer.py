@@ -157,6 +157,7 @@ def test_update_arithmetic_matches_the_paper():
         ),
         (dict(per_call=4), r"rollout.prompts_per_sampler_call = 4 must be a multiple of the 8 batch shards"),
         (dict(decode_block=0), "rollout.decode_block = 0 must be >= 1"),
+        (dict(decode_stages=0), "rollout.decode_stages = 0 must be >= 1"),
     ],
 )
 def test_config_errors_name_the_key(edit, message):
@@ -167,6 +168,7 @@ def test_config_errors_name_the_key(edit, message):
     c.train.minibatch_prompts = edit.get("mini", 128)
     c.rollout.prompts_per_sampler_call = edit.get("per_call", 0)
     c.rollout.decode_block = edit.get("decode_block", 64)
+    c.rollout.decode_stages = edit.get("decode_stages", 6)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c, check_inputs=False)
 
