@@ -1,10 +1,25 @@
-"""Test session set-up: 8 simulated CPU devices for the sharding tests, fp32 matmuls everywhere, and shared
-fixtures of tiny random transformers Qwen2.5-VL checkpoints (the parity reference)."""
+"""Test session set-up: 8 simulated CPU devices for the sharding tests, fp32 matmuls everywhere, a compilation
+cache for the session, and shared fixtures of tiny random transformers Qwen2.5-VL checkpoints (the parity
+reference).
+
+Many tests build their own trainer or sampler, whose fresh `jax.jit` objects would compile programs another test
+has compiled already; jax's persistent compilation cache, in a temporary directory that lives as long as the
+session (and is passed to the subprocesses the tests start), compiles each distinct program once.
+"""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="shuffle-r1-jax-test-compiles-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+else:
+    _SESSION_CACHE = None
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -47,3 +62,8 @@ def untied_pair(untied_checkpoint):
 def demo_cache(tmp_path_factory):
     """A session-wide cache directory for the tiny demo assets (built on first use)."""
     return str(tmp_path_factory.mktemp("demo_cache"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

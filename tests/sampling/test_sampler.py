@@ -179,16 +179,21 @@ def _four_prompts(config, seed=3):
 
 def _full_forward_greedy(model, arrays, steps):
     """Greedy tokens `int[P, steps]` of a loop that re-runs the full forward over prompt + tokens so far and
-    takes the argmax of the last position's logits (image and video tokens excluded)."""
+    takes the argmax of the logits at the last token so far (image and video tokens excluded). The tokens not
+    yet chosen are padding at the end, masked out and, under causal attention, unseen by the positions before
+    them: one program serves every step."""
     ids, mask, pixels, grids, _ = arrays
-    tokens = np.zeros((ids.shape[0], 0), np.int32)
-    for _ in range(steps):
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda state, *fields: nnx.merge(graphdef, state)(*fields))
+    prompts, length = ids.shape
+    tokens = np.zeros((prompts, steps), np.int32)
+    for t in range(steps):
         full_ids = np.concatenate([ids, tokens], 1)
-        full_mask = np.concatenate([mask, np.ones_like(tokens)], 1)
+        full_mask = np.concatenate([mask, (np.arange(steps) < t)[None].repeat(prompts, 0)], 1).astype(mask.dtype)
         inputs = prepare_inputs(model.config, full_ids, full_mask, pixels, np.asarray(grids))
-        logits = np.array(model(*_fields(inputs)), np.float32)[:, -1]
+        logits = np.array(forward(state, *_fields(inputs)), np.float32)[:, length + t - 1]
         logits[:, list(FORBIDDEN)] = -np.inf
-        tokens = np.concatenate([tokens, logits.argmax(-1)[:, None].astype(np.int32)], 1)
+        tokens[:, t] = logits.argmax(-1)
     return tokens
 
 
