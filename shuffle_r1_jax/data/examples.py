@@ -1,7 +1,7 @@
 """One raw record -> a `PromptExample` (images decoded, prompt encoded) or a `BadRecord` saying why not.
 
 Bad-record reasons (`BAD_RECORD_REASONS`):
-  unreadable_record     the line is not valid JSON / not an object (jsonl)
+  unreadable_record     the line is not valid UTF-8 / not valid JSON / not an object (jsonl)
   missing_column        the prompt, answer or images value is null or absent
   bad_column_type       the prompt/answer is not a string (numbers are accepted as answers), images not a list
   empty_prompt          the prompt is empty or whitespace

@@ -10,7 +10,9 @@ together consume each element of the stream exactly once (each epoch exactly onc
 multiple of process_count). `batch_size` is per process.
 
 The iterator collects `batch_size` good examples into a `PromptBatch`, counting bad records by reason
-(`on_bad_record="skip"`) or raising `BadRecordError` naming the record and reason (`"error"`). Its state
+(`on_bad_record="skip"`) or raising `BadRecordError` naming the record and reason (`"error"`). A stream where no
+record is usable stops with `UnusableDataError` (the counts by reason and the last bad record) after
+`max_consecutive_bad` bad records in a row, by default one pass over this process's share. Its state
 (`get_state` / `set_state`, a JSON-serialisable dict) is taken between batches: grain's position in the stream
 plus the counters, so a restored iterator yields exactly the batches the original would have yielded next.
 
@@ -40,6 +42,11 @@ class BadRecordError(RuntimeError):
     """Raised with on_bad_record="error": the message names the record and the reason."""
 
 
+class UnusableDataError(BadRecordError):
+    """Raised after `max_consecutive_bad` bad records in a row: the message gives the counts by reason and the
+    last bad record."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Settings of the prompt pipeline.
@@ -53,6 +60,8 @@ class PipelineConfig:
       process_count: the number of shares (jax.process_count()).
       on_bad_record: "skip" (count and skip) or "error" (raise `BadRecordError`).
       drop_remainder: at the end of a finite stream, drop a last incomplete batch (else yield it smaller).
+      max_consecutive_bad: stop with `UnusableDataError` after this many bad records in a row (0 = one pass
+        over this process's share of the records).
       num_threads: grain read threads.
       prefetch: grain prefetch buffer (elements).
 
@@ -68,6 +77,7 @@ class PipelineConfig:
     process_count: int = 1
     on_bad_record: str = "skip"
     drop_remainder: bool = True
+    max_consecutive_bad: int = 0
     num_threads: int = 2
     prefetch: int = 16
 
@@ -84,6 +94,10 @@ class PipelineConfig:
             )
         if self.on_bad_record not in ON_BAD_RECORD:
             raise ValueError(f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}")
+        if self.max_consecutive_bad < 0:
+            raise ValueError(
+                f"data.max_consecutive_bad_records = {self.max_consecutive_bad} must be >= 0 (0 = one pass)"
+            )
         if self.num_threads < 0 or self.prefetch < 0:
             raise ValueError(f"data.num_threads = {self.num_threads}, data.prefetch = {self.prefetch} must be >= 0")
 
@@ -138,6 +152,9 @@ class PromptBatchIterator:
         self._records_read = 0
         self._batches = 0
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
+        self._bad_in_a_row = 0
+        share = -(-len(source) // config.process_count)
+        self._bad_limit = config.max_consecutive_bad or share
 
     def __iter__(self) -> "PromptBatchIterator":
         return self
@@ -148,6 +165,7 @@ class PromptBatchIterator:
         Raises:
           StopIteration: the stream is exhausted.
           BadRecordError: a bad record, with on_bad_record="error".
+          UnusableDataError: the limit of bad records in a row is reached.
         """
         examples: list[PromptExample] = []
         while len(examples) < self.config.batch_size:
@@ -160,14 +178,26 @@ class PromptBatchIterator:
             self._records_read += 1
             if isinstance(item, BadRecord):
                 self._bad[item.reason] += 1
+                self._bad_in_a_row += 1
                 if self.config.on_bad_record == "error":
                     raise BadRecordError(
                         f"bad record {item.describe()} (set on_bad_record='skip' to skip such records)"
                     )
+                if self._bad_in_a_row >= self._bad_limit:
+                    raise UnusableDataError(self._unusable_message(item))
                 continue
+            self._bad_in_a_row = 0
             examples.append(item)
         self._batches += 1
         return collate_prompts(examples, self.model_config, self.buckets, self.encoder.pad_token_id)
+
+    def _unusable_message(self, last: BadRecord) -> str:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in self._bad.items() if n)
+        return (
+            f"no usable record in the last {self._bad_in_a_row} records of {self.source.specs!r} "
+            f"(data.max_consecutive_bad_records = {self.config.max_consecutive_bad}, 0 = one pass); bad records "
+            f"by reason: {reasons} of {self._records_read} read; the last: {last.describe()}"
+        )
 
     def counts(self) -> dict[str, int]:
         """Counters for metrics: records_read, records_used, batches, bad_records/<reason>, bad_records/total.
@@ -200,6 +230,7 @@ class PromptBatchIterator:
             "records_read": self._records_read,
             "batches": self._batches,
             "bad_records": dict(self._bad),
+            "bad_in_a_row": self._bad_in_a_row,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -222,6 +253,7 @@ class PromptBatchIterator:
         self._records_read = int(state["records_read"])
         self._batches = int(state["batches"])
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0) | {k: int(v) for k, v in state["bad_records"].items()}
+        self._bad_in_a_row = int(state.get("bad_in_a_row", 0))
 
 
 def prompt_batches(

@@ -165,14 +165,15 @@ class _ParquetFile:
 
 
 class _JsonlFile:
-    """The non-empty lines of one jsonl file, parsed on access."""
+    """The non-empty lines of one jsonl file, each decoded (UTF-8) and parsed on access: a line that is not valid
+    UTF-8 or not JSON is one unreadable record, not an unreadable file."""
 
     def __init__(self, path: Path):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataSpecError(f"{path}: not a readable UTF-8 jsonl file ({err})") from err
-        numbered = [(n + 1, line) for n, line in enumerate(text.splitlines()) if line.strip()]
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataSpecError(f"{path}: not a readable jsonl file ({err})") from err
+        numbered = [(n + 1, line) for n, line in enumerate(data.splitlines()) if line.strip()]
         self.path = path
         self.line_numbers = np.asarray([n for n, _ in numbered], np.int64)
         self.lines = [line for _, line in numbered]
@@ -182,7 +183,9 @@ class _JsonlFile:
         record_id = f"{self.path} line {int(self.line_numbers[row])}"
         base = str(self.path.parent)
         try:
-            data = json.loads(self.lines[row])
+            data = json.loads(self.lines[row].decode("utf-8"))
+        except UnicodeDecodeError as err:
+            return RawRecord(record_id, None, None, None, self.path.stem, base, error=f"not valid UTF-8 ({err})")
         except json.JSONDecodeError as err:
             return RawRecord(record_id, None, None, None, self.path.stem, base, error=f"invalid JSON ({err})")
         if not isinstance(data, dict):

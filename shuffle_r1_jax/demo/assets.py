@@ -88,6 +88,7 @@ def check_demo_section(d: ConfigDict) -> None:
             f"demo.num_train = {d.num_train}, demo.num_val = {d.num_val} must be >= 1",
         ),
         (d.image_size >= 28, f"demo.image_size = {d.image_size} must be >= 28 (one merged image token)"),
+        (0 <= d.seed < 2**32, f"demo.seed = {d.seed} must be in [0, 2**32)"),
         (
             d.warmup_steps >= 0 and d.warmup_batch >= 1,
             f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1",

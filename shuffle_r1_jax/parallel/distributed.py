@@ -74,6 +74,10 @@ class DistributedSpec:
                 f"distributed.process_id = {self.process_id} must be in [0, distributed.num_processes = "
                 f"{self.num_processes}) or -1 (detect)"
             )
+        if self.initialization_timeout_s <= 0:
+            raise DistributedConfigError(
+                f"distributed.initialization_timeout_s = {self.initialization_timeout_s} must be > 0"
+            )
         if self.cpu_collectives not in ("gloo", "mpi"):
             raise DistributedConfigError(
                 f"distributed.cpu_collectives = {self.cpu_collectives!r}; expected 'gloo' or 'mpi'"

@@ -2,7 +2,9 @@
 
     python -m shuffle_r1_jax.train [--config configs/<name>.py[:args]] [--config.key=value ...] [--workdir DIR]
 
-Every config key is documented in shuffle_r1_jax/train/defaults.py. A workdir with a checkpoint resumes.
+Every config key is documented in shuffle_r1_jax/train/defaults.py. A workdir with a checkpoint resumes. The
+whole log goes to `<workdir>/run.log` as well; a user error (config, inputs, data, I/O, reward plug-in) prints
+one line (`--verbose`: with its traceback) and exits with status 2.
 Several hosts: run the same command on every host (see BUILD_NOTES.md, "Launching on a multi-GPU host and a TPU
 pod slice"); `jax.distributed` starts from the `distributed` config section or the launcher's environment.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from absl import app, flags
@@ -27,36 +30,84 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "print the full traceback of a data, I/O, reward or config error (always in <workdir>/run.log)"
+)
+
+RUN_LOG = "run.log"
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix (config, inputs, data, I/O, reward plug-in): one line, not a traceback."""
+    from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
+    from shuffle_r1_jax.data.pipeline import BadRecordError
+    from shuffle_r1_jax.data.sources import DataSpecError
+    from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
+    from shuffle_r1_jax.train import settings
+
+    return (settings.ConfigError, ModelConfigError, CheckpointError, DataSpecError, BadRecordError, OSError)
+
+
+def _run_log(workdir: str) -> logging.Handler | None:
+    """A handler appending the whole log (tracebacks included) to `<workdir>/run.log`, or None when the workdir
+    cannot be written (the error then comes from the run itself)."""
+    try:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(workdir) / RUN_LOG)
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _report(err: BaseException, run_log: logging.Handler | None) -> None:
+    """Prints `err` in one line on stderr (the traceback too with --verbose) and writes its traceback to the
+    run log."""
+    if run_log is not None:
+        record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, "run stopped", None, sys.exc_info())
+        run_log.handle(record)
+    if _VERBOSE.value:
+        traceback.print_exc()
+    where = f" (traceback in {run_log.baseFilename})" if run_log is not None and not _VERBOSE.value else ""
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"error: {message}{where}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
     """Resolves the config and trains; process 0 then writes `<workdir>/summary.json` and prints the validation
-    accuracies (when the run validated).
+    accuracies (when the run validated) and the skipped training records.
 
     Returns:
-      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid or an
-      input file is missing (the error is printed to stderr).
+      The exit status: 0 after training, 2 after a user error (config, model config or checkpoint invalid, an
+      input missing, unusable data, an I/O failure such as a full disk, a failing reward plug-in), printed as
+      one line on stderr with its traceback in `<workdir>/run.log`.
     """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
-    from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
-    from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
     from shuffle_r1_jax.parallel.distributed import is_main_process
     from shuffle_r1_jax.train import settings
     from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
+    user_errors = _user_errors()
+    run_log = None
     try:
         settings.start_distributed(_CONFIG.value)
-        if not is_main_process():
+        if is_main_process():
+            run_log = _run_log(_WORKDIR.value)
+        else:
             logging.getLogger().setLevel(logging.WARNING)  # process 0 logs the run; the others only problems
         _, run = settings.prepare(_CONFIG.value)
         trainer = Trainer(run, _WORKDIR.value)
-    except (settings.ConfigError, ModelConfigError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except user_errors as err:
+        _report(err, run_log)
         return 2
     try:
         summary = trainer.fit()
+    except user_errors as err:
+        _report(err, run_log)
+        return 2
     finally:
         trainer.close()
     if not is_main_process():
@@ -67,6 +118,9 @@ def main(argv: list[str]) -> int:
             f"validation accuracy: {summary.start_accuracy:.3f} at the start -> {summary.end_accuracy:.3f} at step "
             f"{summary.steps} (best {summary.best_accuracy:.3f}); workdir {_WORKDIR.value}"
         )
+    if summary.skipped_records:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in summary.skipped_records.items())
+        print(f"training records: {summary.records_read} read, skipped as unusable: {reasons}")
     return 0
 
 

@@ -53,6 +53,10 @@ def base_config() -> ConfigDict:
     c.data.min_pixels = 262144  # image resize bounds (Shuffle-R1's)
     c.data.max_pixels = 4194304
     c.data.on_bad_record = "skip"  # "skip" (count) | "error" (stop)
+    # stop with the counts by reason after this many unusable records in a row (0 = one pass over the data)
+    c.data.max_consecutive_bad_records = 0
+    # warn (each step with new skipped records) when over this fraction of the records read were skipped
+    c.data.warn_bad_fraction = 0.05
 
     c.reward = ConfigDict()
     c.reward.name = "math"  # "math" | "r1v" | "package.module:function"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,10 @@ class DataSettings:
       rollout_batch_prompts: `data.rollout_batch_prompts`, prompts per rollout batch over all processes.
       prompts_per_process: this process's share of the rollout batch (`rollout_batch_prompts` / processes).
       on_bad_record: `data.on_bad_record`, "skip" or "error".
+      max_consecutive_bad_records: `data.max_consecutive_bad_records`, unusable records in a row that stop the
+        run (>= 0; 0 = one pass over the data).
+      warn_bad_fraction: `data.warn_bad_fraction`, the share of skipped records above which each step with new
+        skipped records warns, in [0, 1].
       seed: the top-level `seed`, which seeds the order of the training prompts.
 
     Raises:
@@ -129,6 +134,8 @@ class DataSettings:
     rollout_batch_prompts: int
     prompts_per_process: int
     on_bad_record: str
+    max_consecutive_bad_records: int
+    warn_bad_fraction: float
     seed: int
 
     def __post_init__(self):
@@ -153,6 +160,13 @@ class DataSettings:
         _require(
             self.on_bad_record in ON_BAD_RECORD,
             f"data.on_bad_record = {self.on_bad_record!r}; expected one of {ON_BAD_RECORD}",
+        )
+        _require(
+            self.max_consecutive_bad_records >= 0,
+            f"data.max_consecutive_bad_records = {self.max_consecutive_bad_records} must be >= 0 (0 = one pass)",
+        )
+        _require(
+            0 <= self.warn_bad_fraction <= 1, f"data.warn_bad_fraction = {self.warn_bad_fraction} must be in [0, 1]"
         )
         try:
             load_prompt_format(self.prompt_format)
@@ -477,6 +491,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         setup function does not import, or (with `check_inputs`) an input is missing; the message names the key
         and the value.
     """
+    _require_finite_numbers(c)
     algorithm = _converted((ValueError,), lambda: get_algorithm(c.rl.algorithm))
     _require(isinstance(c.seed, int) and 0 <= c.seed < 2**32, f"seed = {c.seed!r} must be an integer in [0, 2**32)")
     distributed = _converted((DistributedConfigError,), lambda: DistributedSpec.from_config(c.distributed))
@@ -561,6 +576,8 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             rollout_batch_prompts=prompts,
             prompts_per_process=prompts // processes,
             on_bad_record=c.data.on_bad_record,
+            max_consecutive_bad_records=c.data.max_consecutive_bad_records,
+            warn_bad_fraction=c.data.warn_bad_fraction,
             seed=c.seed,
         ),
     )
@@ -595,6 +612,7 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         single_round=c.rl.abs_single_round,
         update_chunks=c.rl.update_chunks,
     )
+    _require(0 <= c.rl.cppo_prune < 1, f"rl.cppo_prune = {c.rl.cppo_prune} must be in [0, 1)")
     if algorithm.selector in ("pts", "pts_abs"):
         _require(
             n % 2 == 0,
@@ -735,6 +753,18 @@ def _optimizer_settings(c: ConfigDict, train: TrainSettings) -> OptimizerConfig:
             freeze_vision=c.optim.freeze_vision,
         ),
     )
+
+
+def _require_finite_numbers(c: ConfigDict, prefix: str = "") -> None:
+    """Raises `ConfigError` naming the first float value of `c` (nested sections and tuples included) that is NaN
+    or infinite."""
+    for key, value in c.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ConfigDict):
+            _require_finite_numbers(value, f"{name}.")
+            continue
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            _require(not isinstance(item, float) or math.isfinite(item), f"{name} = {value!r} must be a finite number")
 
 
 def check_run_inputs(settings: RunSettings) -> None:

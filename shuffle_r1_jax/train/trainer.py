@@ -39,7 +39,7 @@ from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
 from shuffle_r1_jax.learner.update import UpdateTargets
-from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import mirror_shardings
@@ -53,6 +53,7 @@ from shuffle_r1_jax.rollout.types import ScoredRollouts
 from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint
 from shuffle_r1_jax.train.metric_writers import MetricWriter
+from shuffle_r1_jax.train.preflight import check_workdir
 from shuffle_r1_jax.train.programs import SpecialTokens, StepPrograms, build_eval_samplers, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
 
@@ -121,12 +122,16 @@ class RunSummary:
       end_accuracy: the last validation accuracy.
       best_accuracy: the best validation accuracy (kept in the checkpoints, so a resumed run's earlier steps
         count).
+      records_read: training records read over all processes (kept in the checkpoints with the data position).
+      skipped_records: the training records skipped as unusable, by reason (reasons with none left out).
     """
 
     steps: int
     start_accuracy: float | None
     end_accuracy: float | None
     best_accuracy: float | None
+    records_read: int
+    skipped_records: dict[str, int]
 
 
 class Trainer:
@@ -162,13 +167,9 @@ class Trainer:
     ):
         self.settings = settings
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.mesh = build_mesh(settings.mesh)
-        self.replicated = NamedSharding(self.mesh, PartitionSpec())
-        logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
-        self.graphdef, self.params, self.model_config = self._load_policy()
-        self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
-        self.ref_params = self._reference_params()
+        # what can fail without the model fails before it loads: the workdir, the tokenizer, the data files
+        check_workdir(self.workdir, settings)
+        self.model_config = load_config(settings.model.checkpoint)
         self.encoder = PromptEncoder.from_checkpoint(
             settings.model.checkpoint,
             settings.data.image,
@@ -177,6 +178,12 @@ class Trainer:
             overlong=settings.data.overlong_prompts,
         )
         self.train_batches = self._prompt_stream(settings.data.train, shuffle=True, seed=settings.data.seed)
+        self.mesh = build_mesh(settings.mesh)
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
+        self.graphdef, self.params = self._load_policy()
+        self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
+        self.ref_params = self._reference_params()
         self.placer = BatchPlacer(self.mesh, self.encoder.pad_token_id, self.model_config.vision.spatial_merge_size**2)
         self.optimizer = make_optimizer(settings.optimizer, self.params)
         self.schedule = learning_rate_schedule(settings.optimizer)
@@ -219,9 +226,9 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- builders
 
     def _load_policy(self):
-        """(graphdef, parameters as a pure dict of sharded arrays, model config) of the starting checkpoint."""
+        """(graphdef, parameters as a pure dict of sharded arrays) of the starting checkpoint."""
         m = self.settings.model
-        model, config = load_pretrained(
+        model, _ = load_pretrained(
             m.checkpoint,
             m.dtype,
             param_dtype=m.param_dtype,
@@ -230,7 +237,7 @@ class Trainer:
             mesh=self.mesh,
             rules=self.settings.mesh.rules,
         )
-        return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param)), config
+        return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     def _reference_params(self):
         """A copy of the starting policy for the KL loss (the update donates, and so frees, the trained
@@ -252,6 +259,7 @@ class Trainer:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             on_bad_record=data.on_bad_record,
+            max_consecutive_bad=data.max_consecutive_bad_records,
         )
         return prompt_batches(
             spec, self.encoder, self.model_config, pipeline, buckets=data.buckets, columns=data.columns
@@ -515,11 +523,41 @@ class Trainer:
         tokens = metrics["response_length/mean"] * settings.data.rollout_batch_prompts * settings.rollout.n
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
         metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
-        counts = self.train_batches.counts()
-        summed = gather_over_processes(np.asarray([[counts[k] for k in sorted(counts)]], np.int64)).sum(0)
-        metrics.update({f"data/{k}": float(v) for k, v in zip(sorted(counts), summed)})
+        metrics.update({f"data/{k}": float(v) for k, v in self.data_counts().items()})
         metrics["compile/sampler_programs"] = float(self.programs.sampler.compilations)
         return metrics
+
+    def data_counts(self) -> dict[str, int]:
+        """The training stream's counters (`PromptBatchIterator.counts`) summed over the processes (a collective:
+        every process calls it)."""
+        counts = self.train_batches.counts()
+        summed = gather_over_processes(np.asarray([[counts[k] for k in sorted(counts)]], np.int64)).sum(0)
+        return {k: int(v) for k, v in zip(sorted(counts), summed)}
+
+    def _report_skipped_records(self, metrics: dict, skipped_before: float) -> None:
+        """Logs the skipped training records by reason when the step skipped some: a warning when over
+        `data.warn_bad_fraction` of the records read so far were skipped."""
+        skipped, read = metrics["data/bad_records/total"], metrics["data/records_read"]
+        if skipped == skipped_before or not read:
+            return
+        prefix = "data/bad_records/"
+        reasons = ", ".join(
+            f"{k[len(prefix) :]} {int(v)}"
+            for k, v in metrics.items()
+            if k.startswith(prefix) and v and k != prefix + "total"
+        )
+        fraction = skipped / read
+        level = logging.WARNING if fraction > self.settings.data.warn_bad_fraction else logging.INFO
+        logger.log(
+            level,
+            "step %d: %d of %d training records read so far skipped (%.1f%%; data.warn_bad_fraction = %g): %s",
+            self.step,
+            skipped,
+            read,
+            100 * fraction,
+            self.settings.data.warn_bad_fraction,
+            reasons,
+        )
 
     # ------------------------------------------------------------------------------------------------- loop
 
@@ -547,10 +585,13 @@ class Trainer:
             history.append(metrics["val/accuracy"])
             self.writer.write(0, metrics)
         nonfinite_in_a_row = 0
+        skipped_before = float(self.data_counts()["bad_records/total"])
         try:
             while self.step < total:
                 metrics = self.train_step()
                 self.step += 1
+                self._report_skipped_records(metrics, skipped_before)
+                skipped_before = metrics["data/bad_records/total"]
                 last = self.step == total
                 nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics["update_skipped"] else 0
                 if after_step is not None:
@@ -572,11 +613,17 @@ class Trainer:
             step = export_trainer_checkpoint(self.workdir / "checkpoints", settings.checkpoint.export_hf)
             logger.info("exported step %d to %s (Hugging Face layout)", step, settings.checkpoint.export_hf)
         history = _logged_accuracies(self.workdir / "metrics.jsonl") or history
+        counts = self.data_counts()
+        prefix = "bad_records/"
         return RunSummary(
             steps=self.step,
             start_accuracy=history[0] if history else None,
             end_accuracy=history[-1] if history else None,
             best_accuracy=self.best_score,
+            records_read=counts["records_read"],
+            skipped_records={
+                k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
+            },
         )
 
     def close(self) -> None:

@@ -8,7 +8,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shuffle_r1_jax.data.pipeline import BadRecordError, PipelineConfig, prompt_batches, steps_per_epoch
+from shuffle_r1_jax.data.pipeline import (
+    BadRecordError,
+    PipelineConfig,
+    UnusableDataError,
+    prompt_batches,
+    steps_per_epoch,
+)
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.prompts import PromptEncoder
@@ -73,6 +79,28 @@ def test_bad_record_stops_the_run_when_configured(corrupted, encoder, model_conf
     with pytest.raises(BadRecordError, match=rf"bad record {corrupted} row 1: bad_image: image 0: cannot decode image"):
         next(iterator)
     assert iterator.counts()["bad_records/bad_image"] == 1
+
+
+def test_a_stream_without_a_usable_record_stops_after_one_pass(synthetic_data, tiny_checkpoint, model_config):
+    """Every prompt is over a 10-token limit: after one pass (30 records, not the 3 epochs asked for) the stream
+    stops with the counts by reason instead of reading on."""
+    short = PromptEncoder.from_checkpoint(tiny_checkpoint, image_config=IMAGE_CONFIG, max_prompt_length=10)
+    iterator = _pipeline(synthetic_data / "train.parquet", short, model_config, batch_size=4, num_epochs=3)
+    with pytest.raises(UnusableDataError, match=rf"no usable record in the last {NUM_TRAIN} records of .*"
+                       rf"prompt_too_long {NUM_TRAIN} of {NUM_TRAIN} read; the last: .* prompt_too_long"):  # fmt: skip
+        next(iterator)
+    assert iterator.counts()["records_read"] == NUM_TRAIN
+
+
+def test_the_limit_of_bad_records_in_a_row_is_configurable(corrupted, encoder, model_config):
+    """Rows 1-4 are bad: a limit of 2 stops at row 2 (two in a row); a limit of 5 reads past them."""
+    strict = _pipeline(corrupted, encoder, model_config, batch_size=8, shuffle=False, max_consecutive_bad=2)
+    with pytest.raises(UnusableDataError, match=rf"last 2 records .* the last: {corrupted} row 2: missing_column"):
+        next(strict)
+    lenient = _pipeline(corrupted, encoder, model_config, batch_size=8, shuffle=False, max_consecutive_bad=5)
+    assert len(next(lenient).record_ids) == 8
+    with pytest.raises(ValueError, match="data.max_consecutive_bad_records = -1 must be >= 0"):
+        PipelineConfig(batch_size=4, max_consecutive_bad=-1)
 
 
 def test_state_round_trip_resumes_exactly(corrupted, encoder, model_config):

@@ -79,6 +79,16 @@ def test_jsonl_records_and_image_paths(tmp_path):
     assert source[2].answer is None and source[2].record_id == f"{file} line 4" and source[2].data_source == "data"
 
 
+def test_a_jsonl_line_that_is_not_utf8_is_one_unreadable_record(tmp_path):
+    file = tmp_path / "data.jsonl"
+    good = json.dumps({"problem": "2+2?", "answer": "4", "images": []}).encode()
+    file.write_bytes(good + b"\n" + b'{"problem": "caf\xe9", "answer": "1", "images": []}' + b"\n" + good + b"\n")
+    source = RecordSource(str(file))
+    assert len(source) == 3
+    assert source[0].problem == source[2].problem == "2+2?"
+    assert source[1].error.startswith("not valid UTF-8") and source[1].record_id == f"{file} line 2"
+
+
 def test_missing_column_in_a_parquet_file_is_named(tmp_path):
     pq.write_table(_table(2).drop(["answer"]), tmp_path / "train.parquet")
     expected = r"column\(s\) \['answer'\] not found; the file has columns \['problem', 'images'\]"
