@@ -30,13 +30,15 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
     out = Sampler(graphdef, config).generate(state, prompts, n=2, max_new_tokens=7, key=jax.random.key(1))
     rollouts = Rollouts(jax.tree.map(jnp.asarray, prompts), out.tokens, out.mask, out.logprobs)
     rows = jnp.asarray([5, 0, 3, 2])
-    logp, ent = response_logprobs(model, rollouts, rows, temperature=temperature, chunk=3, with_entropy=True)
+    # jitted (traced once per shape) rather than run op by op
+    logprobs = nnx.jit(response_logprobs, static_argnames=("temperature", "chunk", "with_entropy"))
+    logp, ent = logprobs(model, rollouts, rows, temperature=temperature, chunk=3, with_entropy=True)
     m = np.asarray(out.mask)[np.asarray(rows)] == 1
     np.testing.assert_allclose(np.asarray(logp)[m], np.asarray(out.logprobs)[np.asarray(rows)][m], atol=1e-4)
     assert np.all(np.asarray(ent)[m] > 0) and np.all(np.asarray(ent)[m] <= np.log(model.config.text.vocab_size) + 1e-4)
 
     features = model.image_features(rollouts.prompts.vision)
-    frozen, _ = response_logprobs(model, rollouts, rows, temperature=temperature, chunk=4, image_features=features)
+    frozen, _ = logprobs(model, rollouts, rows, temperature=temperature, chunk=4, image_features=features)
     np.testing.assert_allclose(np.asarray(frozen)[m], np.asarray(logp)[m], atol=1e-5)
 
     # the old-log-prob pass computes only the update's rows (repeats allowed) and leaves the others at 0
@@ -45,7 +47,7 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
         graphdef, state, rollouts, None, update_rows, micro_batch_rows=2, temperature=temperature, chunk=3
     )
     assert only.shape == out.tokens.shape
-    full, _ = response_logprobs(model, rollouts, jnp.arange(6), temperature=temperature, chunk=3)
+    full, _ = logprobs(model, rollouts, jnp.arange(6), temperature=temperature, chunk=3)
     used = np.isin(np.arange(6), np.asarray(update_rows))
     np.testing.assert_allclose(np.asarray(only)[used], np.asarray(full)[used], atol=1e-6)
     assert np.all(np.asarray(only)[~used] == 0)
@@ -57,7 +59,7 @@ def test_chunked_logprobs_match_the_sampler_and_have_gradients(untied_pair):
         lp, _ = response_logprobs(merged, rollouts, rows, temperature=temperature, chunk=3)
         return jnp.sum(lp * jnp.asarray(m))
 
-    grads = jax.grad(total)(params)
+    grads = jax.jit(jax.grad(total))(params)
     norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
     assert all(np.isfinite(norms)) and max(norms) > 0
     assert float(jnp.linalg.norm(grads["visual"]["patch_embed"]["kernel"][...])) > 0  # the vision tower learns too
