@@ -2,7 +2,8 @@
 or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
-holds `overall` (the scalar used for advantages) plus named parts that are logged. It must be defined at
+holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
+(a string, a bool, NaN or inf makes the sample an invalid output, scored 0). It must be defined at
 module level so worker processes can import it. Built-in names are resolved lazily, so importing this
 module does not import the math grader.
 """
