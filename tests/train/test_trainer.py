@@ -3,6 +3,7 @@ and resume after SIGKILL equal to an uninterrupted run."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,6 +172,17 @@ def test_config_errors_name_the_key(edit, message):
     c.rollout.decode_stages = edit.get("decode_stages", 6)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c, check_inputs=False)
+
+
+def test_a_reward_module_that_fails_to_import_is_named_before_the_model_loads(demo_cache):
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.rewards.failing_import:reward"
+    message = (
+        "reward.name = 'tests.rewards.failing_import:reward': cannot import module 'tests.rewards.failing_import' "
+        "of reward 'tests.rewards.failing_import:reward': RuntimeError: the grader's tables are missing"
+    )
+    with pytest.raises(settings.ConfigError, match=re.escape(message)):
+        settings.prepare(c)
 
 
 def test_micro_batches_that_do_not_split_over_the_devices_are_warned_about(caplog):
@@ -412,6 +424,10 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("data.overlong_prompts", "left", "data.overlong_prompts = 'left'; expected one of"),
         ("rl.update_chunks", 3, "rl.update_chunks = 3: the 4096 update rows do not cut into 3 chunks x 4"),
         ("loss.agg_group_rows", 0, "loss agg_group_rows = 0 must be >= 1"),
+        ("reward.timeout_s", -1.0, "reward.timeout_s = -1.0 must be > 0"),
+        ("reward.num_workers", 0, "reward.num_workers = 0 must be >= 1"),
+        ("reward.batch_timeout_s", -1.0, "reward.batch_timeout_s = -1.0 must be >= 0 \\(0 = no limit\\)"),
+        ("reward.max_failed_steps", -1, "reward.max_failed_steps = -1 must be >= 0 \\(0 = never\\)"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
