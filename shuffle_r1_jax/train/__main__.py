@@ -34,8 +34,9 @@ def main(argv: list[str]) -> int:
     accuracies (when the run validated).
 
     Returns:
-      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid or an
-      input file is missing (the error is printed to stderr).
+      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid, an
+      input file is missing, or the run stopped because every reward failed in `reward.max_failed_steps` steps in
+      a row (the error is printed to stderr).
     """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
@@ -43,6 +44,7 @@ def main(argv: list[str]) -> int:
     from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
     from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
     from shuffle_r1_jax.parallel.distributed import is_main_process
+    from shuffle_r1_jax.rewards.health import RewardHealthError
     from shuffle_r1_jax.train import settings
     from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
@@ -57,6 +59,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         summary = trainer.fit()
+    except RewardHealthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         trainer.close()
     if not is_main_process():

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shuffle_r1_jax.rewards.health import RewardHealthError
 from shuffle_r1_jax.rl.algorithms import ALGORITHMS
 from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
@@ -342,6 +343,33 @@ def test_training_raises_a_learnable_reward(demo_cache, tmp_path):
 
     rewards = [json.loads(line)["reward/overall"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(rewards[-5:]) > 2 * np.mean(rewards[:5]), rewards
+
+
+@pytest.mark.slow
+def test_a_run_whose_rewards_all_time_out_stops_at_reward_max_failed_steps(demo_cache, tmp_path):
+    """A reward hanging on every sample: each step's scoring ends at the batch limit with every sample timed out,
+    and the second such step in a row stops the run, naming the counts and the reward."""
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.train.toy_rewards:hangs"
+    c.reward.timeout_s = 600.0
+    c.reward.batch_timeout_s = 0.5
+    c.reward.max_failed_steps = 2
+    c.train.total_steps = 3
+    c.checkpoint.every = 3
+    message = (
+        "every reward failed in 2 consecutive steps (timeout 32, exception 0, invalid_output 0, worker_died 0); "
+        "check reward.name = 'tests.train.toy_rewards:hangs' (the run stops at reward.max_failed_steps = 2; 0 = never)"
+    )
+    trainer = make_trainer(c, tmp_path)
+    try:
+        with pytest.raises(RewardHealthError, match=re.escape(message)):
+            trainer.fit()
+    finally:
+        trainer.close()
+    assert trainer.step == 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward_failures/timeout"] for r in records] == [16, 16]
+    assert all(r["timing/reward"] < 10 for r in records)
 
 
 @pytest.mark.slow
