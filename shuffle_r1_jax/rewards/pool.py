@@ -21,6 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import numbers
 import pickle
+import reprlib
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -79,7 +80,7 @@ def _checked_parts(output: Any) -> dict[str, float]:
         raise TypeError(f"reward output has no 'overall' part (parts: {sorted(output)})")
     not_numbers = {name: value for name, value in output.items() if not _is_real_number(value)}
     if not_numbers:
-        raise TypeError(f"reward returned parts that are not numbers: {not_numbers!r}")
+        raise TypeError(f"reward returned parts that are not numbers: {reprlib.repr(not_numbers)}")
     parts = {str(name): float(value) for name, value in output.items()}
     if not all(math.isfinite(value) for value in parts.values()):
         raise ValueError(f"reward returned a non-finite part: {parts}")
