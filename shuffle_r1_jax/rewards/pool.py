@@ -1,9 +1,11 @@
-"""Score a batch of responses on the host in worker processes, with a per-sample time limit.
+"""Score a batch of responses on the host in worker processes, with a per-sample and a per-batch time limit.
 
 Graders can hang (sympy) and threads cannot be stopped, so each sample runs in a worker process; a
-worker that exceeds the limit is killed and replaced while the other samples go on. A sample whose
-reward raises, times out, returns something malformed, or whose worker dies gets all-zero parts and a
-counted reason; scoring never stops the run.
+worker that exceeds the limit is killed and replaced while the other samples go on. Past the batch limit the
+samples without a result time out together, so a reward that hangs on every sample costs one batch limit per
+step. A sample whose reward raises, times out, returns something malformed (not a mapping, no "overall", a part
+that is not a finite real number), or whose worker dies gets all-zero parts and a counted reason; scoring never
+stops the run (the trainer stops a run whose rewards all fail, `rewards.health`).
 
 Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker); `score_batch` is
 the one-shot form that starts and stops a pool per call.
@@ -17,7 +19,9 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import numbers
 import pickle
+import reprlib
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -57,11 +61,26 @@ class RewardScores:
         return np.asarray([reason is not None for reason in self.failure_reasons], dtype=bool)
 
 
+def _is_real_number(value: Any) -> bool:
+    """Whether `value` is a real number (Python or numpy int or float) and not a bool (True is not a score)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def _checked_parts(output: Any) -> dict[str, float]:
+    """A reward's output as {part name: float}.
+
+    Raises:
+      TypeError: `output` is not a mapping, has no "overall" part, or has a part that is not a real number (a
+        string such as "1.0", a bool, None, an array).
+      ValueError: a part is NaN or infinite.
+    """
     if not isinstance(output, Mapping):
         raise TypeError(f"reward returned {type(output).__name__}, expected a mapping with 'overall'")
     if "overall" not in output:
         raise TypeError(f"reward output has no 'overall' part (parts: {sorted(output)})")
+    not_numbers = {name: value for name, value in output.items() if not _is_real_number(value)}
+    if not_numbers:
+        raise TypeError(f"reward returned parts that are not numbers: {reprlib.repr(not_numbers)}")
     parts = {str(name): float(value) for name, value in output.items()}
     if not all(math.isfinite(value) for value in parts.values()):
         raise ValueError(f"reward returned a non-finite part: {parts}")
@@ -78,7 +97,8 @@ def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, An
 
     Returns:
       ("ok", parts as {name: float}) or (`EXCEPTION` or `INVALID_OUTPUT`, error message). The output is invalid
-      when it is not a mapping, has no "overall" part, or has a non-finite part.
+      when it is not a mapping, has no "overall" part, or has a part that is not a finite real number (a string
+      such as "1.0", a bool, NaN or inf).
     """
     try:
         output = reward_fn(response, answer)
@@ -238,16 +258,21 @@ class RewardPool:
         while not all(worker.ready for worker in self._workers):
             self._poll(None, wait_s=0.1)
 
-    def score(self, responses: Sequence[str], answers: Sequence[str], timeout_s: float = 10.0) -> RewardScores:
+    def score(
+        self, responses: Sequence[str], answers: Sequence[str], timeout_s: float = 10.0, batch_timeout_s: float = 0.0
+    ) -> RewardScores:
         """Grades responses[i] against answers[i].
 
-        Each sample has `timeout_s` seconds from the moment a worker receives it; the call returns as soon
-        as every sample has a result or has timed out (killed workers are replaced in the background).
+        Each sample has `timeout_s` seconds from the moment a worker receives it, and the whole call
+        `batch_timeout_s`: once it has run that long, the samples still being scored (their workers are killed) and
+        those not yet started fail as `TIMEOUT`. The call returns as soon as every sample has a result or has
+        timed out (killed workers are replaced in the background).
 
         Args:
           responses: n response texts.
           answers: n ground-truth answers.
           timeout_s: per-sample time limit in seconds.
+          batch_timeout_s: time limit of the whole call in seconds; 0 = none.
 
         Returns:
           `RewardScores`: per-part float32 `[n]` arrays, failure reasons and counts; failed samples are zeroed.
@@ -263,7 +288,11 @@ class RewardPool:
             raise RuntimeError("RewardPool is closed")
         state = _BatchState(len(responses))
         pending = collections.deque(range(len(responses)))
+        batch_deadline = time.monotonic() + batch_timeout_s if batch_timeout_s > 0 else math.inf
         while state.remaining:
+            if time.monotonic() >= batch_deadline:
+                self._fail_unscored(state, pending, f"not scored within the batch limit of {batch_timeout_s} s")
+                break
             for worker in self._workers:
                 if worker.ready and worker.task is None and pending:
                     index = pending.popleft()
@@ -272,9 +301,18 @@ class RewardPool:
                     except OSError:  # the worker died while idle: not this sample's fault
                         pending.appendleft(index)
                         self._replace(worker, state, WORKER_DIED, "broken pipe")
-            next_deadline = min(worker.deadline for worker in self._workers)
+            next_deadline = min(batch_deadline, *(worker.deadline for worker in self._workers))
             self._poll(state, wait_s=min(max(next_deadline - time.monotonic(), 0.0), 0.5))
         return state.result()
+
+    def _fail_unscored(self, state: _BatchState, pending: collections.deque, message: str) -> None:
+        """Fails every sample of `state` without a result as `TIMEOUT`: those never sent to a worker (`pending`, which
+        is emptied) and those being scored (their workers are killed and replaced)."""
+        while pending:
+            state.fail(pending.popleft(), TIMEOUT, message)
+        for worker in list(self._workers):
+            if worker.task is not None:
+                self._replace(worker, state, TIMEOUT, message)
 
     def _poll(self, state: _BatchState | None, wait_s: float) -> None:
         by_conn = {worker.conn: worker for worker in self._workers}

@@ -2,7 +2,8 @@
 or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
-holds `overall` (the scalar used for advantages) plus named parts that are logged. It must be defined at
+holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
+(a string, a bool, NaN or inf makes the sample an invalid output, scored 0). It must be defined at
 module level so worker processes can import it. Built-in names are resolved lazily, so importing this
 module does not import the math grader.
 """
@@ -48,16 +49,19 @@ def import_function(path: str, what: str = "reward") -> Callable:
       The callable.
 
     Raises:
-      ValueError: naming `what` and `path` when the path is malformed, the module cannot be imported, or it has
-        no callable of that name.
+      ValueError: naming `what` and `path` when the path is malformed, the module cannot be imported (it or one of
+        its imports is missing, or it raises while it runs: a syntax error, a missing data file), or it has no
+        callable of that name; the message ends with the import's error.
     """
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"{what} {path!r} is not of the form 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"cannot import module {module_name!r} of {what} {path!r}: {err}") from err
+    except Exception as err:  # the module's own code runs here: any error it raises means it does not import
+        raise ValueError(
+            f"cannot import module {module_name!r} of {what} {path!r}: {type(err).__name__}: {err}"
+        ) from err
     fn = getattr(module, attribute, None)
     if not callable(fn):
         raise ValueError(f"{what} {path!r}: module {module_name!r} has no callable {attribute!r}")

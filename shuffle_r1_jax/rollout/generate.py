@@ -49,8 +49,9 @@ class RolloutGenerator:
       reward_pool: scores the decoded responses.
       n: samples per prompt.
       max_new_tokens: response length.
-      reward_timeout_s: the time limit of the reward pool's scoring.
+      reward_timeout_s: the reward pool's time limit per sample.
       prompts_per_call: prompts (over all processes) per sampler call, 0 = the whole batch in one call.
+      reward_batch_timeout_s: the reward pool's time limit on this process's samples of a batch; 0 = none.
     """
 
     sampler: Sampler
@@ -62,6 +63,7 @@ class RolloutGenerator:
     max_new_tokens: int
     reward_timeout_s: float
     prompts_per_call: int = 0
+    reward_batch_timeout_s: float = 0.0
 
     def __call__(self, params, batch: PromptBatch, key: jax.Array) -> ScoredRollouts:
         """Sample n responses per prompt of every process's `batch`; score this process's rows against their answers.
@@ -92,7 +94,9 @@ class RolloutGenerator:
         generated = time.perf_counter()
         responses = decode_responses(self.tokenizer, tokens, mask)
         answers = [a for a in batch.answers for _ in range(self.n)]
-        scores = self.reward_pool.score(responses, answers, timeout_s=self.reward_timeout_s)
+        scores = self.reward_pool.score(
+            responses, answers, timeout_s=self.reward_timeout_s, batch_timeout_s=self.reward_batch_timeout_s
+        )
         return ScoredRollouts(
             rollouts=Rollouts(prompts, out.tokens, out.mask, out.logprobs),
             responses=responses,

@@ -43,9 +43,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from shuffle_r1_jax.data.pipeline import BadRecordError
     from shuffle_r1_jax.data.sources import DataSpecError
     from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
+    from shuffle_r1_jax.rewards.health import RewardHealthError
+    from shuffle_r1_jax.rollout.dynamic_sampling import DynamicSamplingError
     from shuffle_r1_jax.train import settings
 
-    return (settings.ConfigError, ModelConfigError, CheckpointError, DataSpecError, BadRecordError, OSError)
+    return (
+        settings.ConfigError,
+        ModelConfigError,
+        CheckpointError,
+        DataSpecError,
+        BadRecordError,
+        RewardHealthError,
+        DynamicSamplingError,
+        OSError,
+    )
 
 
 def _run_log(workdir: str) -> logging.Handler | None:
@@ -80,15 +91,16 @@ def main(argv: list[str]) -> int:
 
     Returns:
       The exit status: 0 after training, 2 after a user error (config, model config or checkpoint invalid, an
-      input missing, unusable data, an I/O failure such as a full disk, a failing reward plug-in), printed as
-      one line on stderr with its traceback in `<workdir>/run.log`.
+      input missing, unusable data, an I/O failure such as a full disk, every reward failing in
+      `reward.max_failed_steps` steps in a row, DAPO finding no informative group), printed as one line on
+      stderr with its traceback in `<workdir>/run.log`.
     """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
     from shuffle_r1_jax.parallel.distributed import is_main_process
     from shuffle_r1_jax.train import settings
-    from shuffle_r1_jax.train.trainer import Trainer, write_summary
+    from shuffle_r1_jax.train.trainer import Trainer
 
     user_errors = _user_errors()
     run_log = None
@@ -100,18 +112,27 @@ def main(argv: list[str]) -> int:
             logging.getLogger().setLevel(logging.WARNING)  # process 0 logs the run; the others only problems
         _, run = settings.prepare(_CONFIG.value)
         trainer = Trainer(run, _WORKDIR.value)
-    except user_errors as err:
-        _report(err, run_log)
-        return 2
-    try:
-        summary = trainer.fit()
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
     except user_errors as err:
         _report(err, run_log)
         return 2
     finally:
-        trainer.close()
+        if run_log is not None:
+            logging.getLogger().removeHandler(run_log)
+            run_log.close()
     if not is_main_process():
         return 0
+    _print_summary(summary)
+    return 0
+
+
+def _print_summary(summary) -> None:
+    """Writes `<workdir>/summary.json` and prints the validation accuracies and the skipped training records."""
+    from shuffle_r1_jax.train.trainer import write_summary
+
     write_summary(_WORKDIR.value, summary)
     if summary.start_accuracy is not None:
         print(
@@ -121,7 +142,6 @@ def main(argv: list[str]) -> int:
     if summary.skipped_records:
         reasons = ", ".join(f"{reason} {n}" for reason, n in summary.skipped_records.items())
         print(f"training records: {summary.records_read} read, skipped as unusable: {reasons}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -62,6 +62,10 @@ def base_config() -> ConfigDict:
     c.reward.name = "math"  # "math" | "r1v" | "package.module:function"
     c.reward.timeout_s = 10.0  # per-sample limit; a reward over it scores 0 and is counted
     c.reward.num_workers = 4  # reward worker processes
+    # limit on one batch's scoring (0 = none): past it, the samples not yet scored score 0 as timeouts
+    c.reward.batch_timeout_s = 300.0
+    # stop the run (exit 2) after this many consecutive steps in which every sample's reward failed (0 = never)
+    c.reward.max_failed_steps = 3
 
     c.rollout = ConfigDict()
     c.rollout.n = 16  # samples per prompt (even for PTS)

@@ -182,18 +182,31 @@ class RewardSettings:
       name: `reward.name`, a registered reward name or "package.module:function".
       timeout_s: `reward.timeout_s`, the per-sample limit in seconds (a reward over it scores 0).
       num_workers: `reward.num_workers`, reward worker processes.
+      batch_timeout_s: `reward.batch_timeout_s`, the limit on one batch's scoring in seconds (the samples not
+        scored by then score 0); 0 = none.
+      max_failed_steps: `reward.max_failed_steps`, consecutive steps in which every reward failed that stop the
+        run; 0 = never.
 
     Raises:
-      ConfigError: `timeout_s` is not > 0 or `num_workers` is not >= 1.
+      ConfigError: `timeout_s` is not > 0, `num_workers` is not >= 1, `batch_timeout_s` is not >= 0 or
+        `max_failed_steps` is not >= 0.
     """
 
     name: str
     timeout_s: float
     num_workers: int
+    batch_timeout_s: float
+    max_failed_steps: int
 
     def __post_init__(self):
         _require(self.timeout_s > 0, f"reward.timeout_s = {self.timeout_s} must be > 0")
         _require(self.num_workers >= 1, f"reward.num_workers = {self.num_workers} must be >= 1")
+        _require(
+            self.batch_timeout_s >= 0, f"reward.batch_timeout_s = {self.batch_timeout_s} must be >= 0 (0 = no limit)"
+        )
+        _require(
+            self.max_failed_steps >= 0, f"reward.max_failed_steps = {self.max_failed_steps} must be >= 0 (0 = never)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -507,7 +520,13 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         seed=c.seed,
         model=_model_settings(c),
         data=data,
-        reward=RewardSettings(name=c.reward.name, timeout_s=c.reward.timeout_s, num_workers=c.reward.num_workers),
+        reward=RewardSettings(
+            name=c.reward.name,
+            timeout_s=c.reward.timeout_s,
+            num_workers=c.reward.num_workers,
+            batch_timeout_s=c.reward.batch_timeout_s,
+            max_failed_steps=c.reward.max_failed_steps,
+        ),
         rollout=rollout,
         rl=rl,
         loss=_loss_settings(c, rollout, algorithm.loss),

@@ -44,6 +44,7 @@ from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_co
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import mirror_shardings
 from shuffle_r1_jax.processing.prompts import PromptEncoder
+from shuffle_r1_jax.rewards.health import AllFailedSteps
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rollout.dynamic_sampling import fill_informative
 from shuffle_r1_jax.rollout.generate import RolloutGenerator
@@ -278,6 +279,7 @@ class Trainer:
             max_new_tokens=rollout.max_new_tokens,
             reward_timeout_s=self.settings.reward.timeout_s,
             prompts_per_call=rollout.prompts_per_sampler_call,
+            reward_batch_timeout_s=self.settings.reward.batch_timeout_s,
         )
 
     def _evaluator(self, tokens: SpecialTokens) -> Evaluator:
@@ -576,6 +578,7 @@ class Trainer:
 
         Raises:
           FloatingPointError: `train.max_nonfinite_in_a_row` steps in a row had a skipped (non-finite) update.
+          RewardHealthError: every sample's reward failed in `reward.max_failed_steps` steps in a row.
         """
         settings = self.settings
         total = settings.train.total_steps
@@ -586,6 +589,7 @@ class Trainer:
             self.writer.write(0, metrics)
         nonfinite_in_a_row = 0
         skipped_before = float(self.data_counts()["bad_records/total"])
+        failed_rewards = AllFailedSteps(settings.reward.max_failed_steps, settings.reward.name)
         try:
             while self.step < total:
                 metrics = self.train_step()
@@ -607,6 +611,7 @@ class Trainer:
                         f"{nonfinite_in_a_row} steps in a row skipped an update for a non-finite loss or gradient "
                         f"(step {self.step}); stopping (train.max_nonfinite_in_a_row)"
                     )
+                failed_rewards.observe(*self._reward_outcomes(metrics))
         finally:
             self.checkpointer.wait_until_finished()
         if settings.checkpoint.export_hf and jax.process_index() == 0:
@@ -625,6 +630,13 @@ class Trainer:
                 k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
             },
         )
+
+    def _reward_outcomes(self, metrics: dict) -> tuple[dict[str, float], int]:
+        """(failed samples by reason, samples scored) of a step over all processes, from its metrics; a DAPO step
+        scored `dapo/tries` rollout batches."""
+        failed = {k.removeprefix("reward_failures/"): v for k, v in metrics.items() if k.startswith("reward_failures/")}
+        batch = self.settings.data.rollout_batch_prompts * self.settings.rollout.n
+        return failed, batch * int(metrics.get("dapo/tries", 1))
 
     def close(self) -> None:
         """Releases the reward workers, the checkpointer (waiting for a checkpoint in flight) and the writers."""

@@ -6,6 +6,8 @@ They must live in an importable module: worker processes import them by name.
 import os
 import time
 
+import numpy as np
+
 
 def flaky_reward(response: str, answer: str) -> dict:
     """Behaves according to `response`: raise / sleep / exit / missing / nan / else exact match."""
@@ -25,3 +27,23 @@ def flaky_reward(response: str, answer: str) -> dict:
 
 def not_a_dict(response: str, answer: str) -> float:
     return 1.0
+
+
+def typed_reward(response: str, answer: str) -> dict:
+    """Returns the 'overall' (and an 'accuracy' part) typed as `response` names: a string, a bool, inf, a numpy
+    float32, an int, or (else) a float."""
+    overall = {
+        "string": "1.0",
+        "bool": True,
+        "inf": float("inf"),
+        "float32": np.float32(0.5),
+        "int": 1,
+    }.get(response, 0.25)
+    accuracy = "1" if response == "string_part" else 0.0
+    return {"overall": overall, "accuracy": accuracy}
+
+
+def sleeping_reward(response: str, answer: str) -> dict:
+    """Sleeps `float(response)` seconds, then scores 1."""
+    time.sleep(float(response))
+    return {"overall": 1.0}

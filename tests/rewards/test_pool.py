@@ -8,6 +8,8 @@ import pytest
 from shuffle_r1_jax.rewards.pool import RewardPool, score_batch, score_in_process
 
 FLAKY = "tests.rewards.faulty_rewards:flaky_reward"
+TYPED = "tests.rewards.faulty_rewards:typed_reward"
+SLEEPING = "tests.rewards.faulty_rewards:sleeping_reward"
 RESPONSES = ["a", "raise", "sleep", "b", "exit", "missing", "nan", "c"]
 ANSWERS = ["a", "x", "x", "x", "x", "x", "x", "c"]
 EXPECTED_REASONS = [None, "exception", "timeout", None, "worker_died", "invalid_output", "invalid_output", None]
@@ -64,3 +66,27 @@ def test_empty_batch_and_argument_errors():
         score_batch("math", ["a", "b"], ["a"], num_workers=0)
     with pytest.raises(TypeError, match="module level"):
         RewardPool(lambda response, answer: {"overall": 0.0}, num_workers=1)
+
+
+def test_parts_that_are_not_finite_real_numbers_are_invalid_outputs():
+    """A string, a bool or inf in any part is an invalid output; numpy and int numbers are read as floats."""
+    responses = ["string", "string_part", "bool", "inf", "float32", "int", "float"]
+    scores = score_in_process(TYPED, responses, ["x"] * len(responses))
+    assert scores.failure_reasons == ["invalid_output"] * 4 + [None] * 3
+    np.testing.assert_array_equal(scores.parts["overall"], [0, 0, 0, 0, 0.5, 1, 0.25])
+
+
+def test_the_batch_time_limit_fails_the_samples_not_yet_scored_and_the_pool_goes_on():
+    """Two workers score the two quick samples, then hang on the next two; at the batch limit those are killed and
+    the two never started are failed too, all as timeouts."""
+    with RewardPool(SLEEPING, num_workers=2) as pool:
+        pool.wait_ready()
+        start = time.monotonic()
+        scores = pool.score(["0", "0", "30", "30", "0", "0"], ["x"] * 6, timeout_s=60.0, batch_timeout_s=0.5)
+        elapsed = time.monotonic() - start
+        assert elapsed < 5.0
+        assert scores.failure_reasons == [None, None] + ["timeout"] * 4
+        assert scores.failure_counts["timeout"] == 4
+        np.testing.assert_array_equal(scores.parts["overall"], [1, 1, 0, 0, 0, 0])
+        after = pool.score(["0"] * 3, ["x"] * 3, timeout_s=60.0, batch_timeout_s=30.0)
+        np.testing.assert_array_equal(after.parts["overall"], [1, 1, 1])

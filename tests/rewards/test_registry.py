@@ -32,6 +32,11 @@ def test_register_user_reward(monkeypatch):
         ("no_such_module_xyz:fn", "cannot import module 'no_such_module_xyz'"),
         ("tests.rewards.faulty_rewards:missing", "has no callable 'missing'"),
         ("tests.rewards.faulty_rewards:", "not of the form"),
+        (
+            "tests.rewards.failing_import:reward",
+            "cannot import module 'tests.rewards.failing_import' of reward 'tests.rewards.failing_import:reward': "
+            "RuntimeError: the grader's tables are missing",
+        ),
     ],
 )
 def test_bad_specs_name_the_problem(spec, message):

@@ -3,6 +3,7 @@ and resume after SIGKILL equal to an uninterrupted run."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from shuffle_r1_jax.rewards.health import RewardHealthError
 from shuffle_r1_jax.rl.algorithms import ALGORITHMS
 from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
@@ -171,6 +173,17 @@ def test_config_errors_name_the_key(edit, message):
     c.rollout.decode_stages = edit.get("decode_stages", 6)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c, check_inputs=False)
+
+
+def test_a_reward_module_that_fails_to_import_is_named_before_the_model_loads(demo_cache):
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.rewards.failing_import:reward"
+    message = (
+        "reward.name = 'tests.rewards.failing_import:reward': cannot import module 'tests.rewards.failing_import' "
+        "of reward 'tests.rewards.failing_import:reward': RuntimeError: the grader's tables are missing"
+    )
+    with pytest.raises(settings.ConfigError, match=re.escape(message)):
+        settings.prepare(c)
 
 
 def test_micro_batches_that_do_not_split_over_the_devices_are_warned_about(caplog):
@@ -333,6 +346,33 @@ def test_training_raises_a_learnable_reward(demo_cache, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_whose_rewards_all_time_out_stops_at_reward_max_failed_steps(demo_cache, tmp_path):
+    """A reward hanging on every sample: each step's scoring ends at the batch limit with every sample timed out,
+    and the second such step in a row stops the run, naming the counts and the reward."""
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.train.toy_rewards:hangs"
+    c.reward.timeout_s = 600.0
+    c.reward.batch_timeout_s = 0.5
+    c.reward.max_failed_steps = 2
+    c.train.total_steps = 3
+    c.checkpoint.every = 3
+    message = (
+        "every reward failed in 2 consecutive steps (timeout 32, exception 0, invalid_output 0, worker_died 0); "
+        "check reward.name = 'tests.train.toy_rewards:hangs' (the run stops at reward.max_failed_steps = 2; 0 = never)"
+    )
+    trainer = make_trainer(c, tmp_path)
+    try:
+        with pytest.raises(RewardHealthError, match=re.escape(message)):
+            trainer.fit()
+    finally:
+        trainer.close()
+    assert trainer.step == 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["reward_failures/timeout"] for r in records] == [16, 16]
+    assert all(r["timing/reward"] < 10 for r in records)
+
+
+@pytest.mark.slow
 def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_path):
     import torch
     from flax import nnx
@@ -412,6 +452,10 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("data.overlong_prompts", "left", "data.overlong_prompts = 'left'; expected one of"),
         ("rl.update_chunks", 3, "rl.update_chunks = 3: the 4096 update rows do not cut into 3 chunks x 4"),
         ("loss.agg_group_rows", 0, "loss agg_group_rows = 0 must be >= 1"),
+        ("reward.timeout_s", -1.0, "reward.timeout_s = -1.0 must be > 0"),
+        ("reward.num_workers", 0, "reward.num_workers = 0 must be >= 1"),
+        ("reward.batch_timeout_s", -1.0, "reward.batch_timeout_s = -1.0 must be >= 0 \\(0 = no limit\\)"),
+        ("reward.max_failed_steps", -1, "reward.max_failed_steps = -1 must be >= 0 \\(0 = never\\)"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):

@@ -1,5 +1,7 @@
 """Rewards for trainer tests (module-level so reward worker processes can import them)."""
 
+import time
+
 
 def letter_a_fraction(response: str, answer: str) -> dict[str, float]:
     """The fraction of the response's characters that are the letter "a": learnable from any start."""
@@ -15,3 +17,9 @@ def distinct_characters_of_color_answers(response: str, answer: str) -> dict[str
         return {"overall": 0.0, "accuracy": 0.0}
     score = len(set(response)) / max(len(response), 1)
     return {"overall": score, "accuracy": score}
+
+
+def hangs(response: str, answer: str) -> dict[str, float]:
+    """Never returns in a test's time (a grader stuck on every response)."""
+    time.sleep(600)
+    return {"overall": 0.0}
