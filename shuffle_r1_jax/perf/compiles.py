@@ -10,18 +10,20 @@ from typing import Any, Callable
 import jax
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+# a program loaded from jax's persistent compilation cache (`jax_compilation_cache_dir`) instead of compiled
+CACHE_LOAD_EVENT = "/jax/compilation_cache/cache_retrieval_time_sec"
 TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
 LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 
 @dataclasses.dataclass(frozen=True)
 class CompileEvent:
-    """One XLA backend compilation.
+    """One XLA backend compilation, or one load of a compiled program from the persistent compilation cache.
 
     Attributes:
       step: the monitor's step label when it ran.
-      program: the compiled function's name ("?" when jax gives none).
-      seconds: the backend compile seconds.
+      program: the compiled function's name ("?" when jax gives none; "(persistent cache)" for a load).
+      seconds: the backend compile seconds, or the cache load's.
     """
 
     step: int
@@ -38,7 +40,8 @@ class CompileMonitor:
 
     Attributes:
       step: the label given to the compilations and logs that follow (-1 until the user sets it).
-      compiles: every backend compilation, in order.
+      compiles: every backend compilation or persistent-cache load, in order (a program obtained either way
+        is one that the step had to build).
       trace_lower_seconds: step -> tracing + lowering seconds.
       logs: step -> jax's compile log messages.
     """
@@ -54,6 +57,8 @@ class CompileMonitor:
     def _on_duration(self, event: str, duration_secs: float, **kwargs) -> None:
         if event == BACKEND_COMPILE_EVENT:
             self.compiles.append(CompileEvent(self.step, str(kwargs.get("fun_name", "?")), duration_secs))
+        elif event == CACHE_LOAD_EVENT:
+            self.compiles.append(CompileEvent(self.step, "(persistent cache)", duration_secs))
         elif event in (TRACE_EVENT, LOWER_EVENT):
             self.trace_lower_seconds[self.step] += duration_secs
 

@@ -36,8 +36,8 @@ def test_compile_monitor_counts_a_fresh_jit_once_per_shape():
     assert not jax.config.jax_log_compiles  # restored
 
 
-def test_two_steps_of_the_benchmark(tmp_path):
-    config = tiny_trainer_config(str(tmp_path / "demo_cache"))
+def test_two_steps_of_the_benchmark(tmp_path, demo_cache):
+    config = tiny_trainer_config(demo_cache)
     config.mesh.num_devices = 1  # the analytic count is of the work, unreplicated
     peak = Peak(1e11, "test peak", per_device=False)
     _, settings = prepare(config)
