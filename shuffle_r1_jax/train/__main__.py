@@ -34,13 +34,17 @@ def main(argv: list[str]) -> int:
     accuracies (when the run validated).
 
     Returns:
-      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid or an
-      input file is missing (the error is printed to stderr).
+      The exit status: 0 after training, 2 when the config, the model config or the checkpoint is invalid, an
+      input file is missing or a checkpoint save failed (the error is printed to stderr, one line).
     """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
     from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
+    from shuffle_r1_jax.checkpoint.train_state import orbax_traceback_filter
+
+    # a failed checkpoint save is reported once, as one line, by the trainer
+    logging.getLogger("absl").addFilter(orbax_traceback_filter)
     from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
     from shuffle_r1_jax.parallel.distributed import is_main_process
     from shuffle_r1_jax.train import settings
@@ -57,6 +61,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         summary = trainer.fit()
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         trainer.close()
     if not is_main_process():

@@ -9,7 +9,6 @@ import errno
 import logging
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from orbax.checkpoint._src.path import atomicity
 
 from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.parallel.sharding import make_mesh
+from tests.checkpoint import damage
 from tests.train import checkpoint_kill_writer as writer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -333,22 +333,10 @@ def test_sigkill_during_saves_leaves_a_restorable_latest_step(tmp_path):
                 _assert_step_holds(checkpointer, step)
 
 
-def truncate_the_array_files(step_dir: Path) -> None:
-    """Cuts every data file of the step's `params` item in half (what a crash of the file system leaves; the
-    item's OCDBT database may read either its merged or its per-process copy of an array)."""
-    for path in (step_dir / "params").rglob("*"):
-        if path.is_file() and path.parent.name == "d":
-            os.truncate(path, path.stat().st_size // 2)
-
-
-def _garble_meta(step_dir: Path) -> None:
-    (step_dir / "meta" / "metadata").write_text('{"step": 3, "rng_k')
-
-
 DAMAGES = {
-    "truncated_array": (truncate_the_array_files, "ValueError: OUT_OF_RANGE"),
-    "missing_opt_state": (lambda step_dir: shutil.rmtree(step_dir / "opt_state"), "the item 'opt_state' is missing"),
-    "unreadable_meta": (_garble_meta, "JSONDecodeError"),
+    "truncated_array": (damage.truncate_the_array_files, "ValueError: OUT_OF_RANGE"),
+    "missing_opt_state": (damage.delete_the_optimizer_state, "the item 'opt_state' is missing"),
+    "unreadable_meta": (damage.garble_the_meta, "JSONDecodeError"),
 }
 
 
@@ -365,11 +353,11 @@ def _targets(tx: optax.GradientTransformation) -> dict:
     return dict(abstract_params=abstract, abstract_opt_state=jax.eval_shape(tx.init, abstract.to_pure_dict()))
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_a_damaged_latest_step_is_moved_aside_and_the_newest_intact_one_restored(tmp_path, caplog, damage):
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_a_damaged_latest_step_is_moved_aside_and_the_newest_intact_one_restored(tmp_path, caplog, kind):
     tx = optax.adamw(1e-2)
     params, opt_state = _three_steps(tmp_path, tx)
-    make_damage, cause = DAMAGES[damage]
+    make_damage, cause = DAMAGES[kind]
     make_damage(tmp_path / "3")
 
     with caplog.at_level(logging.WARNING), TrainCheckpointer(tmp_path) as checkpointer:
@@ -391,7 +379,7 @@ def test_a_damaged_latest_step_is_moved_aside_and_the_newest_intact_one_restored
 def test_refuse_mode_names_the_damaged_step_and_moves_nothing(tmp_path):
     tx = optax.adamw(1e-2)
     _three_steps(tmp_path, tx)
-    truncate_the_array_files(tmp_path / "3")
+    damage.truncate_the_array_files(tmp_path / "3")
     with TrainCheckpointer(tmp_path, on_damaged="refuse") as checkpointer:
         with pytest.raises(DamagedCheckpointError, match=f"^checkpoint step 3 at {tmp_path / '3'} is damaged: Value"):
             checkpointer.restore(**_targets(tx))
@@ -405,7 +393,7 @@ def test_when_every_step_is_damaged_restore_stops_and_moves_nothing(tmp_path):
     tx = optax.adamw(1e-2)
     _three_steps(tmp_path, tx)
     for step in ("1", "2", "3"):
-        shutil.rmtree(tmp_path / step / "opt_state")
+        damage.delete_the_optimizer_state(tmp_path / step)
     with TrainCheckpointer(tmp_path) as checkpointer:
         with pytest.raises(DamagedCheckpointError, match=f"every checkpoint step in {tmp_path} is damaged .*step 1 at"):
             checkpointer.restore(**_targets(tx))
