@@ -34,7 +34,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
-from shuffle_r1_jax.checkpoint.train_state import DamagedCheckpointError, TrainCheckpointer
+from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
@@ -586,6 +586,11 @@ class Trainer:
                         f"{nonfinite_in_a_row} steps in a row skipped an update for a non-finite loss or gradient "
                         f"(step {self.step}); stopping (train.max_nonfinite_in_a_row)"
                     )
+        except CheckpointSaveError as err:
+            saved = self.checkpointer.latest_step()
+            raise CheckpointSaveError(
+                f"{err} (the run stopped after training step {self.step}; the latest saved step is {saved})"
+            ) from err
         finally:
             self.checkpointer.wait_until_finished()
         if settings.checkpoint.export_hf and jax.process_index() == 0:

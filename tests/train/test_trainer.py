@@ -290,12 +290,14 @@ def test_a_failed_checkpoint_save_stops_the_run_with_one_line(demo_cache, tmp_pa
     checkpoints = workdir / "checkpoints"
     partial = checkpoints / "2.orbax-checkpoint-tmp" / "commit_success.txt"
     assert done.returncode == 2, done.stderr[-3000:]
+    trained = len((workdir / "metrics.jsonl").read_text().splitlines())
+    assert trained <= 3
     assert done.stderr.splitlines()[-1] == (
-        f"error: checkpoint save of step 2 to {checkpoints} failed: [Errno 28] No space left on device: '{partial}'"
+        f"error: checkpoint save of step 2 to {checkpoints} failed: [Errno 28] No space left on device: '{partial}' "
+        f"(the run stopped after training step {trained}; the latest saved step is 1)"
     )
     assert "Traceback" not in done.stderr
     assert sorted(path.name for path in checkpoints.iterdir() if path.name.isdigit()) == ["1"]
-    assert len((workdir / "metrics.jsonl").read_text().splitlines()) <= 3
 
 
 def _config(cache, steps):
