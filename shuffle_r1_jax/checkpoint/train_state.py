@@ -19,6 +19,20 @@ Saves are asynchronous: `save` returns once the arrays are copied off the device
 overwrite them) and the files are written in the background. `restore`, `close` and the next `save` wait for a
 save in flight; call `close` (or use the checkpointer as a context manager) before the process exits.
 
+Failed saves: a write that fails in the background (a full disk, a lost mount) surfaces as one
+`CheckpointSaveError` naming the step, the directory and the cause, raised by the next `wait_until_finished`,
+`save`, `close` or `raise_if_a_save_failed` (which never blocks: a training loop calls it between steps). Earlier
+steps stay; the failed step's temporary directory is ignored by listing and removed by the next
+`TrainCheckpointer`. With `save_retries` k > 0 every save is waited for before `save` returns (the caller's arrays
+are still needed to write them again) and a failed one is retried k times, with a warning each time.
+`orbax_traceback_filter` keeps orbax's own background tracebacks of such a failure out of the log.
+
+Damaged steps: `restore` reads the whole step it picks (every item present, `meta` readable, every array read).
+With `on_damaged="fallback"` a damaged latest step is moved aside into `<directory>/_damaged/<step>-<UTC time>`
+(kept, never deleted) with one warning, and the newest intact step is restored; when no step is intact nothing
+is moved and a `DamagedCheckpointError` names them all. With `on_damaged="refuse"` the first damaged step raises
+a `DamagedCheckpointError` naming it.
+
 Multi-process: every process calls `save`/`restore` (orbax coordinates the writes); the JSON `meta` item is
 written by process 0, so `data_state` must describe the global data position.
 """
@@ -26,9 +40,13 @@ written by process 0, so `data_state` must describe the global data position.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import logging
 import math
-from typing import Any, Literal, Mapping
+import os
+import re
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -36,15 +54,36 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
+
+from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
+
+logger = logging.getLogger(__name__)
 
 PyTree = Any
 Name = tuple[str, ...]
+T = TypeVar("T")
 
 _PARAMS = "params"
 _OPT_STATE = "opt_state"
 _META = "meta"
 _TRASH = "_deleted"
+_DAMAGED = "_damaged"
 _FORMAT_VERSION = 1
+_META_KEYS = ("step", "rng_key", "data_state", "best_score", "has_opt_state")
+ON_DAMAGED = ("fallback", "refuse")
+# What reading a damaged step raises (a missing item, a truncated or garbled file); other errors (a mismatched
+# target, a full memory) are not the checkpoint's fault and propagate as they are.
+_DAMAGE_ERRORS = (OSError, ValueError, KeyError)
+_TENSORSTORE_SPEC = re.compile(r" ?\[tensorstore_spec='.*'\]")
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint step is incomplete or unreadable; the message names the step, its path and the cause."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint save failed; the message names the step, the checkpoint directory and the cause."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +117,14 @@ class TrainCheckpointer:
         `best_mode`, however old; steps saved without that metric (or with NaN) never count as best.
       best_metric: the metric name that ranks steps for `keep_best`.
       best_mode: "max" or "min", whether a higher or a lower metric is better.
+      on_damaged: what `restore` does with a damaged step: "fallback" moves it aside and restores the newest
+        intact step, "refuse" raises `DamagedCheckpointError`.
+      save_retries: how many times a failed save is retried before `CheckpointSaveError`; above 0 every save
+        is waited for before `save` returns.
 
     Raises:
-      ValueError: when `keep_last` is not an integer >= 1 or `best_mode` is neither "max" nor "min".
+      ValueError: when `keep_last` is not an integer >= 1, `best_mode` is neither "max" nor "min", `on_damaged`
+        is neither "fallback" nor "refuse" or `save_retries` is not an integer >= 0.
     """
 
     def __init__(
@@ -91,15 +135,24 @@ class TrainCheckpointer:
         keep_best: bool = True,
         best_metric: str = "val/accuracy",
         best_mode: Literal["max", "min"] = "max",
+        on_damaged: Literal["fallback", "refuse"] = "fallback",
+        save_retries: int = 0,
     ):
         if not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if on_damaged not in ON_DAMAGED:
+            raise ValueError(f"on_damaged must be one of {ON_DAMAGED}, got {on_damaged!r}")
+        if not isinstance(save_retries, int) or save_retries < 0:
+            raise ValueError(f"save_retries must be an integer >= 0, got {save_retries!r}")
         self._directory = epath.Path(directory).absolute()
         self._keep_best = keep_best
         self._best_metric = best_metric
         self._best_mode = best_mode
+        self._on_damaged = on_damaged
+        self._save_retries = save_retries
+        self._step_in_flight: int | None = None
         self._purge_trash()
         policies: list[ocp.checkpoint_managers.PreservationPolicy] = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         if keep_best:
@@ -164,6 +217,8 @@ class TrainCheckpointer:
           Whether a save was started (False for a skipped step).
 
         Raises:
+          CheckpointSaveError: the previous save failed in the background, or (with `save_retries` > 0) this one
+            failed `save_retries` + 1 times.
           ValueError: when `step` is negative or not an integer, `rng_key` is not a single replicated key,
             `best_score` is not finite, a metric is not a scalar (with keep_best), or a tree is a bare array or
             has two leaves with the same path.
@@ -186,13 +241,37 @@ class TrainCheckpointer:
         items = {_PARAMS: ocp.args.StandardSave(params_tree), _META: ocp.args.JsonSave(meta)}
         if opt_names:
             items[_OPT_STATE] = ocp.args.StandardSave(_nest(opt_names))
+        scalars = _scalar_metrics(metrics) if self._keep_best else None
+        args = ocp.args.Composite(**items)
         self.wait_until_finished()
-        return self._manager.save(
-            step,
-            args=ocp.args.Composite(**items),
-            metrics=_scalar_metrics(metrics) if self._keep_best else None,
-            force=force,
-        )
+        if self._save_retries == 0:
+            return self._start_save(step, args, scalars, force)
+        for retry in range(1, self._save_retries + 1):
+            try:
+                return self._save_and_wait(step, args, scalars, force)
+            except CheckpointSaveError as err:
+                logger.warning("%s; retrying it (retry %d of save_retries = %d)", err, retry, self._save_retries)
+                self._remove_partial_save(step)
+        return self._save_and_wait(step, args, scalars, force)
+
+    def _start_save(self, step: int, args: ocp.args.Composite, metrics: dict | None, force: bool) -> bool:
+        """Starts orbax's asynchronous save of `step` and remembers it as the save in flight."""
+        started = self._manager.save(step, args=args, metrics=metrics, force=force)
+        self._step_in_flight = step if started else None
+        return started
+
+    def _save_and_wait(self, step: int, args: ocp.args.Composite, metrics: dict | None, force: bool) -> bool:
+        """Saves `step` and waits for the write; raises `CheckpointSaveError` when it fails."""
+        started = self._start_save(step, args, metrics, force)
+        self.wait_until_finished()
+        return started
+
+    def _remove_partial_save(self, step: int) -> None:
+        """Removes the temporary directories a failed save of `step` left (process 0; the others wait)."""
+        if jax.process_index() == 0:
+            for partial in self._directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                partial.rmtree()
+        _sync_processes(f"train_state_remove_partial_{step}")
 
     def restore(
         self,
@@ -201,11 +280,15 @@ class TrainCheckpointer:
         abstract_params: PyTree,
         abstract_opt_state: PyTree | None,
     ) -> RestoredState:
-        """Restores `step` onto the given targets.
+        """Restores `step` onto the given targets, reading all of it; with `step` None, the newest intact step.
 
         The targets' leaves are `jax.ShapeDtypeStruct`s (from `jax.eval_shape` / `nnx.eval_shape`) or arrays;
         restored arrays take their shapes, dtypes (saved values are cast) and `.sharding`; a leaf without a
         sharding gets the one it was saved with (orbax's sharding metadata: the same devices must exist).
+
+        A step is damaged when an item is missing (`params`, `meta`, `opt_state` when `meta` says it was saved),
+        `meta` is unreadable or an array does not read. With `step` None and `on_damaged="fallback"`, damaged
+        steps newer than the newest intact one are moved into `<directory>/_damaged/` with one warning each.
 
         Args:
           step: the step to restore; None (default) restores the latest complete one.
@@ -217,33 +300,67 @@ class TrainCheckpointer:
 
         Raises:
           FileNotFoundError: when there is no complete checkpoint, or none for `step`.
+          DamagedCheckpointError: `step` is damaged; with `step` None, the latest step is damaged and
+            `on_damaged` is "refuse", or every step is damaged (nothing is moved then).
           ValueError: naming the leaves missing from the checkpoint or extra in it, the first leaf shaped
             differently from the target, or a target leaf sharded over an abstract mesh.
+          CheckpointSaveError: a save in flight failed.
         """
         self.wait_until_finished()
-        if step is None:
-            step = self.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"no complete checkpoint in {self._directory} (incomplete saves are ignored)")
-        elif step not in self.all_steps():
-            raise FileNotFoundError(
-                f"no checkpoint for step {step} in {self._directory}; complete steps: {self.all_steps()}"
-            )
-        item_metadata = self._manager.metadata(step).item_metadata
-        meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        steps = self.all_steps()
+        if step is not None:
+            if step not in steps:
+                raise FileNotFoundError(f"no checkpoint for step {step} in {self._directory}; complete steps: {steps}")
+            return self._restore_step(step, abstract_params, abstract_opt_state)
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint in {self._directory} (incomplete saves are ignored)")
+        damaged: list[tuple[int, DamagedCheckpointError]] = []
+        for candidate in reversed(steps):
+            try:
+                restored = self._restore_step(candidate, abstract_params, abstract_opt_state)
+            except DamagedCheckpointError as err:
+                if self._on_damaged == "refuse":
+                    raise
+                damaged.append((candidate, err))
+                continue
+            self._set_aside(damaged, restored.step)
+            return restored
+        raise DamagedCheckpointError(
+            f"every checkpoint step in {self._directory} is damaged ({'; '.join(str(err) for _, err in damaged)}); "
+            "nothing was moved or restored: remove or repair the steps (the run would start from scratch without them)"
+        )
+
+    def _restore_step(self, step: int, abstract_params: PyTree, abstract_opt_state: PyTree | None) -> RestoredState:
+        """Reads all of `step` onto the targets (see `restore`).
+
+        Raises:
+          DamagedCheckpointError: an item is missing, `meta` is unreadable or an array does not read.
+          ValueError: the targets do not match the checkpoint's leaves or shapes.
+        """
+        path = self._directory / str(step)
+        meta = _read_or_damaged(step, path, lambda: self._read_meta(step))
+        rng_key = _read_or_damaged(step, path, lambda: _key_from_json(meta["rng_key"]))
+        expected = [_PARAMS] + ([_OPT_STATE] if meta["has_opt_state"] and abstract_opt_state is not None else [])
+        missing = [item for item in expected if not (path / item).is_dir()]
+        if missing:
+            raise DamagedCheckpointError(_damage_message(step, path, f"the item {missing[0]!r} is missing"))
+        item_metadata = _read_or_damaged(step, path, lambda: self._manager.metadata(step).item_metadata)
 
         params_leaves, params_def = _named_leaves(_pure(abstract_params), "abstract_params")
-        _check_against_checkpoint(params_leaves, _saved_shapes(item_metadata[_PARAMS]), "parameter", step)
+        saved_params = _read_or_damaged(step, path, lambda: _saved_shapes(item_metadata[_PARAMS]))
+        _check_against_checkpoint(params_leaves, saved_params, "parameter", step)
         targets = {_PARAMS: ocp.args.StandardRestore(_nest(_restore_targets(params_leaves, "parameter")))}
         opt_leaves: list[tuple[Name, Any]] = []
         if abstract_opt_state is not None:
             opt_leaves, opt_def = _named_leaves(abstract_opt_state, "abstract_opt_state")
-            saved_opt = _saved_shapes(item_metadata[_OPT_STATE]) if meta["has_opt_state"] else {}
+            saved_opt = {}
+            if meta["has_opt_state"]:
+                saved_opt = _read_or_damaged(step, path, lambda: _saved_shapes(item_metadata[_OPT_STATE]))
             _check_against_checkpoint(opt_leaves, saved_opt, "optimizer state leaf", step)
             if opt_leaves:
                 opt_targets = _nest(_restore_targets(opt_leaves, "optimizer state leaf"))
                 targets[_OPT_STATE] = ocp.args.StandardRestore(opt_targets)
-        restored = self._manager.restore(step, args=ocp.args.Composite(**targets))
+        restored = _read_or_damaged(step, path, lambda: self._manager.restore(step, args=ocp.args.Composite(**targets)))
 
         params = _rebuild(abstract_params, params_def, params_leaves, restored[_PARAMS])
         opt_state = None
@@ -253,10 +370,39 @@ class TrainCheckpointer:
             step=step,
             params=params,
             opt_state=opt_state,
-            rng_key=_key_from_json(meta["rng_key"]),
+            rng_key=rng_key,
             data_state=meta["data_state"],
             best_score=meta["best_score"],
         )
+
+    def _read_meta(self, step: int) -> dict:
+        """The `meta` item of `step`.
+
+        Raises:
+          OSError, ValueError, KeyError: the item is missing or unreadable, or lacks one of `_META_KEYS`.
+        """
+        meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        if not isinstance(meta, Mapping):
+            raise ValueError(f"the item 'meta' holds {type(meta).__name__}, not a JSON object")
+        absent = [key for key in _META_KEYS if key not in meta]
+        if absent:
+            raise KeyError(f"the item 'meta' lacks {absent}")
+        return dict(meta)
+
+    def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]], restored_step: int) -> None:
+        """Moves each damaged step into `<directory>/_damaged/<step>-<UTC time>` (process 0; the others wait),
+        logs one warning per step and reloads orbax's list of steps."""
+        if not damaged:
+            return
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        for step, err in damaged:
+            target = self._directory / _DAMAGED / f"{step}-{stamp}"
+            if jax.process_index() == 0:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                (self._directory / str(step)).rename(target)
+            logger.warning("%s; moved it to %s and resumed from step %d", err, target, restored_step)
+        _sync_processes(f"train_state_set_aside_{restored_step}")
+        self._manager.reload()
 
     def latest_step(self) -> int | None:
         """The latest saved step (one still being written asynchronously counts; `restore` waits for it), or None."""
@@ -286,14 +432,41 @@ class TrainCheckpointer:
         return self._manager.metrics(step)
 
     def wait_until_finished(self) -> None:
-        """Blocks until a save in flight (and the deletions it triggers) is complete."""
-        self._manager.wait_until_finished()
+        """Blocks until a save in flight (and the deletions it triggers) is complete.
+
+        Raises:
+          CheckpointSaveError: the save in flight failed (raised once; the failed step is not listed and its
+            temporary directory is removed by the next `TrainCheckpointer`).
+        """
+        step, self._step_in_flight = self._step_in_flight, None
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:  # a background write may fail with any error type; all of them end the save
+            raise CheckpointSaveError(
+                f"checkpoint save of step {step} to {self._directory} failed: {_one_line(err)}"
+            ) from err
         self._purge_trash()
 
+    def raise_if_a_save_failed(self) -> None:
+        """Returns at once unless the save in flight has already failed: it never waits for a write.
+
+        Raises:
+          CheckpointSaveError: the save in flight failed.
+        """
+        if self._step_in_flight is not None and not self._manager.is_saving_in_progress():
+            self.wait_until_finished()
+
     def close(self) -> None:
-        """Waits for a save in flight, then releases orbax's resources."""
-        self._manager.close()
-        self._purge_trash()
+        """Waits for a save in flight, then releases orbax's resources.
+
+        Raises:
+          CheckpointSaveError: the save in flight failed (the resources are released all the same).
+        """
+        try:
+            self.wait_until_finished()
+        finally:
+            self._manager.close()
+            self._purge_trash()
 
     def __enter__(self) -> TrainCheckpointer:
         return self
@@ -313,6 +486,45 @@ class TrainCheckpointer:
         trash = self._directory / _TRASH
         if jax.process_index() == 0 and trash.exists():
             trash.rmtree()
+
+
+def orbax_traceback_filter(record: logging.LogRecord) -> bool:
+    """A logging filter (for the "absl" logger) that drops orbax's error records carrying a traceback.
+
+    A failed background save makes orbax log the same exception from several threads, each with its
+    traceback; `TrainCheckpointer` raises it once as a one-line `CheckpointSaveError` instead.
+
+    Returns:
+      False for an ERROR (or worse) record from orbax's checkpoint package with exception info, True otherwise.
+    """
+    from_orbax = f"orbax{os.sep}checkpoint" in record.pathname
+    return not (from_orbax and record.levelno >= logging.ERROR and record.exc_info)
+
+
+def _one_line(err: BaseException) -> str:
+    """`err`'s message on one line (whitespace runs collapsed, tensorstore's spec dump cut), or its type name when
+    the message is empty."""
+    message = _TENSORSTORE_SPEC.sub("", " ".join(str(err).split()))
+    return message or type(err).__name__
+
+
+def _damage_message(step: int, path: epath.Path, cause: str) -> str:
+    return f"checkpoint step {step} at {path} is damaged: {cause}"
+
+
+def _read_or_damaged(step: int, path: epath.Path, read: Callable[[], T]) -> T:
+    """`read()`, with the errors a damaged step raises turned into a `DamagedCheckpointError` naming it."""
+    try:
+        return read()
+    except _DAMAGE_ERRORS as err:
+        cause = f"{type(err).__name__}: {_one_line(err)}"
+        raise DamagedCheckpointError(_damage_message(step, path, cause)) from err
+
+
+def _sync_processes(name: str) -> None:
+    """A barrier over all processes (nothing to wait for with one)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def _pure(tree: PyTree) -> PyTree:

@@ -91,13 +91,17 @@ def main(argv: list[str]) -> int:
 
     Returns:
       The exit status: 0 after training, 2 after a user error (config, model config or checkpoint invalid, an
-      input missing, unusable data, an I/O failure such as a full disk, every reward failing in
-      `reward.max_failed_steps` steps in a row, DAPO finding no informative group), printed as one line on
-      stderr with its traceback in `<workdir>/run.log`.
+      input missing, unusable data, a damaged checkpoint or a failed checkpoint save, an I/O failure such as a
+      full disk, every reward failing in `reward.max_failed_steps` steps in a row, DAPO finding no informative
+      group), printed as one line on stderr with its traceback in `<workdir>/run.log`.
     """
     del argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and grain log every operation at INFO
+    from shuffle_r1_jax.checkpoint.train_state import orbax_traceback_filter
+
+    # a failed checkpoint save is reported once, as one line, by the trainer
+    logging.getLogger("absl").addFilter(orbax_traceback_filter)
     from shuffle_r1_jax.parallel.distributed import is_main_process
     from shuffle_r1_jax.train import settings
     from shuffle_r1_jax.train.trainer import Trainer

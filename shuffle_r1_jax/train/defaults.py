@@ -157,6 +157,10 @@ def base_config() -> ConfigDict:
     c.checkpoint.keep_last = 3
     c.checkpoint.keep_best = True  # also keep the best validation accuracy
     c.checkpoint.export_hf = ""  # a directory: export the final policy there in the Hugging Face layout ("" = no)
+    # a damaged latest checkpoint on resume (an item missing, a file truncated): "fallback" (move it into
+    # checkpoints/_damaged/, warn, resume from the newest intact one; stop when none is intact) | "refuse" (stop)
+    c.checkpoint.on_damaged = "fallback"
+    c.checkpoint.save_retries = 0  # retries of a failed save before the run stops (0 = stop; > 0: saves block)
 
     # The device mesh (data, fsdp, tensor): parameters and optimizer state are sharded by `rules`, rollout and
     # update batches by rows over data x fsdp.

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 from ml_collections import ConfigDict
 
+from shuffle_r1_jax.checkpoint.train_state import ON_DAMAGED
 from shuffle_r1_jax.data.pipeline import ON_BAD_RECORD
 from shuffle_r1_jax.data.sources import Columns, DataSpecError, resolve_data_files
 from shuffle_r1_jax.learner.optimizer import OptimizerConfig
@@ -401,19 +402,33 @@ class CheckpointSettings:
       keep_best: `checkpoint.keep_best`, also keep the checkpoint of the best validation accuracy.
       export_hf: `checkpoint.export_hf`, a directory the final policy is exported to in the Hugging Face layout
         ("" = no export).
+      on_damaged: `checkpoint.on_damaged`, what resuming does with a damaged latest checkpoint: "fallback" (move
+        it aside, resume from the newest intact one) or "refuse" (stop, naming it).
+      save_retries: `checkpoint.save_retries`, how many times a failed checkpoint save is retried before the run
+        stops (0 = stop at once; above 0 saves block until written).
 
     Raises:
-      ConfigError: `every` or `keep_last` is not >= 1.
+      ConfigError: `every` or `keep_last` is not >= 1, `on_damaged` is unknown or `save_retries` is not >= 0.
     """
 
     every: int
     keep_last: int
     keep_best: bool
     export_hf: str
+    on_damaged: str
+    save_retries: int
 
     def __post_init__(self):
         _require(self.every >= 1, f"checkpoint.every = {self.every} must be >= 1")
         _require(self.keep_last >= 1, f"checkpoint.keep_last = {self.keep_last} must be >= 1")
+        _require(
+            self.on_damaged in ON_DAMAGED,
+            f"checkpoint.on_damaged = {self.on_damaged!r}; expected one of {ON_DAMAGED}",
+        )
+        _require(
+            isinstance(self.save_retries, int) and self.save_retries >= 0,
+            f"checkpoint.save_retries = {self.save_retries!r} must be an integer >= 0",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -546,6 +561,8 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             keep_last=c.checkpoint.keep_last,
             keep_best=c.checkpoint.keep_best,
             export_hf=c.checkpoint.export_hf,
+            on_damaged=c.checkpoint.on_damaged,
+            save_retries=c.checkpoint.save_retries,
         ),
         mesh=mesh,
         mesh_shape=shape,

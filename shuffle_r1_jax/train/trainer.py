@@ -34,7 +34,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
-from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
+from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
@@ -59,6 +59,13 @@ from shuffle_r1_jax.train.programs import SpecialTokens, StepPrograms, build_eva
 from shuffle_r1_jax.train.settings import RunSettings
 
 logger = logging.getLogger(__name__)
+
+# what a damaged-checkpoint error adds, by `checkpoint.on_damaged`
+_ON_DAMAGED_HINTS = {
+    "refuse": "checkpoint.on_damaged = 'refuse': move the step away, or set it to 'fallback' to resume from the "
+    "newest intact step",
+    "fallback": "checkpoint.on_damaged = 'fallback'",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +220,8 @@ class Trainer:
             keep_best=settings.checkpoint.keep_best,
             best_metric="val/accuracy",
             best_mode="max",
+            on_damaged=settings.checkpoint.on_damaged,
+            save_retries=settings.checkpoint.save_retries,
         )
         if jax.process_index() == 0:
             copy_non_weight_files(settings.model.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
@@ -305,12 +314,20 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ state
 
     def _restore(self) -> None:
-        """Restores the latest checkpoint of the workdir, if any."""
+        """Restores the newest intact checkpoint of the workdir, if any (damaged newer ones are moved aside or
+        refused by `checkpoint.on_damaged`).
+
+        Raises:
+          DamagedCheckpointError: naming the damaged step, its path and `checkpoint.on_damaged`.
+        """
         if self.checkpointer.latest_step() is None:
             return
-        restored = self.checkpointer.restore(
-            abstract_params=_abstract(self.params), abstract_opt_state=_abstract(self.opt_state)
-        )
+        try:
+            restored = self.checkpointer.restore(
+                abstract_params=_abstract(self.params), abstract_opt_state=_abstract(self.opt_state)
+            )
+        except DamagedCheckpointError as err:
+            raise DamagedCheckpointError(f"{err} ({_ON_DAMAGED_HINTS[self.settings.checkpoint.on_damaged]})") from err
         self.params, self.opt_state, self.step = restored.params, restored.opt_state, restored.step
         self.best_score = restored.best_score
         self.base_key = self.replicated_key(restored.rng_key)
@@ -579,6 +596,8 @@ class Trainer:
         Raises:
           FloatingPointError: `train.max_nonfinite_in_a_row` steps in a row had a skipped (non-finite) update.
           RewardHealthError: every sample's reward failed in `reward.max_failed_steps` steps in a row.
+          CheckpointSaveError: a checkpoint save failed (after `checkpoint.save_retries` retries); the failure of a
+            save written in the background stops the run before the next step.
         """
         settings = self.settings
         total = settings.train.total_steps
@@ -592,6 +611,7 @@ class Trainer:
         failed_rewards = AllFailedSteps(settings.reward.max_failed_steps, settings.reward.name)
         try:
             while self.step < total:
+                self.checkpointer.raise_if_a_save_failed()
                 metrics = self.train_step()
                 self.step += 1
                 self._report_skipped_records(metrics, skipped_before)
@@ -612,6 +632,11 @@ class Trainer:
                         f"(step {self.step}); stopping (train.max_nonfinite_in_a_row)"
                     )
                 failed_rewards.observe(*self._reward_outcomes(metrics))
+        except CheckpointSaveError as err:
+            saved = self.checkpointer.latest_step()
+            raise CheckpointSaveError(
+                f"{err} (the run stopped after training step {self.step}; the latest saved step is {saved})"
+            ) from err
         finally:
             self.checkpointer.wait_until_finished()
         if settings.checkpoint.export_hf and jax.process_index() == 0:

@@ -1,13 +1,18 @@
 """TrainCheckpointer: bit-exact round trips, sharded restores, retention of the last N plus the best, errors,
-and that a process SIGKILLed at random moments while saving always leaves a restorable latest step."""
+that a process SIGKILLed at random moments while saving always leaves a restorable latest step, that a damaged
+step is set aside (or refused) and that a failed background save stops with one error naming step, path and
+cause."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -17,9 +22,11 @@ import optax
 import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
+from orbax.checkpoint._src.path import atomicity
 
-from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
+from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.parallel.sharding import make_mesh
+from tests.checkpoint import damage
 from tests.train import checkpoint_kill_writer as writer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -324,3 +331,141 @@ def test_sigkill_during_saves_leaves_a_restorable_latest_step(tmp_path):
             latest = steps[-1]
             for step in steps:
                 _assert_step_holds(checkpointer, step)
+
+
+DAMAGES = {
+    "truncated_array": (damage.truncate_the_array_files, "ValueError: OUT_OF_RANGE"),
+    "missing_opt_state": (damage.delete_the_optimizer_state, "the item 'opt_state' is missing"),
+    "unreadable_meta": (damage.garble_the_meta, "JSONDecodeError"),
+}
+
+
+def _three_steps(directory: Path, tx: optax.GradientTransformation) -> tuple[nnx.State, optax.OptState]:
+    params, opt_state = _trained(tx, steps=1)
+    with TrainCheckpointer(directory) as checkpointer:
+        for step in (1, 2, 3):
+            _save(checkpointer, step, params, opt_state)
+    return params, opt_state
+
+
+def _targets(tx: optax.GradientTransformation) -> dict:
+    abstract = _abstract_params()
+    return dict(abstract_params=abstract, abstract_opt_state=jax.eval_shape(tx.init, abstract.to_pure_dict()))
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_a_damaged_latest_step_is_moved_aside_and_the_newest_intact_one_restored(tmp_path, caplog, kind):
+    tx = optax.adamw(1e-2)
+    params, opt_state = _three_steps(tmp_path, tx)
+    make_damage, cause = DAMAGES[kind]
+    make_damage(tmp_path / "3")
+
+    with caplog.at_level(logging.WARNING), TrainCheckpointer(tmp_path) as checkpointer:
+        restored = checkpointer.restore(**_targets(tx))
+        assert restored.step == 2 and restored.data_state == {"position": 2}
+        _assert_trees_identical(restored.opt_state, opt_state)
+        assert checkpointer.all_steps() == [1, 2]
+        assert _save(checkpointer, 3, params, opt_state), "orbax still lists the damaged step"
+
+    (moved,) = (tmp_path / "_damaged").iterdir()
+    assert moved.name.startswith("3-") and (moved / "params").is_dir()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "damaged" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith(f"checkpoint step 3 at {tmp_path / '3'} is damaged: {cause}")
+    assert warnings[0].endswith(f"moved it to {moved} and resumed from step 2")
+    assert "tensorstore_spec" not in warnings[0]
+
+
+def test_refuse_mode_names_the_damaged_step_and_moves_nothing(tmp_path):
+    tx = optax.adamw(1e-2)
+    _three_steps(tmp_path, tx)
+    damage.truncate_the_array_files(tmp_path / "3")
+    with TrainCheckpointer(tmp_path, on_damaged="refuse") as checkpointer:
+        with pytest.raises(DamagedCheckpointError, match=f"^checkpoint step 3 at {tmp_path / '3'} is damaged: Value"):
+            checkpointer.restore(**_targets(tx))
+        assert checkpointer.all_steps() == [1, 2, 3]
+    assert not (tmp_path / "_damaged").exists()
+    with pytest.raises(ValueError, match="on_damaged must be one of"):
+        TrainCheckpointer(tmp_path, on_damaged="skip")
+
+
+def test_when_every_step_is_damaged_restore_stops_and_moves_nothing(tmp_path):
+    tx = optax.adamw(1e-2)
+    _three_steps(tmp_path, tx)
+    for step in ("1", "2", "3"):
+        damage.delete_the_optimizer_state(tmp_path / step)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        with pytest.raises(DamagedCheckpointError, match=f"every checkpoint step in {tmp_path} is damaged .*step 1 at"):
+            checkpointer.restore(**_targets(tx))
+        assert checkpointer.all_steps() == [1, 2, 3]
+    assert not (tmp_path / "_damaged").exists()
+
+
+def _fail_step_commits(monkeypatch, failures: int) -> list[str]:
+    """Makes the next `failures` saves fail with ENOSPC in the background, where orbax writes the step's
+    `commit_success.txt` once every item is written; returns the paths of the failed writes."""
+    failed: list[str] = []
+    original = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize_or_fail(self):
+        if self._final_path.name.isdigit() and len(failed) < failures:
+            failed.append(str(self.get() / "commit_success.txt"))
+            raise OSError(errno.ENOSPC, "No space left on device", failed[-1])
+        return await original(self)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize_or_fail)
+    return failed
+
+
+def test_a_failed_background_save_raises_one_error_and_keeps_the_earlier_steps(tmp_path, monkeypatch):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save(checkpointer, 1, params, opt_state)
+        checkpointer.wait_until_finished()
+        _fail_step_commits(monkeypatch, failures=10)
+        assert _save(checkpointer, 2, params, opt_state)
+        expected = f"^checkpoint save of step 2 to {tmp_path} failed: \\[Errno 28\\] No space left on device: '"
+        with pytest.raises(CheckpointSaveError, match=expected):
+            for _ in range(600):  # the loop's non-blocking check sees the failure once the write has ended
+                checkpointer.raise_if_a_save_failed()
+                time.sleep(0.05)
+        checkpointer.wait_until_finished()  # raised once
+        assert checkpointer.all_steps() == [1]
+    monkeypatch.undo()
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert checkpointer.restore(abstract_params=_abstract_params(), abstract_opt_state=None).step == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+
+def test_the_next_save_and_close_raise_a_failed_save(tmp_path, monkeypatch):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    checkpointer = TrainCheckpointer(tmp_path)
+    _fail_step_commits(monkeypatch, failures=10)
+    _save(checkpointer, 1, params, opt_state)
+    with pytest.raises(CheckpointSaveError, match="checkpoint save of step 1 .* failed: \\[Errno 28\\]"):
+        _save(checkpointer, 2, params, opt_state)  # raised before step 2 started
+    assert _save(checkpointer, 2, params, opt_state)
+    with pytest.raises(CheckpointSaveError, match="checkpoint save of step 2 .* failed: \\[Errno 28\\]"):
+        checkpointer.close()
+    assert not list(tmp_path.glob("[0-9]"))
+
+
+def test_save_retries_retry_a_failed_save_with_a_warning_each(tmp_path, monkeypatch, caplog):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    failed = _fail_step_commits(monkeypatch, failures=1)
+    with caplog.at_level(logging.WARNING), TrainCheckpointer(tmp_path, save_retries=1) as checkpointer:
+        assert _save(checkpointer, 1, params, opt_state)
+        assert checkpointer.all_steps() == [1]
+    assert len(failed) == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"checkpoint save of step 1 to {tmp_path} failed: [Errno 28] No space left on device")
+    assert warning.endswith("retrying it (retry 1 of save_retries = 1)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+    _fail_step_commits(monkeypatch, failures=10)
+    with TrainCheckpointer(tmp_path, save_retries=2) as checkpointer:
+        with pytest.raises(CheckpointSaveError, match="checkpoint save of step 2 .* failed: \\[Errno 28\\]"):
+            _save(checkpointer, 2, params, opt_state)
+        assert checkpointer.all_steps() == [1]
+    with pytest.raises(ValueError, match="save_retries must be an integer >= 0, got -1"):
+        TrainCheckpointer(tmp_path, save_retries=-1)

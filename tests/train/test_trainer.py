@@ -2,6 +2,7 @@
 and resume after SIGKILL equal to an uninterrupted run."""
 
 import json
+import logging
 import os
 import re
 import signal
@@ -20,6 +21,7 @@ from shuffle_r1_jax.rl.algorithms import ALGORITHMS
 from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
+from tests.checkpoint import damage
 from tests.train.conftest import make_trainer, tiny_trainer_config
 
 
@@ -233,6 +235,83 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
     assert summary.steps == steps
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_sets_a_damaged_latest_step_aside_and_continues_from_the_intact_one(demo_cache, tmp_path, caplog):
+    steps = 3
+    reference, _, _ = _run(_config(demo_cache, steps), tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    for make_damage in (damage.truncate_the_array_files, damage.delete_the_optimizer_state):
+        make_damage(checkpoints / "3")
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            resumed, summary, _ = _run(_config(demo_cache, steps), tmp_path)
+        assert summary.steps == steps
+        assert f"resumed from step 2 ({checkpoints})" in caplog.text
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "damaged" in r.message]
+        assert warning.startswith(f"checkpoint step 3 at {checkpoints / '3'} is damaged: ")
+        for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    moved = sorted((checkpoints / "_damaged").iterdir())
+    assert [path.name[:2] for path in moved] == ["3-", "3-"]
+    assert all((path / "params").is_dir() for path in moved)
+
+
+DISK_FULL_CONFIG_FILE = """
+import errno
+
+from orbax.checkpoint._src.path import atomicity
+
+from tests.train.conftest import tiny_trainer_config
+
+_finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+
+async def _disk_full_at_step_2(self):
+    # orbax writes the step's commit_success.txt in the background once every item is written
+    if self._final_path.name == "2":
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.get() / "commit_success.txt"))
+    return await _finalize(self)
+
+
+atomicity.AtomicRenameTemporaryPath.finalize = _disk_full_at_step_2
+
+
+def get_config():
+    c = tiny_trainer_config({cache!r})
+    c.train.total_steps = 4
+    return c
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_save_stops_the_run_with_one_line(demo_cache, tmp_path):
+    """The disk fills while step 2's checkpoint is written in the background: the run stops before training on
+    past the next step, with one line naming the step, the path and ENOSPC, and no traceback."""
+    config_file = tmp_path / "disk_full_config.py"
+    config_file.write_text(DISK_FULL_CONFIG_FILE.format(cache=demo_cache))
+    workdir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    checkpoints = workdir / "checkpoints"
+    partial = checkpoints / "2.orbax-checkpoint-tmp" / "commit_success.txt"
+    assert done.returncode == 2, done.stderr[-3000:]
+    trained = len((workdir / "metrics.jsonl").read_text().splitlines())
+    assert trained <= 3
+    assert done.stderr.splitlines()[-1] == (
+        f"error: checkpoint save of step 2 to {checkpoints} failed: [Errno 28] No space left on device: '{partial}' "
+        f"(the run stopped after training step {trained}; the latest saved step is 1) "
+        f"(traceback in {workdir / 'run.log'})"
+    )
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in checkpoints.iterdir() if path.name.isdigit()) == ["1"]
 
 
 def _config(cache, steps):
@@ -456,6 +535,10 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("reward.num_workers", 0, "reward.num_workers = 0 must be >= 1"),
         ("reward.batch_timeout_s", -1.0, "reward.batch_timeout_s = -1.0 must be >= 0 \\(0 = no limit\\)"),
         ("reward.max_failed_steps", -1, "reward.max_failed_steps = -1 must be >= 0 \\(0 = never\\)"),
+        ("checkpoint.every", 0, "checkpoint.every = 0 must be >= 1"),
+        ("checkpoint.keep_last", 0, "checkpoint.keep_last = 0 must be >= 1"),
+        ("checkpoint.on_damaged", "skip", "checkpoint.on_damaged = 'skip'; expected one of \\('fallback', 'refuse'\\)"),
+        ("checkpoint.save_retries", -1, "checkpoint.save_retries = -1 must be an integer >= 0"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
