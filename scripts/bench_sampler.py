@@ -111,15 +111,6 @@ CASES = {
         prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
         tokens=SMALL_VOCAB_TOKENS, baseline=True,
     ),
-    "stops": Case(
-        name="stops",
-        text=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=768, vocab_size=8192,
-                  rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]}),
-        vision=dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=2, fullatt_block_indexes=[1]),
-        prompts=4, n=16, text_tokens=766, image_grid=(1, 32, 32), new_tokens=256, dtype="float32",
-        tokens=SMALL_VOCAB_TOKENS, stop_fraction=1 / 64,
-    ),
     "smoke": Case(
         name="smoke",
         text=dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -129,6 +120,8 @@ CASES = {
         prompts=2, n=2, text_tokens=16, image_grid=(1, 8, 8), new_tokens=8, dtype="float32",
     ),
 }  # fmt: skip
+# the long case's model, prompts and length with early stops
+CASES["stops"] = dataclasses.replace(CASES["long"], name="stops", baseline=False, stop_fraction=1 / 64)
 
 
 def hf_model_and_dir(case: Case, directory: str):

@@ -14,7 +14,7 @@ from shuffle_r1_jax.parallel.sharding import make_mesh
 from shuffle_r1_jax.sampling import FINISH_EOS, FINISH_LENGTH, Sampler, SamplingConfig
 from shuffle_r1_jax.sampling import sampler as sampler_module
 from shuffle_r1_jax.sampling.chunks import merge_chunks, take_chunk
-from shuffle_r1_jax.sampling.sampler import decode_stages
+from shuffle_r1_jax.sampling.sampler import DEFAULT_DECODE_STAGES, decode_stages
 from tests.models.qwen2_5_vl.hf_reference import TEXT_VOCAB, TOKENS, build_sample, pad_batch, random_pixels
 
 FORBIDDEN = (TOKENS["image_token_id"], TOKENS["video_token_id"])
@@ -270,16 +270,19 @@ def test_sampled_logprobs_with_stops_equal_a_full_forward(untied_pair, temperatu
     n, steps = 3, 8
     stops = tuple(range(0, TEXT_VOCAB, 4))
     config = SamplingConfig(temperature=temperature, forbidden_token_ids=FORBIDDEN, stop_token_ids=stops)
-    sampler = Sampler(nnx.graphdef(ours), config, decode_block=3)
     arrays = _four_prompt_arrays(seed=6)
-    out = sampler.generate(
-        nnx.state(ours),
-        _four_prompts(ours.config, seed=6),
-        n=n,
-        max_new_tokens=steps,
-        key=jax.random.key(2),
-        prompts_per_call=prompts_per_call,
-    )
+
+    def sample(stages):
+        return Sampler(nnx.graphdef(ours), config, decode_block=3, decode_stages=stages).generate(
+            nnx.state(ours),
+            _four_prompts(ours.config, seed=6),
+            n=n,
+            max_new_tokens=steps,
+            key=jax.random.key(2),
+            prompts_per_call=prompts_per_call,
+        )
+
+    out = sample(DEFAULT_DECODE_STAGES)
     tokens, mask, lengths = np.asarray(out.tokens), np.asarray(out.mask), np.asarray(out.lengths)
     assert len(set(lengths.tolist())) > 2 and lengths.min() < steps  # rows end at different steps
     np.testing.assert_array_equal(mask, np.arange(steps) < lengths[:, None])
@@ -290,14 +293,7 @@ def test_sampled_logprobs_with_stops_equal_a_full_forward(untied_pair, temperatu
     np.testing.assert_allclose(np.asarray(out.logprobs)[mask == 1], expected[mask == 1], atol=1e-5, rtol=0)
     assert np.all(np.asarray(out.logprobs)[mask == 0] == 0)
     # a row's draws depend on (key, step, row) only: without compaction every row samples the same tokens
-    uncompacted = Sampler(nnx.graphdef(ours), config, decode_block=3, decode_stages=1).generate(
-        nnx.state(ours),
-        _four_prompts(ours.config, seed=6),
-        n=n,
-        max_new_tokens=steps,
-        key=jax.random.key(2),
-        prompts_per_call=prompts_per_call,
-    )
+    uncompacted = sample(1)
     np.testing.assert_array_equal(np.asarray(uncompacted.tokens), tokens)
     np.testing.assert_allclose(np.asarray(uncompacted.logprobs), np.asarray(out.logprobs), atol=1e-5, rtol=0)
 
