@@ -39,7 +39,6 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.learner.optimizer import make_optimizer
-from shuffle_r1_jax.learner.packing import PackingPlan
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, VisionInputs, abstract_model
 from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import suffix_layout
@@ -168,15 +167,6 @@ def _array(mesh: Mesh, shape: tuple[int, ...], dtype, rows_axis: int | None = No
 def _with_shardings(tree, shardings):
     """The abstract arrays of `tree` with the shardings of the matching tree `shardings`."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, shardings)
-
-
-def _worst_case_plan(mesh: Mesh, train, rows: int, micro_rows: int) -> PackingPlan | None:
-    """The packing plan of passes over `rows` rows in micro-batches of `micro_rows`, at its largest bucket (every
-    sequence at full length: one packed row each); None with `train.pack_sequences` off."""
-    if not train.pack_sequences:
-        return None
-    shape = (rows // micro_rows, micro_rows)
-    return PackingPlan(_array(mesh, shape, jnp.int32), _array(mesh, shape, jnp.int32), micro_rows)
 
 
 def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
@@ -423,8 +413,9 @@ def plan_memory(
         features = None  # a trained vision tower runs inside the log-prob and train programs
     mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
     update_rows = [_array(mesh, (mini_rows,), jnp.int32) for _ in range(train.num_minibatches)]
-    logprob_plan = _worst_case_plan(mesh, train, mini_rows * train.num_minibatches, train.logprob_micro_batch_rows)
-    update_plan = _worst_case_plan(mesh, train, mini_rows, mini_rows // train.micro_batches)
+    # the passes' largest form is the padded one: a packing plan has fewer rows than its micro-batch has sequences
+    # (the trainer runs a pass padded when packing would not save a row)
+    logprob_plan = update_plan = None
     if "old_logprobs" in programs:
         results.append(
             _compile(

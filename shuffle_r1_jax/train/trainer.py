@@ -440,7 +440,7 @@ class Trainer:
         timings["advantage"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        plans, logprob_plan = self.packing_plans(rollouts, rows, valid)
+        plans, logprob_plan, packing = self.packing_plans(rollouts, rows, valid)
         features = None
         if settings.optimizer.freeze_vision and rollouts.prompts.vision is not None:
             # the sampler's, under the same parameters; a DAPO batch merged from several has none
@@ -462,22 +462,17 @@ class Trainer:
             ref_logprobs=ref,
             image_features=features,
         )
-        metrics = programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask)
-        if logprob_plan is not None:
-            metrics = {
-                **metrics,
-                "packing/update_rows": plans[0].packed_rows / (rows[0].shape[0] // settings.train.micro_batches),
-                "packing/logprob_rows": logprob_plan.packed_rows / settings.train.logprob_micro_batch_rows,
-            }
+        metrics = {**programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask), **packing}
         return UpdateBatch(rows, valid, targets, metrics, selector_stats, plans)
 
     def packing_plans(
         self, rollouts, rows: list[jax.Array], valid: list[jax.Array]
-    ) -> tuple[list[PackingPlan | None], PackingPlan | None]:
+    ) -> tuple[list[PackingPlan | None], PackingPlan | None, dict[str, float]]:
         """Where the update rows' sequences sit in the packed rows of the update and log-prob passes.
 
         The packed rows per pass are the plan's need rounded up to a bucket (`learner.packing.packed_rows_bucket`),
-        so the passes compile for a few sizes only.
+        so the passes compile for a few sizes only. A pass whose bucket is as many rows as it has sequences (no
+        two sequences share a row) runs padded: packing would save nothing and cost its gathers.
 
         Args:
           rollouts: the rollout batch.
@@ -485,18 +480,26 @@ class Trainer:
           valid: their valid flags.
 
         Returns:
-          (one plan per mini-batch, the log-prob passes' plan); (None per mini-batch, None) with
-          `train.pack_sequences` off.
+          (one plan per mini-batch or None each, the log-prob passes' plan or None, {"packing/update_rows",
+          "packing/logprob_rows": packed rows over padded rows of a micro-batch}); (None per mini-batch, None,
+          {}) with `train.pack_sequences` off.
         """
         train = self.settings.train
         if not train.pack_sequences:
-            return [None] * len(rows), None
+            return [None] * len(rows), None, {}
         update, logprob, needed = self.programs.plan_packing(rollouts, rows, valid)
         update_needed, logprob_needed = (int(x) for x in jax.device_get(needed))
         shards = batch_shard_count(self.mesh)
-        update_rows = packed_rows_bucket(update_needed, rows[0].shape[0] // train.micro_batches, shards)
+        update_micro_rows = rows[0].shape[0] // train.micro_batches
+        update_rows = packed_rows_bucket(update_needed, update_micro_rows, shards)
         logprob_rows = packed_rows_bucket(logprob_needed, train.logprob_micro_batch_rows, shards)
-        return [PackingPlan(*plan, update_rows) for plan in update], PackingPlan(*logprob, logprob_rows)
+        plans = [PackingPlan(*plan, update_rows) if update_rows < update_micro_rows else None for plan in update]
+        logprob_plan = PackingPlan(*logprob, logprob_rows) if logprob_rows < train.logprob_micro_batch_rows else None
+        ratios = {
+            "packing/update_rows": update_rows / update_micro_rows,
+            "packing/logprob_rows": logprob_rows / train.logprob_micro_batch_rows,
+        }
+        return plans, logprob_plan, ratios
 
     def optimize(self, scored: ScoredRollouts, update_batch: UpdateBatch, timings: dict[str, float]) -> list[dict]:
         """One optimizer step per mini-batch of `update_batch`; "update" seconds are added to `timings`.
