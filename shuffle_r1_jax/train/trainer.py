@@ -562,12 +562,7 @@ class Trainer:
         skipped, read = metrics["data/bad_records/total"], metrics["data/records_read"]
         if skipped == skipped_before or not read:
             return
-        prefix = "data/bad_records/"
-        reasons = ", ".join(
-            f"{k[len(prefix) :]} {int(v)}"
-            for k, v in metrics.items()
-            if k.startswith(prefix) and v and k != prefix + "total"
-        )
+        reasons = ", ".join(f"{r} {int(n)}" for r, n in _skipped_by_reason(metrics, "data/bad_records/").items())
         fraction = skipped / read
         level = logging.WARNING if fraction > self.settings.data.warn_bad_fraction else logging.INFO
         logger.log(
@@ -647,16 +642,13 @@ class Trainer:
             logger.info("exported step %d to %s (Hugging Face layout)", step, settings.checkpoint.export_hf)
         history = _logged_accuracies(self.workdir / "metrics.jsonl") or history
         counts = self.data_counts()
-        prefix = "bad_records/"
         return RunSummary(
             steps=self.step,
             start_accuracy=history[0] if history else None,
             end_accuracy=history[-1] if history else None,
             best_accuracy=self.best_score,
             records_read=counts["records_read"],
-            skipped_records={
-                k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
-            },
+            skipped_records=_skipped_by_reason(counts, "bad_records/"),
         )
 
     def _reward_outcomes(self, metrics: dict) -> tuple[dict[str, float], int]:
@@ -676,6 +668,13 @@ class Trainer:
 def _due(every: int, step: int, last: bool) -> bool:
     """Whether a periodic action (every `every` steps, 0 = never, and at the last step) runs after `step`."""
     return bool(every) and (step % every == 0 or last)
+
+
+def _skipped_by_reason(counts: dict, prefix: str) -> dict:
+    """{reason: count} of the `<prefix><reason>` entries of `counts` that are not zero, the total left out."""
+    return {
+        k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
+    }
 
 
 def _abstract(tree):
