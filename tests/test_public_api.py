@@ -11,6 +11,8 @@ PUBLIC = [
     ("shuffle_r1_jax.processing.prompts", ("PromptEncoder",)),
     ("shuffle_r1_jax.rl.pts", ("pairwise_trajectory_sampling",)),
     ("shuffle_r1_jax.rl.batch_shuffle", ("advantage_batch_shuffle",)),
+    ("shuffle_r1_jax.rl.gae", ("gae", "decoupled_gae", "value_metrics")),
+    ("shuffle_r1_jax.rl.value_loss", ("clipped_value_loss",)),
     ("shuffle_r1_jax.processing.tiny_tokenizer", ("save_tiny_tokenizer", "build_tiny_tokenizer", "CHAT_TEMPLATE")),
 ]
 

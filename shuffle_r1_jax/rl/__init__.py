@@ -6,7 +6,9 @@ Modules (one concern each):
   selection      update-batch selectors by name (a registry): all rollouts, CPPO, PTS, PTS + ABS (Shuffle-R1)
   pts            Pairwise Trajectory Sampling: which pairs of rollouts each prompt keeps
   batch_shuffle  Advantage-based Batch Shuffle: weighted draws of pairs, the update-batch layout
+  gae            GAE over the valid positions, VC-PPO's decoupled GAE, the critic's statistics (PPO with a critic)
   policy_loss    clipped surrogate (PPO, clip-higher, dual clip, GSPO) and its metrics
+  value_loss     PPO's clipped value loss and its metrics
   kl             KL estimators k1/k2/k3/abs, KL loss and KL reward penalty
   aggregation    loss aggregation modes with global denominators (exact gradient accumulation)
   dapo           dynamic-sampling group filter, overlong reward shaping
@@ -22,4 +24,10 @@ where the Shuffle-R1 selector "pts_abs" runs PTS, then ABS:
   w     = batch_shuffle.pair_weights(pts.pair_advantages(adv.rollout, idx))         # [G*M]
   draws = batch_shuffle.advantage_batch_shuffle(batch_shuffle.power_normalize(w, power), rounds, per_round, key)
   batch = batch_shuffle.update_batch_indices(idx, draws, n)                         # flat rollout ids, validity
+
+PPO with a critic ([B, T] tokens, values the critic's predictions when the rollouts were scored):
+  adv, returns = gae.decoupled_gae(token_rewards, values, mask, gamma=g, actor_lam=a, critic_lam=c)
+  adv          = advantages.masked_whiten(adv, mask)
+  pg_loss, _   = policy_loss.ppo_policy_loss(logp, old_logp, adv, mask)
+  vf_loss, _   = value_loss.clipped_value_loss(new_values, values, returns, mask, clip_range=0.2)
 """
