@@ -7,6 +7,8 @@ forward nor the backward ever holds a full `[rows, response_length, vocab]` fp32
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -90,6 +92,51 @@ def token_logprobs(
     return merge(logp), (merge(ent) if with_entropy else None)
 
 
+def response_outputs(
+    model: Qwen25VL,
+    rollouts: Rollouts,
+    rows: jax.Array,
+    head: Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]],
+    *,
+    image_features: jax.Array | None = None,
+    plan: PackingPlan | None = None,
+) -> tuple[jax.Array, ...]:
+    """Runs the prompt + response sequences of `rows` through the decoder and applies `head` at the positions that
+    predict each response token (position prompt_len - 1 + j predicts response token j).
+
+    Args:
+      model: the policy or the value model (anything with `embed` and `decode`).
+      rollouts: the rollout batch (response length Lr).
+      rows: `int32[B]` rollout row ids.
+      head: (final hidden states `[b, L, H]`, the token each position predicts `int32[b, L]`) -> a tuple of
+        `float32[b, L]` per-position outputs (log-probs, entropy, values).
+      image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
+        None and the prompts have images, the vision tower runs here (and is differentiated).
+      plan: where the rows' sequences sit in packed rows (`bin`/`offset` `int32[B]`); None runs the padded rows.
+        Packed, rows the plan leaves out read 0.
+
+    Returns:
+      `head`'s outputs at the response positions, each `float32[B, Lr]`.
+    """
+    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
+    vision = rollouts.prompts.vision if image_features is None else None
+    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
+    if plan is None:
+        embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
+        hidden, _ = model.decode(embeds, positions, causal_mask(mask))
+        predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
+        return head(predictors, rollouts.tokens[rows])
+    prompt_lengths, response_extent = sequence_lengths(rollouts, rows)
+    keep = mask.astype(bool).at[:, prompt_len:].set(jnp.arange(response_len)[None, :] < response_extent[:, None])
+    packed = pack_sequences(ids, positions, slots, keep, plan.bin, plan.offset, plan.packed_rows)
+    embeds = constrain_rows(model.embed(packed.input_ids, vision, packed.image_token_slot, image_features))
+    hidden, _ = model.decode(embeds, packed.position_ids, segment_causal_mask(packed.segment_ids))
+    outputs = head(constrain_rows(hidden), packed.next_ids)
+    return tuple(
+        unpack_responses(x, plan.bin, plan.offset, prompt_lengths, response_extent, response_len) for x in outputs
+    )
+
+
 def response_logprobs(
     model: Qwen25VL,
     rollouts: Rollouts,
@@ -109,36 +156,22 @@ def response_logprobs(
       rows: `int32[B]` rollout row ids.
       temperature: the sampling temperature the logits are divided by.
       chunk: positions per vocabulary chunk.
-      image_features: precomputed merged-token features of `rollouts.prompts.vision` (frozen vision tower); when
-        None and the prompts have images, the vision tower runs here (and is differentiated).
+      image_features: see `response_outputs`.
       with_entropy: also return the entropy of softmax(logits / temperature) at each response position.
-      plan: where the rows' sequences sit in packed rows (`bin`/`offset` `int32[B]`); None runs the padded rows.
-        Packed, rows the plan leaves out read 0.
+      plan: see `response_outputs`.
 
     Returns:
       (log-probs `float32[B, Lr]`, entropy `float32[B, Lr]` or None when `with_entropy` is False).
     """
-    ids, mask, positions, slots = sequence_inputs(rollouts, rows)
-    vision = rollouts.prompts.vision if image_features is None else None
-    prompt_len, response_len = rollouts.prompts.input_ids.shape[1], rollouts.tokens.shape[1]
-    settings = dict(temperature=temperature, chunk=chunk, with_entropy=with_entropy)
-    if plan is None:
-        embeds = constrain_rows(model.embed(ids, vision, slots, image_features))
-        hidden, _ = model.decode(embeds, positions, causal_mask(mask))
-        # position prompt_len - 1 + j predicts response token j
-        predictors = hidden[:, prompt_len - 1 : prompt_len - 1 + response_len]
-        return token_logprobs(model, predictors, rollouts.tokens[rows], **settings)
-    prompt_lengths, response_extent = sequence_lengths(rollouts, rows)
-    keep = mask.astype(bool).at[:, prompt_len:].set(jnp.arange(response_len)[None, :] < response_extent[:, None])
-    packed = pack_sequences(ids, positions, slots, keep, plan.bin, plan.offset, plan.packed_rows)
-    embeds = constrain_rows(model.embed(packed.input_ids, vision, packed.image_token_slot, image_features))
-    hidden, _ = model.decode(embeds, packed.position_ids, segment_causal_mask(packed.segment_ids))
-    logp, ent = token_logprobs(model, constrain_rows(hidden), packed.next_ids, **settings)
 
-    def unpack(x):
-        return unpack_responses(x, plan.bin, plan.offset, prompt_lengths, response_extent, response_len)
+    def head(hidden, targets):
+        logp, ent = token_logprobs(
+            model, hidden, targets, temperature=temperature, chunk=chunk, with_entropy=with_entropy
+        )
+        return (logp,) if ent is None else (logp, ent)
 
-    return unpack(logp), (unpack(ent) if with_entropy else None)
+    outputs = response_outputs(model, rollouts, rows, head, image_features=image_features, plan=plan)
+    return outputs[0], (outputs[1] if with_entropy else None)
 
 
 def rollout_logprobs(
@@ -176,13 +209,38 @@ def rollout_logprobs(
       context mesh.
     """
 
-    def micro_batch(args):  # merged inside the mapped body: remat layers cannot cross trace levels
-        r, micro_plan = args
+    def one_pass(r, micro_plan):  # merged inside the mapped body: remat layers cannot cross trace levels
         model = nnx.merge(graphdef, params)
         return response_logprobs(
             model, rollouts, r, temperature=temperature, chunk=chunk, image_features=image_features, plan=micro_plan
         )[0]
 
-    logp = jax.lax.map(micro_batch, (rows.reshape(-1, micro_batch_rows), plan))
-    out = jnp.zeros(rollouts.tokens.shape, jnp.float32).at[rows].set(logp.reshape(rows.shape[0], -1))
+    return map_row_passes(one_pass, rollouts, rows, plan, micro_batch_rows=micro_batch_rows)
+
+
+def map_row_passes(
+    one_pass: Callable[[jax.Array, PackingPlan | None], jax.Array],
+    rollouts: Rollouts,
+    rows: jax.Array,
+    plan: PackingPlan | None,
+    *,
+    micro_batch_rows: int,
+) -> jax.Array:
+    """Runs `one_pass` over `rows` in passes of `micro_batch_rows` rows (`jax.lax.map`) and writes each row's
+    `float32[Lr]` output into a rollout-batch-shaped array.
+
+    Args:
+      one_pass: (`int32[micro_batch_rows]` rows, the pass's packing plan or None) -> `float32[micro_batch_rows,
+        Lr]`; it merges the model inside (remat layers cannot cross trace levels).
+      rollouts: the rollout batch, R rows.
+      rows: `int32[U]` rollout row ids (repeats allowed); `micro_batch_rows` must divide U.
+      plan: each pass's packing (leading axis U / micro_batch_rows), or None.
+      micro_batch_rows: rows per pass.
+
+    Returns:
+      `float32[R, Lr]`: the outputs at the rows of `rows`, 0 elsewhere; rows sharded over the batch axes under a
+      context mesh.
+    """
+    outputs = jax.lax.map(lambda args: one_pass(*args), (rows.reshape(-1, micro_batch_rows), plan))
+    out = jnp.zeros(rollouts.tokens.shape, jnp.float32).at[rows].set(outputs.reshape(rows.shape[0], -1))
     return constrain_rows(out)

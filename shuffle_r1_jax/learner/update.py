@@ -97,7 +97,7 @@ class UpdateTargets:
 
 
 def _micro_loss(
-    params, graphdef, rollouts, targets, rows, valid, plan, num_tokens, num_sequences, num_groups, cfg: LossConfig
+    params, rows, valid, plan, graphdef, rollouts, targets, num_tokens, num_sequences, num_groups, cfg: LossConfig
 ):
     model = nnx.merge(graphdef, params)
     logp, entropy = response_logprobs(
@@ -143,6 +143,64 @@ def _micro_loss(
         metrics = {**metrics, **kl_metrics}
     metrics = {**metrics, "entropy": masked_mean(jax.lax.stop_gradient(entropy), mask)}
     return loss, (metrics, jnp.sum(mask))
+
+
+@dataclasses.dataclass(frozen=True)
+class AccumulatedStep:
+    """What `accumulated_step` returns.
+
+    Attributes:
+      params: the parameters after the step (unchanged when it was skipped).
+      opt_state: the optimizer state after the step (unchanged when it was skipped).
+      loss: `float32[]` the summed micro-batch losses, the mini-batch loss.
+      grad_norm: `float32[]` global norm of the summed gradient.
+      skipped: `float32[]` 1.0 when the loss or gradient was not finite and nothing changed, else 0.0.
+      metrics: the micro-batches' scalar metrics averaged with their valid-token counts as weights.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    loss: jax.Array
+    grad_norm: jax.Array
+    skipped: jax.Array
+    metrics: dict
+
+
+def accumulated_step(grad_fn, params, opt_state, optimizer, micro_inputs, *shared) -> AccumulatedStep:
+    """One optimizer step over micro-batches scanned in order, their gradients summed.
+
+    Args:
+      grad_fn: `jax.value_and_grad(loss, has_aux=True)` of `loss(params, *micro_input, *shared) -> (loss,
+        (metrics, valid tokens))`; each micro-batch's loss is normalised by the whole mini-batch, so the sum is
+        the mini-batch's loss.
+      params: the parameters, a pure dict.
+      opt_state: the optimizer state.
+      optimizer: the optax transformation.
+      micro_inputs: a tuple of arrays (or pytrees) with a leading micro-batch axis, scanned over.
+      *shared: the arguments every micro-batch shares.
+
+    Returns:
+      The `AccumulatedStep`; a non-finite loss or gradient leaves the parameters and optimizer state as they were.
+    """
+
+    def accumulate(carry, micro):
+        grads, loss = carry
+        (micro_loss, (metrics, tokens)), micro_grads = grad_fn(params, *micro, *shared)
+        return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, loss), (micro_metrics, micro_tokens) = jax.lax.scan(
+        accumulate, (zeros, jnp.zeros((), jnp.float32)), micro_inputs
+    )
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_params, params)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
+    weight = micro_tokens / jnp.maximum(jnp.sum(micro_tokens), 1.0)
+    metrics = {k: jnp.sum(v * weight) for k, v in micro_metrics.items()}
+    return AccumulatedStep(params, opt_state, loss, grad_norm, 1.0 - finite.astype(jnp.float32), metrics)
 
 
 def update_minibatch(
@@ -191,36 +249,20 @@ def update_minibatch(
     micro_rows = rows.reshape(micro_batches, -1)
     micro_valid = valid.reshape(micro_batches, -1)
     grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
-
-    def accumulate(carry, micro):
-        grads, loss = carry
-        micro_rows, micro_valid, micro_plan = micro
-        (micro_loss, (metrics, tokens)), micro_grads = grad_fn(
-            params,
-            graphdef,
-            rollouts,
-            targets,
-            micro_rows,
-            micro_valid,
-            micro_plan,
-            num_tokens,
-            num_sequences,
-            num_groups,
-            cfg,
-        )
-        return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
-
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    (grads, loss), (micro_metrics, micro_tokens) = jax.lax.scan(
-        accumulate, (zeros, jnp.zeros((), jnp.float32)), (micro_rows, micro_valid, plan)
+    step = accumulated_step(
+        grad_fn,
+        params,
+        opt_state,
+        optimizer,
+        (micro_rows, micro_valid, plan),
+        graphdef,
+        rollouts,
+        targets,
+        num_tokens,
+        num_sequences,
+        num_groups,
+        cfg,
     )
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_params, params)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
-    weight = micro_tokens / jnp.maximum(jnp.sum(micro_tokens), 1.0)
-    metrics = {k: jnp.sum(v * weight) for k, v in micro_metrics.items() if k != "pg_loss"}
-    metrics.update(pg_loss=loss, grad_norm=grad_norm, update_skipped=1.0 - finite.astype(jnp.float32))
-    return params, opt_state, metrics
+    metrics = {k: v for k, v in step.metrics.items() if k != "pg_loss"}
+    metrics.update(pg_loss=step.loss, grad_norm=step.grad_norm, update_skipped=step.skipped)
+    return step.params, step.opt_state, metrics

@@ -1,8 +1,14 @@
 """The algorithms the trainer runs, by name: each is an advantage estimator, an update-batch selector, whether
-DAPO's dynamic sampling refills the batch, and the selection and loss settings it fixes.
+DAPO's dynamic sampling refills the batch, whether a critic is trained, and the settings it fixes.
 
 Every algorithm shares the trainer. Names here are the config's `rl.algorithm`; the estimator and selector
-names are keys of `rl.advantages` and `rl.selection`'s registries.
+names are keys of `rl.advantages` and `rl.selection`'s registries, except the value-based algorithms' "gae"
+(`rl.gae.advantages_from_values`: GAE over the critic's values).
+
+Value-based: `ppo` (PPO with a critic and GAE, EasyR1's and verl's defaults: gamma 1, lambda 1), `vc_ppo` (VC-PPO:
+critic-only value pretraining steps before the first policy update and decoupled GAE, the critic's lambda fixed at
+1.0 and the policy's 0.95 by default) and `orz_ppo` (Open-Reasoner-Zero: PPO with gamma 1 and lambda 1 fixed and
+no KL loss).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ class Algorithm:
         (ABS-only keeps every pair).
       loss: (field, value) pairs of `LossConfig` the algorithm fixes; the config's value applies only to the
         fields not listed here.
+      critic: a value model is trained beside the policy and the estimator is GAE over its values.
+      gae: (field, value) pairs of `rl.gae.GAEConfig` the algorithm fixes.
+      gae_defaults: (field, value) pairs of `GAEConfig` taken where the config leaves the key at -1.
+      critic_pretrain_steps: `critic.pretrain_steps` where the config leaves it at -1.
     """
 
     estimator: str
@@ -29,6 +39,10 @@ class Algorithm:
     dynamic_sampling: bool = False
     selection: tuple[tuple[str, object], ...] = ()
     loss: tuple[tuple[str, object], ...] = ()
+    critic: bool = False
+    gae: tuple[tuple[str, object], ...] = ()
+    gae_defaults: tuple[tuple[str, object], ...] = ()
+    critic_pretrain_steps: int = 0
 
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -42,6 +56,22 @@ ALGORITHMS: dict[str, Algorithm] = {
     "pts_only": Algorithm("grpo", "pts"),
     "abs_only": Algorithm("grpo", "pts_abs", selection=(("keep_ratio", 1.0),)),
     "shuffle_r1": Algorithm("grpo", "pts_abs"),
+    "ppo": Algorithm("gae", "all", critic=True),
+    "vc_ppo": Algorithm(
+        "gae",
+        "all",
+        critic=True,
+        gae=(("critic_lam", 1.0),),
+        gae_defaults=(("actor_lam", 0.95),),
+        critic_pretrain_steps=10,
+    ),
+    "orz_ppo": Algorithm(
+        "gae",
+        "all",
+        critic=True,
+        gae=(("gamma", 1.0), ("actor_lam", 1.0), ("critic_lam", 1.0)),
+        loss=(("kl_coef", 0.0),),
+    ),
 }
 
 

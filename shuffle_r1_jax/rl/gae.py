@@ -22,12 +22,43 @@ All functions are jittable: shapes are static; gamma and the lambdas may be Pyth
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
 import jax
 import jax.numpy as jnp
 
-from shuffle_r1_jax.rl.metrics import masked_max, masked_mean, masked_min
+from shuffle_r1_jax.rl.advantages import Advantages, masked_whiten, outcome_token_rewards
+from shuffle_r1_jax.rl.metrics import advantage_stats, masked_max, masked_mean, masked_min
+
+# A variance of the returns below this counts as constant returns (explained variance reported as 0).
+CONSTANT_RETURNS_VAR = 1e-10
+
+
+@dataclasses.dataclass(frozen=True)
+class GAEConfig:
+    """Settings of the GAE advantages of a value-based algorithm; static (hashable) for jit.
+
+    Attributes:
+      gamma: the discount factor, in [0, 1].
+      actor_lam: the lambda of the policy's advantages, in [0, 1].
+      critic_lam: the lambda of the critic's value targets, in [0, 1] (VC-PPO: 1.0).
+      whiten: whiten the advantages over the batch's valid tokens (zero mean, unit variance).
+
+    Raises:
+      ValueError: a value outside [0, 1]; the message names it.
+    """
+
+    gamma: float = 1.0
+    actor_lam: float = 1.0
+    critic_lam: float = 1.0
+    whiten: bool = True
+
+    def __post_init__(self):
+        for name in ("gamma", "actor_lam", "critic_lam"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"GAE {name} = {value!r} must be in [0, 1]")
 
 
 def gae(
@@ -114,7 +145,8 @@ def value_metrics(values: jax.Array, returns: jax.Array, mask: jax.Array) -> dic
 
     Explained variance is 1 - Var(returns - values) / Var(returns) with population variances over the
     valid tokens: 1 for a perfect critic, 0 for one predicting the mean return, negative for one worse
-    than that. When the returns are constant over the valid tokens (or there are none) Var(returns) is
+    than that. When the returns are constant over the valid tokens (or there are none, or their variance is
+    below `CONSTANT_RETURNS_VAR`: GAE at lambda 1 returns a constant reward up to rounding) Var(returns) is
     0 and the ratio undefined; it is then reported as 0.0, not NaN or inf.
 
     Args:
@@ -132,7 +164,7 @@ def value_metrics(values: jax.Array, returns: jax.Array, mask: jax.Array) -> dic
     residual = ret - v
     residual_var = masked_mean(jnp.square(residual - masked_mean(residual, mask)), mask)
     returns_var = masked_mean(jnp.square(ret - returns_mean), mask)
-    constant_returns = (masked_max(ret, mask) == masked_min(ret, mask)) | (returns_var <= 0.0)
+    constant_returns = (masked_max(ret, mask) == masked_min(ret, mask)) | (returns_var < CONSTANT_RETURNS_VAR)
     safe_returns_var = jnp.where(constant_returns, 1.0, returns_var)
     explained_variance = jnp.where(constant_returns, 0.0, 1.0 - residual_var / safe_returns_var)
     return {
@@ -142,3 +174,41 @@ def value_metrics(values: jax.Array, returns: jax.Array, mask: jax.Array) -> dic
         "critic/returns_mean": returns_mean,
         "critic/explained_variance": explained_variance,
     }
+
+
+def advantages_from_values(
+    scores: jax.Array, response_mask: jax.Array, values: jax.Array, n: int, cfg: GAEConfig
+) -> tuple[Advantages, jax.Array, dict]:
+    """GAE advantages and the critic's targets of a flat rollout batch whose rows are grouped by prompt.
+
+    The outcome score sits on each response's last valid token (`advantages.outcome_token_rewards`); the
+    advantages are `decoupled_gae`'s at `cfg.actor_lam`, whitened over the batch's valid tokens with
+    `cfg.whiten`; the returns are at `cfg.critic_lam`. A rollout's advantage (what PTS, ABS and CPPO rank) is
+    the mean of its token advantages over its valid tokens (0 for an empty response).
+
+    Args:
+      scores: `float[R]` outcome score of each rollout, R = G * n.
+      response_mask: `int[R, T]` or `bool[R, T]`.
+      values: `float[R, T]` the critic's predictions at the response positions.
+      n: rollouts per prompt (static).
+      cfg: the GAE settings (static).
+
+    Returns:
+      (`Advantages` with token `float32[G, n, T]` and rollout `float32[G, n]`, returns `float32[R, T]`, metrics:
+      float32 scalars of `value_metrics` and `advantage_stats` of the token advantages before ("gae/raw/*") and
+      after ("gae/advantage/*") whitening).
+    """
+    mask = jnp.asarray(response_mask)
+    token_rewards = outcome_token_rewards(jnp.asarray(scores, jnp.float32), mask)
+    raw, returns = decoupled_gae(
+        token_rewards, values, mask, gamma=cfg.gamma, actor_lam=cfg.actor_lam, critic_lam=cfg.critic_lam
+    )
+    token = masked_whiten(raw, mask) if cfg.whiten else raw
+    metrics = {
+        **value_metrics(values, returns, mask),
+        **advantage_stats(raw, mask, prefix="gae/raw"),
+        **advantage_stats(token, mask, prefix="gae/advantage"),
+    }
+    grouped = token.reshape(-1, n, token.shape[-1])
+    group_mask = mask.reshape(grouped.shape)
+    return Advantages(token=grouped, rollout=masked_mean(grouped, group_mask, axis=-1)), returns, metrics

@@ -90,6 +90,18 @@ def random_pixels(rng: np.random.Generator, grids: list[tuple[int, int, int]], p
 
 def hf_logits(model, input_ids, attention_mask, pixel_values=None, image_grid_thw=None) -> np.ndarray:
     """Reference logits; passes mm_token_type_ids so transformers >= 5.5 builds 3D M-RoPE positions."""
+    with torch.no_grad():
+        return model(**_hf_inputs(input_ids, attention_mask, pixel_values, image_grid_thw)).logits.float().numpy()
+
+
+def hf_final_hidden_states(model, input_ids, attention_mask, pixel_values=None, image_grid_thw=None) -> np.ndarray:
+    """Reference final hidden states (after the decoder's last norm) `[B, S, H]`."""
+    inputs = _hf_inputs(input_ids, attention_mask, pixel_values, image_grid_thw)
+    with torch.no_grad():
+        return model(**inputs, output_hidden_states=True).hidden_states[-1].float().numpy()
+
+
+def _hf_inputs(input_ids, attention_mask, pixel_values, image_grid_thw) -> dict:
     kwargs = dict(
         input_ids=torch.as_tensor(input_ids),
         attention_mask=torch.as_tensor(attention_mask),
@@ -99,5 +111,4 @@ def hf_logits(model, input_ids, attention_mask, pixel_values=None, image_grid_th
         kwargs.update(
             pixel_values=torch.as_tensor(pixel_values), image_grid_thw=torch.as_tensor(np.asarray(image_grid_thw))
         )
-    with torch.no_grad():
-        return model(**kwargs).logits.float().numpy()
+    return kwargs
