@@ -1,13 +1,22 @@
-"""Train-state checkpoints over orbax: parameters, optimizer state, step, RNG key, data position, best score.
+"""Train-state checkpoints over orbax: parameters, optimizer state, an optional critic's parameters and optimizer
+state, step, RNG key, data position, best score.
 
-One checkpoint is one orbax step directory `<directory>/<step>/` with three items:
+One checkpoint is one orbax step directory `<directory>/<step>/` with three items, five with a critic:
 
 - `params`: the model parameters as a nested dict of arrays (an `nnx.State` is saved through its pure dict),
 - `opt_state`: the optax state's array leaves, named by their pytree paths (empty states such as
   `optax.EmptyState` or `optax.MaskedNode` hold no arrays and come back from the restore target's structure;
   the item is left out when the optimizer state has no arrays at all),
-- `meta`: JSON with the step, the RNG key (implementation name and key data), the data-iterator state and the
-  best validation score so far.
+- `critic_params`, `critic_opt_state` (only when `save` is given a critic, e.g. PPO's value model): the critic's
+  parameters and optimizer state, saved exactly as `params` and `opt_state` are (`critic_opt_state` is left out
+  when the critic's optimizer state has no arrays),
+- `meta`: JSON with the step, the RNG key (implementation name and key data), the data-iterator state, the
+  best validation score so far and which of the optional items were saved (`has_opt_state`, `has_critic`,
+  `has_critic_opt_state`; a `meta` written before critics existed lacks the last two and means no critic).
+
+A step saved with a critic restores without it (the critic items are not read: that is how the policy alone is
+exported); a step saved without one refuses critic targets with `NoCriticError`, so a run that trains a critic
+never resumes silently with a fresh one.
 
 Atomicity: orbax writes each step into `<step>.orbax-checkpoint-tmp*` and renames it to `<step>` once every item
 is complete, so a process killed at any moment leaves either a complete step or a temporary directory that
@@ -27,7 +36,8 @@ steps stay; the failed step's temporary directory is ignored by listing and remo
 are still needed to write them again) and a failed one is retried k times, with a warning each time.
 `orbax_traceback_filter` keeps orbax's own background tracebacks of such a failure out of the log.
 
-Damaged steps: `restore` reads the whole step it picks (every item present, `meta` readable, every array read).
+Damaged steps: `restore` reads all it is asked for of the step it picks (every such item present, `meta`
+readable, every array read).
 With `on_damaged="fallback"` a damaged latest step is moved aside into `<directory>/_damaged/<step>-<UTC time>`
 (kept, never deleted) with one warning, and the newest intact step is restored; when no step is intact nothing
 is moved and a `DamagedCheckpointError` names them all. With `on_damaged="refuse"` the first damaged step raises
@@ -66,11 +76,16 @@ T = TypeVar("T")
 
 _PARAMS = "params"
 _OPT_STATE = "opt_state"
+_CRITIC_PARAMS = "critic_params"
+_CRITIC_OPT_STATE = "critic_opt_state"
 _META = "meta"
 _TRASH = "_deleted"
 _DAMAGED = "_damaged"
 _FORMAT_VERSION = 1
+# The keys every `meta` holds (a step lacking one is damaged), and the keys added with critics, with the value a
+# `meta` written before them stands for (steps saved before critics existed restore as steps without a critic).
 _META_KEYS = ("step", "rng_key", "data_state", "best_score", "has_opt_state")
+_META_DEFAULTS = {"has_critic": False, "has_critic_opt_state": False}
 ON_DAMAGED = ("fallback", "refuse")
 # What reading a damaged step raises (a missing item, a truncated or garbled file); other errors (a mismatched
 # target, a full memory) are not the checkpoint's fault and propagate as they are.
@@ -86,6 +101,32 @@ class CheckpointSaveError(CheckpointError):
     """A checkpoint save failed; the message names the step, the checkpoint directory and the cause."""
 
 
+class NoCriticError(CheckpointError):
+    """`restore` was given critic targets for a step saved without a critic (a `ValueError`, like every
+    `CheckpointError`); the message names the step and its path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trees:
+    """One model's two items, its parameters and its optimizer state, and how the checkpoint names them.
+
+    Attributes:
+      params: the parameters' item name (also the name of `save`'s argument).
+      opt_state: the optimizer state's item name (also the name of `save`'s argument).
+      has_opt_state: the `meta` key recording whether the optimizer state had arrays (and so an item).
+      label: what error messages put before "parameter" and "optimizer state leaf".
+    """
+
+    params: str
+    opt_state: str
+    has_opt_state: str
+    label: str
+
+
+_POLICY = _Trees(_PARAMS, _OPT_STATE, "has_opt_state", "")
+_CRITIC = _Trees(_CRITIC_PARAMS, _CRITIC_OPT_STATE, "has_critic_opt_state", "critic ")
+
+
 @dataclasses.dataclass(frozen=True)
 class RestoredState:
     """What `TrainCheckpointer.restore` returns.
@@ -97,6 +138,10 @@ class RestoredState:
       rng_key: a new-style `jax.random.key` with the saved implementation and key data.
       data_state: the data-iterator state dict passed to `save`.
       best_score: the best validation score passed to `save`, or None.
+      critic_params: the critic's parameters, the same type as `abstract_critic_params`, or None when that was
+        None.
+      critic_opt_state: the critic's optax state with the structure of `abstract_critic_opt_state`, or None when
+        that was None.
     """
 
     step: int
@@ -105,6 +150,8 @@ class RestoredState:
     rng_key: jax.Array
     data_state: dict
     best_score: float | None
+    critic_params: PyTree | None = None
+    critic_opt_state: PyTree | None = None
 
 
 class TrainCheckpointer:
@@ -174,12 +221,16 @@ class TrainCheckpointer:
             enable_async_checkpointing=True,
             create=True,
         )
+        # Reads the saved shapes of one array item at a time.
+        self._item_reader = ocp.StandardCheckpointHandler()
         self._manager = ocp.CheckpointManager(
             self._directory,
             options=options,
             item_handlers={
                 _PARAMS: ocp.StandardCheckpointHandler(),
                 _OPT_STATE: ocp.StandardCheckpointHandler(),
+                _CRITIC_PARAMS: ocp.StandardCheckpointHandler(),
+                _CRITIC_OPT_STATE: ocp.StandardCheckpointHandler(),
                 _META: ocp.JsonCheckpointHandler(),
             },
         )
@@ -199,6 +250,9 @@ class TrainCheckpointer:
         best_score: float | None,
         metrics: Mapping[str, Any] | None = None,
         force: bool = False,
+        *,
+        critic_params: PyTree | None = None,
+        critic_opt_state: PyTree | None = None,
     ) -> bool:
         """Starts an asynchronous save of step `step`; waits for the previous save to finish first.
 
@@ -212,6 +266,9 @@ class TrainCheckpointer:
           metrics: scalars stored with the step to rank it for `keep_best` (ignored when keep_best is off).
           force: save even a step at or below the latest one (orbax's `StepAlreadyExistsError` if that step
             exists).
+          critic_params: the critic's parameters (an `nnx.State` or a nested dict of arrays), or None for a run
+            without a critic; given together with `critic_opt_state`.
+          critic_opt_state: the critic's optax state, or None; given together with `critic_params`.
 
         Returns:
           Whether a save was started (False for a skipped step).
@@ -219,28 +276,37 @@ class TrainCheckpointer:
         Raises:
           CheckpointSaveError: the previous save failed in the background, or (with `save_retries` > 0) this one
             failed `save_retries` + 1 times.
-          ValueError: when `step` is negative or not an integer, `rng_key` is not a single replicated key,
-            `best_score` is not finite, a metric is not a scalar (with keep_best), or a tree is a bare array or
-            has two leaves with the same path.
+          ValueError: when `step` is negative or not an integer, only one of `critic_params` and
+            `critic_opt_state` is given, `rng_key` is not a single replicated key, `best_score` is not finite, a
+            metric is not a scalar (with keep_best), or a tree is a bare array or has two leaves with the same path.
           TypeError: when `rng_key` is not a new-style key, `data_state` is not a JSON-serialisable dict with
             string keys, or `best_score` is not a float or None.
         """
         if not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         step = int(step)
-        params_tree = _nest(_named_leaves(_pure(params), "params")[0])
-        opt_names = _named_leaves(opt_state, "opt_state")[0]
-        meta = {
-            "format_version": _FORMAT_VERSION,
-            "step": step,
-            "rng_key": _key_to_json(rng_key),
-            "data_state": _checked_json(data_state, "data_state"),
-            "best_score": _checked_best_score(best_score),
-            "has_opt_state": bool(opt_names),
-        }
-        items = {_PARAMS: ocp.args.StandardSave(params_tree), _META: ocp.args.JsonSave(meta)}
-        if opt_names:
-            items[_OPT_STATE] = ocp.args.StandardSave(_nest(opt_names))
+        if (critic_params is None) != (critic_opt_state is None):
+            given = "critic_params" if critic_opt_state is None else "critic_opt_state"
+            raise ValueError(
+                f"critic_params and critic_opt_state must be given together (or neither), got only {given} "
+                f"for step {step}"
+            )
+        items: dict[str, Any] = {}
+        has_opt_state = _add_save_items(items, _POLICY, params, opt_state)
+        has_critic = critic_params is not None
+        has_critic_opt_state = has_critic and _add_save_items(items, _CRITIC, critic_params, critic_opt_state)
+        items[_META] = ocp.args.JsonSave(
+            {
+                "format_version": _FORMAT_VERSION,
+                "step": step,
+                "rng_key": _key_to_json(rng_key),
+                "data_state": _checked_json(data_state, "data_state"),
+                "best_score": _checked_best_score(best_score),
+                "has_opt_state": has_opt_state,
+                "has_critic": has_critic,
+                "has_critic_opt_state": has_critic_opt_state,
+            }
+        )
         scalars = _scalar_metrics(metrics) if self._keep_best else None
         args = ocp.args.Composite(**items)
         self.wait_until_finished()
@@ -279,21 +345,29 @@ class TrainCheckpointer:
         *,
         abstract_params: PyTree,
         abstract_opt_state: PyTree | None,
+        abstract_critic_params: PyTree | None = None,
+        abstract_critic_opt_state: PyTree | None = None,
     ) -> RestoredState:
-        """Restores `step` onto the given targets, reading all of it; with `step` None, the newest intact step.
+        """Restores `step` onto the given targets, reading all they ask for; with `step` None, the newest intact step.
 
         The targets' leaves are `jax.ShapeDtypeStruct`s (from `jax.eval_shape` / `nnx.eval_shape`) or arrays;
         restored arrays take their shapes, dtypes (saved values are cast) and `.sharding`; a leaf without a
         sharding gets the one it was saved with (orbax's sharding metadata: the same devices must exist).
 
-        A step is damaged when an item is missing (`params`, `meta`, `opt_state` when `meta` says it was saved),
-        `meta` is unreadable or an array does not read. With `step` None and `on_damaged="fallback"`, damaged
-        steps newer than the newest intact one are moved into `<directory>/_damaged/` with one warning each.
+        A step is damaged when an item it is read from is missing (`params`, `meta`, `opt_state` when `meta` says
+        it was saved; with critic targets `critic_params`, and `critic_opt_state` when saved), `meta` is unreadable
+        or an array does not read. With `step` None and `on_damaged="fallback"`, damaged steps newer than the newest
+        intact one are moved into `<directory>/_damaged/` with one warning each. Without critic targets the critic
+        items of a step saved with a critic are not read.
 
         Args:
           step: the step to restore; None (default) restores the latest complete one.
           abstract_params: the parameter target, an `nnx.State` or a nested dict.
           abstract_opt_state: the optimizer-state target, or None to skip the optimizer state.
+          abstract_critic_params: the critic's parameter target, an `nnx.State` or a nested dict, or None (default)
+            to skip the critic.
+          abstract_critic_opt_state: the critic's optimizer-state target, or None (default) to skip it; needs
+            `abstract_critic_params`.
 
         Returns:
           The restored `RestoredState`.
@@ -302,22 +376,31 @@ class TrainCheckpointer:
           FileNotFoundError: when there is no complete checkpoint, or none for `step`.
           DamagedCheckpointError: `step` is damaged; with `step` None, the latest step is damaged and
             `on_damaged` is "refuse", or every step is damaged (nothing is moved then).
+          NoCriticError: critic targets were given and the step (with `step` None, the newest intact one) was
+            saved without a critic; nothing is moved aside then.
           ValueError: naming the leaves missing from the checkpoint or extra in it, the first leaf shaped
-            differently from the target, or a target leaf sharded over an abstract mesh.
+            differently from the target, or a target leaf sharded over an abstract mesh; or when
+            `abstract_critic_opt_state` is given without `abstract_critic_params`.
           CheckpointSaveError: a save in flight failed.
         """
+        if abstract_critic_params is None and abstract_critic_opt_state is not None:
+            raise ValueError("abstract_critic_opt_state was given without abstract_critic_params")
+        targets = {
+            _POLICY: (abstract_params, abstract_opt_state),
+            _CRITIC: (abstract_critic_params, abstract_critic_opt_state),
+        }
         self.wait_until_finished()
         steps = self.all_steps()
         if step is not None:
             if step not in steps:
                 raise FileNotFoundError(f"no checkpoint for step {step} in {self._directory}; complete steps: {steps}")
-            return self._restore_step(step, abstract_params, abstract_opt_state)
+            return self._restore_step(step, targets)
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint in {self._directory} (incomplete saves are ignored)")
         damaged: list[tuple[int, DamagedCheckpointError]] = []
         for candidate in reversed(steps):
             try:
-                restored = self._restore_step(candidate, abstract_params, abstract_opt_state)
+                restored = self._restore_step(candidate, targets)
             except DamagedCheckpointError as err:
                 if self._on_damaged == "refuse":
                     raise
@@ -330,42 +413,47 @@ class TrainCheckpointer:
             "nothing was moved or restored: remove or repair the steps (the run would start from scratch without them)"
         )
 
-    def _restore_step(self, step: int, abstract_params: PyTree, abstract_opt_state: PyTree | None) -> RestoredState:
-        """Reads all of `step` onto the targets (see `restore`).
+    def _restore_step(self, step: int, targets: dict[_Trees, tuple[PyTree | None, PyTree | None]]) -> RestoredState:
+        """Reads what `targets` ask for of `step`, each model's (parameter target or None, optimizer-state target or
+        None) (see `restore`).
 
         Raises:
           DamagedCheckpointError: an item is missing, `meta` is unreadable or an array does not read.
+          NoCriticError: critic targets were given and the step has no critic.
           ValueError: the targets do not match the checkpoint's leaves or shapes.
         """
         path = self._directory / str(step)
         meta = _read_or_damaged(step, path, lambda: self._read_meta(step))
         rng_key = _read_or_damaged(step, path, lambda: _key_from_json(meta["rng_key"]))
-        expected = [_PARAMS] + ([_OPT_STATE] if meta["has_opt_state"] and abstract_opt_state is not None else [])
+        if targets[_CRITIC][0] is not None and not meta["has_critic"]:
+            raise NoCriticError(
+                f"checkpoint step {step} at {path} has no critic (it was saved without critic_params and "
+                "critic_opt_state), so the critic cannot be restored from it; resume a run that trains a critic only "
+                "from its own checkpoints"
+            )
+        requested = {trees: pair for trees, pair in targets.items() if pair[0] is not None}
+        expected = []
+        for trees, (_, abstract_opt) in requested.items():
+            expected.append(trees.params)
+            if meta[trees.has_opt_state] and abstract_opt is not None:
+                expected.append(trees.opt_state)
         missing = [item for item in expected if not (path / item).is_dir()]
         if missing:
             raise DamagedCheckpointError(_damage_message(step, path, f"the item {missing[0]!r} is missing"))
-        item_metadata = _read_or_damaged(step, path, lambda: self._manager.metadata(step).item_metadata)
 
-        params_leaves, params_def = _named_leaves(_pure(abstract_params), "abstract_params")
-        saved_params = _read_or_damaged(step, path, lambda: _saved_shapes(item_metadata[_PARAMS]))
-        _check_against_checkpoint(params_leaves, saved_params, "parameter", step)
-        targets = {_PARAMS: ocp.args.StandardRestore(_nest(_restore_targets(params_leaves, "parameter")))}
-        opt_leaves: list[tuple[Name, Any]] = []
-        if abstract_opt_state is not None:
-            opt_leaves, opt_def = _named_leaves(abstract_opt_state, "abstract_opt_state")
-            saved_opt = {}
-            if meta["has_opt_state"]:
-                saved_opt = _read_or_damaged(step, path, lambda: _saved_shapes(item_metadata[_OPT_STATE]))
-            _check_against_checkpoint(opt_leaves, saved_opt, "optimizer state leaf", step)
-            if opt_leaves:
-                opt_targets = _nest(_restore_targets(opt_leaves, "optimizer state leaf"))
-                targets[_OPT_STATE] = ocp.args.StandardRestore(opt_targets)
-        restored = _read_or_damaged(step, path, lambda: self._manager.restore(step, args=ocp.args.Composite(**targets)))
+        def saved_shapes(item: str) -> dict[Name, tuple[int, ...]]:
+            # Only the items asked for are read (orbax's step metadata would read every item, the critic's too).
+            return _read_or_damaged(step, path, lambda: _saved_shapes(self._item_reader.metadata(path / item)))
 
-        params = _rebuild(abstract_params, params_def, params_leaves, restored[_PARAMS])
-        opt_state = None
-        if abstract_opt_state is not None:
-            opt_state = opt_def.unflatten([_lookup(restored[_OPT_STATE], name) for name, _ in opt_leaves])
+        plans = {
+            trees: _TreeRestore(trees, step, meta[trees.has_opt_state], saved_shapes, *pair)
+            for trees, pair in requested.items()
+        }
+        args = ocp.args.Composite(**{item: arg for plan in plans.values() for item, arg in plan.targets.items()})
+        restored = _read_or_damaged(step, path, lambda: self._manager.restore(step, args=args))
+
+        params, opt_state = plans[_POLICY].rebuild(restored)
+        critic_params, critic_opt_state = plans[_CRITIC].rebuild(restored) if _CRITIC in plans else (None, None)
         return RestoredState(
             step=step,
             params=params,
@@ -373,10 +461,15 @@ class TrainCheckpointer:
             rng_key=rng_key,
             data_state=meta["data_state"],
             best_score=meta["best_score"],
+            critic_params=critic_params,
+            critic_opt_state=critic_opt_state,
         )
 
     def _read_meta(self, step: int) -> dict:
         """The `meta` item of `step`.
+
+        Returns:
+          The item's dict, with `_META_DEFAULTS` for the keys a step saved before critics existed lacks.
 
         Raises:
           OSError, ValueError, KeyError: the item is missing or unreadable, or lacks one of `_META_KEYS`.
@@ -387,7 +480,7 @@ class TrainCheckpointer:
         absent = [key for key in _META_KEYS if key not in meta]
         if absent:
             raise KeyError(f"the item 'meta' lacks {absent}")
-        return dict(meta)
+        return {**_META_DEFAULTS, **meta}
 
     def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]], restored_step: int) -> None:
         """Moves each damaged step into `<directory>/_damaged/<step>-<UTC time>` (process 0; the others wait),
@@ -466,6 +559,7 @@ class TrainCheckpointer:
             self.wait_until_finished()
         finally:
             self._manager.close()
+            self._item_reader.close()
             self._purge_trash()
 
     def __enter__(self) -> TrainCheckpointer:
@@ -519,6 +613,78 @@ def _read_or_damaged(step: int, path: epath.Path, read: Callable[[], T]) -> T:
     except _DAMAGE_ERRORS as err:
         cause = f"{type(err).__name__}: {_one_line(err)}"
         raise DamagedCheckpointError(_damage_message(step, path, cause)) from err
+
+
+def _add_save_items(items: dict[str, Any], trees: _Trees, params: PyTree, opt_state: PyTree) -> bool:
+    """Adds one model's save arguments to `items`: its parameters, and its optimizer state's array leaves named by
+    their paths (no item when the state has no arrays).
+
+    Returns:
+      Whether the optimizer state has arrays (and so an item).
+
+    Raises:
+      ValueError: a tree is a bare array or has two leaves with the same path.
+    """
+    items[trees.params] = ocp.args.StandardSave(_nest(_named_leaves(_pure(params), trees.params)[0]))
+    opt_names = _named_leaves(opt_state, trees.opt_state)[0]
+    if opt_names:
+        items[trees.opt_state] = ocp.args.StandardSave(_nest(opt_names))
+    return bool(opt_names)
+
+
+class _TreeRestore:
+    """One model's part of a step's restore: its targets, checked against the step's saved leaves and shapes, then
+    the trees rebuilt from what orbax read.
+
+    Args:
+      trees: the model's items.
+      step: the step being restored (for the errors).
+      has_opt_state: whether the step's `meta` says the optimizer state item was saved.
+      saved_shapes: reads an item's saved leaf shapes by name, raising `DamagedCheckpointError` when it cannot.
+      abstract_params: the parameter target, an `nnx.State` or a nested dict.
+      abstract_opt_state: the optimizer-state target, or None to skip the optimizer state.
+
+    Raises:
+      DamagedCheckpointError: the saved shapes do not read.
+      ValueError: the targets do not match the checkpoint's leaves or shapes, or a target leaf is sharded over an
+        abstract mesh.
+    """
+
+    def __init__(
+        self,
+        trees: _Trees,
+        step: int,
+        has_opt_state: bool,
+        saved_shapes: Callable[[str], dict[Name, tuple[int, ...]]],
+        abstract_params: PyTree,
+        abstract_opt_state: PyTree | None,
+    ):
+        self._trees = trees
+        self._abstract_params = abstract_params
+        self._params_leaves, self._params_def = _named_leaves(_pure(abstract_params), f"abstract_{trees.params}")
+        what = f"{trees.label}parameter"
+        _check_against_checkpoint(self._params_leaves, saved_shapes(trees.params), what, step)
+        self.targets = {trees.params: ocp.args.StandardRestore(_nest(_restore_targets(self._params_leaves, what)))}
+        self._opt_def: jax.tree_util.PyTreeDef | None = None
+        self._opt_leaves: list[tuple[Name, Any]] = []
+        if abstract_opt_state is not None:
+            self._opt_leaves, self._opt_def = _named_leaves(abstract_opt_state, f"abstract_{trees.opt_state}")
+            what = f"{trees.label}optimizer state leaf"
+            saved_opt = saved_shapes(trees.opt_state) if has_opt_state else {}
+            _check_against_checkpoint(self._opt_leaves, saved_opt, what, step)
+            if self._opt_leaves:
+                opt_targets = _nest(_restore_targets(self._opt_leaves, what))
+                self.targets[trees.opt_state] = ocp.args.StandardRestore(opt_targets)
+
+    def rebuild(self, restored: Mapping) -> tuple[PyTree, PyTree | None]:
+        """The parameters (the target's type) and the optimizer state (None when its target was None) from orbax's
+        restored items."""
+        params = _rebuild(self._abstract_params, self._params_def, self._params_leaves, restored[self._trees.params])
+        if self._opt_def is None:
+            return params, None
+        return params, self._opt_def.unflatten(
+            [_lookup(restored[self._trees.opt_state], n) for n, _ in self._opt_leaves]
+        )
 
 
 def _sync_processes(name: str) -> None:

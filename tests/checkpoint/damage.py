@@ -8,17 +8,18 @@ import shutil
 from pathlib import Path
 
 
-def truncate_the_array_files(step_dir: Path) -> None:
-    """Cuts every data file of the step's `params` item in half (what a crash of the file system leaves; the
-    item's OCDBT database may read either its merged or its per-process copy of an array)."""
-    for path in (step_dir / "params").rglob("*"):
-        if path.is_file() and path.parent.name == "d":
-            os.truncate(path, path.stat().st_size // 2)
+def truncate_the_array_files(step_dir: Path, item: str = "params") -> None:
+    """Cuts every data file of the step's `item` (by default `params`) in half (what a crash of the file system
+    leaves; the item's OCDBT database may read either its merged or its per-process copy of an array)."""
+    files = [path for path in (step_dir / item).rglob("*") if path.is_file() and path.parent.name == "d"]
+    assert files, f"no data files under {step_dir / item}"
+    for path in files:
+        os.truncate(path, path.stat().st_size // 2)
 
 
-def delete_the_optimizer_state(step_dir: Path) -> None:
-    """Removes the step's `opt_state` item."""
-    shutil.rmtree(step_dir / "opt_state")
+def delete_the_optimizer_state(step_dir: Path, item: str = "opt_state") -> None:
+    """Removes the step's `item`, by default its `opt_state`."""
+    shutil.rmtree(step_dir / item)
 
 
 def garble_the_meta(step_dir: Path) -> None:

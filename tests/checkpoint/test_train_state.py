@@ -1,11 +1,12 @@
 """TrainCheckpointer: bit-exact round trips, sharded restores, retention of the last N plus the best, errors,
 that a process SIGKILLed at random moments while saving always leaves a restorable latest step, that a damaged
-step is set aside (or refused) and that a failed background save stops with one error naming step, path and
-cause."""
+step is set aside (or refused), that a failed background save stops with one error naming step, path and
+cause, and that a critic (PPO's value model) is saved and restored beside the policy."""
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import random
@@ -24,7 +25,12 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint._src.path import atomicity
 
-from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
+from shuffle_r1_jax.checkpoint.train_state import (
+    CheckpointSaveError,
+    DamagedCheckpointError,
+    NoCriticError,
+    TrainCheckpointer,
+)
 from shuffle_r1_jax.parallel.sharding import make_mesh
 from tests.checkpoint import damage
 from tests.train import checkpoint_kill_writer as writer
@@ -469,3 +475,172 @@ def test_save_retries_retry_a_failed_save_with_a_warning_each(tmp_path, monkeypa
         assert checkpointer.all_steps() == [1]
     with pytest.raises(ValueError, match="save_retries must be an integer >= 0, got -1"):
         TrainCheckpointer(tmp_path, save_retries=-1)
+
+
+def _critic(tx: optax.GradientTransformation) -> tuple[dict, optax.OptState]:
+    """A small value model's parameters (a plain dict, one bfloat16 leaf) and its optimizer state after two
+    updates."""
+    keys = jax.random.split(jax.random.key(11), 2)
+    params = {
+        "torso": {"kernel": jax.random.normal(keys[0], (8, 4))},
+        "head": {"kernel": jax.random.normal(keys[1], (4, 1)), "bias": jnp.full((1,), 0.5, jnp.bfloat16)},
+    }
+    opt_state = tx.init(params)
+    for scale in (1.0, -0.5):
+        grads = jax.tree.map(lambda leaf: jnp.full_like(leaf, scale) + leaf, params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+    return params, opt_state
+
+
+def _critic_targets(tx: optax.GradientTransformation) -> dict:
+    critic_params, _ = jax.eval_shape(lambda: _critic(tx))
+    return dict(abstract_critic_params=critic_params, abstract_critic_opt_state=jax.eval_shape(tx.init, critic_params))
+
+
+def _save_with_critic(checkpointer, step, params, opt_state, critic_params, critic_opt_state):
+    return checkpointer.save(
+        step,
+        params,
+        opt_state,
+        jax.random.key(step),
+        {"position": step},
+        None,
+        critic_params=critic_params,
+        critic_opt_state=critic_opt_state,
+    )
+
+
+@pytest.mark.parametrize("make_critic_tx", [lambda: optax.adam(1e-2), lambda: optax.sgd(1e-2)], ids=["adam", "sgd"])
+def test_round_trip_with_a_critic_is_bit_identical(tmp_path, make_critic_tx):
+    tx, critic_tx = optax.adamw(1e-2), make_critic_tx()
+    params, opt_state = _trained(tx)
+    critic_params, critic_opt_state = _critic(critic_tx)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        assert _save_with_critic(checkpointer, 5, params, opt_state, critic_params, critic_opt_state)
+    has_arrays = bool(jax.tree.leaves(critic_opt_state))  # sgd's state is empty: its item is left out
+    assert (tmp_path / "5" / "critic_params").is_dir()
+    assert (tmp_path / "5" / "critic_opt_state").is_dir() == has_arrays
+
+    mesh = make_mesh(2, 2, 2)
+
+    def sharded(leaf):
+        spec = PartitionSpec("fsdp", "tensor") if leaf.ndim == 2 and leaf.shape[1] > 1 else PartitionSpec()
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=NamedSharding(mesh, spec))
+
+    critic_targets = jax.tree.map(sharded, _critic_targets(critic_tx))
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        restored = checkpointer.restore(**_targets(tx), **critic_targets)
+    assert restored.step == 5 and restored.data_state == {"position": 5}
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.opt_state, opt_state)
+    _assert_trees_identical(restored.critic_params, critic_params)
+    _assert_trees_identical(restored.critic_opt_state, critic_opt_state)
+    assert restored.critic_params["head"]["bias"].dtype == jnp.bfloat16
+    assert restored.critic_params["torso"]["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
+    restored_leaves = jax.tree.leaves((restored.critic_params, restored.critic_opt_state))
+    target_leaves = jax.tree.leaves(
+        (critic_targets["abstract_critic_params"], critic_targets["abstract_critic_opt_state"])
+    )
+    for got, target in zip(restored_leaves, target_leaves, strict=True):
+        assert got.sharding == target.sharding
+
+
+def test_a_step_saved_with_a_critic_restores_without_reading_it(tmp_path):
+    tx, critic_tx = optax.adamw(1e-2), optax.adam(1e-2)
+    params, opt_state = _trained(tx)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        _save_with_critic(checkpointer, 1, params, opt_state, *_critic(critic_tx))
+    # The critic items are not read at all (a policy export of a PPO run's checkpoint).
+    damage.truncate_the_array_files(tmp_path / "1", item="critic_params")
+    damage.delete_the_optimizer_state(tmp_path / "1", item="critic_opt_state")
+    with TrainCheckpointer(tmp_path, on_damaged="refuse") as checkpointer:
+        restored = checkpointer.restore(**_targets(tx))
+    assert restored.step == 1
+    assert restored.critic_params is None and restored.critic_opt_state is None
+    _assert_trees_identical(restored.params, params)
+    _assert_trees_identical(restored.opt_state, opt_state)
+
+
+@pytest.mark.parametrize("written_before_critics", [False, True], ids=["meta_has_critic_false", "meta_without_keys"])
+def test_a_step_saved_without_a_critic_refuses_critic_targets(tmp_path, written_before_critics):
+    tx, critic_tx = optax.adamw(1e-2), optax.adam(1e-2)
+    params, opt_state = _three_steps(tmp_path, tx)
+    meta_file = tmp_path / "3" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta["has_critic"] is False and meta["has_critic_opt_state"] is False
+    if written_before_critics:
+        del meta["has_critic"], meta["has_critic_opt_state"]
+        meta_file.write_text(json.dumps(meta))
+
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        expected = f"^checkpoint step 3 at {tmp_path / '3'} has no critic"
+        with pytest.raises(NoCriticError, match=expected) as raised:
+            checkpointer.restore(**_targets(tx), **_critic_targets(critic_tx))
+        assert isinstance(raised.value, ValueError)
+        critic_params_only = _critic_targets(critic_tx)["abstract_critic_params"]
+        with pytest.raises(NoCriticError, match=expected):
+            checkpointer.restore(3, **_targets(tx), abstract_critic_params=critic_params_only)
+        with pytest.raises(ValueError, match="abstract_critic_opt_state was given without abstract_critic_params"):
+            checkpointer.restore(
+                **_targets(tx), abstract_critic_opt_state=_critic_targets(critic_tx)["abstract_critic_opt_state"]
+            )
+        assert checkpointer.all_steps() == [1, 2, 3]
+        restored = checkpointer.restore(**_targets(tx))  # the policy alone still restores
+    assert restored.step == 3 and restored.critic_params is None
+    _assert_trees_identical(restored.opt_state, opt_state)
+    assert not (tmp_path / "_damaged").exists()
+
+
+CRITIC_DAMAGES = {
+    "truncated_critic_params": (
+        lambda step_dir: damage.truncate_the_array_files(step_dir, item="critic_params"),
+        "ValueError: OUT_OF_RANGE",
+    ),
+    "missing_critic_params": (
+        lambda step_dir: damage.delete_the_optimizer_state(step_dir, item="critic_params"),
+        "the item 'critic_params' is missing",
+    ),
+    "missing_critic_opt_state": (
+        lambda step_dir: damage.delete_the_optimizer_state(step_dir, item="critic_opt_state"),
+        "the item 'critic_opt_state' is missing",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRITIC_DAMAGES))
+def test_a_damaged_critic_item_makes_the_step_damaged(tmp_path, caplog, kind):
+    tx, critic_tx = optax.adamw(1e-2), optax.adam(1e-2)
+    params, opt_state = _trained(tx, steps=1)
+    critic_params, critic_opt_state = _critic(critic_tx)
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        for step in (1, 2, 3):
+            _save_with_critic(checkpointer, step, params, opt_state, critic_params, critic_opt_state)
+    make_damage, cause = CRITIC_DAMAGES[kind]
+    make_damage(tmp_path / "3")
+
+    with TrainCheckpointer(tmp_path, on_damaged="refuse") as checkpointer:
+        with pytest.raises(DamagedCheckpointError, match=f"^checkpoint step 3 at {tmp_path / '3'} is damaged: {cause}"):
+            checkpointer.restore(**_targets(tx), **_critic_targets(critic_tx))
+    with caplog.at_level(logging.WARNING), TrainCheckpointer(tmp_path) as checkpointer:
+        restored = checkpointer.restore(**_targets(tx), **_critic_targets(critic_tx))
+        assert restored.step == 2 and checkpointer.all_steps() == [1, 2]
+    _assert_trees_identical(restored.critic_params, critic_params)
+    _assert_trees_identical(restored.critic_opt_state, critic_opt_state)
+    (moved,) = (tmp_path / "_damaged").iterdir()
+    assert moved.name.startswith("3-")
+    (warning,) = [
+        r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "damaged" in r.getMessage()
+    ]
+    assert warning.startswith(f"checkpoint step 3 at {tmp_path / '3'} is damaged: {cause}")
+
+
+def test_save_with_only_one_critic_argument_raises(tmp_path):
+    params, opt_state = _trained(optax.adamw(1e-2), steps=1)
+    critic_params, critic_opt_state = _critic(optax.adam(1e-2))
+    with TrainCheckpointer(tmp_path) as checkpointer:
+        with pytest.raises(ValueError, match="must be given together .*got only critic_params for step 1$"):
+            _save_with_critic(checkpointer, 1, params, opt_state, critic_params, None)
+        with pytest.raises(ValueError, match="must be given together .*got only critic_opt_state for step 1$"):
+            _save_with_critic(checkpointer, 1, params, opt_state, None, critic_opt_state)
+        assert checkpointer.all_steps() == []
