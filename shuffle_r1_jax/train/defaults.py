@@ -87,7 +87,11 @@ def base_config() -> ConfigDict:
 
     c.rl = ConfigDict()
     # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
+    # | ppo | vc_ppo | orz_ppo (value-based: a critic is trained beside the policy, the `critic` section)
     c.rl.algorithm = "shuffle_r1"
+    # the update-batch selector instead of the algorithm's ("" = the algorithm's): "all" | "pts" | "pts_abs" |
+    # "cppo"; e.g. ppo with "pts_abs" ranks rollouts by their mean GAE advantage (BUILD_NOTES "PPO")
+    c.rl.selector = ""
     c.rl.keep_ratio = 0.5  # PTS alpha (pairs kept per prompt = n/2 * alpha)
     c.rl.pts_variant = "pairs"  # "pairs" | "max_side" | "min_side" | "random" (the paper's ablations)
     c.rl.pts_rerank = False  # re-rank pairs by |A1| + |A2| before keeping
@@ -109,6 +113,11 @@ def base_config() -> ConfigDict:
     # "recompute": a forward pass over the rows the update uses, before it (as the official code, after resampling)
     # | "sampler": the sampler's own log-probs
     c.rl.old_logprobs = "recompute"
+    # GAE of the value-based algorithms (ppo, vc_ppo, orz_ppo); orz_ppo fixes all three at 1
+    c.rl.gamma = 1.0  # discount
+    c.rl.gae_lambda = -1.0  # lambda of the policy's advantages (-1 = the algorithm's: vc_ppo 0.95, else 1.0)
+    c.rl.critic_lambda = -1.0  # lambda of the critic's targets (-1 = the algorithm's: vc_ppo 1.0, else gae_lambda)
+    c.rl.whiten_advantages = True  # GAE advantages whitened over the rollout batch's valid tokens
 
     c.loss = ConfigDict()
     c.loss.clip_low = 0.2
@@ -132,6 +141,21 @@ def base_config() -> ConfigDict:
     c.optim.weight_decay = 1e-2
     c.optim.max_grad_norm = 1.0  # global-norm clip (0 = off)
     c.optim.freeze_vision = True  # the vision tower is not trained (its features are computed once per step)
+
+    # The critic of the value-based algorithms (ignored by the others): the policy's decoder with a value head.
+    c.critic = ConfigDict()
+    # "" = the policy's starting parameters | an HF-format directory (its value_head.safetensors when present,
+    # e.g. a critic exported by scripts/export_to_hf.py --critic)
+    c.critic.checkpoint = ""
+    c.critic.learning_rate = 1e-5  # AdamW peak rate (the other AdamW settings and the schedule are optim's)
+    c.critic.warmup_steps = 0  # critic optimizer steps of linear warm-up from 0
+    c.critic.value_clip = 0.5  # clip of the new value predictions around the scored ones (0 = off)
+    c.critic.value_coef = 1.0  # the value loss's coefficient
+    # rollout batches at the start whose update trains the critic only (within train.total_steps; -1 = the
+    # algorithm's: vc_ppo 10, else 0)
+    c.critic.pretrain_steps = -1
+    # the critic reads the policy's image features (frozen tower) and holds no vision tower of its own
+    c.critic.share_image_features = True
 
     c.train = ConfigDict()
     c.train.total_steps = 100  # rollout batches

@@ -20,6 +20,11 @@ always arguments (a pure dict of arrays), never constants.
   update             (params, opt_state, rollouts, targets, rows, valid, plan) -> (params, opt_state, metrics):
                      one optimizer step over a mini-batch, its micro-batches packed by `plan` (None: padded);
                      params and opt_state donated, outputs sharded like the inputs
+and with a critic (the value-based algorithms):
+  values             (critic params, rollouts, features) -> f32[R, T]: the critic's predictions over every row
+  gae                (scores f32[R], mask i32[R, T], values f32[R, T]) -> (Advantages, returns f32[R, T], metrics)
+  critic_update      (critic params, critic opt_state, rollouts, critic targets, rows, valid, plan) -> (critic
+                     params, critic opt_state, metrics): the critic's step over the policy's mini-batch
 The update is jitted per build (its output shardings are the trainer's); the others are module-level jitted
 functions with their static arguments bound (`BoundProgram`), so equal settings share compilations.
 """
@@ -36,12 +41,14 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from shuffle_r1_jax.learner.critic import rollout_values, update_critic_minibatch
 from shuffle_r1_jax.learner.logprobs import rollout_logprobs
 from shuffle_r1_jax.learner.packing import plan_micro_batches
 from shuffle_r1_jax.learner.update import update_minibatch
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.rl.advantages import advantages_from_scores
 from shuffle_r1_jax.rl.batch_shuffle import chunked_step_order
+from shuffle_r1_jax.rl.gae import advantages_from_values
 from shuffle_r1_jax.rl.metrics import selection_metrics
 from shuffle_r1_jax.rl.selection import select_update_rows
 from shuffle_r1_jax.sampling import Sampler, SamplingConfig
@@ -136,6 +143,16 @@ def select_minibatches(rollout_advantages, key, *, selection, minibatches):
     return jnp.split(rows, minibatches), jnp.split(valid, minibatches), stats
 
 
+@functools.partial(jax.jit, static_argnames=("n", "cfg"))
+def _gae(scores, mask, values, *, n, cfg):
+    return advantages_from_values(scores, mask, values, n, cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "micro_batch_rows"))
+def _values(params, rollouts, features, *, graphdef, micro_batch_rows):
+    return rollout_values(graphdef, params, rollouts, features, micro_batch_rows=micro_batch_rows)
+
+
 @jax.jit
 def _selection_metrics(rollout_advantages, rows, valid, mask):
     return selection_metrics(rollout_advantages, jnp.concatenate(rows), jnp.concatenate(valid), mask)
@@ -199,6 +216,9 @@ class StepPrograms:
       plan_packing: where each update row's sequence sits in the packed rows of its passes.
       logprobs: the old and reference log-probs, micro-batched.
       update: one optimizer step (parameters and optimizer state donated).
+      values: the critic's predictions over the rollout batch (None without a critic).
+      gae: GAE advantages and returns from the critic's predictions (None without a critic).
+      critic_update: one critic optimizer step (its parameters and optimizer state donated; None without a critic).
     """
 
     image_features: Callable
@@ -209,6 +229,26 @@ class StepPrograms:
     plan_packing: Callable
     logprobs: Callable
     update: Callable
+    values: Callable | None = None
+    gae: Callable | None = None
+    critic_update: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticModel:
+    """What the critic's programs are built over.
+
+    Attributes:
+      graphdef: the value model's graph definition.
+      optimizer: its optax optimizer.
+      param_shardings: the tree of `NamedSharding`s of its parameters.
+      opt_shardings: the tree of `NamedSharding`s of its optimizer state.
+    """
+
+    graphdef: nnx.GraphDef
+    optimizer: optax.GradientTransformation
+    param_shardings: Any
+    opt_shardings: Any
 
 
 def build_step_programs(
@@ -220,6 +260,7 @@ def build_step_programs(
     *,
     param_shardings: Any,
     opt_shardings: Any,
+    critic: CriticModel | None = None,
 ) -> StepPrograms:
     """The step's programs for `settings` over the model `graphdef` on `mesh`.
 
@@ -231,6 +272,7 @@ def build_step_programs(
       tokens: special token ids of the samplers.
       param_shardings: the tree of `NamedSharding`s of the parameters (the update's outputs keep them).
       opt_shardings: the tree of `NamedSharding`s of the optimizer state (the update's outputs keep them).
+      critic: the critic of a value-based algorithm, or None.
 
     Returns:
       The `StepPrograms`; each has `.lower(*args)` for ahead-of-time compilation.
@@ -254,6 +296,33 @@ def build_step_programs(
 
     sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
     replicated = NamedSharding(mesh, PartitionSpec())
+    critic_programs = {}
+    if critic is not None:
+
+        def critic_update(params, opt_state, rollouts, targets, rows, valid, plan):
+            return update_critic_minibatch(
+                critic.graphdef,
+                params,
+                opt_state,
+                critic.optimizer,
+                rollouts,
+                targets,
+                rows,
+                valid,
+                plan,
+                micro_batches=train.micro_batches,
+                cfg=settings.critic.loss,
+            )
+
+        critic_programs = dict(
+            values=BoundProgram(_values, graphdef=critic.graphdef, micro_batch_rows=train.value_micro_batch_rows),
+            gae=BoundProgram(_gae, n=rollout.n, cfg=settings.rl.gae),
+            critic_update=jax.jit(
+                critic_update,
+                donate_argnames=("params", "opt_state"),
+                out_shardings=(critic.param_shardings, critic.opt_shardings, replicated),
+            ),
+        )
     return StepPrograms(
         image_features=BoundProgram(_image_features, graphdef=graphdef),
         sampler=Sampler(
@@ -279,6 +348,7 @@ def build_step_programs(
             donate_argnames=("params", "opt_state"),
             out_shardings=(param_shardings, opt_shardings, replicated),
         ),
+        **critic_programs,
     )
 
 

@@ -24,6 +24,7 @@ from ml_collections import ConfigDict
 from shuffle_r1_jax.checkpoint.train_state import ON_DAMAGED
 from shuffle_r1_jax.data.pipeline import ON_BAD_RECORD
 from shuffle_r1_jax.data.sources import Columns, DataSpecError, resolve_data_files
+from shuffle_r1_jax.learner.critic import CriticLossConfig
 from shuffle_r1_jax.learner.optimizer import OptimizerConfig
 from shuffle_r1_jax.learner.update import LossConfig
 from shuffle_r1_jax.models.dtypes import DTYPES
@@ -40,6 +41,7 @@ from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators
 from shuffle_r1_jax.rl.algorithms import Algorithm, get_algorithm
 from shuffle_r1_jax.rl.batch_shuffle import ABS_SAMPLINGS, PAIR_WEIGHT_KINDS
+from shuffle_r1_jax.rl.gae import GAEConfig
 from shuffle_r1_jax.rl.pts import PTS_VARIANTS
 from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
 
@@ -254,15 +256,18 @@ class RLSettings:
 
     Attributes:
       algorithm: `rl.algorithm`, a registered algorithm name.
-      estimator: the algorithm's advantage estimator name (set by the algorithm, not a key).
-      selection: the update-batch selection: the algorithm's selector with `rl.keep_ratio`, `rl.pts_variant`,
-        `rl.pts_rerank`, `rl.abs_rounds`, `rl.abs_weight`, `rl.abs_power`, `rl.cppo_prune` and group size
-        `rollout.n`, then the options the algorithm fixes.
+      estimator: the algorithm's advantage estimator name (set by the algorithm, not a key; "gae" for the
+        value-based algorithms).
+      selection: the update-batch selection: the algorithm's selector (or `rl.selector`) with `rl.keep_ratio`,
+        `rl.pts_variant`, `rl.pts_rerank`, `rl.abs_rounds`, `rl.abs_weight`, `rl.abs_power`, `rl.cppo_prune` and
+        group size `rollout.n`, then the options the algorithm fixes.
       dynamic_sampling: whether the algorithm refills uninformative groups (DAPO; set by the algorithm).
       dynamic_sampling_max_tries: `rl.dynamic_sampling_max_tries`, prompt batches generated at most per step.
       dynamic_sampling_fallback: `rl.dynamic_sampling_fallback`, "fill" or "error" when the tries run out.
       old_logprobs: `rl.old_logprobs`, "recompute" (a forward pass over the update's rows before it) or "sampler" (the
         sampler's log-probs).
+      gae: the GAE settings of a value-based algorithm (`rl.gamma`, `rl.gae_lambda`, `rl.critic_lambda`,
+        `rl.whiten_advantages` with the algorithm's defaults and fixed values), None for the others.
 
     Raises:
       ConfigError: the estimator or selector is not registered, `dynamic_sampling_max_tries` is not >= 1, or
@@ -276,10 +281,11 @@ class RLSettings:
     dynamic_sampling_max_tries: int
     dynamic_sampling_fallback: str
     old_logprobs: str
+    gae: GAEConfig | None = None
 
     def __post_init__(self):
         _require(
-            self.estimator in available_advantage_estimators(),
+            self.gae is not None or self.estimator in available_advantage_estimators(),
             f"rl.algorithm = {self.algorithm!r} needs advantage estimator {self.estimator!r}, which is not registered",
         )
         _require(
@@ -323,6 +329,37 @@ class RLSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CriticSettings:
+    """The critic of a value-based algorithm: the `critic` config section.
+
+    Attributes:
+      checkpoint: `critic.checkpoint`, the directory the critic starts from ("" = the policy's starting
+        parameters); its `value_head.safetensors` is read when present, else the value head starts fresh.
+      share_image_features: `critic.share_image_features`, the critic reads the policy's image features and holds
+        no vision tower.
+      pretrain_steps: `critic.pretrain_steps` with the algorithm's default for -1: the first rollout batches whose
+        update trains the critic only.
+      optimizer: the critic's optimizer: `optim` with `critic.learning_rate` and `critic.warmup_steps`.
+      loss: `critic.value_clip` (0 as None) and `critic.value_coef`.
+
+    Raises:
+      ConfigError: `pretrain_steps` is negative.
+    """
+
+    checkpoint: str
+    share_image_features: bool
+    pretrain_steps: int
+    optimizer: OptimizerConfig
+    loss: CriticLossConfig
+
+    def __post_init__(self):
+        _require(
+            self.pretrain_steps >= 0,
+            f"critic.pretrain_steps = {self.pretrain_steps} must be >= 0 (-1 = the algorithm's)",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainSettings:
     """The loop: the `train` config section with the batch arithmetic derived from it.
 
@@ -333,6 +370,8 @@ class TrainSettings:
         min(`train.micro_batch_rows`, a mini-batch's rows).
       logprob_micro_batch_rows: rows per old-log-prob pass, the largest divisor of the update batch's rows (the
         rows the pass computes) that is <= `train.micro_batch_rows`.
+      value_micro_batch_rows: rows per pass of the critic's predictions over the rollout batch, the largest divisor
+        of its rows that is <= `train.micro_batch_rows`.
       pack_sequences: `train.pack_sequences`, the log-prob and update passes run on packed rows
         (`learner.packing`) rather than one padded row per sequence.
       max_nonfinite_in_a_row: `train.max_nonfinite_in_a_row`, steps in a row with a skipped (non-finite) update
@@ -346,6 +385,7 @@ class TrainSettings:
     num_minibatches: int
     micro_batches: int
     logprob_micro_batch_rows: int
+    value_micro_batch_rows: int
     pack_sequences: bool
     max_nonfinite_in_a_row: int
 
@@ -452,6 +492,7 @@ class RunSettings:
       mesh: the `mesh` section.
       mesh_shape: the resolved (data, fsdp, tensor) axis sizes of the mesh.
       distributed: the `distributed` section.
+      critic: the `critic` section for a value-based algorithm, None for the others.
     """
 
     seed: int
@@ -468,6 +509,7 @@ class RunSettings:
     mesh: MeshSpec
     mesh_shape: tuple[int, int, int]
     distributed: DistributedSpec
+    critic: CriticSettings | None = None
 
     @property
     def batch_shards(self) -> int:
@@ -531,6 +573,8 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
     shape = _converted((MeshConfigError,), lambda: mesh_shape(mesh, len(mesh_devices(mesh))))
     _check_batch_layout(data, rollout, shape)
     train = _train_settings(c, data, rollout, rl, shape)
+    optimizer = _optimizer_settings(c, train)
+    critic = _critic_settings(c, algorithm, optimizer, train)  # checked for every algorithm
     settings = RunSettings(
         seed=c.seed,
         model=_model_settings(c),
@@ -545,7 +589,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         rollout=rollout,
         rl=rl,
         loss=_loss_settings(c, rollout, algorithm.loss),
-        optimizer=_optimizer_settings(c, train),
+        optimizer=optimizer,
         train=train,
         eval=EvalSettings(
             every=c.eval.every,
@@ -567,6 +611,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         mesh=mesh,
         mesh_shape=shape,
         distributed=distributed,
+        critic=critic if algorithm.critic else None,
     )
     if c.setup:
         _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
@@ -634,8 +679,13 @@ def _rollout_settings(c: ConfigDict) -> RolloutSettings:
 
 def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
     """The `rl` section with the algorithm's estimator, selector and the selection values it fixes."""
+    selector = c.rl.selector or algorithm.selector
+    _require(
+        selector in available_selectors(),
+        f"rl.selector = {c.rl.selector!r} is unknown; known selectors: {', '.join(available_selectors())}",
+    )
     selection = SelectionConfig(
-        selection=algorithm.selector,
+        selection=selector,
         group_size=n,
         keep_ratio=c.rl.keep_ratio,
         pts_variant=c.rl.pts_variant,
@@ -649,11 +699,13 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         update_chunks=c.rl.update_chunks,
     )
     _require(0 <= c.rl.cppo_prune < 1, f"rl.cppo_prune = {c.rl.cppo_prune} must be in [0, 1)")
-    if algorithm.selector in ("pts", "pts_abs"):
+    if selector in ("pts", "pts_abs"):
         _require(
             n % 2 == 0,
-            f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} pairs rollouts (PTS needs an even n)",
+            f"rollout.n = {n} is odd, but rl.algorithm = {c.rl.algorithm!r} with selector {selector!r} pairs "
+            "rollouts (PTS needs an even n)",
         )
+    gae = _gae_settings(c, algorithm)  # checked for every algorithm, used by the value-based ones
     return RLSettings(
         algorithm=c.rl.algorithm,
         estimator=algorithm.estimator,
@@ -662,7 +714,22 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
         dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback,
         old_logprobs=c.rl.old_logprobs,
+        gae=gae if algorithm.critic else None,
     )
+
+
+def _gae_settings(c: ConfigDict, algorithm: Algorithm) -> GAEConfig:
+    """`rl.gamma`, `rl.gae_lambda`, `rl.critic_lambda` and `rl.whiten_advantages` with the algorithm's defaults (for
+    -1) and the values it fixes."""
+    defaults = dict(algorithm.gae_defaults)
+    for key in ("gae_lambda", "critic_lambda"):
+        value = c.rl[key]
+        _require(value == -1 or 0 <= value <= 1, f"rl.{key} = {value} must be in [0, 1] (-1 = the algorithm's)")
+    actor_lam = c.rl.gae_lambda if c.rl.gae_lambda >= 0 else defaults.get("actor_lam", 1.0)
+    critic_lam = c.rl.critic_lambda if c.rl.critic_lambda >= 0 else defaults.get("critic_lam", actor_lam)
+    _require(0 <= c.rl.gamma <= 1, f"rl.gamma = {c.rl.gamma} must be in [0, 1]")
+    gae = GAEConfig(gamma=c.rl.gamma, actor_lam=actor_lam, critic_lam=critic_lam, whiten=c.rl.whiten_advantages)
+    return dataclasses.replace(gae, **dict(algorithm.gae))
 
 
 def _batch_shards_text(shape: tuple[int, int, int]) -> str:
@@ -751,6 +818,7 @@ def _train_settings(
         num_minibatches=prompts // mini,
         micro_batches=rows_per_mini // micro,
         logprob_micro_batch_rows=largest_divisor(prompts * per_prompt, c.train.micro_batch_rows),
+        value_micro_batch_rows=largest_divisor(prompts * rollout.n, c.train.micro_batch_rows),
         pack_sequences=c.train.pack_sequences,
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )
@@ -791,6 +859,36 @@ def _optimizer_settings(c: ConfigDict, train: TrainSettings) -> OptimizerConfig:
     )
 
 
+def _critic_settings(
+    c: ConfigDict, algorithm: Algorithm, optimizer: OptimizerConfig, train: TrainSettings
+) -> CriticSettings:
+    """The `critic` section with the algorithm's pretraining default for -1."""
+    pretrain = c.critic.pretrain_steps if c.critic.pretrain_steps != -1 else algorithm.critic_pretrain_steps
+    _require(
+        pretrain < train.total_steps,
+        f"critic.pretrain_steps = {pretrain} must be below train.total_steps = {train.total_steps} (the pretraining "
+        "steps are part of the run)",
+    )
+    _require(c.critic.learning_rate > 0, f"critic.learning_rate = {c.critic.learning_rate} must be > 0")
+    _require(c.critic.warmup_steps >= 0, f"critic.warmup_steps = {c.critic.warmup_steps} must be >= 0")
+    critic_optimizer = _converted(
+        (ValueError,),
+        lambda: dataclasses.replace(
+            optimizer, learning_rate=c.critic.learning_rate, warmup_steps=c.critic.warmup_steps
+        ),
+    )
+    return CriticSettings(
+        checkpoint=c.critic.checkpoint,
+        share_image_features=c.critic.share_image_features,
+        pretrain_steps=pretrain,
+        optimizer=critic_optimizer,
+        loss=_converted(
+            (ValueError,),
+            lambda: CriticLossConfig(value_clip=c.critic.value_clip or None, value_coef=c.critic.value_coef),
+        ),
+    )
+
+
 def _require_finite_numbers(c: ConfigDict, prefix: str = "") -> None:
     """Raises `ConfigError` naming the first float value of `c` (nested sections and tuples included) that is NaN
     or infinite."""
@@ -823,6 +921,14 @@ def check_run_inputs(settings: RunSettings) -> None:
         "converted by scripts/convert_hf_to_orbax.py",
     )
     _converted((ModelConfigError,), lambda: load_config(checkpoint))
+    critic = settings.critic.checkpoint if settings.critic is not None else ""
+    if critic:
+        _require(
+            (Path(critic) / "config.json").is_file(),
+            f'critic.checkpoint = {critic!r} has no config.json: give an HF-format Qwen2.5-VL directory ("" = the '
+            "policy's starting parameters)",
+        )
+        _converted((ModelConfigError,), lambda: load_config(critic))
     _require(bool(settings.data.train), "data.train is empty: give a dataset path[@split]")
     for key in ("train", "val"):
         for spec in filter(None, getattr(settings.data, key).split(",")):

@@ -36,13 +36,20 @@ from jax.sharding import NamedSharding, PartitionSpec
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
+from shuffle_r1_jax.learner.critic import CriticTargets
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl.value_model import (
+    abstract_value_model,
+    initial_value_head,
+    read_value_head,
+    value_params_from_policy,
+)
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
-from shuffle_r1_jax.parallel.sharding import mirror_shardings
+from shuffle_r1_jax.parallel.sharding import mirror_shardings, param_shardings
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from shuffle_r1_jax.rewards.health import AllFailedSteps
 from shuffle_r1_jax.rewards.pool import RewardPool
@@ -55,7 +62,13 @@ from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint
 from shuffle_r1_jax.train.metric_writers import MetricWriter
 from shuffle_r1_jax.train.preflight import check_workdir
-from shuffle_r1_jax.train.programs import SpecialTokens, StepPrograms, build_eval_samplers, build_step_programs
+from shuffle_r1_jax.train.programs import (
+    CriticModel,
+    SpecialTokens,
+    StepPrograms,
+    build_eval_samplers,
+    build_step_programs,
+)
 from shuffle_r1_jax.train.settings import RunSettings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +120,7 @@ class UpdateBatch:
       selection_metrics: the selection's metrics, float32 scalars.
       selector_stats: the selector's statistics (ABS draws), float32 scalars.
       plans: the packing of each mini-batch's micro-batches (None each with `train.pack_sequences` off).
+      critic_targets: the critic's targets (its predictions and the GAE returns), None without a critic.
     """
 
     rows: list[jax.Array]
@@ -115,6 +129,7 @@ class UpdateBatch:
     selection_metrics: dict[str, jax.Array]
     selector_stats: dict[str, jax.Array]
     plans: list[PackingPlan | None]
+    critic_targets: CriticTargets | None = None
 
 
 @dataclasses.dataclass
@@ -166,6 +181,9 @@ class Trainer:
       opt_state: the optimizer state, sharded like the parameters it mirrors.
       opt_shardings: the optimizer state's shardings.
       programs: the step's jitted programs (`StepPrograms`).
+      critic: the critic's graph definition, optimizer and shardings (`CriticModel`), None without one.
+      critic_params: the critic's parameters, a pure dict of sharded arrays (None without a critic).
+      critic_opt_state: the critic's optimizer state (None without a critic).
       step: the steps done.
       best_score: the best validation accuracy so far (None before any validation).
     """
@@ -199,6 +217,9 @@ class Trainer:
             jax.eval_shape(self.optimizer.init, self.params), self.params, self.param_shardings, self.mesh
         )
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
+        self.critic, self.critic_params, self.critic_opt_state = None, None, None
+        if settings.critic is not None:
+            self.critic, self.critic_params, self.critic_opt_state = self._load_critic()
         tokens = SpecialTokens.of(self.model_config, self.encoder.tokenizer)
         self.programs = build_step_programs(
             settings,
@@ -208,6 +229,7 @@ class Trainer:
             tokens,
             param_shardings=self.param_shardings,
             opt_shardings=self.opt_shardings,
+            critic=self.critic,
         )
         if instrument is not None:
             self.programs = instrument(self.programs)
@@ -248,6 +270,53 @@ class Trainer:
             rules=self.settings.mesh.rules,
         )
         return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+    def _load_critic(self):
+        """(`CriticModel`, parameters, optimizer state) of the critic: the policy's starting parameters (or
+        `critic.checkpoint`'s) as a value model, its value head read beside that checkpoint or fresh (seeded by
+        `seed`)."""
+        settings, m = self.settings, self.settings.model
+        critic = settings.critic
+        with_vision = not critic.share_image_features
+        if critic.checkpoint:
+            model, config = load_pretrained(
+                critic.checkpoint,
+                m.dtype,
+                param_dtype=m.param_dtype,
+                mesh=self.mesh,
+                rules=settings.mesh.rules,
+            )
+            source = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+            head = read_value_head(critic.checkpoint, config.text.hidden_size)
+        else:
+            config, source, head = self.model_config, self.params, None
+        head_source = "fresh" if head is None else "saved"
+        if head is None:
+            head = initial_value_head(config.text.hidden_size, settings.seed, m.param_dtype)
+        abstract = abstract_value_model(
+            config,
+            with_vision=with_vision,
+            dtype=m.dtype,
+            param_dtype=m.param_dtype,
+            attention_impl=m.attention_impl,
+            remat=m.remat,
+        )
+        graphdef, state = nnx.split(abstract)
+        shardings = nnx.to_pure_dict(param_shardings(state, self.mesh, settings.mesh.rules))
+        params = value_params_from_policy(source, head, with_vision=with_vision)
+        params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.asarray(x, m.param_dtype), p), out_shardings=shardings)(
+            params
+        )
+        optimizer = make_optimizer(critic.optimizer, params)
+        opt_shardings = mirror_shardings(jax.eval_shape(optimizer.init, params), params, shardings, self.mesh)
+        opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+        logger.info(
+            "critic from %s (%s value head, %s)",
+            critic.checkpoint or "the policy's starting parameters",
+            head_source,
+            "its own vision tower" if with_vision else "the policy's image features",
+        )
+        return CriticModel(graphdef, optimizer, shardings, opt_shardings), params, opt_state
 
     def _reference_params(self):
         """A copy of the starting policy for the KL loss (the update donates, and so frees, the trained
@@ -324,11 +393,16 @@ class Trainer:
             return
         try:
             restored = self.checkpointer.restore(
-                abstract_params=_abstract(self.params), abstract_opt_state=_abstract(self.opt_state)
+                abstract_params=_abstract(self.params),
+                abstract_opt_state=_abstract(self.opt_state),
+                abstract_critic_params=None if self.critic is None else _abstract(self.critic_params),
+                abstract_critic_opt_state=None if self.critic is None else _abstract(self.critic_opt_state),
             )
         except DamagedCheckpointError as err:
             raise DamagedCheckpointError(f"{err} ({_ON_DAMAGED_HINTS[self.settings.checkpoint.on_damaged]})") from err
         self.params, self.opt_state, self.step = restored.params, restored.opt_state, restored.step
+        if self.critic is not None:
+            self.critic_params, self.critic_opt_state = restored.critic_params, restored.critic_opt_state
         self.best_score = restored.best_score
         self.base_key = self.replicated_key(restored.rng_key)
         self._restore_data_position(restored.data_state)
@@ -350,8 +424,8 @@ class Trainer:
         self.train_batches.set_state(states[jax.process_index()])
 
     def _save(self, metrics: dict) -> None:
-        """Saves the step's checkpoint: parameters, optimizer state, run key, every process's data position, the
-        best score and the step's `val/` metrics."""
+        """Saves the step's checkpoint: parameters, optimizer state (the critic's too), run key, every process's data
+        position, the best score and the step's `val/` metrics."""
         data_state = {"processes": allgather_json(self.train_batches.get_state())}
         self.checkpointer.save(
             self.step,
@@ -361,6 +435,8 @@ class Trainer:
             data_state,
             self.best_score,
             metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
+            critic_params=self.critic_params,
+            critic_opt_state=self.critic_opt_state,
         )
 
     def _validate(self) -> dict:
@@ -434,36 +510,55 @@ class Trainer:
         programs = self.programs
         t = time.perf_counter()
         rollouts = scored.rollouts
+        features = self._image_features(scored)
+        policy_features = features if settings.optimizer.freeze_vision else None
         scores = self.placer.rows(np.asarray(scored.parts["overall"], np.float32))
-        advantages = programs.advantages(scores, rollouts.mask)
+        critic_targets, gae_metrics = None, {}
+        if self.critic is None:
+            advantages = programs.advantages(scores, rollouts.mask)
+        else:
+            critic_features = features if settings.critic.share_image_features else None
+            values = programs.values(self.critic_params, rollouts, critic_features)
+            advantages, returns, gae_metrics = programs.gae(scores, rollouts.mask, values)
+            critic_targets = CriticTargets(old_values=values, returns=returns, image_features=critic_features)
         rows, valid, selector_stats = programs.select(advantages.rollout, key)
         timings["advantage"] = time.perf_counter() - t
 
         t = time.perf_counter()
         plans, logprob_plan, packing = self.packing_plans(rollouts, rows, valid)
-        features = None
-        if settings.optimizer.freeze_vision and rollouts.prompts.vision is not None:
-            # the sampler's, under the same parameters; a DAPO batch merged from several has none
-            features = scored.image_features
-            if features is None:
-                features = programs.image_features(self.params, rollouts.prompts.vision)
         if settings.rl.old_logprobs == "sampler":
             old = rollouts.sampler_logprobs
         else:
-            old = programs.logprobs(self.params, rollouts, features, rows, logprob_plan)
+            old = programs.logprobs(self.params, rollouts, policy_features, rows, logprob_plan)
         ref = None
         if self.ref_params is not None:
-            ref = programs.logprobs(self.ref_params, rollouts, features, rows, logprob_plan)
+            ref = programs.logprobs(self.ref_params, rollouts, policy_features, rows, logprob_plan)
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
         targets = UpdateTargets(
             advantages=advantages.token.reshape(rollouts.tokens.shape),
             old_logprobs=old,
             ref_logprobs=ref,
-            image_features=features,
+            image_features=policy_features,
         )
-        metrics = {**programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask), **packing}
-        return UpdateBatch(rows, valid, targets, metrics, selector_stats, plans)
+        metrics = {
+            **programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask),
+            **packing,
+            **gae_metrics,
+        }
+        return UpdateBatch(rows, valid, targets, metrics, selector_stats, plans, critic_targets)
+
+    def _image_features(self, scored: ScoredRollouts) -> jax.Array | None:
+        """The frozen image features the step's passes read (the policy's with `optim.freeze_vision`, the critic's
+        with `critic.share_image_features`), or None when none reads them or the prompts have no images: the
+        sampler's, under the same parameters; a DAPO batch merged from several has none, so they are computed."""
+        vision = scored.rollouts.prompts.vision
+        critic_reads = self.settings.critic is not None and self.settings.critic.share_image_features
+        if vision is None or not (self.settings.optimizer.freeze_vision or critic_reads):
+            return None
+        if scored.image_features is not None:
+            return scored.image_features
+        return self.programs.image_features(self.params, vision)
 
     def packing_plans(
         self, rollouts, rows: list[jax.Array], valid: list[jax.Array]
@@ -501,18 +596,38 @@ class Trainer:
         }
         return plans, logprob_plan, ratios
 
+    @property
+    def pretraining_critic(self) -> bool:
+        """Whether the next step trains the critic only (its first `critic.pretrain_steps` steps)."""
+        return self.settings.critic is not None and self.step < self.settings.critic.pretrain_steps
+
     def optimize(self, scored: ScoredRollouts, update_batch: UpdateBatch, timings: dict[str, float]) -> list[dict]:
-        """One optimizer step per mini-batch of `update_batch`; "update" seconds are added to `timings`.
+        """One optimizer step per mini-batch of `update_batch` (the policy's, unless the critic is pretraining, and
+        the critic's); "update" seconds are added to `timings`.
 
         Returns:
           Each optimizer step's metrics, on the host.
         """
         t = time.perf_counter()
         metrics = []
+        train_policy = not self.pretraining_critic
         for rows, valid, plan in zip(update_batch.rows, update_batch.valid, update_batch.plans):
-            self.params, self.opt_state, step_metrics = self.programs.update(
-                self.params, self.opt_state, scored.rollouts, update_batch.targets, rows, valid, plan
-            )
+            step_metrics = {}
+            if train_policy:
+                self.params, self.opt_state, step_metrics = self.programs.update(
+                    self.params, self.opt_state, scored.rollouts, update_batch.targets, rows, valid, plan
+                )
+            if self.critic is not None:
+                self.critic_params, self.critic_opt_state, critic_metrics = self.programs.critic_update(
+                    self.critic_params,
+                    self.critic_opt_state,
+                    scored.rollouts,
+                    update_batch.critic_targets,
+                    rows,
+                    valid,
+                    plan,
+                )
+                step_metrics = {**step_metrics, **critic_metrics}
             metrics.append(step_metrics)
         metrics = jax.device_get(metrics)
         timings["update"] = time.perf_counter() - t
@@ -527,7 +642,8 @@ class Trainer:
         Args:
           scored: the step's scored rollouts.
           update_batch: the step's update batch.
-          updates: each optimizer step's metrics; they are averaged, except `update_skipped`, which is summed.
+          updates: each optimizer step's metrics; they are averaged, except `update_skipped` and
+            `critic/update_skipped`, which are summed.
           timings: the step's phase seconds.
           start: the `time.perf_counter()` at the step's start.
 
@@ -538,7 +654,11 @@ class Trainer:
         metrics = rollout_metrics(scored)
         metrics.update({k: float(v) for k, v in jax.device_get(update_batch.selection_metrics).items()})
         metrics.update({k: float(np.mean([m[k] for m in updates])) for k in updates[0]})
-        metrics["update_skipped"] = float(np.sum([m["update_skipped"] for m in updates]))
+        for skipped in ("update_skipped", "critic/update_skipped"):
+            if skipped in updates[0]:
+                metrics[skipped] = float(np.sum([m[skipped] for m in updates]))
+        if self.settings.critic is not None:
+            metrics["critic/pretraining"] = float(self.pretraining_critic)
         metrics.update({k: float(v) for k, v in jax.device_get(update_batch.selector_stats).items()})
         metrics["learning_rate"] = float(self.schedule(self.step * settings.train.num_minibatches))
         total = time.perf_counter() - start
@@ -615,7 +735,8 @@ class Trainer:
                 self._report_skipped_records(metrics, skipped_before)
                 skipped_before = metrics["data/bad_records/total"]
                 last = self.step == total
-                nonfinite_in_a_row = nonfinite_in_a_row + 1 if metrics["update_skipped"] else 0
+                skipped = metrics.get("update_skipped", 0.0) + metrics.get("critic/update_skipped", 0.0)
+                nonfinite_in_a_row = nonfinite_in_a_row + 1 if skipped else 0
                 if after_step is not None:
                     after_step(self.step, metrics)
                 if self.evaluator is not None and _due(settings.eval.every, self.step, last):

@@ -39,6 +39,7 @@ def _run(config, workdir, **kwargs):
 def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     c = tiny_trainer_config(demo_cache)
     c.rl.algorithm = algorithm
+    c.critic.pretrain_steps = 0  # vc_ppo's first step would train its critic only
     c.train.total_steps = 1
     params, summary, trainer = _run(c, tmp_path)
     assert summary.steps == 1
@@ -151,7 +152,7 @@ def test_update_arithmetic_matches_the_paper():
     "edit, message",
     [
         (dict(algorithm="shuffle_r1", n=5), "rollout.n = 5 is odd"),
-        (dict(algorithm="ppo"), "rl.algorithm = 'ppo' is unknown"),
+        (dict(algorithm="a2c"), "rl.algorithm = 'a2c' is unknown"),
         (dict(prompts=3, n=2, mini=1), r"3 x 2 = 6 rows\) does not divide over the 8 batch shards"),
         (dict(mini=3), "train.minibatch_prompts = 3 must divide"),
         (
@@ -205,17 +206,28 @@ from tests.train.conftest import tiny_trainer_config
 def get_config():
     c = tiny_trainer_config({cache!r})
     c.train.total_steps = {steps}
+    c.rl.algorithm = {algorithm!r}
+    c.rl.selector = {selector!r}
     return c
 """
 
 
+def _ppo_config(cache, steps):
+    c = _config(cache, steps)
+    c.rl.algorithm, c.rl.selector = "ppo", "pts_abs"
+    return c
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
+    """PPO with Shuffle-R1's selection: the whole state (the policy, the critic, both optimizer states, the ABS
+    draws' key and the data position) resumes exactly; shuffle_r1's path is this one with GRPO's (stateless)
+    advantages."""
     steps = 5
-    reference, _, _ = _run(_config(demo_cache, steps), tmp_path / "uninterrupted")
+    _, _, uninterrupted = _run(_ppo_config(demo_cache, steps), tmp_path / "uninterrupted")
 
     config_file = tmp_path / "tiny_config.py"
-    config_file.write_text(CONFIG_FILE.format(cache=demo_cache, steps=steps))
+    config_file.write_text(CONFIG_FILE.format(cache=demo_cache, steps=steps, algorithm="ppo", selector="pts_abs"))
     workdir = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     process = subprocess.Popen(
@@ -231,10 +243,55 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
 
-    resumed, summary, _ = _run(_config(demo_cache, steps), workdir)
+    _, summary, resumed = _run(_ppo_config(demo_cache, steps), workdir)
     assert summary.steps == steps
-    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    for state in ("params", "opt_state", "critic_params", "critic_opt_state"):
+        for a, b in zip(jax.tree.leaves(getattr(resumed, state)), jax.tree.leaves(getattr(uninterrupted, state))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6, err_msg=state)
+
+
+@pytest.mark.slow
+def test_value_pretraining_trains_the_critic_only_and_lowers_its_error_on_the_first_batch(demo_cache, tmp_path):
+    from shuffle_r1_jax.rl.metrics import masked_mean
+    from shuffle_r1_jax.train.trainer import StepKeys
+
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.train.toy_rewards:letter_a_fraction"  # graded rewards: returns that are not all equal
+    c.rl.algorithm = "vc_ppo"
+    c.critic.pretrain_steps = 3
+    c.critic.learning_rate = 1e-3
+    c.train.total_steps = 4
+    trainer = make_trainer(c, tmp_path)
+    try:
+        start = jax.device_get(trainer.params)
+        keys = StepKeys.at(trainer.base_key, 0)
+        with jax.set_mesh(trainer.mesh):
+            first, _ = trainer.collect_rollouts(next(trainer.train_batches), keys)
+            update_batch = trainer.targets(first, keys.select, {})
+            critic = update_batch.critic_targets
+            mask = first.rollouts.mask
+
+            def error(values):
+                return float(masked_mean(jnp.square(values - critic.returns), mask))
+
+            before = error(critic.old_values)
+            metrics = trainer.optimize(first, update_batch, {})
+        trainer.step = 1
+        assert all("pg_loss" not in m and "critic/value_loss" in m for m in metrics)
+        for _ in range(2):
+            assert trainer.train_step()["critic/pretraining"] == 1.0
+            trainer.step += 1
+        for a, b in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(start)):
+            np.testing.assert_array_equal(np.asarray(a), b)
+        with jax.set_mesh(trainer.mesh):
+            after = error(trainer.programs.values(trainer.critic_params, first.rollouts, critic.image_features))
+        assert after < 0.5 * before, (before, after)
+        last = trainer.train_step()
+        assert last["critic/pretraining"] == 0.0 and "pg_loss" in last
+        moved = [np.any(np.asarray(a) != b) for a, b in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(start))]
+        assert any(moved)
+    finally:
+        trainer.close()
 
 
 @pytest.mark.slow
@@ -397,6 +454,42 @@ def test_an_algorithm_fixes_its_loss_and_selection_values(algorithm, fixed):
     assert run.rl.selection.keep_ratio == (1.0 if algorithm == "abs_only" else 0.5)
 
 
+@pytest.mark.parametrize(
+    "algorithm, keys, gae, pretrain",
+    [
+        ("ppo", {}, (1.0, 1.0, 1.0), 0),
+        ("ppo", {"rl.gae_lambda": 0.9}, (1.0, 0.9, 0.9), 0),
+        ("ppo", {"rl.critic_lambda": 0.8, "rl.gamma": 0.99}, (0.99, 1.0, 0.8), 0),
+        ("vc_ppo", {}, (1.0, 0.95, 1.0), 10),
+        ("vc_ppo", {"rl.gae_lambda": 0.9, "rl.critic_lambda": 0.5, "critic.pretrain_steps": 3}, (1.0, 0.9, 1.0), 3),
+        ("orz_ppo", {"rl.gamma": 0.9, "rl.gae_lambda": 0.5, "loss.kl_coef": 0.1}, (1.0, 1.0, 1.0), 0),
+    ],
+)
+def test_value_based_algorithms_resolve_their_gae_and_critic(algorithm, keys, gae, pretrain):
+    c = base_config()
+    c.rl.algorithm = algorithm
+    for key, value in keys.items():
+        settings.set_key(c, key, value)
+    run = settings.resolve(c, check_inputs=False)
+    assert (run.rl.gae.gamma, run.rl.gae.actor_lam, run.rl.gae.critic_lam) == gae
+    assert run.critic.pretrain_steps == pretrain and run.rl.estimator == "gae"
+    assert run.critic.optimizer.learning_rate == c.critic.learning_rate and run.critic.loss.value_clip == 0.5
+    assert run.loss.kl_coef == (0.0 if algorithm == "orz_ppo" else c.loss.kl_coef)
+    c.rl.algorithm = "grpo"
+    assert settings.resolve(c, check_inputs=False).critic is None
+
+
+def test_ppo_takes_shuffle_r1s_selection_by_rl_selector():
+    c = base_config()
+    c.rl.algorithm = "ppo"
+    c.rl.selector = "pts_abs"
+    run = settings.resolve(c, check_inputs=False)
+    assert run.rl.selection.selection == "pts_abs" and run.rl.gae is not None
+    c.rollout.n = 5
+    with pytest.raises(settings.ConfigError, match="rollout.n = 5 is odd.*selector 'pts_abs'"):
+        settings.resolve(c, check_inputs=False)
+
+
 def test_the_demo_config_file_resolves_without_building_anything(tmp_path):
     c = _config_file("demo").get_config()
     c.demo.cache_dir = str(tmp_path / "cache")
@@ -539,6 +632,16 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("checkpoint.keep_last", 0, "checkpoint.keep_last = 0 must be >= 1"),
         ("checkpoint.on_damaged", "skip", "checkpoint.on_damaged = 'skip'; expected one of \\('fallback', 'refuse'\\)"),
         ("checkpoint.save_retries", -1, "checkpoint.save_retries = -1 must be an integer >= 0"),
+        ("rl.selector", "best", "rl.selector = 'best' is unknown; known selectors: all, cppo, pts, pts_abs"),
+        ("rl.gamma", 1.5, "rl.gamma = 1.5 must be in \\[0, 1\\]"),
+        ("rl.gae_lambda", 2.0, "rl.gae_lambda = 2.0 must be in \\[0, 1\\] \\(-1 = the algorithm's\\)"),
+        ("rl.critic_lambda", -0.5, "rl.critic_lambda = -0.5 must be in \\[0, 1\\]"),
+        ("critic.learning_rate", 0.0, "critic.learning_rate = 0.0 must be > 0"),
+        ("critic.warmup_steps", -1, "critic.warmup_steps = -1 must be >= 0"),
+        ("critic.value_clip", -0.1, "critic.value_clip = -0.1 must be >= 0"),
+        ("critic.value_coef", 0.0, "critic.value_coef = 0.0 must be > 0"),
+        ("critic.pretrain_steps", -2, "critic.pretrain_steps = -2 must be >= 0"),
+        ("critic.pretrain_steps", 100, "critic.pretrain_steps = 100 must be below train.total_steps = 100"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
