@@ -69,6 +69,7 @@ def demo_config() -> ConfigDict:
     c.optim.learning_rate = 1e-4
     c.optim.weight_decay = 0.0
     c.optim.freeze_vision = False
+    c.critic.learning_rate = 5e-4  # the value-based algorithms' critic: 5x the policy's rate, as Open-Reasoner-Zero
 
     c.eval.every = 25
     c.eval.n = 4

@@ -59,7 +59,7 @@ from shuffle_r1_jax.rollout.metrics import rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
 from shuffle_r1_jax.train.evaluation import Evaluator
-from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint
+from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source
 from shuffle_r1_jax.train.metric_writers import MetricWriter
 from shuffle_r1_jax.train.preflight import check_workdir
 from shuffle_r1_jax.train.programs import (
@@ -247,6 +247,12 @@ class Trainer:
         )
         if jax.process_index() == 0:
             copy_non_weight_files(settings.model.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
+            if settings.critic is not None:
+                record_critic_source(
+                    self.workdir / "checkpoints",
+                    settings.critic.checkpoint or settings.model.checkpoint,
+                    with_vision=not settings.critic.share_image_features,
+                )
         self.step = 0
         self.best_score: float | None = None
         self.base_key = self.replicated_key(jax.random.key(settings.seed))

@@ -21,6 +21,7 @@ from shuffle_r1_jax.rl.algorithms import ALGORITHMS
 from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
+from shuffle_r1_jax.train.export import export_trainer_checkpoint
 from tests.checkpoint import damage
 from tests.train.conftest import make_trainer, tiny_trainer_config
 
@@ -551,7 +552,6 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from shuffle_r1_jax.models.qwen2_5_vl import forward_logits, load_pretrained
-    from shuffle_r1_jax.train.export import export_trainer_checkpoint
 
     c = tiny_trainer_config(demo_cache)
     c.train.total_steps = 1
@@ -589,6 +589,40 @@ def safetensors_bytes(directory):
     from safetensors.numpy import load_file
 
     return {name: tensor.tobytes() for name, tensor in load_file(Path(directory) / "model.safetensors").items()}
+
+
+@pytest.mark.slow
+def test_a_critic_exports_loads_in_transformers_and_starts_another_run(demo_cache, tmp_path):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = "ppo"
+    c.train.total_steps = 1
+    _, _, trained = _run(c, tmp_path / "run")
+    out = tmp_path / "critic"
+    done = subprocess.run(
+        [sys.executable, "scripts/export_to_hf.py", "--ckpt", str(tmp_path / "run" / "checkpoints"), "--critic"]
+        + ["--out", str(out)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "value_head.safetensors").exists()
+    Qwen2_5_VLForConditionalGeneration.from_pretrained(out)  # the layout transformers reads
+
+    c.critic.checkpoint = str(out)
+    restarted = make_trainer(c, tmp_path / "restarted")
+    try:
+        for a, b in zip(jax.tree.leaves(restarted.critic_params), jax.tree.leaves(trained.critic_params)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    finally:
+        restarted.close()
+    c.rl.algorithm = "grpo"
+    c.critic.checkpoint = ""
+    _run(c, tmp_path / "grpo")
+    with pytest.raises(FileNotFoundError, match="trained no critic"):
+        export_trainer_checkpoint(tmp_path / "grpo" / "checkpoints", tmp_path / "none", critic=True)
 
 
 @pytest.mark.slow
