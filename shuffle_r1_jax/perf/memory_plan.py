@@ -14,7 +14,10 @@ shardings (prompt and rollout rows over data x fsdp), under the mesh as the trai
                    and attends over the prompt's cache and the row's own (`cascade_attention`);
   old_logprobs     the policy's log-probs of the rows the update uses, micro-batch by micro-batch;
   train_step       one optimizer step over a mini-batch with gradient accumulation over micro-batches;
-                   parameters and optimizer state donated, the whole rollout batch resident.
+                   parameters and optimizer state donated, the whole rollout batch resident;
+and with a critic (the value-based algorithms; its parameters and optimizer state are resident in every phase):
+  critic_values    the critic's predictions over the whole rollout batch, micro-batch by micro-batch;
+  critic_step      the critic's optimizer step over the policy's mini-batch (its parameters and state donated).
 
 A program's peak is the larger of XLA's peak figure and arguments + outputs - aliased + temporaries. A phase's
 peak puts in place of the program's arguments everything on the device while it runs: jit drops inputs a
@@ -38,6 +41,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from shuffle_r1_jax.learner.critic import CriticTargets
 from shuffle_r1_jax.learner.optimizer import make_optimizer
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, VisionInputs, abstract_model
@@ -47,11 +51,20 @@ from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES, mirror_shardings, param_shardings
 from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.rollout.types import Rollouts
-from shuffle_r1_jax.train.programs import SpecialTokens, build_step_programs
+from shuffle_r1_jax.train.programs import CriticModel, SpecialTokens, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
 
 GiB = 2**30
-PROGRAMS = ("image_features", "sampler_prefill", "sampler_decode", "old_logprobs", "train_step")
+PROGRAMS = (
+    "image_features",
+    "sampler_prefill",
+    "sampler_decode",
+    "old_logprobs",
+    "train_step",
+    "critic_values",
+    "critic_step",
+)
+CRITIC_PROGRAMS = ("critic_values", "critic_step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +133,8 @@ class MemoryPlan:
       kv_cache: bytes of one sampler call's KV caches per device (the prompts' and the rows' responses').
       rollouts: bytes of the rollout batch and its update targets per device.
       programs: each compiled program, in `PROGRAMS` order.
+      critic_params: bytes of the critic's parameters per device (0 without a critic).
+      critic_opt_state: bytes of the critic's optimizer state per device (0 without a critic).
     """
 
     settings: RunSettings
@@ -132,6 +147,8 @@ class MemoryPlan:
     kv_cache: int
     rollouts: int
     programs: list[ProgramMemory]
+    critic_params: int = 0
+    critic_opt_state: int = 0
 
     def program(self, name: str) -> ProgramMemory:
         """The planned program called `name`."""
@@ -273,7 +290,7 @@ def plan_memory(
       config: the model config (only its dimensions are used; no weight is read).
       model_name: the model's name, for the log and the report.
       data: the data shapes assumed.
-      programs: the programs to compile, some of `PROGRAMS`.
+      programs: the programs to compile, some of `PROGRAMS` (the critic's only with a critic).
       log: prints progress.
 
     Returns:
@@ -305,6 +322,15 @@ def plan_memory(
     opt_abstract = jax.eval_shape(optimizer.init, params)
     opt_sharding_tree = mirror_shardings(opt_abstract, params, param_sharding_tree, mesh)
     opt_state = _with_shardings(opt_abstract, opt_sharding_tree)
+    critic, critic_state = None, ()
+    if settings.critic is not None:
+        critic = CriticModel.of(settings, config, mesh)
+        critic_opt = _with_shardings(
+            jax.eval_shape(critic.optimizer.init, critic.abstract_params), critic.opt_shardings
+        )
+        critic_state = (critic.abstract_params, critic_opt)
+    else:
+        programs = tuple(p for p in programs if p not in CRITIC_PROGRAMS)
     step = build_step_programs(
         settings,
         graphdef,
@@ -313,6 +339,7 @@ def plan_memory(
         SpecialTokens.of(config),
         param_shardings=param_sharding_tree,
         opt_shardings=opt_sharding_tree,
+        critic=critic,
     )
     t = config.text
     prompts_total = settings.data.rollout_batch_prompts
@@ -362,7 +389,7 @@ def plan_memory(
                     "image_features",
                     f"{images} images",
                     lambda: step.image_features.lower(params, prompts.vision),
-                    (params, opt_state, prompts),
+                    (params, opt_state, critic_state, prompts),
                     mesh,
                     log,
                 )
@@ -372,7 +399,7 @@ def plan_memory(
     sampler_shape = (
         f"{sampler_prompts} prompts x n={rollout.n}, cache {length} prompt + {response_capacity} response positions"
     )
-    sampler_resident = (params, opt_state, prompts, features)
+    sampler_resident = (params, opt_state, critic_state, prompts, features)
     if "sampler_prefill" in programs:
         results.append(
             _compile(
@@ -409,6 +436,7 @@ def plan_memory(
                 log,
             )
         )
+    critic_features = features if settings.critic is not None and settings.critic.share_image_features else None
     if not settings.optimizer.freeze_vision:
         features = None  # a trained vision tower runs inside the log-prob and train programs
     mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
@@ -423,7 +451,7 @@ def plan_memory(
                 f"{mini_rows * train.num_minibatches} update rows of {rows_total}, "
                 f"{train.logprob_micro_batch_rows} per pass",
                 lambda: step.logprobs.lower(params, rollouts, features, update_rows, logprob_plan),
-                (params, opt_state, rollouts, features, update_rows, logprob_plan),
+                (params, opt_state, critic_state, rollouts, features, update_rows, logprob_plan),
                 mesh,
                 log,
             )
@@ -434,15 +462,44 @@ def plan_memory(
         ref_logprobs=_array(mesh, response, jnp.float32, 0) if settings.loss.kl_coef > 0 else None,
         image_features=features,
     )
+    critic_targets = None
+    if critic is not None:
+        critic_targets = CriticTargets(
+            old_values=_array(mesh, response, jnp.float32, 0),
+            returns=_array(mesh, response, jnp.float32, 0),
+            image_features=critic_features,
+        )
+    rows, valid = _array(mesh, (mini_rows,), jnp.int32), _array(mesh, (mini_rows,), jnp.bool_)
+    mini_shape = f"{mini_rows} rows in {train.micro_batches} micro-batches of {mini_rows // train.micro_batches}"
     if "train_step" in programs:
-        rows, valid = _array(mesh, (mini_rows,), jnp.int32), _array(mesh, (mini_rows,), jnp.bool_)
-        shape = f"{mini_rows} rows in {train.micro_batches} micro-batches of {mini_rows // train.micro_batches}"
         results.append(
             _compile(
                 "train_step",
-                shape,
+                mini_shape,
                 lambda: step.update.lower(params, opt_state, rollouts, targets, rows, valid, update_plan),
-                (params, opt_state, rollouts, targets, rows, valid, update_plan),
+                (params, opt_state, critic_state, rollouts, targets, critic_targets, rows, valid, update_plan),
+                mesh,
+                log,
+            )
+        )
+    if "critic_values" in programs:
+        results.append(
+            _compile(
+                "critic_values",
+                f"{rows_total} rows, {train.value_micro_batch_rows} per pass",
+                lambda: step.values.lower(critic.abstract_params, rollouts, critic_features),
+                (params, opt_state, critic_state, rollouts, critic_features),
+                mesh,
+                log,
+            )
+        )
+    if "critic_step" in programs:
+        results.append(
+            _compile(
+                "critic_step",
+                mini_shape,
+                lambda: step.critic_update.lower(*critic_state, rollouts, critic_targets, rows, valid, update_plan),
+                (params, opt_state, critic_state, rollouts, targets, critic_targets, rows, valid, update_plan),
                 mesh,
                 log,
             )
@@ -456,8 +513,10 @@ def plan_memory(
         params=bytes_per_device(params),
         opt_state=bytes_per_device(opt_state),
         kv_cache=bytes_per_device((caches, response_caches)),
-        rollouts=bytes_per_device((rollouts, targets)),
+        rollouts=bytes_per_device((rollouts, targets, critic_targets)),
         programs=results,
+        critic_params=bytes_per_device(critic_state[:1]),
+        critic_opt_state=bytes_per_device(critic_state[1:]),
     )
 
 
@@ -489,7 +548,9 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
     lines = [
         f"{plan.model_name}, {count(plan.num_params)} parameters; mesh (data, fsdp, tensor) = {s.mesh_shape} on "
         f"{plan.devices}; compute {jnp.dtype(m.dtype).name}, parameters {jnp.dtype(m.param_dtype).name}, remat "
-        f"{m.remat}, attention {m.attention_impl}, vision {'frozen' if s.optimizer.freeze_vision else 'trained'}.",
+        f"{m.remat}, attention {m.attention_impl}, vision {'frozen' if s.optimizer.freeze_vision else 'trained'}, "
+        f"algorithm {s.rl.algorithm} (selector {s.rl.selection.selection}"
+        f"{', a critic' if s.critic is not None else ''}).",
         f"Batch: {s.data.rollout_batch_prompts} prompts x n={rollout.n}, prompt {s.data.buckets.max_prompt_length} + "
         f"response {rollout.max_new_tokens} tokens, {plan.data.images_per_prompt} image(s) of "
         f"{plan.data.image_tokens} tokens per prompt, mini-batch {mini} prompts, micro-batch {micro} rows.",
@@ -500,6 +561,14 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
         f"| optimizer state (AdamW moments of trained parameters) | {format_gib(plan.opt_state)} |",
         f"| KV cache (sampler) | {format_gib(plan.kv_cache)} |",
         f"| rollout batch + targets (log-prob and train programs) | {format_gib(plan.rollouts)} |",
+        *(
+            [
+                f"| critic parameters | {format_gib(plan.critic_params)} |",
+                f"| critic optimizer state | {format_gib(plan.critic_opt_state)} |",
+            ]
+            if plan.critic_params
+            else []
+        ),
         "",
         "| program | shape | arguments | outputs | aliased | temp | code | program peak | resident | phase peak | "
         f"fits {device_memory_gib:g} GiB | compile |",

@@ -43,9 +43,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.learner.critic import rollout_values, update_critic_minibatch
 from shuffle_r1_jax.learner.logprobs import rollout_logprobs
+from shuffle_r1_jax.learner.optimizer import make_optimizer
 from shuffle_r1_jax.learner.packing import plan_micro_batches
 from shuffle_r1_jax.learner.update import update_minibatch
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
+from shuffle_r1_jax.models.qwen2_5_vl.value_model import abstract_value_model
+from shuffle_r1_jax.parallel.sharding import mirror_shardings, param_shardings
 from shuffle_r1_jax.rl.advantages import advantages_from_scores
 from shuffle_r1_jax.rl.batch_shuffle import chunked_step_order
 from shuffle_r1_jax.rl.gae import advantages_from_values
@@ -243,12 +246,36 @@ class CriticModel:
       optimizer: its optax optimizer.
       param_shardings: the tree of `NamedSharding`s of its parameters.
       opt_shardings: the tree of `NamedSharding`s of its optimizer state.
+      abstract_params: its parameters as `ShapeDtypeStruct`s with those shardings (a pure dict).
     """
 
     graphdef: nnx.GraphDef
     optimizer: optax.GradientTransformation
     param_shardings: Any
     opt_shardings: Any
+    abstract_params: Any
+
+    @classmethod
+    def of(cls, settings: RunSettings, config: Qwen25VLConfig, mesh: Mesh) -> "CriticModel":
+        """The critic of `settings` (a value model of `config`, `critic.share_image_features` deciding its vision
+        tower) on `mesh`, sharded by `mesh.rules`, with the critic's optimizer; nothing is allocated."""
+        m = settings.model
+        abstract = abstract_value_model(
+            config,
+            with_vision=not settings.critic.share_image_features,
+            dtype=m.dtype,
+            param_dtype=m.param_dtype,
+            attention_impl=m.attention_impl,
+            remat=m.remat,
+        )
+        graphdef, state = nnx.split(abstract)
+        shardings = nnx.to_pure_dict(param_shardings(state, mesh, settings.mesh.rules))
+        params = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nnx.to_pure_dict(state), shardings
+        )
+        optimizer = make_optimizer(settings.critic.optimizer, params)
+        opt_shardings = mirror_shardings(jax.eval_shape(optimizer.init, params), params, shardings, mesh)
+        return cls(graphdef, optimizer, shardings, opt_shardings, params)
 
 
 def build_step_programs(

@@ -41,15 +41,10 @@ from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimi
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
-from shuffle_r1_jax.models.qwen2_5_vl.value_model import (
-    abstract_value_model,
-    initial_value_head,
-    read_value_head,
-    value_params_from_policy,
-)
+from shuffle_r1_jax.models.qwen2_5_vl.value_model import initial_value_head, read_value_head, value_params_from_policy
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
-from shuffle_r1_jax.parallel.sharding import mirror_shardings, param_shardings
+from shuffle_r1_jax.parallel.sharding import mirror_shardings
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from shuffle_r1_jax.rewards.health import AllFailedSteps
 from shuffle_r1_jax.rewards.pool import RewardPool
@@ -299,30 +294,19 @@ class Trainer:
         head_source = "fresh" if head is None else "saved"
         if head is None:
             head = initial_value_head(config.text.hidden_size, settings.seed, m.param_dtype)
-        abstract = abstract_value_model(
-            config,
-            with_vision=with_vision,
-            dtype=m.dtype,
-            param_dtype=m.param_dtype,
-            attention_impl=m.attention_impl,
-            remat=m.remat,
-        )
-        graphdef, state = nnx.split(abstract)
-        shardings = nnx.to_pure_dict(param_shardings(state, self.mesh, settings.mesh.rules))
+        model = CriticModel.of(settings, config, self.mesh)
         params = value_params_from_policy(source, head, with_vision=with_vision)
-        params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.asarray(x, m.param_dtype), p), out_shardings=shardings)(
-            params
-        )
-        optimizer = make_optimizer(critic.optimizer, params)
-        opt_shardings = mirror_shardings(jax.eval_shape(optimizer.init, params), params, shardings, self.mesh)
-        opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(params)
+        params = jax.jit(
+            lambda p: jax.tree.map(lambda x: jnp.asarray(x, m.param_dtype), p), out_shardings=model.param_shardings
+        )(params)
+        opt_state = jax.jit(model.optimizer.init, out_shardings=model.opt_shardings)(params)
         logger.info(
             "critic from %s (%s value head, %s)",
             critic.checkpoint or "the policy's starting parameters",
             head_source,
             "its own vision tower" if with_vision else "the policy's image features",
         )
-        return CriticModel(graphdef, optimizer, shardings, opt_shardings), params, opt_state
+        return model, params, opt_state
 
     def _reference_params(self):
         """A copy of the starting policy for the KL loss (the update donates, and so frees, the trained

@@ -12,6 +12,7 @@ from flax import nnx
 
 from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS
 from shuffle_r1_jax.models.qwen2_5_vl import Qwen25VLConfig, abstract_model
+from shuffle_r1_jax.models.qwen2_5_vl.value_model import abstract_value_model
 from shuffle_r1_jax.parallel.sharding import make_mesh, param_shardings
 from shuffle_r1_jax.perf import memory_plan as mp
 from shuffle_r1_jax.train import settings
@@ -62,10 +63,10 @@ def _quiet(_line: str) -> None:
     pass
 
 
-def _independent_param_bytes(dtype) -> int:
-    """Sum over parameters of size * itemsize / (product of the mesh axes its spec names)."""
+def _independent_param_bytes(dtype, build=abstract_model) -> int:
+    """Sum over the parameters of `build(config)` of size * itemsize / (product of the mesh axes its spec names)."""
     mesh = make_mesh(2, 2, 2)
-    state = nnx.state(abstract_model(tiny_model_config(), dtype=dtype, param_dtype=dtype), nnx.Param)
+    state = nnx.state(build(tiny_model_config(), dtype=dtype, param_dtype=dtype), nnx.Param)
     total = 0
     for var, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(param_shardings(state, mesh))):
         names = [a for entry in sharding.spec if entry for a in ((entry,) if isinstance(entry, str) else entry)]
@@ -135,3 +136,23 @@ def test_sampler_programs_compile_per_call_and_the_cache_scales_with_it():
     assert chunked.program("sampler_decode").peak < whole.program("sampler_decode").peak
     with pytest.raises(settings.ConfigError, match=r"prompts_per_sampler_call = 2 must be a multiple of the 4 batch"):
         small_settings(rollout__prompts_per_sampler_call=2)
+
+
+def test_a_critic_is_planned_beside_the_policy():
+    """ppo: the critic's parameters (the policy's less lm_head and the vision tower, plus the value head) and its
+    AdamW moments stay resident in every phase; its two programs compile and donate its state."""
+    plan = planned(("train_step", "critic_values", "critic_step"), rl__algorithm="ppo")
+    policy = planned((), rl__algorithm="grpo")
+    assert plan.critic_params == _independent_param_bytes(jnp.bfloat16, abstract_value_model) < plan.params
+    # AdamW's two moments of every critic parameter (none is frozen: it has no vision tower), and its count
+    assert 2 * plan.critic_params <= plan.critic_opt_state <= 2 * plan.critic_params + 64
+    assert policy.critic_params == policy.critic_opt_state == 0 and policy.programs == []
+    critic_state = plan.critic_params + plan.critic_opt_state
+    for name in ("train_step", "critic_values", "critic_step"):
+        program = plan.program(name)
+        assert program.stats is not None, program.error
+        assert program.resident >= plan.params + plan.opt_state + critic_state
+    step = plan.program("critic_step").stats
+    assert step.alias_size_in_bytes >= plan.critic_params + plan.critic_opt_state
+    text = mp.format_plan(plan)
+    assert "| critic parameters |" in text and "| critic_step |" in text
