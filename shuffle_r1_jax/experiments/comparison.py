@@ -6,7 +6,8 @@ order and the sampling, so two runs of one seed start from the same policy and s
 
 - "paper", the headline: the paper's protocol, "at the same update rollout size": GRPO and DAPO at n = 8 against
   Shuffle-R1 at n = 16 keeping half (alpha 0.5), so every optimizer step trains on as many rows (`PAPER_RUNS`);
-- "equal_rollouts": every algorithm at n = 8, the same rollouts generated (Shuffle-R1 then updates on half);
+- "equal_rollouts": every algorithm at n = 8, the same rollouts generated (Shuffle-R1 then updates on half; PPO
+  and VC-PPO train a critic beside the policy);
 - the ablations of the headline Shuffle-R1 run (`ABLATIONS`): PTS against one-sided and random sampling, ABS
   against an unbiased shuffle and a static reorder, the keep ratio alpha and the shuffle rounds S.
 
@@ -38,7 +39,7 @@ from scipy import stats
 
 Overrides = tuple[tuple[str, object], ...]
 
-MAIN_ALGORITHMS = ("grpo", "dapo", "dr_grpo", "pts_only", "abs_only", "shuffle_r1")
+MAIN_ALGORITHMS = ("grpo", "dapo", "dr_grpo", "pts_only", "abs_only", "shuffle_r1", "ppo", "vc_ppo")
 TABLES = ("paper", "equal_rollouts")
 REFERENCE = "grpo n=8"
 HEADLINE = "shuffle_r1 n=16"

@@ -253,8 +253,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
 
 @pytest.mark.slow
 def test_value_pretraining_trains_the_critic_only_and_lowers_its_error_on_the_first_batch(demo_cache, tmp_path):
-    from shuffle_r1_jax.rl.metrics import masked_mean
-    from shuffle_r1_jax.train.trainer import StepKeys
+    from shuffle_r1_jax.experiments.value_pretraining import measure_value_pretraining
 
     c = tiny_trainer_config(demo_cache)
     c.reward.name = "tests.train.toy_rewards:letter_a_fraction"  # graded rewards: returns that are not all equal
@@ -264,32 +263,13 @@ def test_value_pretraining_trains_the_critic_only_and_lowers_its_error_on_the_fi
     c.train.total_steps = 4
     trainer = make_trainer(c, tmp_path)
     try:
-        start = jax.device_get(trainer.params)
-        keys = StepKeys.at(trainer.base_key, 0)
-        with jax.set_mesh(trainer.mesh):
-            first, _ = trainer.collect_rollouts(next(trainer.train_batches), keys)
-            update_batch = trainer.targets(first, keys.select, {})
-            critic = update_batch.critic_targets
-            mask = first.rollouts.mask
-
-            def error(values):
-                return float(masked_mean(jnp.square(values - critic.returns), mask))
-
-            before = error(critic.old_values)
-            metrics = trainer.optimize(first, update_batch, {})
-        trainer.step = 1
-        assert all("pg_loss" not in m and "critic/value_loss" in m for m in metrics)
-        for _ in range(2):
-            assert trainer.train_step()["critic/pretraining"] == 1.0
-            trainer.step += 1
-        for a, b in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(start)):
-            np.testing.assert_array_equal(np.asarray(a), b)
-        with jax.set_mesh(trainer.mesh):
-            after = error(trainer.programs.values(trainer.critic_params, first.rollouts, critic.image_features))
-        assert after < 0.5 * before, (before, after)
+        effect = measure_value_pretraining(trainer)
+        assert not effect.policy_moved and effect.steps == 3
+        assert effect.error_after < 0.5 * effect.error_before, effect
+        before = jax.device_get(trainer.params)
         last = trainer.train_step()
         assert last["critic/pretraining"] == 0.0 and "pg_loss" in last
-        moved = [np.any(np.asarray(a) != b) for a, b in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(start))]
+        moved = [np.any(np.asarray(a) != b) for a, b in zip(jax.tree.leaves(trainer.params), jax.tree.leaves(before))]
         assert any(moved)
     finally:
         trainer.close()
