@@ -305,49 +305,43 @@ def build_step_programs(
       The `StepPrograms`; each has `.lower(*args)` for ahead-of-time compilation.
     """
     rollout, loss, train = settings.rollout, settings.loss, settings.train
-
-    def update(params, opt_state, rollouts, targets, rows, valid, plan):
-        return update_minibatch(
-            graphdef,
-            params,
-            opt_state,
-            optimizer,
-            rollouts,
-            targets,
-            rows,
-            valid,
-            plan,
-            micro_batches=train.micro_batches,
-            cfg=loss,
-        )
-
     sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
     replicated = NamedSharding(mesh, PartitionSpec())
-    critic_programs = {}
-    if critic is not None:
 
-        def critic_update(params, opt_state, rollouts, targets, rows, valid, plan):
-            return update_critic_minibatch(
-                critic.graphdef,
+    def minibatch_step(step, graphdef, optimizer, cfg, param_shardings, opt_shardings):
+        """`step` (`update_minibatch` or `update_critic_minibatch`) jitted over (params, opt_state, rollouts,
+        targets, rows, valid, plan), its state donated and its outputs sharded like its inputs."""
+
+        def run(params, opt_state, rollouts, targets, rows, valid, plan):
+            return step(
+                graphdef,
                 params,
                 opt_state,
-                critic.optimizer,
+                optimizer,
                 rollouts,
                 targets,
                 rows,
                 valid,
                 plan,
                 micro_batches=train.micro_batches,
-                cfg=settings.critic.loss,
+                cfg=cfg,
             )
 
+        out_shardings = (param_shardings, opt_shardings, replicated)
+        return jax.jit(run, donate_argnames=("params", "opt_state"), out_shardings=out_shardings)
+
+    critic_programs = {}
+    if critic is not None:
         critic_programs = dict(
             values=BoundProgram(_values, graphdef=critic.graphdef, micro_batch_rows=train.value_micro_batch_rows),
             gae=BoundProgram(_gae, n=rollout.n, cfg=settings.rl.gae),
-            critic_update=jax.jit(
-                critic_update,
-                donate_argnames=("params", "opt_state"),
-                out_shardings=(critic.param_shardings, critic.opt_shardings, replicated),
+            critic_update=minibatch_step(
+                update_critic_minibatch,
+                critic.graphdef,
+                critic.optimizer,
+                settings.critic.loss,
+                critic.param_shardings,
+                critic.opt_shardings,
             ),
         )
     return StepPrograms(
@@ -370,11 +364,7 @@ def build_step_programs(
             temperature=rollout.temperature,
             chunk=loss.logprob_chunk,
         ),
-        update=jax.jit(
-            update,
-            donate_argnames=("params", "opt_state"),
-            out_shardings=(param_shardings, opt_shardings, replicated),
-        ),
+        update=minibatch_step(update_minibatch, graphdef, optimizer, loss, param_shardings, opt_shardings),
         **critic_programs,
     )
 
