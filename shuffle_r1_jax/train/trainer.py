@@ -2,8 +2,10 @@
 
 A step, as its phases:
   collect rollouts   prompts -> sampler (n per prompt) -> rewards (host); DAPO refills uninformative groups
-  targets            advantages -> update-batch selection (PTS / ABS / ...) -> old (and reference) log-probs
-  optimize           one optimizer step per mini-batch of the update batch
+  targets            advantages (GRPO family; or the critic's values -> GAE) -> update-batch selection (PTS / ABS
+                     / ...) -> old (and reference) log-probs
+  optimize           one optimizer step per mini-batch of the update batch (and the critic's on the same rows;
+                     during `critic.pretrain_steps` the critic's only)
   log                rollout, selection and update metrics, timings
 and around the steps: validation, checkpoints, metric writers (`fit`).
 
@@ -155,8 +157,8 @@ class RunSummary:
 class Trainer:
     """Builds everything a run needs from its resolved settings and runs the loop.
 
-    Resumes from `workdir` when it holds a checkpoint: parameters, optimizer state, step, best score, the run's
-    key and the data position.
+    Resumes from `workdir` when it holds a checkpoint: parameters, optimizer state (and the critic's of a
+    value-based run), step, best score, the run's key and the data position.
 
     Args:
       settings: the resolved run settings.
