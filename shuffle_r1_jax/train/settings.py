@@ -928,7 +928,13 @@ def check_run_inputs(settings: RunSettings) -> None:
             f'critic.checkpoint = {critic!r} has no config.json: give an HF-format Qwen2.5-VL directory ("" = the '
             "policy's starting parameters)",
         )
-        _converted((ModelConfigError,), lambda: load_config(critic))
+        critic_config = _converted((ModelConfigError,), lambda: load_config(critic))
+        hidden, policy_hidden = critic_config.text.hidden_size, load_config(checkpoint).text.hidden_size
+        _require(
+            not settings.critic.share_image_features or hidden == policy_hidden,
+            f"critic.checkpoint = {critic!r} has hidden size {hidden}, the policy {policy_hidden}: it cannot read the "
+            "policy's image features (set critic.share_image_features = False to give it its own vision tower)",
+        )
     _require(bool(settings.data.train), "data.train is empty: give a dataset path[@split]")
     for key in ("train", "val"):
         for spec in filter(None, getattr(settings.data, key).split(",")):

@@ -460,6 +460,22 @@ def test_value_based_algorithms_resolve_their_gae_and_critic(algorithm, keys, ga
     assert settings.resolve(c, check_inputs=False).critic is None
 
 
+def test_a_critic_checkpoint_of_another_size_is_refused_before_anything_loads(demo_cache, tmp_path):
+    from shuffle_r1_jax.demo.tiny_checkpoint import make_tiny_checkpoint
+
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = "ppo"
+    c.critic.checkpoint = str(tmp_path / "missing")
+    with pytest.raises(settings.ConfigError, match="critic.checkpoint = .*missing' has no config.json"):
+        settings.prepare(c)
+    make_tiny_checkpoint(tmp_path / "demo_size", "demo")  # the tests' model is the "test" preset
+    c.critic.checkpoint = str(tmp_path / "demo_size")
+    with pytest.raises(settings.ConfigError, match="cannot read the policy's image features"):
+        settings.prepare(c)
+    c.critic.share_image_features = False
+    settings.prepare(c)
+
+
 def test_ppo_takes_shuffle_r1s_selection_by_rl_selector():
     c = base_config()
     c.rl.algorithm = "ppo"
