@@ -48,8 +48,8 @@ def test_shuffle_rows_are_kept_pairs_drawn_by_weight():
 
 
 def test_unknown_algorithm_is_named():
-    with pytest.raises(ValueError, match="'ppo'.*shuffle_r1"):
-        get_algorithm("ppo")
+    with pytest.raises(ValueError, match="'a2c'.*shuffle_r1"):
+        get_algorithm("a2c")
     assert set(ALGORITHMS) >= {
         "grpo",
         "dr_grpo",
@@ -60,6 +60,9 @@ def test_unknown_algorithm_is_named():
         "shuffle_r1",
         "pts_only",
         "abs_only",
+        "ppo",
+        "vc_ppo",
+        "orz_ppo",
     }
 
 
