@@ -141,14 +141,14 @@ def test_sampler_programs_compile_per_call_and_the_cache_scales_with_it():
 def test_a_critic_is_planned_beside_the_policy():
     """ppo: the critic's parameters (the policy's less lm_head and the vision tower, plus the value head) and its
     AdamW moments stay resident in every phase; its two programs compile and donate its state."""
-    plan = planned(("train_step", "critic_values", "critic_step"), rl__algorithm="ppo")
+    plan = planned(("critic_values", "critic_step"), rl__algorithm="ppo")
     policy = planned((), rl__algorithm="grpo")
     assert plan.critic_params == _independent_param_bytes(jnp.bfloat16, abstract_value_model) < plan.params
     # AdamW's two moments of every critic parameter (none is frozen: it has no vision tower), and its count
     assert 2 * plan.critic_params <= plan.critic_opt_state <= 2 * plan.critic_params + 64
     assert policy.critic_params == policy.critic_opt_state == 0 and policy.programs == []
     critic_state = plan.critic_params + plan.critic_opt_state
-    for name in ("train_step", "critic_values", "critic_step"):
+    for name in ("critic_values", "critic_step"):
         program = plan.program(name)
         assert program.stats is not None, program.error
         assert program.resident >= plan.params + plan.opt_state + critic_state

@@ -36,11 +36,10 @@ def _run(config, workdir, **kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", sorted(set(ALGORITHMS) - {"ppo", "vc_ppo"}))  # they train in the tests below
 def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     c = tiny_trainer_config(demo_cache)
     c.rl.algorithm = algorithm
-    c.critic.pretrain_steps = 0  # vc_ppo's first step would train its critic only
     c.train.total_steps = 1
     params, summary, trainer = _run(c, tmp_path)
     assert summary.steps == 1
@@ -258,13 +257,13 @@ def test_value_pretraining_trains_the_critic_only_and_lowers_its_error_on_the_fi
     c = tiny_trainer_config(demo_cache)
     c.reward.name = "tests.train.toy_rewards:letter_a_fraction"  # graded rewards: returns that are not all equal
     c.rl.algorithm = "vc_ppo"
-    c.critic.pretrain_steps = 3
+    c.critic.pretrain_steps = 2
     c.critic.learning_rate = 1e-3
-    c.train.total_steps = 4
+    c.train.total_steps = 3
     trainer = make_trainer(c, tmp_path)
     try:
         effect = measure_value_pretraining(trainer)
-        assert not effect.policy_moved and effect.steps == 3
+        assert not effect.policy_moved and effect.steps == 2
         assert effect.error_after < 0.5 * effect.error_before, effect
         before = jax.device_get(trainer.params)
         last = trainer.train_step()
@@ -557,6 +556,8 @@ def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_
     assert export_trainer_checkpoint(tmp_path / "run" / "checkpoints", out) == 1
     exported_at_end = safetensors_bytes(tmp_path / "exported_at_end")
     assert exported_at_end == safetensors_bytes(out) and "model.embed_tokens.weight" in exported_at_end
+    with pytest.raises(FileNotFoundError, match="trained no critic"):
+        export_trainer_checkpoint(tmp_path / "run" / "checkpoints", tmp_path / "no_critic", critic=True)
 
     ours, config = load_pretrained(out)
     for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(ours, nnx.Param))), jax.tree.leaves(params)):
@@ -614,11 +615,6 @@ def test_a_critic_exports_loads_in_transformers_and_starts_another_run(demo_cach
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     finally:
         restarted.close()
-    c.rl.algorithm = "grpo"
-    c.critic.checkpoint = ""
-    _run(c, tmp_path / "grpo")
-    with pytest.raises(FileNotFoundError, match="trained no critic"):
-        export_trainer_checkpoint(tmp_path / "grpo" / "checkpoints", tmp_path / "none", critic=True)
 
 
 @pytest.mark.slow
