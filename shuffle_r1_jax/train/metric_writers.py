@@ -136,6 +136,8 @@ DEFAULT_CONSOLE_FIELDS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("collapse", ("advantage/collapse", "advantage_collapse"), ".2f"),
     ("pg_loss", ("actor/pg_loss", "pg_loss"), ".4g"),
     ("grad_norm", ("actor/grad_norm", "grad_norm"), ".3g"),
+    ("v_loss", ("critic/value_loss",), ".3g"),
+    ("expl_var", ("critic/explained_variance",), ".2f"),
     ("s/step", ("timing/step",), ".1f"),
     ("tok/s", ("throughput/tokens_per_s",), "si"),
 )
