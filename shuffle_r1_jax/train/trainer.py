@@ -652,7 +652,15 @@ class Trainer:
         if self.settings.critic is not None:
             metrics["critic/pretraining"] = float(self.pretraining_critic)
         metrics.update({k: float(v) for k, v in jax.device_get(update_batch.selector_stats).items()})
-        metrics["learning_rate"] = float(self.schedule(self.step * settings.train.num_minibatches))
+        minibatches = settings.train.num_minibatches
+        if settings.critic is None:
+            metrics["learning_rate"] = float(self.schedule(self.step * minibatches))
+        else:  # the policy's optimizer steps start after the critic's pretraining
+            policy_steps = max(self.step - settings.critic.pretrain_steps, 0) * minibatches
+            metrics["learning_rate"] = float(self.schedule(policy_steps))
+            metrics["critic/learning_rate"] = float(
+                learning_rate_schedule(settings.critic.optimizer)(self.step * minibatches)
+            )
         total = time.perf_counter() - start
         tokens = metrics["response_length/mean"] * settings.data.rollout_batch_prompts * settings.rollout.n
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
