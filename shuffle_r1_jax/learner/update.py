@@ -88,12 +88,15 @@ class UpdateTargets:
       ref_logprobs: `float32[R, Lr]` log-probs under the reference policy, or None (needed when kl_coef > 0).
       image_features: the frozen vision tower's merged-token features of the prompts' images, or None; with None
         and prompts with images, the vision tower runs in the update.
+      loss_rows: `bool[R]` the rows the policy loss (and its KL term) counts, or None for every row; False rows are
+        left out as invalid rows are (`rl.mask_truncated`: the responses cut at the length limit).
     """
 
     advantages: jax.Array
     old_logprobs: jax.Array
     ref_logprobs: jax.Array | None = None
     image_features: jax.Array | None = None
+    loss_rows: jax.Array | None = None
 
 
 def _micro_loss(
@@ -227,7 +230,8 @@ def update_minibatch(
       rollouts: the rollout batch.
       targets: its training targets.
       rows: `int32[M]` rollout row ids of the mini-batch.
-      valid: `bool[M]`, which rows count (False rows are masked out of the loss).
+      valid: `bool[M]`, which rows count (False rows, and rows `targets.loss_rows` leaves out, are masked out of
+        the loss).
       plan: the packing of each micro-batch (`bin`/`offset` `int32[micro_batches, M / micro_batches]`, see
         `learner.packing`), or None to run padded rows; the loss and gradient are the same either way.
       micro_batches: the number of equal micro-batches M is split into (static).
@@ -243,6 +247,8 @@ def update_minibatch(
     """
     if rows.shape[0] % micro_batches:
         raise ValueError(f"mini-batch of {rows.shape[0]} rows does not split into {micro_batches} micro-batches")
+    if targets.loss_rows is not None:
+        valid = valid & targets.loss_rows[rows]
     mask = rollouts.mask[rows] * valid[:, None]
     num_tokens, num_sequences = count_tokens(mask), count_sequences(mask)
     num_groups = rows.shape[0] / cfg.agg_group_rows  # micro-token-mean's groups over the whole mini-batch

@@ -32,6 +32,8 @@ class Algorithm:
       gae: (field, value) pairs of `rl.gae.GAEConfig` the algorithm fixes.
       gae_defaults: (field, value) pairs of `GAEConfig` taken where the config leaves the key at -1.
       critic_pretrain_steps: `critic.pretrain_steps` where the config leaves it at -1.
+      overlong_buffer_divisor: where the config leaves `reward.overlong_buffer` at -1, the buffer of DAPO's
+        overlong reward shaping is `rollout.max_new_tokens // overlong_buffer_divisor` tokens (0 = no shaping).
     """
 
     estimator: str
@@ -43,12 +45,20 @@ class Algorithm:
     gae: tuple[tuple[str, object], ...] = ()
     gae_defaults: tuple[tuple[str, object], ...] = ()
     critic_pretrain_steps: int = 0
+    overlong_buffer_divisor: int = 0
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", "all"),
     "dr_grpo": Algorithm("dr_grpo", "all", loss=(("agg_mode", "seq-mean-token-sum-norm"),)),
-    "dapo": Algorithm("grpo", "all", dynamic_sampling=True, loss=(("clip_high", 0.28), ("agg_mode", "token-mean"))),
+    # the paper's overlong buffer: 4096 of its 20480 response tokens, a fifth
+    "dapo": Algorithm(
+        "grpo",
+        "all",
+        dynamic_sampling=True,
+        loss=(("clip_high", 0.28), ("agg_mode", "token-mean")),
+        overlong_buffer_divisor=5,
+    ),
     "rloo": Algorithm("rloo", "all"),
     "reinforce_pp": Algorithm("reinforce_plus_plus", "all"),
     "reinforce_pp_baseline": Algorithm("reinforce_plus_plus_baseline", "all"),

@@ -66,6 +66,12 @@ def base_config() -> ConfigDict:
     c.reward.batch_timeout_s = 300.0
     # stop the run (exit 2) after this many consecutive steps in which every sample's reward failed (0 = never)
     c.reward.max_failed_steps = 3
+    # DAPO's soft overlong punishment, added to every response's score before the advantages (every algorithm):
+    # 0 up to max_new_tokens - buffer tokens, then falling linearly to -factor at max_new_tokens (BUILD_NOTES
+    # "DAPO overlong shaping"). The buffer in tokens, in [0, rollout.max_new_tokens] (0 = off; -1 = the
+    # algorithm's: dapo a fifth of rollout.max_new_tokens, as the paper's 4096 of 20480, else 0)
+    c.reward.overlong_buffer = -1
+    c.reward.overlong_factor = 1.0  # the punishment's scale (>= 0)
 
     c.rollout = ConfigDict()
     c.rollout.n = 16  # samples per prompt (even for PTS)
@@ -110,6 +116,9 @@ def base_config() -> ConfigDict:
         3  # DAPO: prompt batches generated at most to fill the batch with informative groups
     )
     c.rl.dynamic_sampling_fallback = "fill"  # then: "fill" (with zero-advantage groups, counted) | "error"
+    # DAPO's overlong filtering: responses cut at rollout.max_new_tokens (finish reason "length") are masked out of
+    # the policy loss (and its KL term); a critic still learns their values
+    c.rl.mask_truncated = False
     # "recompute": a forward pass over the rows the update uses, before it (as the official code, after resampling)
     # | "sampler": the sampler's own log-probs
     c.rl.old_logprobs = "recompute"

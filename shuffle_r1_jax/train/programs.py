@@ -7,6 +7,8 @@ always arguments (a pure dict of arrays), never constants.
 
   image_features     (params, vision) -> f[M, H]: the vision tower and merger once per rollout batch
   sampler            `Sampler` whose `prefill_program` / `decode_program` run once per sampler call
+  overlong_penalty   (mask i32[R, T]) -> (f32[R], metrics): DAPO's overlong punishment of each response, added to
+                     its score before the advantages (None with `reward.overlong_buffer` 0)
   advantages         (scores f32[R], mask i32[R, T]) -> Advantages ([P, n, T] and [P, n]): the estimator
   select             (rollout advantages f32[P, n], key) -> (rows, valid, stats): the update batch, cut into
                      `train.num_minibatches` lists of `int32[U / k]` rows and `bool[U / k]` valid flags
@@ -51,6 +53,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.value_model import abstract_value_model
 from shuffle_r1_jax.parallel.sharding import mirror_shardings, param_shardings
 from shuffle_r1_jax.rl.advantages import advantages_from_scores
 from shuffle_r1_jax.rl.batch_shuffle import chunked_step_order
+from shuffle_r1_jax.rl.dapo import overlong_reward_penalty
 from shuffle_r1_jax.rl.gae import advantages_from_values
 from shuffle_r1_jax.rl.metrics import selection_metrics
 from shuffle_r1_jax.rl.selection import select_update_rows
@@ -128,6 +131,20 @@ class BoundProgram:
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _image_features(params, vision, *, graphdef):
     return nnx.merge(graphdef, params).image_features(vision)
+
+
+@functools.partial(jax.jit, static_argnames=("max_length", "buffer_length", "factor"))
+def _overlong_penalty(mask, *, max_length, buffer_length, factor):
+    """DAPO's overlong punishment `float32[R]` of the responses of `mask` `int32[R, T]`, with its metrics: the mean
+    punishment (`reward/overlong_penalty`) and the fraction of responses longer than `max_length - buffer_length`
+    (`reward/overlong_band_ratio`: in the band or cut at the limit)."""
+    lengths = jnp.sum(mask, axis=1)
+    penalty = overlong_reward_penalty(lengths, max_length=max_length, buffer_length=buffer_length, factor=factor)
+    metrics = {
+        "reward/overlong_penalty": jnp.mean(penalty),
+        "reward/overlong_band_ratio": jnp.mean((lengths > max_length - buffer_length).astype(jnp.float32)),
+    }
+    return penalty, metrics
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "n"))
@@ -214,6 +231,8 @@ class StepPrograms:
       image_features: the vision tower and merger, once per rollout batch.
       sampler: the rollout `Sampler` (its prefill and decode programs).
       advantages: the advantage estimator over a flat rollout batch.
+      overlong_penalty: DAPO's overlong punishment of each response and its metrics (None with
+        `reward.overlong_buffer` 0).
       select: the update-batch selection, cut into mini-batches.
       selection_metrics: the selection's metrics.
       plan_packing: where each update row's sequence sits in the packed rows of its passes.
@@ -232,6 +251,7 @@ class StepPrograms:
     plan_packing: Callable
     logprobs: Callable
     update: Callable
+    overlong_penalty: Callable | None = None
     values: Callable | None = None
     gae: Callable | None = None
     critic_update: Callable | None = None
@@ -344,6 +364,15 @@ def build_step_programs(
                 critic.opt_shardings,
             ),
         )
+    reward = settings.reward
+    overlong = None
+    if reward.overlong_buffer:
+        overlong = BoundProgram(
+            _overlong_penalty,
+            max_length=rollout.max_new_tokens,
+            buffer_length=reward.overlong_buffer,
+            factor=reward.overlong_factor,
+        )
     return StepPrograms(
         image_features=BoundProgram(_image_features, graphdef=graphdef),
         sampler=Sampler(
@@ -365,6 +394,7 @@ def build_step_programs(
             chunk=loss.logprob_chunk,
         ),
         update=minibatch_step(update_minibatch, graphdef, optimizer, loss, param_shardings, opt_shardings),
+        overlong_penalty=overlong,
         **critic_programs,
     )
 

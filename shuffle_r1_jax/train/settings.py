@@ -189,10 +189,13 @@ class RewardSettings:
         scored by then score 0); 0 = none.
       max_failed_steps: `reward.max_failed_steps`, consecutive steps in which every reward failed that stop the
         run; 0 = never.
+      overlong_buffer: `reward.overlong_buffer` with the algorithm's default for -1: the tokens before
+        `rollout.max_new_tokens` over which DAPO's overlong punishment falls to -`overlong_factor` (0 = off).
+      overlong_factor: `reward.overlong_factor`, the scale of that punishment.
 
     Raises:
-      ConfigError: `timeout_s` is not > 0, `num_workers` is not >= 1, `batch_timeout_s` is not >= 0 or
-        `max_failed_steps` is not >= 0.
+      ConfigError: `timeout_s` is not > 0, `num_workers` is not >= 1, `batch_timeout_s`, `max_failed_steps` or
+        `overlong_factor` is not >= 0.
     """
 
     name: str
@@ -200,6 +203,8 @@ class RewardSettings:
     num_workers: int
     batch_timeout_s: float
     max_failed_steps: int
+    overlong_buffer: int = 0
+    overlong_factor: float = 1.0
 
     def __post_init__(self):
         _require(self.timeout_s > 0, f"reward.timeout_s = {self.timeout_s} must be > 0")
@@ -210,6 +215,7 @@ class RewardSettings:
         _require(
             self.max_failed_steps >= 0, f"reward.max_failed_steps = {self.max_failed_steps} must be >= 0 (0 = never)"
         )
+        _require(self.overlong_factor >= 0, f"reward.overlong_factor = {self.overlong_factor} must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +274,8 @@ class RLSettings:
         sampler's log-probs).
       gae: the GAE settings of a value-based algorithm (`rl.gamma`, `rl.gae_lambda`, `rl.critic_lambda`,
         `rl.whiten_advantages` with the algorithm's defaults and fixed values), None for the others.
+      mask_truncated: `rl.mask_truncated`, responses cut at `rollout.max_new_tokens` are masked out of the policy
+        loss (DAPO's overlong filtering); a critic still trains on them.
 
     Raises:
       ConfigError: the estimator or selector is not registered, `dynamic_sampling_max_tries` is not >= 1, or
@@ -282,6 +290,7 @@ class RLSettings:
     dynamic_sampling_fallback: str
     old_logprobs: str
     gae: GAEConfig | None = None
+    mask_truncated: bool = False
 
     def __post_init__(self):
         _require(
@@ -579,13 +588,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         seed=c.seed,
         model=_model_settings(c),
         data=data,
-        reward=RewardSettings(
-            name=c.reward.name,
-            timeout_s=c.reward.timeout_s,
-            num_workers=c.reward.num_workers,
-            batch_timeout_s=c.reward.batch_timeout_s,
-            max_failed_steps=c.reward.max_failed_steps,
-        ),
+        reward=_reward_settings(c, algorithm, rollout),
         rollout=rollout,
         rl=rl,
         loss=_loss_settings(c, rollout, algorithm.loss),
@@ -677,6 +680,28 @@ def _rollout_settings(c: ConfigDict) -> RolloutSettings:
     )
 
 
+def _reward_settings(c: ConfigDict, algorithm: Algorithm, rollout: RolloutSettings) -> RewardSettings:
+    """The `reward` section with the algorithm's overlong buffer for -1 (`rollout.max_new_tokens` // its divisor)."""
+    buffer, limit = c.reward.overlong_buffer, rollout.max_new_tokens
+    _require(
+        buffer == -1 or 0 <= buffer <= limit,
+        f"reward.overlong_buffer = {buffer} must be in [0, rollout.max_new_tokens = {limit}] (0 = off; -1 = the "
+        "algorithm's)",
+    )
+    if buffer == -1:
+        divisor = algorithm.overlong_buffer_divisor
+        buffer = limit // divisor if divisor else 0
+    return RewardSettings(
+        name=c.reward.name,
+        timeout_s=c.reward.timeout_s,
+        num_workers=c.reward.num_workers,
+        batch_timeout_s=c.reward.batch_timeout_s,
+        max_failed_steps=c.reward.max_failed_steps,
+        overlong_buffer=buffer,
+        overlong_factor=c.reward.overlong_factor,
+    )
+
+
 def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
     """The `rl` section with the algorithm's estimator, selector and the selection values it fixes."""
     selector = c.rl.selector or algorithm.selector
@@ -715,6 +740,7 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback,
         old_logprobs=c.rl.old_logprobs,
         gae=gae if algorithm.critic else None,
+        mask_truncated=c.rl.mask_truncated,
     )
 
 

@@ -2,8 +2,8 @@
 
 A step, as its phases:
   collect rollouts   prompts -> sampler (n per prompt) -> rewards (host); DAPO refills uninformative groups
-  targets            advantages (GRPO family; or the critic's values -> GAE) -> update-batch selection (PTS / ABS
-                     / ...) -> old (and reference) log-probs
+  targets            scores (+ DAPO's overlong punishment) -> advantages (GRPO family; or the critic's values ->
+                     GAE) -> update-batch selection (PTS / ABS / ...) -> old (and reference) log-probs
   optimize           one optimizer step per mini-batch of the update batch (and the critic's on the same rows;
                      during `critic.pretrain_steps` the critic's only)
   log                rollout, selection and update metrics, timings
@@ -55,6 +55,7 @@ from shuffle_r1_jax.rollout.generate import RolloutGenerator
 from shuffle_r1_jax.rollout.metrics import rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
+from shuffle_r1_jax.sampling import FINISH_LENGTH
 from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source
 from shuffle_r1_jax.train.metric_writers import MetricWriter
@@ -114,7 +115,7 @@ class UpdateBatch:
       rows: one int32 `[U / k]` array of rollout-row indices per mini-batch.
       valid: one bool `[U / k]` array of valid flags per mini-batch.
       targets: the per-row targets (token advantages, old and reference log-probs, image features).
-      selection_metrics: the selection's metrics, float32 scalars.
+      selection_metrics: the selection's metrics (and GAE's and the overlong punishment's), float32 scalars.
       selector_stats: the selector's statistics (ABS draws), float32 scalars.
       plans: the packing of each mini-batch's micro-batches (None each with `train.pack_sequences` off).
       critic_targets: the critic's targets (its predictions and the GAE returns), None without a critic.
@@ -495,6 +496,10 @@ class Trainer:
           key: the selection's key (`StepKeys.select`).
           timings: the step's phase seconds; "advantage" and "old_logprobs" are added.
 
+        The scores are the reward's "overall" plus DAPO's overlong punishment when `reward.overlong_buffer` is on
+        (DAPO's dynamic sampling chose the groups on the raw scores before); with `rl.mask_truncated` the policy
+        loss leaves out the responses cut at `rollout.max_new_tokens`.
+
         Returns:
           The `UpdateBatch` of the step.
         """
@@ -504,7 +509,12 @@ class Trainer:
         rollouts = scored.rollouts
         features = self._image_features(scored)
         policy_features = features if settings.optimizer.freeze_vision else None
+        # the raw scores DAPO's dynamic sampling filtered on, then the overlong punishment (every estimator sees it)
         scores = self.placer.rows(np.asarray(scored.parts["overall"], np.float32))
+        overlong_metrics = {}
+        if programs.overlong_penalty is not None:
+            penalty, overlong_metrics = programs.overlong_penalty(rollouts.mask)
+            scores = scores + penalty
         critic_targets, gae_metrics = None, {}
         if self.critic is None:
             advantages = programs.advantages(scores, rollouts.mask)
@@ -527,16 +537,21 @@ class Trainer:
             ref = programs.logprobs(self.ref_params, rollouts, policy_features, rows, logprob_plan)
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
+        loss_rows = None
+        if settings.rl.mask_truncated:  # the critic's targets keep them: it learns what truncation scores
+            loss_rows = self.placer.rows(np.asarray(scored.finish) != FINISH_LENGTH)
         targets = UpdateTargets(
             advantages=advantages.token.reshape(rollouts.tokens.shape),
             old_logprobs=old,
             ref_logprobs=ref,
             image_features=policy_features,
+            loss_rows=loss_rows,
         )
         metrics = {
             **programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask),
             **packing,
             **gae_metrics,
+            **overlong_metrics,
         }
         return UpdateBatch(rows, valid, targets, metrics, selector_stats, plans, critic_targets)
 

@@ -1,4 +1,5 @@
-"""The policy update step: exact gradient accumulation, frozen vision tower, loss value, non-finite skip."""
+"""The policy update step: exact gradient accumulation, frozen vision tower, loss value, masked rows, non-finite
+skip."""
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +123,23 @@ def test_invalid_rows_are_left_out(setup):
     without, _, _ = _step(setup, 1, rows=jnp.asarray([0, 1, 2, 3, 5]), valid=jnp.ones(5, bool), optimizer=sgd)
     for a, b in zip(jax.tree.leaves(with_invalid), jax.tree.leaves(without)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_rows_outside_loss_rows_are_left_out_as_invalid_rows_are(setup):
+    """`loss_rows` (rl.mask_truncated) masks rows out of the loss: the same update as marking them invalid."""
+    _, _, _, targets = setup
+    sgd = optax.sgd(1.0)
+    loss_rows = jnp.asarray([1, 1, 0, 1, 1, 0, 1, 1], bool)
+    masked = UpdateTargets(advantages=targets.advantages, old_logprobs=targets.old_logprobs, loss_rows=loss_rows)
+    with_loss_rows, _, _ = _step(setup, 2, targets=masked, optimizer=sgd)
+    as_invalid, _, _ = _step(setup, 2, valid=loss_rows, optimizer=sgd)
+    unmasked, _, _ = _step(setup, 2, optimizer=sgd)
+    for a, b in zip(jax.tree.leaves(with_loss_rows), jax.tree.leaves(as_invalid)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert any(
+        not np.allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+        for a, b in zip(jax.tree.leaves(with_loss_rows), jax.tree.leaves(unmasked))
+    )
 
 
 def test_non_finite_loss_skips_the_update(setup):

@@ -459,6 +459,63 @@ def test_value_based_algorithms_resolve_their_gae_and_critic(algorithm, keys, ga
     assert settings.resolve(c, check_inputs=False).critic is None
 
 
+@pytest.mark.parametrize(
+    "algorithm, keys, buffer",
+    [
+        ("dapo", {}, 2048 // 5),
+        ("dapo", {"rollout.max_new_tokens": 20480}, 4096),  # the paper's
+        ("dapo", {"reward.overlong_buffer": 0}, 0),
+        ("grpo", {}, 0),
+        ("ppo", {}, 0),
+        ("grpo", {"reward.overlong_buffer": 512, "reward.overlong_factor": 0.5}, 512),
+    ],
+)
+def test_the_overlong_buffer_is_the_algorithms_unless_given(algorithm, keys, buffer):
+    c = base_config()
+    c.rl.algorithm = algorithm
+    for key, value in keys.items():
+        settings.set_key(c, key, value)
+    run = settings.resolve(c, check_inputs=False)
+    assert run.reward.overlong_buffer == buffer
+    assert run.reward.overlong_factor == keys.get("reward.overlong_factor", 1.0)
+    assert run.rl.mask_truncated is False
+
+
+@pytest.mark.slow
+def test_overlong_shaping_is_logged_and_truncated_rows_leave_the_loss(demo_cache, tmp_path):
+    """A buffer over the whole response range punishes every response (-length / max_new_tokens); with
+    rl.mask_truncated the policy loss counts exactly the responses that stopped on their own."""
+    from shuffle_r1_jax.sampling import FINISH_LENGTH
+    from shuffle_r1_jax.train.trainer import StepKeys
+
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = "grpo"
+    c.reward.overlong_buffer = c.rollout.max_new_tokens
+    c.rl.mask_truncated = True
+    trainer = make_trainer(c, tmp_path)
+    try:
+        keys = StepKeys.at(trainer.base_key, 0)
+        scored, _ = trainer.collect_rollouts(next(trainer.train_batches), keys)
+        timings = {}
+        with jax.set_mesh(trainer.mesh):
+            update_batch = trainer.targets(scored, keys.select, timings)
+            updates = trainer.optimize(scored, update_batch, timings)
+        metrics = trainer.log_metrics(scored, update_batch, updates, timings, time.perf_counter())
+    finally:
+        trainer.close()
+    lengths = trainer.placer.local(scored.rollouts.mask).sum(1)
+    assert metrics["reward/overlong_penalty"] < 0
+    np.testing.assert_allclose(
+        metrics["reward/overlong_penalty"], np.mean(-lengths / c.rollout.max_new_tokens), atol=1e-6
+    )
+    assert metrics["reward/overlong_band_ratio"] == 1.0
+    truncated = np.asarray(scored.finish) == FINISH_LENGTH
+    np.testing.assert_array_equal(trainer.placer.local(update_batch.targets.loss_rows), ~truncated)
+    # the tiny model never stops within 8 tokens: every row is truncated, so the policy loss counts no token
+    assert truncated.all() and metrics["response_length/clip_ratio"] == 1.0
+    assert metrics["pg_loss"] == 0.0 and metrics["grad_norm"] == 0.0
+
+
 def test_a_critic_checkpoint_of_another_size_is_refused_before_anything_loads(demo_cache, tmp_path):
     from shuffle_r1_jax.demo.tiny_checkpoint import make_tiny_checkpoint
 
@@ -668,6 +725,13 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("critic.value_coef", 0.0, "critic.value_coef = 0.0 must be > 0"),
         ("critic.pretrain_steps", -2, "critic.pretrain_steps = -2 must be >= 0"),
         ("critic.pretrain_steps", 100, "critic.pretrain_steps = 100 must be below train.total_steps = 100"),
+        ("reward.overlong_buffer", -2, "reward.overlong_buffer = -2 must be in \\[0, rollout.max_new_tokens = 2048\\]"),
+        (
+            "reward.overlong_buffer",
+            2049,
+            "reward.overlong_buffer = 2049 must be in \\[0, rollout.max_new_tokens = 2048",
+        ),
+        ("reward.overlong_factor", -0.5, "reward.overlong_factor = -0.5 must be >= 0"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
