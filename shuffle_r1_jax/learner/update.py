@@ -2,9 +2,10 @@
 
 The mini-batch's rows are split into equal micro-batches scanned in order; every micro-batch's loss is
 normalised by the WHOLE mini-batch's valid-token (or sequence) count, so the summed micro-batch gradients are
-exactly the gradient of the full mini-batch. A non-finite loss or gradient skips the update. With a packing plan
-(`learner.packing`) each micro-batch's sequences run packed into fewer rows; its log-probs come back in the padded
-layout, so the loss is the same.
+exactly the gradient of the full mini-batch. The policy loss is PPO's clipped surrogate or OPMD's squared error
+(`LossConfig.loss_kind`), plus the KL-to-reference term when it is on. A non-finite loss or gradient skips the
+update. With a packing plan (`learner.packing`) each micro-batch's sequences run packed into fewer rows; its
+log-probs come back in the padded layout, so the loss is the same.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from shuffle_r1_jax.learner.packing import PackingPlan
 from shuffle_r1_jax.rl.aggregation import AGG_MODES, count_sequences, count_tokens
 from shuffle_r1_jax.rl.kl import canonical_kl_kind, kl_loss
 from shuffle_r1_jax.rl.metrics import masked_mean
+from shuffle_r1_jax.rl.opmd import opmd_loss
 from shuffle_r1_jax.rl.policy_loss import check_clip_settings, ppo_policy_loss
 from shuffle_r1_jax.rollout.types import Rollouts
 
 Params = Any
+LOSS_KINDS = ("ppo", "opmd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,9 @@ class LossConfig:
     """Settings of the policy loss; static (hashable) for jit.
 
     Attributes:
+      loss_kind: "ppo" (the clipped surrogate, `rl.policy_loss`) or "opmd" (Kimi K1.5's squared error, `rl.opmd`;
+        the clip settings, ratio_level and agg_mode do not apply to it, agg_mode still reduces the KL term).
+      opmd_tau: OPMD's regularization strength tau (> 0).
       clip_low: PPO clip range eps_low (DAPO clip-higher: 0.2).
       clip_high: PPO clip range eps_high (DAPO clip-higher: 0.28).
       dual_clip: the dual-clip constant c for A < 0, or None (off).
@@ -50,6 +56,8 @@ class LossConfig:
       ValueError: a value is out of range or unknown; the message names the setting and its value.
     """
 
+    loss_kind: str = "ppo"
+    opmd_tau: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.2
     dual_clip: float | None = 3.0
@@ -65,6 +73,10 @@ class LossConfig:
     def __post_init__(self):
         check_clip_settings(self.clip_low, self.clip_high, self.dual_clip, self.ratio_level)
         canonical_kl_kind(self.kl_kind)
+        if self.loss_kind not in LOSS_KINDS:
+            raise ValueError(f"loss loss_kind = {self.loss_kind!r}; expected one of {LOSS_KINDS}")
+        if not self.opmd_tau > 0:
+            raise ValueError(f"loss opmd_tau = {self.opmd_tau} must be > 0")
         if self.agg_mode not in AGG_MODES:
             raise ValueError(f"loss agg_mode = {self.agg_mode!r}; expected one of {AGG_MODES}")
         if self.agg_group_rows < 1:
@@ -123,17 +135,27 @@ def _micro_loss(
         group_rows=cfg.agg_group_rows,
         num_groups=num_groups,
     )
-    loss, metrics = ppo_policy_loss(
-        logp,
-        targets.old_logprobs[rows],
-        targets.advantages[rows],
-        mask,
-        clip_low=cfg.clip_low,
-        clip_high=cfg.clip_high,
-        dual_clip=cfg.dual_clip,
-        ratio_level=cfg.ratio_level,
-        **aggregation,
-    )
+    if cfg.loss_kind == "opmd":
+        loss, metrics = opmd_loss(
+            logp,
+            targets.old_logprobs[rows],
+            targets.advantages[rows],
+            mask,
+            tau=cfg.opmd_tau,
+            num_sequences=num_sequences,
+        )
+    else:
+        loss, metrics = ppo_policy_loss(
+            logp,
+            targets.old_logprobs[rows],
+            targets.advantages[rows],
+            mask,
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            dual_clip=cfg.dual_clip,
+            ratio_level=cfg.ratio_level,
+            **aggregation,
+        )
     if cfg.kl_coef > 0:
         kl, kl_metrics = kl_loss(
             logp,

@@ -8,6 +8,7 @@ Modules (one concern each):
   batch_shuffle  Advantage-based Batch Shuffle: weighted draws of pairs, the update-batch layout
   gae            GAE over the valid positions, VC-PPO's decoupled GAE, the critic's statistics (PPO with a critic)
   policy_loss    clipped surrogate (PPO, clip-higher, dual clip, GSPO) and its metrics
+  opmd           Kimi K1.5's online policy mirror descent loss (squared error per response) and its metrics
   value_loss     PPO's clipped value loss and its metrics
   kl             KL estimators k1/k2/k3/abs, KL loss and KL reward penalty
   aggregation    loss aggregation modes with global denominators (exact gradient accumulation)

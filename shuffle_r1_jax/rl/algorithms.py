@@ -9,6 +9,9 @@ Value-based: `ppo` (PPO with a critic and GAE, EasyR1's and verl's defaults: gam
 critic-only value pretraining steps before the first policy update and decoupled GAE, the critic's lambda fixed at
 1.0 and the policy's 0.95 by default) and `orz_ppo` (Open-Reasoner-Zero: PPO with gamma 1 and lambda 1 fixed and
 no KL loss).
+
+`opmd`: Kimi K1.5's online policy mirror descent, the squared error of each response's centered reward against
+tau times its sequence log-ratio (`rl.opmd`), in place of the clipped surrogate.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     "pts_only": Algorithm("grpo", "pts"),
     "abs_only": Algorithm("grpo", "pts_abs", selection=(("keep_ratio", 1.0),)),
     "shuffle_r1": Algorithm("grpo", "pts_abs"),
+    # Kimi K1.5's OPMD: Dr.GRPO's score - group mean per row is the centered reward its squared error needs
+    "opmd": Algorithm("dr_grpo", "all", loss=(("loss_kind", "opmd"),)),
     "ppo": Algorithm("gae", "all", critic=True),
     "vc_ppo": Algorithm(
         "gae",

@@ -93,6 +93,7 @@ def base_config() -> ConfigDict:
 
     c.rl = ConfigDict()
     # grpo | dr_grpo | dapo | rloo | reinforce_pp | reinforce_pp_baseline | cppo | pts_only | abs_only | shuffle_r1
+    # | opmd (Kimi K1.5's squared-error loss, loss.opmd_tau)
     # | ppo | vc_ppo | orz_ppo (value-based: a critic is trained beside the policy, the `critic` section)
     c.rl.algorithm = "shuffle_r1"
     # the update-batch selector instead of the algorithm's ("" = the algorithm's): "all" | "pts" | "pts_abs" |
@@ -139,6 +140,9 @@ def base_config() -> ConfigDict:
     c.loss.agg_group_rows = 4  # the official runs' rows per device micro-batch
     c.loss.kl_coef = 0.0  # KL to the reference policy (off in Shuffle-R1)
     c.loss.kl_kind = "k3"  # "k1" | "k2" | "k3" | "abs"
+    # OPMD's tau (the opmd algorithm: Kimi K1.5's squared error, (r - rbar - tau log(pi / pi_old))^2 per response);
+    # the paper gives no value, 1.0 is ours; must be > 0
+    c.loss.opmd_tau = 1.0
     c.loss.logprob_chunk = 256  # response positions per vocabulary chunk (capped at rollout.max_new_tokens)
 
     c.optim = ConfigDict()

@@ -853,6 +853,7 @@ def _train_settings(
 def _loss_settings(c: ConfigDict, rollout: RolloutSettings, fixed: tuple[tuple[str, object], ...]) -> LossConfig:
     """The `loss` section, with the values the algorithm fixes (`fixed`) over the config's."""
     values = dict(
+        opmd_tau=c.loss.opmd_tau,
         clip_low=c.loss.clip_low,
         clip_high=c.loss.clip_high,
         dual_clip=c.loss.dual_clip or None,

@@ -149,3 +149,31 @@ def test_non_finite_loss_skips_the_update(setup):
     assert float(metrics["update_skipped"]) == 1.0
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_opmd_accumulates_exactly_and_starts_at_the_mean_squared_centered_reward(setup):
+    """The OPMD loss kind: the same update over 1 or 2 micro-batches, and at the first step (log-ratio 0) the mean
+    over the non-empty rows of each row's squared centered reward, computed here by hand."""
+    _, _, rollouts, targets = setup
+    cfg = LossConfig(loss_kind="opmd", opmd_tau=0.5)
+    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0), cfg=cfg)
+    two, _, m2 = _step(setup, 2, optimizer=optax.sgd(1.0), cfg=cfg)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    rows = np.asarray(rollouts.mask).any(-1)
+    expected = np.mean(np.asarray(targets.advantages, np.float64)[rows, 0] ** 2)
+    np.testing.assert_allclose(float(m1["pg_loss"]), expected, rtol=1e-4)
+    np.testing.assert_allclose(float(m2["pg_loss"]), float(m1["pg_loss"]), rtol=1e-5)
+    assert abs(float(m1["opmd/log_ratio_mean"])) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(loss_kind="dpo"), "loss loss_kind = 'dpo'; expected one of \\('ppo', 'opmd'\\)"),
+        (dict(opmd_tau=0.0), "loss opmd_tau = 0.0 must be > 0"),
+    ],
+)
+def test_loss_config_names_a_bad_loss_kind_or_tau(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LossConfig(**kwargs)

@@ -63,6 +63,7 @@ def test_unknown_algorithm_is_named():
         "ppo",
         "vc_ppo",
         "orz_ppo",
+        "opmd",
     }
 
 

@@ -434,6 +434,16 @@ def test_an_algorithm_fixes_its_loss_and_selection_values(algorithm, fixed):
     assert run.rl.selection.keep_ratio == (1.0 if algorithm == "abs_only" else 0.5)
 
 
+def test_opmd_resolves_its_loss_kind_with_the_configured_tau():
+    c = base_config()
+    c.rl.algorithm = "opmd"
+    c.loss.opmd_tau = 0.25
+    run = settings.resolve(c, check_inputs=False)
+    assert (run.loss.loss_kind, run.loss.opmd_tau, run.rl.estimator) == ("opmd", 0.25, "dr_grpo")
+    c.rl.algorithm = "dr_grpo"
+    assert settings.resolve(c, check_inputs=False).loss.loss_kind == "ppo"
+
+
 @pytest.mark.parametrize(
     "algorithm, keys, gae, pretrain",
     [
@@ -699,6 +709,8 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
         ("loss.agg_mode", "sum", "loss agg_mode = 'sum'; expected one of"),
         ("loss.clip_low", -0.1, "clip_low must be in \\[0, 1\\), got clip_low=-0.1"),
         ("loss.dual_clip", 0.5, "dual_clip must be > 1"),
+        ("loss.opmd_tau", 0.0, "loss opmd_tau = 0.0 must be > 0"),
+        ("loss.opmd_tau", -1.0, "loss opmd_tau = -1.0 must be > 0"),
         ("optim.b1", 1.5, "optim.b1 = 1.5 and optim.b2 = 0.999 must be in \\[0, 1\\)"),
         ("optim.max_grad_norm", -1.0, "optim.max_grad_norm = -1.0 must be >= 0"),
         ("seed", -1, "seed = -1 must be an integer in \\[0, 2\\*\\*32\\)"),
