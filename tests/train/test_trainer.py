@@ -257,13 +257,13 @@ def test_value_pretraining_trains_the_critic_only_and_lowers_its_error_on_the_fi
     c = tiny_trainer_config(demo_cache)
     c.reward.name = "tests.train.toy_rewards:letter_a_fraction"  # graded rewards: returns that are not all equal
     c.rl.algorithm = "vc_ppo"
-    c.critic.pretrain_steps = 2
-    c.critic.learning_rate = 1e-3
-    c.train.total_steps = 3
+    c.critic.pretrain_steps = 3
+    c.critic.learning_rate = 3e-3
+    c.train.total_steps = 4
     trainer = make_trainer(c, tmp_path)
     try:
         effect = measure_value_pretraining(trainer)
-        assert not effect.policy_moved and effect.steps == 2
+        assert not effect.policy_moved and effect.steps == 3
         assert effect.error_after < 0.5 * effect.error_before, effect
         before = jax.device_get(trainer.params)
         last = trainer.train_step()
