@@ -182,6 +182,7 @@ class Trainer:
       critic: the critic's graph definition, optimizer and shardings (`CriticModel`), None without one.
       critic_params: the critic's parameters, a pure dict of sharded arrays (None without a critic).
       critic_opt_state: the critic's optimizer state (None without a critic).
+      critic_schedule: the critic's learning-rate schedule (None without a critic).
       step: the steps done.
       best_score: the best validation accuracy so far (None before any validation).
     """
@@ -215,9 +216,10 @@ class Trainer:
             jax.eval_shape(self.optimizer.init, self.params), self.params, self.param_shardings, self.mesh
         )
         self.opt_state = jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(self.params)
-        self.critic, self.critic_params, self.critic_opt_state = None, None, None
+        self.critic, self.critic_params, self.critic_opt_state, self.critic_schedule = None, None, None, None
         if settings.critic is not None:
             self.critic, self.critic_params, self.critic_opt_state = self._load_critic()
+            self.critic_schedule = learning_rate_schedule(settings.critic.optimizer)
         tokens = SpecialTokens.of(self.model_config, self.encoder.tokenizer)
         self.programs = build_step_programs(
             settings,
@@ -664,18 +666,14 @@ class Trainer:
         for skipped in ("update_skipped", "critic/update_skipped"):
             if skipped in updates[0]:
                 metrics[skipped] = float(np.sum([m[skipped] for m in updates]))
-        if self.settings.critic is not None:
-            metrics["critic/pretraining"] = float(self.pretraining_critic)
         metrics.update({k: float(v) for k, v in jax.device_get(update_batch.selector_stats).items()})
         minibatches = settings.train.num_minibatches
-        if settings.critic is None:
-            metrics["learning_rate"] = float(self.schedule(self.step * minibatches))
-        else:  # the policy's optimizer steps start after the critic's pretraining
-            policy_steps = max(self.step - settings.critic.pretrain_steps, 0) * minibatches
-            metrics["learning_rate"] = float(self.schedule(policy_steps))
-            metrics["critic/learning_rate"] = float(
-                learning_rate_schedule(settings.critic.optimizer)(self.step * minibatches)
-            )
+        pretrain_steps = 0 if settings.critic is None else settings.critic.pretrain_steps
+        # the policy's optimizer steps start after the critic's pretraining
+        metrics["learning_rate"] = float(self.schedule(max(self.step - pretrain_steps, 0) * minibatches))
+        if settings.critic is not None:
+            metrics["critic/pretraining"] = float(self.pretraining_critic)
+            metrics["critic/learning_rate"] = float(self.critic_schedule(self.step * minibatches))
         total = time.perf_counter() - start
         tokens = metrics["response_length/mean"] * settings.data.rollout_batch_prompts * settings.rollout.n
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
