@@ -108,7 +108,7 @@ def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> Promp
         prompt = encoder.encode(problem, images)
     except PromptError as err:
         raise _Bad(err.reason, str(err)) from err
-    return PromptExample(prompt, problem, answer, record.data_source, record.record_id)
+    return PromptExample(prompt, problem, answer, record.data_source, record.record_id, record.record_index)
 
 
 def make_example(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> PromptExample | BadRecord:

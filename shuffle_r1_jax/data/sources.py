@@ -69,6 +69,7 @@ class RawRecord:
       data_source: the data-source column's value as a string, or the file's stem.
       base_dir: where relative image paths resolve (the data file's directory).
       error: a read-level problem (e.g. invalid JSON) or None.
+      record_index: the record's index in its `RecordSource` (-1 when read outside one).
     """
 
     record_id: str
@@ -78,6 +79,7 @@ class RawRecord:
     data_source: str
     base_dir: str
     error: str | None = None
+    record_index: int = -1
 
 
 def _data_files(directory: Path, pattern: str) -> list[Path]:
@@ -241,7 +243,8 @@ class RecordSource:
         if not 0 <= index < len(self):
             raise IndexError(f"record index {index} out of range [0, {len(self)})")
         file = int(np.searchsorted(self._starts, index, side="right")) - 1
-        return self._files[file].record(index - int(self._starts[file]), self.columns)
+        record = self._files[file].record(index - int(self._starts[file]), self.columns)
+        return dataclasses.replace(record, record_index=index)
 
     def __repr__(self) -> str:
         return f"RecordSource({self.specs!r}, {len(self)} records)"

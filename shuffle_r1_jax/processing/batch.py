@@ -72,6 +72,7 @@ class PromptExample:
       answer: the reference answer (for the reward).
       data_source: the record's data source (for logs).
       record_id: where the record comes from (file and row or line).
+      record_index: the record's index in its dataset (-1 when it has none).
     """
 
     prompt: EncodedPrompt
@@ -79,6 +80,7 @@ class PromptExample:
     answer: str
     data_source: str
     record_id: str
+    record_index: int = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,7 @@ class PromptBatch:
       answers: the reference answer per prompt, in batch order.
       data_sources: the data source per prompt, in batch order.
       record_ids: the record id per prompt, in batch order.
+      record_indices: `int64[B]` each prompt's record index in its dataset (-1 when it has none).
     """
 
     inputs: ModelInputs
@@ -103,6 +106,7 @@ class PromptBatch:
     answers: tuple[str, ...]
     data_sources: tuple[str, ...]
     record_ids: tuple[str, ...]
+    record_indices: np.ndarray
 
     @property
     def batch_size(self) -> int:
@@ -197,4 +201,5 @@ def collate_prompts(
         answers=tuple(e.answer for e in examples),
         data_sources=tuple(e.data_source for e in examples),
         record_ids=tuple(e.record_id for e in examples),
+        record_indices=np.asarray([e.record_index for e in examples], np.int64),
     )

@@ -52,6 +52,7 @@ def test_spec_resolution(tmp_path):
     assert len(source) == 4
     assert [source[i].problem for i in range(4)] == ["q0", "q1", "q0", "q0"]
     assert source[3].record_id == f"{shards / 'validation' / 'part1.parquet'} row 0"
+    assert [source[i].record_index for i in range(4)] == [0, 1, 2, 3]
     assert source[0].data_source == "train"  # no data_source column: the file's stem
     with pytest.raises(IndexError):
         source[4]

@@ -90,6 +90,7 @@ class TwoProcessOrder:
         return PromptBatch(
             inputs=concat_prompts([a.inputs, b.inputs], self.pad),
             prompt_lengths=np.concatenate([a.prompt_lengths, b.prompt_lengths]),
+            record_indices=np.concatenate([a.record_indices, b.record_indices]),
             **{f: getattr(a, f) + getattr(b, f) for f in ("problems", "answers", "data_sources", "record_ids")},
         )
 
