@@ -1,13 +1,18 @@
 """The prompt input pipeline: grain for order, sharding and parallel decoding; batches of `PromptBatch`.
 
-Order of records (a grain `MapDataset`, all lazy):
+Order of records with `sampling="uniform"` (a grain `MapDataset`, all lazy):
   source -> shuffle (seeded; each epoch permuted with its own seed) -> repeat (num_epochs; None = forever)
   -> this process's share: elements process_index, process_index + process_count, ... of the global stream
   -> make_example (image decode, prompt encoding; a data problem gives a `BadRecord`)
   -> an iterator with `num_threads` worker threads prefetching in order.
 Every process walks the same global stream and takes every process_count-th element, so the processes
 together consume each element of the stream exactly once (each epoch exactly once when the record count is a
-multiple of process_count). `batch_size` is per process.
+multiple of process_count). `batch_size` is per process. `sampling="curriculum"` reads the source in its
+curriculum order (easy to hard by a column) instead of shuffling; `sampling="prioritized"` draws each batch by
+measured pass rate (`data.record_order`).
+
+Every iterator keeps a `PassRateTable` of its records, fed by the trainer (`observe`) after each rollout batch;
+prioritized sampling draws by it, and it is part of the iterator's state.
 
 The iterator collects `batch_size` good examples into a `PromptBatch`, counting bad records by reason
 (`on_bad_record="skip"`) or raising `BadRecordError` naming the record and reason (`"error"`). A stream where no
@@ -27,14 +32,23 @@ import functools
 from typing import Any
 
 import grain
+import numpy as np
 
 from shuffle_r1_jax.data.examples import BAD_RECORD_REASONS, BadRecord, make_example
+from shuffle_r1_jax.data.pass_rates import PassRateTable
+from shuffle_r1_jax.data.record_order import (
+    OrderedSource,
+    PrioritizedDraws,
+    SamplingConfig,
+    column_numbers,
+    curriculum_order,
+)
 from shuffle_r1_jax.data.sources import Columns, RecordSource
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.processing.batch import BucketConfig, PromptBatch, PromptExample, collate_prompts
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 ON_BAD_RECORD = ("skip", "error")
 
 
@@ -62,8 +76,9 @@ class PipelineConfig:
       drop_remainder: at the end of a finite stream, drop a last incomplete batch (else yield it smaller).
       max_consecutive_bad: stop with `UnusableDataError` after this many bad records in a row (0 = one pass
         over this process's share of the records).
-      num_threads: grain read threads.
+      num_threads: grain read threads (prioritized sampling: threads decoding a draw).
       prefetch: grain prefetch buffer (elements).
+      sampling: the record order (uniform, curriculum or prioritized; prioritized needs num_epochs None).
 
     Raises:
       ValueError: a field is out of range; the message names the `data.` key.
@@ -80,6 +95,7 @@ class PipelineConfig:
     max_consecutive_bad: int = 0
     num_threads: int = 2
     prefetch: int = 16
+    sampling: SamplingConfig = SamplingConfig()
 
     def __post_init__(self):
         if self.batch_size <= 0:
@@ -100,16 +116,29 @@ class PipelineConfig:
             )
         if self.num_threads < 0 or self.prefetch < 0:
             raise ValueError(f"data.num_threads = {self.num_threads}, data.prefetch = {self.prefetch} must be >= 0")
+        if self.sampling.mode == "prioritized" and self.num_epochs is not None:
+            raise ValueError(
+                f"data.sampling = 'prioritized' draws without end; num_epochs = {self.num_epochs} must be None"
+            )
 
 
 def example_dataset(source: RecordSource, encoder: PromptEncoder, config: PipelineConfig) -> grain.MapDataset:
-    """This process's lazily encoded stream: `PromptExample` or `BadRecord` per element, in order."""
+    """This process's lazily encoded stream: `PromptExample` or `BadRecord` per element, in order (uniform and
+    curriculum sampling)."""
+    sampling = config.sampling
+    if sampling.mode == "curriculum":
+        values = column_numbers(source, sampling.curriculum_column)
+        source = OrderedSource(source, curriculum_order(values, sampling.curriculum_order == "ascending", config.seed))
     dataset = grain.MapDataset.source(source)
-    if config.shuffle:
+    if config.shuffle and sampling.mode == "uniform":
         dataset = dataset.shuffle(seed=config.seed)
     dataset = dataset.repeat(config.num_epochs)
     dataset = dataset[config.process_index :: config.process_count]
     return dataset.map(functools.partial(make_example, encoder=encoder, columns=source.columns))
+
+
+def _example_at(index: int, source: RecordSource, encoder: PromptEncoder) -> PromptExample | BadRecord:
+    return make_example(source[index], encoder, source.columns)
 
 
 def steps_per_epoch(num_records: int, config: PipelineConfig) -> int:
@@ -147,8 +176,22 @@ class PromptBatchIterator:
             )
         self.source, self.encoder, self.model_config = source, encoder, model_config
         self.buckets, self.config = buckets, config
-        read_options = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch)
-        self._iterator = iter(example_dataset(source, encoder, config).to_iter_dataset(read_options))
+        self.pass_rates = PassRateTable(len(source), config.sampling.pass_rate_update_weight)
+        if config.sampling.mode == "prioritized":
+            self._iterator = PrioritizedDraws(
+                len(source),
+                functools.partial(_example_at, source=source, encoder=encoder),
+                self.pass_rates,
+                batch_size=config.batch_size,
+                floor=config.sampling.priority_floor,
+                seed=config.seed,
+                process_index=config.process_index,
+                process_count=config.process_count,
+                num_threads=config.num_threads,
+            )
+        else:
+            read_options = grain.ReadOptions(num_threads=config.num_threads, prefetch_buffer_size=config.prefetch)
+            self._iterator = iter(example_dataset(source, encoder, config).to_iter_dataset(read_options))
         self._records_read = 0
         self._batches = 0
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0)
@@ -199,8 +242,19 @@ class PromptBatchIterator:
             f"by reason: {reasons} of {self._records_read} read; the last: {last.describe()}"
         )
 
+    def observe(self, record_indices: np.ndarray, pass_rates: np.ndarray) -> None:
+        """Records the pass rates of a batch's prompts (`PassRateTable.observe`); prioritized sampling draws the
+        next batches by them.
+
+        Args:
+          record_indices: `int64[B]` the batch's `record_indices`.
+          pass_rates: `float32[B]` their pass rates in [0, 1].
+        """
+        self.pass_rates.observe(record_indices, pass_rates)
+
     def counts(self) -> dict[str, int]:
-        """Counters for metrics: records_read, records_used, batches, bad_records/<reason>, bad_records/total.
+        """Counters for metrics: records_read, records_used, batches, bad_records/<reason>, bad_records/total and
+        the pass-rate table's `pass_rate/tracked|solved|unsolved`.
 
         Every reason of BAD_RECORD_REASONS is present, zeros included.
         """
@@ -208,6 +262,7 @@ class PromptBatchIterator:
         out = {"records_read": self._records_read, "records_used": self._records_read - bad, "batches": self._batches}
         out.update({f"bad_records/{reason}": n for reason, n in self._bad.items()})
         out["bad_records/total"] = bad
+        out.update(self.pass_rates.counts())
         return out
 
     def _fingerprint(self) -> dict[str, Any]:
@@ -219,6 +274,7 @@ class PromptBatchIterator:
             "num_epochs": c.num_epochs,
             "process_index": c.process_index,
             "process_count": c.process_count,
+            "sampling": c.sampling.mode,
         }
 
     def get_state(self) -> dict[str, Any]:
@@ -231,6 +287,7 @@ class PromptBatchIterator:
             "batches": self._batches,
             "bad_records": dict(self._bad),
             "bad_in_a_row": self._bad_in_a_row,
+            "pass_rates": self.pass_rates.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -239,21 +296,26 @@ class PromptBatchIterator:
         Args:
           state: a `get_state` result.
 
+        A version-1 snapshot (before pass rates were tracked) restores with an empty pass-rate table.
+
         Raises:
-          ValueError: the snapshot has another state version or belongs to a different stream (record count,
-            seed, shuffle, num_epochs or process share).
+          ValueError: the snapshot has an unknown state version or belongs to a different stream (record count,
+            seed, shuffle, num_epochs, process share or sampling).
         """
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (1, STATE_VERSION):
             raise ValueError(f"data iterator state version {state.get('version')!r}; expected {STATE_VERSION}")
         expected = self._fingerprint()
-        if state["stream"] != expected:
-            diff = {k: (state["stream"].get(k), v) for k, v in expected.items() if state["stream"].get(k) != v}
+        saved = {"sampling": "uniform"} | state["stream"]
+        if saved != expected:
+            diff = {k: (saved.get(k), v) for k, v in expected.items() if saved.get(k) != v}
             raise ValueError(f"data iterator state belongs to another stream; (saved, current) differ in {diff}")
         self._iterator.set_state(state["grain"])
         self._records_read = int(state["records_read"])
         self._batches = int(state["batches"])
         self._bad = dict.fromkeys(BAD_RECORD_REASONS, 0) | {k: int(v) for k, v in state["bad_records"].items()}
         self._bad_in_a_row = int(state.get("bad_in_a_row", 0))
+        if "pass_rates" in state:
+            self.pass_rates.set_state(state["pass_rates"])
 
 
 def prompt_batches(

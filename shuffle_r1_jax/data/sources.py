@@ -151,6 +151,11 @@ class _ParquetFile:
         self.columns = {name: table.column(name) for name in wanted}
         self.length = table.num_rows
 
+    def column_values(self, name: str) -> list[Any]:
+        if name not in pq.read_schema(self.path).names:
+            raise DataSpecError(f"{self.path}: column {name!r} not found")
+        return pq.read_table(self.path, columns=[name]).column(name).to_pylist()
+
     def record(self, row: int, columns: Columns) -> RawRecord:
         def value(name: str | None) -> Any:
             return self.columns[name][row].as_py() if name in self.columns else None
@@ -180,6 +185,16 @@ class _JsonlFile:
         self.line_numbers = np.asarray([n for n, _ in numbered], np.int64)
         self.lines = [line for _, line in numbered]
         self.length = len(self.lines)
+
+    def column_values(self, name: str) -> list[Any]:
+        values = []
+        for line in self.lines:
+            try:
+                data = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                data = None
+            values.append(data.get(name) if isinstance(data, dict) else None)
+        return values
 
     def record(self, row: int, columns: Columns) -> RawRecord:
         record_id = f"{self.path} line {int(self.line_numbers[row])}"
@@ -237,6 +252,14 @@ class RecordSource:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    def column_values(self, name: str) -> list[Any]:
+        """Every record's value of column `name`, in record order (None where a jsonl line lacks it or is unreadable).
+
+        Raises:
+          DataSpecError: a parquet file has no such column.
+        """
+        return [value for f in self._files for value in f.column_values(name)]
 
     def __getitem__(self, index: int) -> RawRecord:
         index = int(index)

@@ -57,6 +57,18 @@ def base_config() -> ConfigDict:
     c.data.max_consecutive_bad_records = 0
     # warn (each step with new skipped records) when over this fraction of the records read were skipped
     c.data.warn_bad_fraction = 0.05
+    # the order of the training records (every mode tracks each record's pass rate, saved in checkpoints and logged
+    # as data/pass_rate/tracked|solved|unsolved): "uniform" (shuffled epochs) | "curriculum" (each epoch easy to
+    # hard by data.curriculum_column, as Kimi K1.5 and Curr-ReFT) | "prioritized" (Kimi K1.5: each batch drawn with
+    # probability proportional to max(1 - pass rate, data.priority_floor); never-sampled records count as unsolved)
+    c.data.sampling = "uniform"
+    c.data.priority_floor = 0.1  # prioritized sampling's weight of a solved record, in (0, 1]
+    # a record's pass rate is a moving average over its visits: the weight of the newest, in (0, 1] (1 = last only)
+    c.data.pass_rate_update_weight = 0.5
+    # the curriculum's numeric column (a difficulty level; or the offline pass-rate filter's "pass_rate" with
+    # data.curriculum_order "descending"); records without a number come last
+    c.data.curriculum_column = "difficulty"
+    c.data.curriculum_order = "ascending"  # "ascending" (smallest first) | "descending" (largest first)
 
     c.reward = ConfigDict()
     c.reward.name = "math"  # "math" | "r1v" | "package.module:function"

@@ -23,6 +23,7 @@ from ml_collections import ConfigDict
 
 from shuffle_r1_jax.checkpoint.train_state import ON_DAMAGED
 from shuffle_r1_jax.data.pipeline import ON_BAD_RECORD
+from shuffle_r1_jax.data.record_order import SamplingConfig
 from shuffle_r1_jax.data.sources import Columns, DataSpecError, resolve_data_files
 from shuffle_r1_jax.learner.critic import CriticLossConfig
 from shuffle_r1_jax.learner.optimizer import OptimizerConfig
@@ -120,6 +121,8 @@ class DataSettings:
       warn_bad_fraction: `data.warn_bad_fraction`, the share of skipped records above which each step with new
         skipped records warns, in [0, 1].
       seed: the top-level `seed`, which seeds the order of the training prompts.
+      sampling: the training records' order (`data.sampling`, `data.priority_floor`, `data.pass_rate_update_weight`,
+        `data.curriculum_column`, `data.curriculum_order`).
 
     Raises:
       ConfigError: a count is out of range, the largest bucket is shorter than `max_prompt_length`, the pixel
@@ -140,6 +143,7 @@ class DataSettings:
     max_consecutive_bad_records: int
     warn_bad_fraction: float
     seed: int
+    sampling: SamplingConfig
 
     def __post_init__(self):
         _require(
@@ -663,6 +667,13 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             max_consecutive_bad_records=c.data.max_consecutive_bad_records,
             warn_bad_fraction=c.data.warn_bad_fraction,
             seed=c.seed,
+            sampling=SamplingConfig(
+                mode=c.data.sampling,
+                priority_floor=c.data.priority_floor,
+                pass_rate_update_weight=c.data.pass_rate_update_weight,
+                curriculum_column=c.data.curriculum_column,
+                curriculum_order=c.data.curriculum_order,
+            ),
         ),
     )
 

@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
+from shuffle_r1_jax.data.record_order import SamplingConfig
 from shuffle_r1_jax.learner.critic import CriticTargets
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
@@ -52,7 +53,7 @@ from shuffle_r1_jax.rewards.health import AllFailedSteps
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rollout.dynamic_sampling import fill_informative
 from shuffle_r1_jax.rollout.generate import RolloutGenerator
-from shuffle_r1_jax.rollout.metrics import rollout_metrics
+from shuffle_r1_jax.rollout.metrics import group_pass_rates, rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
 from shuffle_r1_jax.sampling import FINISH_LENGTH
@@ -202,7 +203,9 @@ class Trainer:
             max_prompt_length=settings.data.max_prompt_length,
             overlong=settings.data.overlong_prompts,
         )
-        self.train_batches = self._prompt_stream(settings.data.train, shuffle=True, seed=settings.data.seed)
+        self.train_batches = self._prompt_stream(
+            settings.data.train, shuffle=True, seed=settings.data.seed, sampling=settings.data.sampling
+        )
         self.mesh = build_mesh(settings.mesh)
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
@@ -321,8 +324,10 @@ class Trainer:
         copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)
         return copy(self.params)
 
-    def _prompt_stream(self, spec: str, *, shuffle: bool, seed: int, epochs: int | None = None):
-        """This process's prompt batches of `spec` (`prompts_per_process` prompts each)."""
+    def _prompt_stream(
+        self, spec: str, *, shuffle: bool, seed: int, epochs: int | None = None, sampling=SamplingConfig()
+    ):
+        """This process's prompt batches of `spec` (`prompts_per_process` prompts each) in the order `sampling` says."""
         data = self.settings.data
         pipeline = PipelineConfig(
             batch_size=data.prompts_per_process,
@@ -334,6 +339,7 @@ class Trainer:
             process_count=jax.process_count(),
             on_bad_record=data.on_bad_record,
             max_consecutive_bad=data.max_consecutive_bad_records,
+            sampling=sampling,
         )
         return prompt_batches(
             spec, self.encoder, self.model_config, pipeline, buckets=data.buckets, columns=data.columns
@@ -471,14 +477,14 @@ class Trainer:
           with informative groups from further prompt batches; without it the statistics are empty.
         """
         if not self.settings.rl.dynamic_sampling:
-            return self.generate(self.params, batch, keys.sample()), {}
+            return self._generate_tracked(batch, keys.sample()), {}
         rl = self.settings.rl
         attempts = iter(range(rl.dynamic_sampling_max_tries))
 
         def sample() -> ScoredRollouts:
             attempt = next(attempts)
             prompts = batch if attempt == 0 else next(self.train_batches)
-            return self.generate(self.params, prompts, keys.sample(attempt))
+            return self._generate_tracked(prompts, keys.sample(attempt))
 
         return fill_informative(
             sample,
@@ -489,6 +495,13 @@ class Trainer:
             pad_id=self.encoder.pad_token_id,
             placer=self.placer,
         )
+
+    def _generate_tracked(self, batch, key: jax.Array) -> ScoredRollouts:
+        """Generates and scores the rollouts of a training prompt batch; its prompts' pass rates go to the training
+        stream's pass-rate table (which prioritized sampling draws by)."""
+        scored = self.generate(self.params, batch, key)
+        self.train_batches.observe(batch.record_indices, group_pass_rates(scored.parts, self.settings.rollout.n))
+        return scored
 
     def targets(self, scored: ScoredRollouts, key: jax.Array, timings: dict[str, float]) -> UpdateBatch:
         """Advantages, the update batch and the old (and reference) log-probs of a scored rollout batch.

@@ -744,6 +744,10 @@ def test_kl_to_the_reference_policy_runs_over_several_steps(demo_cache, tmp_path
             "reward.overlong_buffer = 2049 must be in \\[0, rollout.max_new_tokens = 2048",
         ),
         ("reward.overlong_factor", -0.5, "reward.overlong_factor = -0.5 must be >= 0"),
+        ("data.sampling", "hardest", "data.sampling = 'hardest'; expected one of"),
+        ("data.priority_floor", 1.5, "data.priority_floor = 1.5 must be in \\(0, 1\\]"),
+        ("data.pass_rate_update_weight", 0.0, "data.pass_rate_update_weight = 0.0 must be in \\(0, 1\\]"),
+        ("data.curriculum_order", "up", "data.curriculum_order = 'up'; expected one of"),
     ],
 )
 def test_every_checkable_value_is_checked_before_anything_is_built(key, value, message):
