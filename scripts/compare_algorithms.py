@@ -7,7 +7,7 @@ Tables (`--tables`, `--ablations`; `shuffle_r1_jax.experiments.comparison` has t
 - equal_rollouts: every `--algorithms` entry at n = 8, the same rollouts generated;
 - the ablations of the headline Shuffle-R1 run: pts_variant (PTS against one-sided positive, one-sided negative
   and random sampling), abs_sampling (ABS against an unbiased shuffle and a static reorder), keep_ratio
-  (alpha 0.25 / 0.5 / 0.75), abs_rounds (S = 4 / 8 / 16).
+  (alpha 0.25 / 0.5 / 0.75), abs_rounds (S = 4 / 8 / 16), data_sampling (uniform against prioritized prompt sampling).
 Every run of one seed starts from the same policy and sees the same prompts; differences against GRPO are paired
 by seed (mean and 95 % interval of final accuracy and of the area under the validation curve).
 

@@ -9,7 +9,8 @@ order and the sampling, so two runs of one seed start from the same policy and s
 - "equal_rollouts": every algorithm at n = 8, the same rollouts generated (Shuffle-R1 then updates on half; PPO
   and VC-PPO train a critic beside the policy);
 - the ablations of the headline Shuffle-R1 run (`ABLATIONS`): PTS against one-sided and random sampling, ABS
-  against an unbiased shuffle and a static reorder, the keep ratio alpha and the shuffle rounds S.
+  against an unbiased shuffle and a static reorder, the keep ratio alpha, the shuffle rounds S and the prompt
+  sampling (uniform against prioritized by pass rate).
 
 Each run is an ordinary trainer run in its own workdir; this module plans them and reads their `metrics.jsonl`
 back:
@@ -19,7 +20,8 @@ back:
 - paired by seed against the reference (GRPO n=8): the mean difference in final accuracy and in area with its
   95 % t-interval (`paired_difference`);
 - steps to reach the reference's final accuracy, on the seed-mean validation curve;
-- fraction of rollouts with zero advantage, in the generated batch and in the update batch;
+- fraction of rollouts with zero advantage, in the generated batch and in the update batch, and of prompt groups
+  whose rewards are all equal (mean ± std over seeds; each seed's value in results.json);
 - token utilization: update-batch response tokens with a non-zero advantage / generated response tokens;
 - rollouts generated and rows updated per step (from each run's own settings; DAPO regenerates) and wall time
   per step (the first, compiling step left out).
@@ -54,6 +56,7 @@ ABLATIONS: dict[str, tuple[str, tuple, object]] = {
     "abs_sampling": ("rl.abs_sampling", ("weighted", "uniform", "static"), "weighted"),
     "keep_ratio": ("rl.keep_ratio", (0.25, 0.5, 0.75), 0.5),
     "abs_rounds": ("rl.abs_rounds", (4, 8, 16), 8),
+    "data_sampling": ("data.sampling", ("uniform", "prioritized"), "uniform"),
 }
 
 
@@ -179,6 +182,7 @@ class RunHistory:
       steps: int64 `[T]`, the training steps.
       collapse_generated: float64 `[T]`, the fraction of zero-advantage rollouts in the generated batch.
       collapse_update: float64 `[T]`, the fraction of zero-advantage rows in the update batch.
+      zero_advantage_groups: float64 `[T]`, the fraction of prompt groups whose rewards are all equal.
       token_utilization: float64 `[T]`, update-batch response tokens with a non-zero advantage / generated
         response tokens.
       rollouts: float64 `[T]`, the rollouts generated.
@@ -193,6 +197,7 @@ class RunHistory:
     steps: np.ndarray
     collapse_generated: np.ndarray
     collapse_update: np.ndarray
+    zero_advantage_groups: np.ndarray
     token_utilization: np.ndarray
     rollouts: np.ndarray
     step_seconds: np.ndarray
@@ -233,6 +238,7 @@ def read_history(workdir: str | Path, rollouts_per_batch: int, update_rows: int,
         steps=np.asarray(steps, np.int64),
         collapse_generated=column("advantage/collapse_before"),
         collapse_update=column("advantage/collapse_after"),
+        zero_advantage_groups=column("rollout/zero_advantage_groups"),
         token_utilization=column("utilization/tokens_nonzero_advantage"),
         rollouts=column("dapo/tries", fallback=1.0) * rollouts_per_batch,
         step_seconds=column("timing/step"),
@@ -316,6 +322,7 @@ def summarize(
     for name, runs in histories.items():
         final = {h.seed: float(h.accuracy[-1]) for h in runs}
         auc = {h.seed: area_under_curve(h) for h in runs}
+        zero_groups = {h.seed: float(np.nanmean(h.zero_advantage_groups)) for h in runs}
         paired = base is not None and name != reference
         rows.append(
             {
@@ -334,6 +341,8 @@ def summarize(
                 "steps_to_reference": None if target is None else steps_to_reach(runs, target),
                 "zero_adv_generated": float(np.nanmean(np.concatenate([h.collapse_generated for h in runs]))),
                 "zero_adv_update": float(np.nanmean(np.concatenate([h.collapse_update for h in runs]))),
+                "zero_adv_groups": _mean_std(list(zero_groups.values())),
+                "zero_adv_groups_by_seed": zero_groups,
                 "token_utilization": float(np.nanmean(np.concatenate([h.token_utilization for h in runs]))),
                 "rollouts_per_step": float(np.nanmean(np.concatenate([h.rollouts for h in runs]))),
                 "update_rows_per_step": float(np.mean([h.update_rows for h in runs])),
@@ -359,9 +368,9 @@ def markdown_table(rows: Sequence[dict], reference: str = REFERENCE) -> str:
     header = (
         f"| run | seeds | val acc start | val acc final | final - {reference} | val acc AUC | AUC - {reference} | "
         f"val acc best | steps to {reference}'s final | rollouts / step | update rows / step | "
-        "zero-adv rollouts generated | zero-adv rows in update | token utilization | s / step |"
+        "zero-adv rollouts generated | zero-adv rows in update | zero-adv groups | token utilization | s / step |"
     )
-    lines = [header, "|" + "---|" * 15]
+    lines = [header, "|" + "---|" * 16]
     for r in rows:
         reach = r["steps_to_reference"]
         lines.append(
@@ -370,6 +379,7 @@ def markdown_table(rows: Sequence[dict], reference: str = REFERENCE) -> str:
             f"{_interval(r['auc_vs_reference'])} | {r['best'][0]:.3f} ± {r['best'][1]:.3f} | "
             f"{'not reached' if reach is None else reach} | {r['rollouts_per_step']:.0f} | "
             f"{r['update_rows_per_step']:.0f} | {r['zero_adv_generated']:.2f} | {r['zero_adv_update']:.2f} | "
-            f"{r['token_utilization']:.2f} | {r['seconds_per_step']:.2f} |"
+            f"{r['zero_adv_groups'][0]:.3f} ± {r['zero_adv_groups'][1]:.3f} | {r['token_utilization']:.2f} | "
+            f"{r['seconds_per_step']:.2f} |"
         )
     return "\n".join(lines)

@@ -100,6 +100,7 @@ def _write_metrics(path: Path, accuracy: dict[int, float], steps: int, collapse:
                         "advantage/collapse_before": collapse,
                         "advantage/collapse_after": collapse / 2,
                         "utilization/tokens_nonzero_advantage": 1 - collapse,
+                        "rollout/zero_advantage_groups": collapse + 0.01 * step,
                         "timing/step": 10.0 if step == 1 else seconds,
                     }
                 )
@@ -138,6 +139,9 @@ def test_read_history_and_summary_match_hand_computed_figures(tmp_path):
     assert g["start"] == pytest.approx(0.3)
     assert g["zero_adv_generated"] == pytest.approx(0.5) and g["zero_adv_update"] == pytest.approx(0.25)
     assert g["token_utilization"] == pytest.approx(0.5)
+    # each seed's mean over steps 1-4 of collapse + 0.01 step: 0.625 and 0.425
+    assert g["zero_adv_groups_by_seed"] == pytest.approx({0: 0.625, 1: 0.425})
+    assert g["zero_adv_groups"] == pytest.approx((0.525, 0.1))
     assert g["final_vs_reference"] is None and g["auc_vs_reference"] is None
     assert g["rollouts_per_step"] == 64 and s["rollouts_per_step"] == (256 + 128) / 2  # DAPO-style tries on seed 0
     assert s["update_rows_per_step"] == 64
