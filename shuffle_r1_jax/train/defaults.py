@@ -20,6 +20,12 @@ def base_config() -> ConfigDict:
     # "module:function" called before the run resolves, with the config; it builds inputs the run needs and
     # returns {dotted key: value} pointing the config at them (the demo builds its checkpoint and data). "" = none
     c.setup = ""
+    # the run cut into stages, in order, each a mapping or a "key=value; key=value" string with its "steps" (they add
+    # up to train.total_steps), an optional "name" and the data.*, reward.* and rollout.max_new_tokens values it
+    # changes, e.g. ("name=text; steps=100; data.train=text.parquet; data.images_column=",
+    # "name=images; steps=200; data.train=geo3k@train"); each stage reads its data with its own iterator.
+    # () = one stage (shuffle_r1_jax/train/stages.py has the keys a stage may set)
+    c.stages = ()
 
     c.model = ConfigDict()
     c.model.checkpoint = (
@@ -39,7 +45,7 @@ def base_config() -> ConfigDict:
     c.data.val = ""  # validation dataset spec ("" = no validation)
     c.data.prompt_column = "problem"
     c.data.answer_column = "answer"
-    c.data.images_column = "images"
+    c.data.images_column = "images"  # "" = text-only prompts (no images column read)
     c.data.image_dir = ""  # base directory for image paths stored as relative paths
     # "math" | "r1v" | "none" | "math_official" (the official layout) | a template file | an inline template
     # with "{{ content }}"
@@ -87,7 +93,11 @@ def base_config() -> ConfigDict:
 
     c.rollout = ConfigDict()
     c.rollout.n = 16  # samples per prompt (even for PTS)
-    c.rollout.max_new_tokens = 2048
+    c.rollout.max_new_tokens = 2048  # the longest response (the length memory is planned and validation runs at)
+    # a response-length schedule (Vision-R1's progressive thinking suppression): ((first step, length), ...) from
+    # that step on, responses stop at that length (<= rollout.max_new_tokens; before the first entry
+    # rollout.max_new_tokens); each distinct length compiles the step once. () = no schedule
+    c.rollout.length_schedule = ()
     c.rollout.temperature = 1.0
     c.rollout.top_p = 0.99
     c.rollout.top_k = 0  # 0 = off

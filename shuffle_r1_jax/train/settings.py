@@ -45,6 +45,7 @@ from shuffle_r1_jax.rl.batch_shuffle import ABS_SAMPLINGS, PAIR_WEIGHT_KINDS
 from shuffle_r1_jax.rl.gae import GAEConfig
 from shuffle_r1_jax.rl.pts import PTS_VARIANTS
 from shuffle_r1_jax.rl.selection import SelectionConfig, available_selectors, rows_per_prompt
+from shuffle_r1_jax.train.stages import StageError, plan_phases
 
 logger = logging.getLogger(__name__)
 
@@ -506,6 +507,8 @@ class RunSettings:
       mesh_shape: the resolved (data, fsdp, tensor) axis sizes of the mesh.
       distributed: the `distributed` section.
       critic: the `critic` section for a value-based algorithm, None for the others.
+      phases: the run's phases (`stages` and `rollout.length_schedule`, see `train.stages`), each with its settings;
+        () when the whole run has these settings.
     """
 
     seed: int
@@ -523,11 +526,31 @@ class RunSettings:
     mesh_shape: tuple[int, int, int]
     distributed: DistributedSpec
     critic: CriticSettings | None = None
+    phases: tuple[Phase, ...] = ()
 
     @property
     def batch_shards(self) -> int:
         """Row shards of a batch on the mesh: data x fsdp."""
         return self.mesh_shape[0] * self.mesh_shape[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """Steps [first_step, last_step) of a run with one stage and one response length.
+
+    Attributes:
+      stage: the stage's index (0 without stages).
+      name: the stage's name ("" without stages).
+      first_step: the steps done when the phase starts.
+      last_step: the steps done when it ends.
+      settings: the run's settings in the phase (the config with the stage's values and the scheduled length).
+    """
+
+    stage: int
+    name: str
+    first_step: int
+    last_step: int
+    settings: RunSettings
 
 
 def _converted(errors: tuple[type[Exception], ...], build):
@@ -619,12 +642,35 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
         mesh_shape=shape,
         distributed=distributed,
         critic=critic if algorithm.critic else None,
+        phases=_phases(c, check_inputs),
     )
     if c.setup:
         _converted((ValueError,), lambda: import_function(c.setup, what="setup"))
     if check_inputs:
         check_run_inputs(settings)
     return settings
+
+
+def _phases(c: ConfigDict, check_inputs: bool) -> tuple[Phase, ...]:
+    """Each phase of `stages` and `rollout.length_schedule` with its settings resolved (errors name the stage)."""
+    plans = _converted(
+        (StageError,),
+        lambda: plan_phases(c.stages, c.rollout.length_schedule, c.train.total_steps, c.rollout.max_new_tokens),
+    )
+    phases = []
+    for plan in plans:
+        phase_config = c.copy_and_resolve_references()
+        phase_config.stages = ()
+        phase_config.rollout.length_schedule = ()
+        where = f"stage {plan.stage} ({plan.name}), steps {plan.first_step}-{plan.last_step}"
+        try:
+            for key, value in plan.overrides:
+                set_key(phase_config, key, value)
+            settings = resolve(phase_config, check_inputs=check_inputs)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from err
+        phases.append(Phase(plan.stage, plan.name, plan.first_step, plan.last_step, settings))
+    return tuple(phases)
 
 
 def _model_settings(c: ConfigDict) -> ModelSettings:
@@ -647,7 +693,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
     columns = Columns(
         prompt=c.data.prompt_column,
         answer=c.data.answer_column,
-        images=c.data.images_column,
+        images=c.data.images_column or None,
         image_dir=c.data.image_dir or None,
     )
     return _converted(

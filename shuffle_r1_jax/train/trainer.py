@@ -68,7 +68,7 @@ from shuffle_r1_jax.train.programs import (
     build_eval_samplers,
     build_step_programs,
 )
-from shuffle_r1_jax.train.settings import RunSettings
+from shuffle_r1_jax.train.settings import DataSettings, Phase, RunSettings
 
 logger = logging.getLogger(__name__)
 
@@ -196,16 +196,12 @@ class Trainer:
         # what can fail without the model fails before it loads: the workdir, the tokenizer, the data files
         check_workdir(self.workdir, settings)
         self.model_config = load_config(settings.model.checkpoint)
-        self.encoder = PromptEncoder.from_checkpoint(
-            settings.model.checkpoint,
-            settings.data.image,
-            prompt_format=settings.data.prompt_format,
-            max_prompt_length=settings.data.max_prompt_length,
-            overlong=settings.data.overlong_prompts,
-        )
-        self.train_batches = self._prompt_stream(
-            settings.data.train, shuffle=True, seed=settings.data.seed, sampling=settings.data.sampling
-        )
+        self._encoders: dict[str, PromptEncoder] = {}
+        self.encoder = self._encoder(settings.data)
+        self.phases = settings.phases or (Phase(0, "", 0, settings.train.total_steps, settings),)
+        self.phase = self.phases[0]
+        self.settings = self.phase.settings
+        self.train_batches = self._training_stream(self.phase)
         self.mesh = build_mesh(settings.mesh)
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
@@ -223,22 +219,13 @@ class Trainer:
         if settings.critic is not None:
             self.critic, self.critic_params, self.critic_opt_state = self._load_critic()
             self.critic_schedule = learning_rate_schedule(settings.critic.optimizer)
-        tokens = SpecialTokens.of(self.model_config, self.encoder.tokenizer)
-        self.programs = build_step_programs(
-            settings,
-            self.graphdef,
-            self.mesh,
-            self.optimizer,
-            tokens,
-            param_shardings=self.param_shardings,
-            opt_shardings=self.opt_shardings,
-            critic=self.critic,
-        )
-        if instrument is not None:
-            self.programs = instrument(self.programs)
-        self.reward_pool = RewardPool(settings.reward.name, num_workers=settings.reward.num_workers)
-        self.generate = self._rollout_generator(self.programs.sampler, settings.rollout.n)
-        self.evaluator = self._evaluator(tokens) if settings.data.val else None
+        self.tokens = SpecialTokens.of(self.model_config, self.encoder.tokenizer)
+        self.instrument = instrument
+        self._programs: dict[tuple, StepPrograms] = {}
+        self._reward_pools: dict[str, RewardPool] = {}
+        self._use_phase_programs()
+        # validation: the run's own settings (the longest responses, its reward) whatever the phase
+        self.evaluator = self._evaluator(settings) if settings.data.val else None
         self.checkpointer = TrainCheckpointer(
             self.workdir / "checkpoints",
             keep_last=settings.checkpoint.keep_last,
@@ -316,6 +303,65 @@ class Trainer:
         )
         return model, params, opt_state
 
+    def _use_phase_programs(self) -> None:
+        """Points the step at the current phase's programs, reward pool and rollout generator; programs are built
+        once per response length (and overlong shaping), reward pools once per reward."""
+        settings = self.settings
+        key = (settings.rollout.max_new_tokens, settings.reward.overlong_buffer, settings.reward.overlong_factor)
+        if key not in self._programs:
+            programs = build_step_programs(
+                settings,
+                self.graphdef,
+                self.mesh,
+                self.optimizer,
+                self.tokens,
+                param_shardings=self.param_shardings,
+                opt_shardings=self.opt_shardings,
+                critic=self.critic,
+            )
+            self._programs[key] = programs if self.instrument is None else self.instrument(programs)
+        self.programs = self._programs[key]
+        self.reward_pool = self._reward_pool(settings)
+        self.generate = self._rollout_generator(self.programs.sampler, settings.rollout.n)
+
+    def _reward_pool(self, settings: RunSettings) -> RewardPool:
+        """The scoring pool of `settings.reward.name` (one per reward: a stage may have its own)."""
+        reward = settings.reward.name
+        if reward not in self._reward_pools:
+            self._reward_pools[reward] = RewardPool(reward, num_workers=settings.reward.num_workers)
+        return self._reward_pools[reward]
+
+    def _training_stream(self, phase: Phase):
+        """This process's training prompt batches of `phase`'s stage (each stage its own stream, seeded by
+        `data.seed` + the stage's index)."""
+        data = phase.settings.data
+        return self._prompt_stream(data, data.train, shuffle=True, seed=data.seed + phase.stage, sampling=data.sampling)
+
+    def _enter_phase(self, phase: Phase, data_state: dict | None = None) -> None:
+        """Switches the run to `phase`: its settings, programs, reward and, for a new stage, the stage's data stream
+        (positioned by `data_state` when that was saved in the same stage)."""
+        new_stage = phase.stage != self.phase.stage
+        self.phase, self.settings = phase, phase.settings
+        if new_stage:
+            self.train_batches = self._training_stream(phase)
+        if data_state is not None and data_state.get("stage", 0) == phase.stage:
+            self._restore_data_position(data_state)
+        self._use_phase_programs()
+        if phase.name:
+            logger.info(
+                "step %d: stage %d (%s), responses up to %d tokens",
+                self.step,
+                phase.stage,
+                phase.name,
+                phase.settings.rollout.max_new_tokens,
+            )
+        else:
+            logger.info("step %d: responses up to %d tokens", self.step, phase.settings.rollout.max_new_tokens)
+
+    def _phase_at(self, step: int) -> Phase:
+        """The phase whose steps include the step after `step` steps (the last phase at the end of the run)."""
+        return next((p for p in self.phases if p.first_step <= step < p.last_step), self.phases[-1])
+
     def _reference_params(self):
         """A copy of the starting policy for the KL loss (the update donates, and so frees, the trained
         parameters' buffers), or None without KL."""
@@ -325,10 +371,17 @@ class Trainer:
         return copy(self.params)
 
     def _prompt_stream(
-        self, spec: str, *, shuffle: bool, seed: int, epochs: int | None = None, sampling=SamplingConfig()
+        self,
+        data: DataSettings,
+        spec: str,
+        *,
+        shuffle: bool,
+        seed: int,
+        epochs: int | None = None,
+        sampling: SamplingConfig = SamplingConfig(),
     ):
-        """This process's prompt batches of `spec` (`prompts_per_process` prompts each) in the order `sampling` says."""
-        data = self.settings.data
+        """This process's prompt batches of `spec` (`prompts_per_process` prompts each) in the order `sampling` says,
+        read with the columns and prompt format of `data`."""
         pipeline = PipelineConfig(
             batch_size=data.prompts_per_process,
             seed=seed,
@@ -342,35 +395,52 @@ class Trainer:
             sampling=sampling,
         )
         return prompt_batches(
-            spec, self.encoder, self.model_config, pipeline, buckets=data.buckets, columns=data.columns
+            spec, self._encoder(data), self.model_config, pipeline, buckets=data.buckets, columns=data.columns
         )
 
-    def _rollout_generator(self, sampler, n: int) -> RolloutGenerator:
-        """A rollout generator over `sampler` with `n` samples per prompt and the run's rewards."""
-        rollout = self.settings.rollout
+    def _encoder(self, data: DataSettings) -> PromptEncoder:
+        """The prompt encoder of `data`'s prompt format (one per format: a stage may have its own)."""
+        if data.prompt_format not in self._encoders:
+            self._encoders[data.prompt_format] = PromptEncoder.from_checkpoint(
+                self.settings.model.checkpoint,
+                data.image,
+                prompt_format=data.prompt_format,
+                max_prompt_length=data.max_prompt_length,
+                overlong=data.overlong_prompts,
+            )
+        return self._encoders[data.prompt_format]
+
+    def _rollout_generator(
+        self, sampler, n: int, settings: RunSettings | None = None, pool: RewardPool | None = None
+    ) -> RolloutGenerator:
+        """A rollout generator over `sampler` with `n` samples per prompt, the response length and reward limits of
+        `settings` (default: the current phase's) and the rewards of `pool` (default: the phase's)."""
+        settings = settings or self.settings
+        rollout = settings.rollout
         return RolloutGenerator(
             sampler=sampler,
             image_features=self.programs.image_features,
             placer=self.placer,
             tokenizer=self.encoder.tokenizer,
-            reward_pool=self.reward_pool,
+            reward_pool=pool or self.reward_pool,
             n=n,
             max_new_tokens=rollout.max_new_tokens,
-            reward_timeout_s=self.settings.reward.timeout_s,
+            reward_timeout_s=settings.reward.timeout_s,
             prompts_per_call=rollout.prompts_per_sampler_call,
-            reward_batch_timeout_s=self.settings.reward.batch_timeout_s,
+            reward_batch_timeout_s=settings.reward.batch_timeout_s,
         )
 
-    def _evaluator(self, tokens: SpecialTokens) -> Evaluator:
-        """The validation over `data.val`, with its own samplers and key (`seed + 1`)."""
-        settings = self.settings
-        sampled, greedy = build_eval_samplers(settings, self.graphdef, self.mesh, tokens)
+    def _evaluator(self, settings: RunSettings) -> Evaluator:
+        """The validation over `data.val` of `settings` (its reward and response length), with its own samplers and
+        key (`seed + 1`)."""
+        sampled, greedy = build_eval_samplers(settings, self.graphdef, self.mesh, self.tokens)
+        pool = self._reward_pool(settings)
         return Evaluator(
             settings.eval,
-            batches=lambda: self._prompt_stream(settings.data.val, shuffle=False, seed=0, epochs=1),
+            batches=lambda: self._prompt_stream(settings.data, settings.data.val, shuffle=False, seed=0, epochs=1),
             batch_size=settings.data.prompts_per_process,
-            sampled=self._rollout_generator(sampled, settings.eval.n),
-            greedy=self._rollout_generator(greedy, 1),
+            sampled=self._rollout_generator(sampled, settings.eval.n, settings, pool),
+            greedy=self._rollout_generator(greedy, 1, settings, pool),
             key=self.replicated_key(jax.random.key(settings.seed + 1)),
             samples_file=self.workdir / "eval_samples.jsonl",
             source=settings.data.val,
@@ -406,12 +476,19 @@ class Trainer:
             self.critic_params, self.critic_opt_state = restored.critic_params, restored.critic_opt_state
         self.best_score = restored.best_score
         self.base_key = self.replicated_key(restored.rng_key)
-        self._restore_data_position(restored.data_state)
+        phase = self._phase_at(self.step)
+        if phase is self.phase:
+            self._restore_data_position(restored.data_state)
+        else:
+            self._enter_phase(phase, restored.data_state)
         logger.info("resumed from step %d (%s)", self.step, self.checkpointer.directory)
 
     def _restore_data_position(self, data_state: dict) -> None:
-        """Each process takes its own saved iterator state; a checkpoint of another process count restarts the
-        data stream from its seed (the parameters, optimizer state and step still resume)."""
+        """Each process takes its own saved iterator state (of the current stage: a state saved at the end of the
+        previous one is not taken, the new stage's stream starts); a checkpoint of another process count restarts
+        the data stream from its seed (the parameters, optimizer state and step still resume)."""
+        if data_state.get("stage", 0) != self.phase.stage:
+            return
         states = data_state.get("processes", [data_state])
         if len(states) != jax.process_count():
             logger.warning(
@@ -427,7 +504,7 @@ class Trainer:
     def _save(self, metrics: dict) -> None:
         """Saves the step's checkpoint: parameters, optimizer state (the critic's too), run key, every process's data
         position, the best score and the step's `val/` metrics."""
-        data_state = {"processes": allgather_json(self.train_batches.get_state())}
+        data_state = {"stage": self.phase.stage, "processes": allgather_json(self.train_batches.get_state())}
         self.checkpointer.save(
             self.step,
             self.params,
@@ -692,7 +769,9 @@ class Trainer:
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
         metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
         metrics.update({f"data/{k}": float(v) for k, v in self.data_counts().items()})
-        metrics["compile/sampler_programs"] = float(self.programs.sampler.compilations)
+        metrics["compile/sampler_programs"] = float(sum(p.sampler.compilations for p in self._programs.values()))
+        metrics["stage"] = float(self.phase.stage)
+        metrics["rollout/max_new_tokens"] = float(settings.rollout.max_new_tokens)
         return metrics
 
     def data_counts(self) -> dict[str, int]:
@@ -756,6 +835,8 @@ class Trainer:
         try:
             while self.step < total:
                 self.checkpointer.raise_if_a_save_failed()
+                if self.step >= self.phase.last_step:
+                    self._enter_phase(self._phase_at(self.step))
                 metrics = self.train_step()
                 self.step += 1
                 self._report_skipped_records(metrics, skipped_before)
@@ -807,7 +888,8 @@ class Trainer:
 
     def close(self) -> None:
         """Releases the reward workers, the checkpointer (waiting for a checkpoint in flight) and the writers."""
-        self.reward_pool.close()
+        for pool in self._reward_pools.values():
+            pool.close()
         self.checkpointer.close()
         self.writer.close()
 
