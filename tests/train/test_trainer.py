@@ -49,6 +49,7 @@ def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     assert trainer.checkpointer.latest_step() == 1
 
 
+@pytest.mark.slow
 def test_a_cppo_step_fills_its_update_batch_from_two_prompt_batches(demo_cache, tmp_path):
     """n = 4, prune 0.5: k = 2, so the step generates two prompt batches of 4 prompts, merges them into one rollout
     batch of 8 groups, and the update trains on 2 of each: 16 rows, GRPO's 4 x 4, in 2 mini-batches of 8."""
