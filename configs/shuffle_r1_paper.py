@@ -14,8 +14,9 @@ Arguments (after the file name, comma-separated key=value):
              load: give a local directory. The memory planner reads the dimensions from the hub id.
   dataset    geo3k | mmrl30k (default geo3k): data.train / data.val default to data/<name>@train / @test (the
              layout of the download above) and train.total_steps to 20 epochs of 512 prompts.
-  algorithm  any rl.algorithm (default shuffle_r1). grpo and dapo sample n = 8 (the paper compares at the same
-             update rollout size: Shuffle-R1 samples 16 and keeps half).
+  algorithm  any rl.algorithm (default shuffle_r1). grpo, dapo and cppo sample n = 8 (the paper compares at the
+             same update rollout size: Shuffle-R1 samples 16 and keeps half; cppo's fill generates two prompt
+             batches of 8 and keeps 4 of each group, `rl.cppo_fill`).
 
 Memory: each model size gets the mesh and memory settings the compile-time memory plan found for its machine
 (`MEMORY` below; `python scripts/memory_plan.py --config configs/shuffle_r1_paper.py:model=3b`; the figures, the
@@ -96,7 +97,7 @@ def get_config(arg: str | None = None):
     c.rl.abs_single_round = "all_pairs"
     c.eval.top_p = 0.99
     c.rl.algorithm = args.algorithm
-    c.rollout.n = 8 if args.algorithm in ("grpo", "dapo") else 16
+    c.rollout.n = 8 if args.algorithm in ("grpo", "dapo", "cppo") else 16
     c.train.total_steps = EPOCHS * (examples // c.data.rollout_batch_prompts)
     memory = MEMORY[args.model]
     c.mesh.preset = memory.mesh

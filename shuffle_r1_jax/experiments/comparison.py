@@ -209,8 +209,8 @@ def read_history(workdir: str | Path, rollouts_per_batch: int, update_rows: int,
 
     Args:
       workdir: the run's directory.
-      rollouts_per_batch: the run's rollout batch rows (prompts x n); times DAPO's `dapo/tries` (1 for the
-        others) it is the rollouts generated per step.
+      rollouts_per_batch: the run's rollout batch rows (prompts x n, times `rl.fill_batches` with CPPO's fill);
+        times DAPO's `dapo/tries` (1 for the others) it is the rollouts generated per step.
       update_rows: the run's update-batch rows per step.
       seed: the run's seed.
 

@@ -28,7 +28,6 @@ from shuffle_r1_jax.experiments.comparison import (
     summarize,
 )
 from shuffle_r1_jax.experiments.plots import plot_comparison
-from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train.settings import RunSettings, prepare, resolve, set_key
 from shuffle_r1_jax.train.trainer import Trainer, write_summary
 
@@ -103,9 +102,10 @@ def run_comparison(config: ConfigDict, specs: list[RunSpec], out: Path) -> float
 
 
 def _batch_sizes(settings: RunSettings) -> tuple[int, int]:
-    """(rollouts generated per rollout batch before DAPO's refills, update-batch rows) of a run's settings."""
+    """(rollouts generated per rollout batch before DAPO's refills, CPPO's fill included; update-batch rows) of a
+    run's settings."""
     prompts = settings.data.rollout_batch_prompts
-    return prompts * settings.rollout.n, prompts * rows_per_prompt(settings.rl.selection)
+    return prompts * settings.rl.fill_batches * settings.rollout.n, prompts * settings.rl.update_rows_per_prompt
 
 
 def _run_line(name: str, settings: RunSettings) -> str:

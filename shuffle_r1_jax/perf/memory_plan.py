@@ -49,7 +49,6 @@ from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import suffix_layout
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES, mirror_shardings, param_shardings
-from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.rollout.types import Rollouts
 from shuffle_r1_jax.train.programs import CriticModel, SpecialTokens, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -342,9 +341,11 @@ def plan_memory(
         critic=critic,
     )
     t = config.text
-    prompts_total = settings.data.rollout_batch_prompts
+    # the rollout batch the passes after sampling read: CPPO's fill merges rl.fill_batches prompt batches into it, each
+    # sampled on its own (a sampler call holds at most one batch)
+    prompts_total = settings.data.rollout_batch_prompts * settings.rl.fill_batches
     rows_total = prompts_total * rollout.n
-    sampler_prompts = rollout.prompts_per_sampler_call or prompts_total
+    sampler_prompts = rollout.prompts_per_sampler_call or settings.data.rollout_batch_prompts
     _, response_capacity = suffix_layout(rollout.max_new_tokens, step.sampler.decode_block)
     log(
         f"{model_name}: {count(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))} parameters; mesh "
@@ -439,7 +440,7 @@ def plan_memory(
     critic_features = features if settings.critic is not None and settings.critic.share_image_features else None
     if not settings.optimizer.freeze_vision:
         features = None  # a trained vision tower runs inside the log-prob and train programs
-    mini_rows = prompts_total * rows_per_prompt(settings.rl.selection) // train.num_minibatches
+    mini_rows = settings.data.rollout_batch_prompts * settings.rl.update_rows_per_prompt // train.num_minibatches
     update_rows = [_array(mesh, (mini_rows,), jnp.int32) for _ in range(train.num_minibatches)]
     # the passes' largest form is the padded one: a packing plan has fewer rows than its micro-batch has sequences
     # (the trainer runs a pass padded when packing would not save a row)
@@ -543,7 +544,7 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
     m, rollout = s.model, s.rollout
     budget = device_memory_gib * GiB
     mini = s.data.rollout_batch_prompts // s.train.num_minibatches
-    micro = s.data.rollout_batch_prompts * rows_per_prompt(s.rl.selection) // s.train.num_minibatches
+    micro = s.data.rollout_batch_prompts * s.rl.update_rows_per_prompt // s.train.num_minibatches
     micro //= s.train.micro_batches
     lines = [
         f"{plan.model_name}, {count(plan.num_params)} parameters; mesh (data, fsdp, tensor) = {s.mesh_shape} on "
@@ -551,7 +552,9 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
         f"{m.remat}, attention {m.attention_impl}, vision {'frozen' if s.optimizer.freeze_vision else 'trained'}, "
         f"algorithm {s.rl.algorithm} (selector {s.rl.selection.selection}"
         f"{', a critic' if s.critic is not None else ''}).",
-        f"Batch: {s.data.rollout_batch_prompts} prompts x n={rollout.n}, prompt {s.data.buckets.max_prompt_length} + "
+        f"Batch: {s.data.rollout_batch_prompts} prompts x n={rollout.n}"
+        f"{f' x {s.rl.fill_batches} prompt batches (CPPO fill)' if s.rl.fill_batches > 1 else ''}, prompt "
+        f"{s.data.buckets.max_prompt_length} + "
         f"response {rollout.max_new_tokens} tokens, {plan.data.images_per_prompt} image(s) of "
         f"{plan.data.image_tokens} tokens per prompt, mini-batch {mini} prompts, micro-batch {micro} rows.",
         "",

@@ -37,7 +37,6 @@ from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.models.qwen2_5_vl.flops import decoder_forward_flops, vision_forward_flops
 from shuffle_r1_jax.perf.compiles import CompileEvent, CompileMonitor
 from shuffle_r1_jax.perf.peak import Peak
-from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.rollout.types import Rollouts
 from shuffle_r1_jax.train.programs import SpecialTokens, StepPrograms, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -145,7 +144,7 @@ def analytic_flops(name: str, args: tuple, settings: RunSettings, config: Qwen25
 def one_trip_programs(trainer: Trainer) -> StepPrograms:
     """The trainer's programs built with their loops at one trip: one micro-batch per pass, one vocabulary chunk."""
     s = trainer.settings
-    rows = s.data.rollout_batch_prompts * rows_per_prompt(s.rl.selection)
+    rows = s.data.rollout_batch_prompts * s.rl.update_rows_per_prompt
     settings = dataclasses.replace(
         s,
         train=dataclasses.replace(s.train, micro_batches=1, logprob_micro_batch_rows=rows),

@@ -365,6 +365,23 @@ def cppo_num_kept(group_size: int, prune_ratio: float) -> int:
     return k
 
 
+def cppo_fill_batches(group_size: int, prune_ratio: float) -> int:
+    """Prompt batches CPPO's fill merges into one rollout batch, m = ceil(n / k) with k = `cppo_num_kept`: the m * k
+    rollouts kept per prompt of the step's batch fill the n slots pruning freed (m * k >= n; equal when k divides n).
+
+    Args:
+      group_size: n, rollouts per group.
+      prune_ratio: fraction of each group to prune, in [0, 1).
+
+    Returns:
+      m >= 1 (1 at prune_ratio 0).
+
+    Raises:
+      ValueError: as `cppo_num_kept`.
+    """
+    return -(-group_size // cppo_num_kept(group_size, prune_ratio))
+
+
 def cppo_prune(advantages: jax.Array, prune_ratio: float) -> jax.Array:
     """CPPO: per group, the indices of the k = int(n (1 - prune_ratio)) rollouts with the largest |A|.
 

@@ -135,6 +135,11 @@ def base_config() -> ConfigDict:
     # layout, k device chunks each cut into the mini-batches (its 8 GPUs: step j sees piece j of every round)
     c.rl.update_chunks = 0
     c.rl.cppo_prune = 0.5  # CPPO pruning ratio
+    # CPPO's dynamic completion allocation, wherever the "cppo" selector prunes (rl.algorithm = "cppo" or rl.selector):
+    # m = ceil(n / k) prompt batches (the step's and the next m - 1 of the stream; k = int(n (1 - cppo_prune))) are
+    # generated and merged into one rollout batch, so the kept m * k rows per prompt fill the update batch (all kept,
+    # m * k >= n); False = one prompt batch, k rows per prompt
+    c.rl.cppo_fill = True
     c.rl.dynamic_sampling_max_tries = (
         3  # DAPO: prompt batches generated at most to fill the batch with informative groups
     )

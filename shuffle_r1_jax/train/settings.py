@@ -39,7 +39,7 @@ from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import OVERLONG_PROMPTS, load_prompt_format
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
-from shuffle_r1_jax.rl.advantages import available_advantage_estimators
+from shuffle_r1_jax.rl.advantages import available_advantage_estimators, cppo_fill_batches
 from shuffle_r1_jax.rl.algorithms import Algorithm, get_algorithm
 from shuffle_r1_jax.rl.batch_shuffle import ABS_SAMPLINGS, PAIR_WEIGHT_KINDS
 from shuffle_r1_jax.rl.gae import GAEConfig
@@ -281,6 +281,9 @@ class RLSettings:
         `rl.whiten_advantages` with the algorithm's defaults and fixed values), None for the others.
       mask_truncated: `rl.mask_truncated`, responses cut at `rollout.max_new_tokens` are masked out of the policy
         loss (DAPO's overlong filtering); a critic still trains on them.
+      fill_batches: prompt batches generated and merged into one rollout batch per step: CPPO's fill
+        (`rl.cppo_fill` with the "cppo" selector) takes m = ceil(n / k) (`rl.advantages.cppo_fill_batches`), so the
+        pruned groups of m batches fill the update batch; 1 otherwise.
 
     Raises:
       ConfigError: the estimator or selector is not registered, `dynamic_sampling_max_tries` is not >= 1, or
@@ -296,6 +299,18 @@ class RLSettings:
     old_logprobs: str
     gae: GAEConfig | None = None
     mask_truncated: bool = False
+    fill_batches: int = 1
+
+    @property
+    def update_rows_per_prompt(self) -> int:
+        """Update-batch rows per prompt of the step's own prompt batch: the selector's `rows_per_prompt` for each of
+        the `fill_batches` merged batches (CPPO's fill keeps all m * k, not trimmed to n: no completion generated and
+        ranked is dropped, at most k - 1 rows per prompt more than GRPO's n).
+
+        Raises:
+          ValueError: as `rl.selection.rows_per_prompt`.
+        """
+        return self.fill_batches * rows_per_prompt(self.selection)
 
     def __post_init__(self):
         _require(
@@ -781,6 +796,16 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
         update_chunks=c.rl.update_chunks,
     )
     _require(0 <= c.rl.cppo_prune < 1, f"rl.cppo_prune = {c.rl.cppo_prune} must be in [0, 1)")
+    selection = dataclasses.replace(selection, **dict(algorithm.selection))
+    fill = c.rl.cppo_fill and selection.selection == "cppo"
+    _require(
+        not (fill and algorithm.dynamic_sampling),
+        f"rl.cppo_fill = True with rl.algorithm = {c.rl.algorithm!r} and rl.selector = 'cppo': DAPO's dynamic "
+        "sampling already refills the rollout batch; set rl.cppo_fill = False",
+    )
+    fill_batches = 1
+    if fill:
+        fill_batches = _converted((ValueError,), lambda: cppo_fill_batches(n, selection.cppo_prune))
     if selector in ("pts", "pts_abs"):
         _require(
             n % 2 == 0,
@@ -791,13 +816,14 @@ def _rl_settings(c: ConfigDict, algorithm: Algorithm, n: int) -> RLSettings:
     return RLSettings(
         algorithm=c.rl.algorithm,
         estimator=algorithm.estimator,
-        selection=dataclasses.replace(selection, **dict(algorithm.selection)),
+        selection=selection,
         dynamic_sampling=algorithm.dynamic_sampling,
         dynamic_sampling_max_tries=c.rl.dynamic_sampling_max_tries,
         dynamic_sampling_fallback=c.rl.dynamic_sampling_fallback,
         old_logprobs=c.rl.old_logprobs,
         gae=gae if algorithm.critic else None,
         mask_truncated=c.rl.mask_truncated,
+        fill_batches=fill_batches,
     )
 
 
@@ -857,7 +883,9 @@ def _train_settings(
         mini >= 1 and prompts % mini == 0,
         f"train.minibatch_prompts = {mini} must divide data.rollout_batch_prompts = {prompts}",
     )
-    per_prompt = _converted((ValueError,), lambda: rows_per_prompt(rl.selection))
+    # with CPPO's fill the rollout batch holds fill_batches x data.rollout_batch_prompts prompts; every count below is
+    # per prompt of the step's own batch, so the mini-batches still cut it into train.num_minibatches steps
+    per_prompt = _converted((ValueError,), lambda: rl.update_rows_per_prompt)
     if rl.selection.selection == "pts_abs":
         pairs = prompts * per_prompt // 2
         _require(
@@ -901,7 +929,7 @@ def _train_settings(
         num_minibatches=prompts // mini,
         micro_batches=rows_per_mini // micro,
         logprob_micro_batch_rows=largest_divisor(prompts * per_prompt, c.train.micro_batch_rows),
-        value_micro_batch_rows=largest_divisor(prompts * rollout.n, c.train.micro_batch_rows),
+        value_micro_batch_rows=largest_divisor(prompts * rl.fill_batches * rollout.n, c.train.micro_batch_rows),
         pack_sequences=c.train.pack_sequences,
         max_nonfinite_in_a_row=c.train.max_nonfinite_in_a_row,
     )

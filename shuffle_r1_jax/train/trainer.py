@@ -53,6 +53,7 @@ from shuffle_r1_jax.rewards.health import AllFailedSteps
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rollout.dynamic_sampling import fill_informative
 from shuffle_r1_jax.rollout.generate import RolloutGenerator
+from shuffle_r1_jax.rollout.merge import merge_batches
 from shuffle_r1_jax.rollout.metrics import group_pass_rates, rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
@@ -551,18 +552,24 @@ class Trainer:
 
         Returns:
           (the scored rollout batch, its refill statistics). With DAPO's dynamic sampling the batch is refilled
-          with informative groups from further prompt batches; without it the statistics are empty.
+          with informative groups from further prompt batches; with CPPO's fill it merges `rl.fill_batches` prompt
+          batches (the step's and the next of the stream: `fill_batches` x the prompts), statistic
+          `cppo/prompt_batches`; otherwise the statistics are empty.
         """
-        if not self.settings.rl.dynamic_sampling:
-            return self._generate_tracked(batch, keys.sample()), {}
         rl = self.settings.rl
-        attempts = iter(range(rl.dynamic_sampling_max_tries))
+        if not rl.dynamic_sampling and rl.fill_batches == 1:
+            return self._generate_tracked(batch, keys.sample()), {}
+        attempts = iter(range(rl.dynamic_sampling_max_tries if rl.dynamic_sampling else rl.fill_batches))
 
         def sample() -> ScoredRollouts:
             attempt = next(attempts)
             prompts = batch if attempt == 0 else next(self.train_batches)
             return self._generate_tracked(prompts, keys.sample(attempt))
 
+        if not rl.dynamic_sampling:
+            scored = [sample() for _ in range(rl.fill_batches)]
+            merged = merge_batches(scored, self.settings.rollout.n, self.encoder.pad_token_id, self.placer)
+            return merged, {"cppo/prompt_batches": float(rl.fill_batches)}
         return fill_informative(
             sample,
             self.settings.data.prompts_per_process,
@@ -765,7 +772,8 @@ class Trainer:
             metrics["critic/pretraining"] = float(self.pretraining_critic)
             metrics["critic/learning_rate"] = float(self.critic_schedule(self.step * minibatches))
         total = time.perf_counter() - start
-        tokens = metrics["response_length/mean"] * settings.data.rollout_batch_prompts * settings.rollout.n
+        generated = settings.data.rollout_batch_prompts * settings.rl.fill_batches * settings.rollout.n
+        tokens = metrics["response_length/mean"] * generated
         metrics.update({f"timing/{k}": v for k, v in timings.items()})
         metrics.update({"timing/step": total, "throughput/tokens_per_s": tokens / total})
         metrics.update({f"data/{k}": float(v) for k, v in self.data_counts().items()})
@@ -881,10 +889,10 @@ class Trainer:
 
     def _reward_outcomes(self, metrics: dict) -> tuple[dict[str, float], int]:
         """(failed samples by reason, samples scored) of a step over all processes, from its metrics; a DAPO step
-        scored `dapo/tries` rollout batches."""
+        scored `dapo/tries` prompt batches, a CPPO step with fill `rl.fill_batches`."""
         failed = {k.removeprefix("reward_failures/"): v for k, v in metrics.items() if k.startswith("reward_failures/")}
         batch = self.settings.data.rollout_batch_prompts * self.settings.rollout.n
-        return failed, batch * int(metrics.get("dapo/tries", 1))
+        return failed, batch * int(metrics.get("dapo/tries", self.settings.rl.fill_batches))
 
     def close(self) -> None:
         """Releases the reward workers, the checkpointer (waiting for a checkpoint in flight) and the writers."""

@@ -15,7 +15,7 @@ import pytest
 
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.processing.batch import PromptBatch
-from shuffle_r1_jax.rollout.dynamic_sampling import concat_prompts
+from shuffle_r1_jax.rollout.merge import concat_prompts
 from shuffle_r1_jax.train.trainer import Trainer
 from tests.parallel.test_sharded_train_step import ATOL, RTOL, chunked_step_config, step_config
 from tests.train.conftest import make_trainer

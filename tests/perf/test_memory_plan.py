@@ -156,3 +156,14 @@ def test_a_critic_is_planned_beside_the_policy():
     assert step.alias_size_in_bytes >= plan.critic_params + plan.critic_opt_state
     text = mp.format_plan(plan)
     assert "| critic parameters |" in text and "| critic_step |" in text
+
+
+def test_cppo_fill_plans_the_merged_rollout_batch_and_its_full_update_batch():
+    """cppo at n = 4, prune 0.5 (k = 2): two prompt batches of 8 merged, 64 rollout rows; the old log-probs cover the
+    2 x 8 x 2 = 32 kept rows (GRPO's 8 x 4), the sampler still 8 prompts per call."""
+    plan = planned(("old_logprobs",), rl__algorithm="cppo")
+    program = plan.program("old_logprobs")
+    assert program.stats is not None, program.error
+    assert program.shape.startswith("32 update rows of 64,")
+    assert "8 prompts x n=4 x 2 prompt batches (CPPO fill)" in mp.format_plan(plan)
+    assert planned((), rl__algorithm="cppo", rl__cppo_fill=False).settings.rl.update_rows_per_prompt == 2

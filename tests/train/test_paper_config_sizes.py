@@ -8,7 +8,6 @@ import pytest
 
 from shuffle_r1_jax.models.qwen2_5_vl.config import config_of_checkpoint
 from shuffle_r1_jax.parallel.mesh_config import PRESETS
-from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "shuffle_r1_paper.py"
@@ -38,5 +37,5 @@ def test_the_large_sizes_plan_on_their_mesh_presets(model, layers, hidden):
         settings.resolve(c, check_inputs=False)
     c.mesh.preset = ""
     run = settings.resolve(c, check_inputs=False)
-    update_rows = c.data.rollout_batch_prompts * rows_per_prompt(run.rl.selection) // run.train.num_minibatches
+    update_rows = c.data.rollout_batch_prompts * run.rl.update_rows_per_prompt // run.train.num_minibatches
     assert update_rows % c.train.micro_batch_rows == 0

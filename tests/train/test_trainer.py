@@ -18,7 +18,6 @@ import pytest
 
 from shuffle_r1_jax.rewards.health import RewardHealthError
 from shuffle_r1_jax.rl.algorithms import ALGORITHMS
-from shuffle_r1_jax.rl.selection import rows_per_prompt
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
 from shuffle_r1_jax.train.export import export_trainer_checkpoint
@@ -36,7 +35,8 @@ def _run(config, workdir, **kwargs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", sorted(set(ALGORITHMS) - {"ppo", "vc_ppo"}))  # they train in the tests below
+# they train in the tests below
+@pytest.mark.parametrize("algorithm", sorted(set(ALGORITHMS) - {"ppo", "vc_ppo", "cppo"}))
 def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     c = tiny_trainer_config(demo_cache)
     c.rl.algorithm = algorithm
@@ -47,6 +47,34 @@ def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
     assert len(lines) == 1 and '"pg_loss"' in lines[0] and '"advantage/collapse_before"' in lines[0]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
     assert trainer.checkpointer.latest_step() == 1
+
+
+@pytest.mark.slow
+def test_a_cppo_step_fills_its_update_batch_from_two_prompt_batches(demo_cache, tmp_path):
+    """n = 4, prune 0.5: k = 2, so the step generates two prompt batches of 4 prompts, merges them into one rollout
+    batch of 8 groups, and the update trains on 2 of each: 16 rows, GRPO's 4 x 4, in 2 mini-batches of 8."""
+    import dataclasses
+
+    seen = {}
+
+    def instrument(programs):
+        def select(rollout_advantages, key):
+            rows, valid, stats = programs.select(rollout_advantages, key)
+            seen["groups"], seen["rows"] = rollout_advantages.shape, [r.shape[0] for r in rows]
+            return rows, valid, stats
+
+        return dataclasses.replace(programs, select=select)
+
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = "cppo"
+    c.train.total_steps = 1
+    params, summary, _ = _run(c, tmp_path, instrument=instrument)
+    assert summary.steps == 1
+    assert seen == {"groups": (8, 4), "rows": [8, 8]}
+    (metrics,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert metrics["cppo/prompt_batches"] == 2.0 and "pg_loss" in metrics and "advantage/collapse_before" in metrics
+    assert metrics["data/records_read"] - metrics["data/bad_records/total"] == 8  # two batches of 4 prompts
+    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
 
 
 def test_a_frozen_vision_tower_runs_once_per_step(demo_cache, tmp_path, monkeypatch):
@@ -137,14 +165,23 @@ def test_bf16_compute_keeps_fp32_master_parameters_and_optimizer_state(demo_cach
 
 def test_update_arithmetic_matches_the_paper():
     """512 prompts x 16 rollouts, alpha 0.5, S = 8, mini-batches of 128 prompts: 4 optimizer steps per rollout
-    batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step)."""
+    batch; Shuffle-R1 trains on 512 x 8 = 4096 rows (1024 per step), GRPO on 8192 (2048 per step), CPPO with its fill
+    on the 8 kept of 16 of two prompt batches (2048 per step), without it on 1024."""
     c = base_config()
-    for algorithm, rows_per_step in (("shuffle_r1", 1024), ("grpo", 2048), ("pts_only", 1024), ("cppo", 1024)):
-        c.rl.algorithm = algorithm
+    for algorithm, fill, rows_per_step in (
+        ("shuffle_r1", 1, 1024),
+        ("grpo", 1, 2048),
+        ("pts_only", 1, 1024),
+        ("cppo", 2, 2048),
+        ("cppo_no_fill", 1, 1024),
+    ):
+        c.rl.algorithm = algorithm.removesuffix("_no_fill")
+        c.rl.cppo_fill = not algorithm.endswith("_no_fill")
         run = settings.resolve(c, check_inputs=False)
-        assert run.train.num_minibatches == 4
-        assert 128 * rows_per_prompt(run.rl.selection) == rows_per_step
+        assert run.train.num_minibatches == 4 and run.rl.fill_batches == fill
+        assert 128 * run.rl.update_rows_per_prompt == rows_per_step
         assert run.train.micro_batches == rows_per_step // c.train.micro_batch_rows
+        assert run.train.logprob_micro_batch_rows == c.train.micro_batch_rows
     assert 512 * 8 // 2 // c.rl.abs_rounds == 256  # pairs per ABS round; 8 rounds x 256 pairs = 4096 rows
 
 
@@ -371,6 +408,7 @@ def _config_file(name: str):
     "arg, checkpoint, n, steps",
     [
         (None, "Qwen/Qwen2.5-VL-3B-Instruct", 16, 80),
+        ("algorithm=cppo", "Qwen/Qwen2.5-VL-3B-Instruct", 8, 80),  # fills two prompt batches, keeps 4 of 8 each
         ("model=7b,dataset=geo3k", "Qwen/Qwen2.5-VL-7B-Instruct", 16, 80),
         ("model=7b,dataset=mmrl30k,algorithm=grpo", "Qwen/Qwen2.5-VL-7B-Instruct", 8, 1160),
     ],
@@ -381,7 +419,7 @@ def test_the_paper_config_takes_arguments(arg, checkpoint, n, steps):
     run = settings.resolve(c, check_inputs=False)
     assert run.model.checkpoint == checkpoint and run.rollout.n == n and run.train.total_steps == steps
     assert run.train.num_minibatches == 4 and run.rollout.prompts_per_sampler_call == 32
-    assert 128 * rows_per_prompt(run.rl.selection) == 1024  # the paper's update rows per optimizer step, any algorithm
+    assert 128 * run.rl.update_rows_per_prompt == 1024  # the paper's update rows per optimizer step, any algorithm
     # the official code's choices: mathruler grader, no dual clip, validation top-p of the rollouts
     assert (run.reward.name, run.loss.dual_clip, run.eval.top_p) == ("math_official", None, 0.99)
     assert (run.loss.agg_mode, run.loss.agg_group_rows, run.rl.selection.update_chunks) == ("micro-token-mean", 4, 8)
@@ -551,6 +589,24 @@ def test_ppo_takes_shuffle_r1s_selection_by_rl_selector():
     c.rollout.n = 5
     with pytest.raises(settings.ConfigError, match="rollout.n = 5 is odd.*selector 'pts_abs'"):
         settings.resolve(c, check_inputs=False)
+
+
+def test_cppo_fill_follows_the_cppo_selector_and_is_refused_beside_dapos_refill():
+    """The fill merges ceil(n / k) prompt batches wherever the "cppo" selector prunes (rl.selector too), none for
+    the other selectors; DAPO's own refill and the fill together are named."""
+    c = base_config()
+    c.rollout.n, c.rl.cppo_prune = 8, 0.3  # k = int(8 x 0.7) = 5: m = 2 batches, 10 rows per prompt (not trimmed)
+    for algorithm, selector, fill, per_prompt in (("cppo", "", 2, 10), ("grpo", "cppo", 2, 10), ("grpo", "", 1, 8)):
+        c.rl.algorithm, c.rl.selector = algorithm, selector
+        run = settings.resolve(c, check_inputs=False)
+        assert (run.rl.fill_batches, run.rl.update_rows_per_prompt) == (fill, per_prompt)
+    c.rl.algorithm, c.rl.cppo_prune = "cppo", 0.0  # nothing pruned, nothing to fill
+    assert settings.resolve(c, check_inputs=False).rl.fill_batches == 1
+    c.rl.algorithm, c.rl.selector = "dapo", "cppo"
+    with pytest.raises(settings.ConfigError, match="rl.cppo_fill = True with rl.algorithm = 'dapo'"):
+        settings.resolve(c, check_inputs=False)
+    c.rl.cppo_fill = False
+    assert settings.resolve(c, check_inputs=False).rl.fill_batches == 1
 
 
 def test_the_demo_config_file_resolves_without_building_anything(tmp_path):
