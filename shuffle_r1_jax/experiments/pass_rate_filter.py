@@ -353,7 +353,7 @@ def filter_statistics(measured: MeasuredPassRates, band: PassRateBand, n: int) -
         "kept": counts["kept"],
         "dropped": {v: counts[v] for v in ("always_right", "always_wrong", "below_min", "above_max")},
         "mean_pass_rate": float(usable.mean()) if len(usable) else None,
-        "histogram": {"edges": edges.tolist(), "counts": np.histogram(usable, edges)[0].tolist()},
+        "histogram": {"edges": np.round(edges, 6).tolist(), "counts": np.histogram(usable, edges)[0].tolist()},
         "right_of_n": {str(k): int(c) for k, c in enumerate(right)},
         "data_sources": per_source,
         "reward_failures": measured.reward_failures,
