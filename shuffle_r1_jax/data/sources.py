@@ -156,6 +156,26 @@ class _ParquetFile:
             raise DataSpecError(f"{self.path}: column {name!r} not found")
         return pq.read_table(self.path, columns=[name]).column(name).to_pylist()
 
+    def write_rows(self, rows: np.ndarray, extra: dict[str, np.ndarray], out: Path) -> None:
+        """Writes the rows `rows` of this file (every column, in the given order) with the `extra` columns (each
+        one value per written row; a column of the same name is replaced) to the parquet file `out`; a Hugging
+        Face `datasets` schema in the file's metadata gets the extra columns' features."""
+        table = pq.read_table(self.path).take(pa.array(rows, pa.int64()))
+        metadata = dict(table.schema.metadata or {})
+        for name, values in extra.items():
+            if name in table.column_names:
+                table = table.drop_columns([name])
+            table = table.append_column(name, pa.array(values))
+        if b"huggingface" in metadata:
+            info = json.loads(metadata[b"huggingface"])
+            features = info.get("info", {}).get("features")
+            if isinstance(features, dict):
+                features.update(
+                    {name: {"dtype": values.dtype.name, "_type": "Value"} for name, values in extra.items()}
+                )
+                metadata[b"huggingface"] = json.dumps(info).encode()
+        pq.write_table(table.replace_schema_metadata(metadata), out)
+
     def record(self, row: int, columns: Columns) -> RawRecord:
         def value(name: str | None) -> Any:
             return self.columns[name][row].as_py() if name in self.columns else None
@@ -195,6 +215,15 @@ class _JsonlFile:
                 data = None
             values.append(data.get(name) if isinstance(data, dict) else None)
         return values
+
+    def write_rows(self, rows: np.ndarray, extra: dict[str, np.ndarray], out: Path) -> None:
+        """Writes the lines of the rows `rows` (each a readable JSON object) with the `extra` keys added (one value
+        per written row; a key of the same name is replaced) to the jsonl file `out`, one object a line."""
+        with open(out, "w", encoding="utf-8") as f:
+            for i, row in enumerate(rows):
+                data = json.loads(self.lines[row].decode("utf-8"))
+                data.update({name: values[i].item() for name, values in extra.items()})
+                f.write(json.dumps(data, ensure_ascii=False) + "\n")
 
     def record(self, row: int, columns: Columns) -> RawRecord:
         record_id = f"{self.path} line {int(self.line_numbers[row])}"
@@ -268,6 +297,36 @@ class RecordSource:
         file = int(np.searchsorted(self._starts, index, side="right")) - 1
         record = self._files[file].record(index - int(self._starts[file]), self.columns)
         return dataclasses.replace(record, record_index=index)
+
+    def write_subset(self, indices: np.ndarray, out_dir: Path, extra: dict[str, np.ndarray]) -> list[Path]:
+        """Writes the records at `indices` in this source's layout: for each data file, a file of the same format
+        in `out_dir` holding its selected records in order, with every original column (parquet) or key (jsonl)
+        and the `extra` columns.
+
+        The files keep their names when those are distinct and already in record order when sorted; otherwise
+        each name gets its position as a prefix (`0000-train.parquet`, ...), so the directory `out_dir` as a
+        dataset spec reads the records in this source's order.
+
+        Args:
+          indices: `int64[K]` ascending record indices of readable records.
+          out_dir: an existing directory.
+          extra: column name -> `[K]` numpy values (one per selected record; float64, int64 or bool).
+
+        Returns:
+          The written files, in record order (one per data file, empty ones included).
+        """
+        indices = np.asarray(indices, np.int64)
+        names = [f.path.name for f in self._files]
+        if len(set(names)) < len(names) or sorted(names) != names:
+            names = [f"{position:04d}-{name}" for position, name in enumerate(names)]
+        written = []
+        for position, (file, name) in enumerate(zip(self._files, names)):
+            start, stop = int(self._starts[position]), int(self._starts[position + 1])
+            chosen = (indices >= start) & (indices < stop)
+            out = out_dir / name
+            file.write_rows(indices[chosen] - start, {k: np.asarray(v)[chosen] for k, v in extra.items()}, out)
+            written.append(out)
+        return written
 
     def __repr__(self) -> str:
         return f"RecordSource({self.specs!r}, {len(self)} records)"

@@ -78,7 +78,7 @@ class Evaluator:
                     f"{batches.counts()}); use fewer processes or more validation data"
                 )
             weight = 0 if batch is None else batch.batch_size
-            batch = last if batch is None else _repeat_last_prompt(batch, self.batch_size)
+            batch = last if batch is None else repeat_last_prompt(batch, self.batch_size)
             seen += weight
             last = batch
             yield batch, weight
@@ -140,7 +140,7 @@ def _add(sums: dict, name: str, values: np.ndarray) -> None:
     sums[name][1] += float(len(values))
 
 
-def _repeat_last_prompt(batch: PromptBatch, size: int) -> PromptBatch:
+def repeat_last_prompt(batch: PromptBatch, size: int) -> PromptBatch:
     """`batch` grown to `size` prompts by repeating its last prompt (its image slots point at the same images)."""
     extra = size - batch.batch_size
     if extra == 0:
@@ -151,5 +151,6 @@ def _repeat_last_prompt(batch: PromptBatch, size: int) -> PromptBatch:
         batch,
         inputs=batch.inputs.take_rows(take),
         prompt_lengths=batch.prompt_lengths[take],
+        record_indices=batch.record_indices[take],
         **{f: tuple(getattr(batch, f)[i] for i in take) for f in fields},
     )

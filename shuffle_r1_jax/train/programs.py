@@ -325,7 +325,7 @@ def build_step_programs(
       The `StepPrograms`; each has `.lower(*args)` for ahead-of-time compilation.
     """
     rollout, loss, train = settings.rollout, settings.loss, settings.train
-    sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
+    image_features, sampler = build_rollout_programs(settings, graphdef, mesh, tokens)
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def minibatch_step(step, graphdef, optimizer, cfg, param_shardings, opt_shardings):
@@ -374,10 +374,8 @@ def build_step_programs(
             factor=reward.overlong_factor,
         )
     return StepPrograms(
-        image_features=BoundProgram(_image_features, graphdef=graphdef),
-        sampler=Sampler(
-            graphdef, sampling, mesh=mesh, decode_block=rollout.decode_block, decode_stages=rollout.decode_stages
-        ),
+        image_features=image_features,
+        sampler=sampler,
         advantages=BoundProgram(_advantages, estimator=settings.rl.estimator, n=rollout.n),
         select=BoundProgram(select_minibatches, selection=settings.rl.selection, minibatches=train.num_minibatches),
         selection_metrics=BoundProgram(_selection_metrics),
@@ -397,6 +395,29 @@ def build_step_programs(
         overlong_penalty=overlong,
         **critic_programs,
     )
+
+
+def build_rollout_programs(
+    settings: RunSettings, graphdef: nnx.GraphDef, mesh: Mesh, tokens: SpecialTokens
+) -> tuple[BoundProgram, Sampler]:
+    """The programs that sample the training rollouts of `settings` (also those of the offline pass-rate filter).
+
+    Args:
+      settings: the resolved run settings (`rollout.temperature`, `rollout.top_p`, `rollout.top_k`,
+        `rollout.decode_block`, `rollout.decode_stages`).
+      graphdef: the policy's graph definition.
+      mesh: the device mesh.
+      tokens: special token ids of the sampler.
+
+    Returns:
+      (the image-features program `(params, vision) -> f[M, H]`, the rollout `Sampler`).
+    """
+    rollout = settings.rollout
+    sampling = tokens.sampling(rollout.temperature, rollout.top_p, rollout.top_k)
+    sampler = Sampler(
+        graphdef, sampling, mesh=mesh, decode_block=rollout.decode_block, decode_stages=rollout.decode_stages
+    )
+    return BoundProgram(_image_features, graphdef=graphdef), sampler
 
 
 def build_eval_samplers(
