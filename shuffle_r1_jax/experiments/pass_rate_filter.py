@@ -39,19 +39,16 @@ import jax
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.data.examples import BadRecord, make_example
-from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
 from shuffle_r1_jax.data.sources import RecordSource
-from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl import load_config
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
-from shuffle_r1_jax.processing.prompts import PromptEncoder
 from shuffle_r1_jax.rewards.pool import RewardPool
-from shuffle_r1_jax.rollout.generate import RolloutGenerator
 from shuffle_r1_jax.rollout.metrics import group_pass_rates
 from shuffle_r1_jax.rollout.placement import BatchPlacer
+from shuffle_r1_jax.train.components import load_policy, prompt_encoder, prompt_stream, rollout_generator
 from shuffle_r1_jax.train.evaluation import repeat_last_prompt
 from shuffle_r1_jax.train.programs import SpecialTokens, build_rollout_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -196,23 +193,9 @@ def measure_pass_rates(
     start = time.perf_counter()
     data, model = settings.data, settings.model
     source = RecordSource(data.train, data.columns)
-    encoder = PromptEncoder.from_checkpoint(
-        model.checkpoint,
-        data.image,
-        prompt_format=data.prompt_format,
-        max_prompt_length=data.max_prompt_length,
-        overlong=data.overlong_prompts,
-    )
+    encoder = prompt_encoder(model.checkpoint, data)
     model_config = load_config(model.checkpoint)
-    pipeline = PipelineConfig(
-        batch_size=data.prompts_per_process,
-        shuffle=False,
-        num_epochs=1,
-        drop_remainder=False,
-        on_bad_record=data.on_bad_record,
-        max_consecutive_bad=data.max_consecutive_bad_records,
-    )
-    batches = prompt_batches(source, encoder, model_config, pipeline, buckets=data.buckets)
+    batches = prompt_stream(data, source, encoder, model_config, shuffle=False, seed=0, epochs=1)
     mesh = build_mesh(settings.mesh)
     shards = settings.batch_shards
     if data.rollout_batch_prompts * n % shards:
@@ -220,15 +203,7 @@ def measure_pass_rates(
             f"a batch of data.rollout_batch_prompts x samples per prompt = {data.rollout_batch_prompts} x {n} rows "
             f"does not divide over the mesh's {shards} batch shards (data x fsdp); change either"
         )
-    policy, _ = load_pretrained(
-        model.checkpoint,
-        model.dtype,
-        param_dtype=model.param_dtype,
-        attention_impl=model.attention_impl,
-        mesh=mesh,
-        rules=settings.mesh.rules,
-    )
-    graphdef, params = nnx.graphdef(policy), nnx.to_pure_dict(nnx.state(policy, nnx.Param))
+    graphdef, params = load_policy(settings, mesh)
     image_features, sampler = build_rollout_programs(
         settings, graphdef, mesh, SpecialTokens.of(model_config, encoder.tokenizer)
     )
@@ -239,18 +214,8 @@ def measure_pass_rates(
     failures: collections.Counter[str] = collections.Counter()
     logger.info("pass rates of %s: %d records, %d samples per prompt", data.train, len(source), n)
     with RewardPool(settings.reward.name, num_workers=settings.reward.num_workers) as pool:
-        generate = RolloutGenerator(
-            sampler=sampler,
-            image_features=image_features,
-            placer=BatchPlacer(mesh, encoder.pad_token_id, model_config.vision.spatial_merge_size**2),
-            tokenizer=encoder.tokenizer,
-            reward_pool=pool,
-            n=n,
-            max_new_tokens=settings.rollout.max_new_tokens,
-            reward_timeout_s=settings.reward.timeout_s,
-            prompts_per_call=settings.rollout.prompts_per_sampler_call,
-            reward_batch_timeout_s=settings.reward.batch_timeout_s,
-        )
+        placer = BatchPlacer(mesh, encoder.pad_token_id, model_config.vision.spatial_merge_size**2)
+        generate = rollout_generator(settings, sampler, image_features, placer, encoder.tokenizer, pool, n)
         last_report = time.perf_counter()
         for index, batch in enumerate(batches):
             scored = generate(

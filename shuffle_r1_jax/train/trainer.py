@@ -37,8 +37,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
-from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
-from shuffle_r1_jax.data.record_order import SamplingConfig
 from shuffle_r1_jax.learner.critic import CriticTargets
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
@@ -58,6 +56,7 @@ from shuffle_r1_jax.rollout.metrics import group_pass_rates, rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
 from shuffle_r1_jax.sampling import FINISH_LENGTH
+from shuffle_r1_jax.train.components import load_policy, prompt_encoder, prompt_stream, rollout_generator
 from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source
 from shuffle_r1_jax.train.metric_writers import MetricWriter
@@ -206,7 +205,7 @@ class Trainer:
         self.mesh = build_mesh(settings.mesh)
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
-        self.graphdef, self.params = self._load_policy()
+        self.graphdef, self.params = load_policy(settings, self.mesh)
         self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
         self.ref_params = self._reference_params()
         self.placer = BatchPlacer(self.mesh, self.encoder.pad_token_id, self.model_config.vision.spatial_merge_size**2)
@@ -253,20 +252,6 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------------------------------------- builders
-
-    def _load_policy(self):
-        """(graphdef, parameters as a pure dict of sharded arrays) of the starting checkpoint."""
-        m = self.settings.model
-        model, _ = load_pretrained(
-            m.checkpoint,
-            m.dtype,
-            param_dtype=m.param_dtype,
-            attention_impl=m.attention_impl,
-            remat=m.remat,
-            mesh=self.mesh,
-            rules=self.settings.mesh.rules,
-        )
-        return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
     def _load_critic(self):
         """(`CriticModel`, parameters, optimizer state) of the critic: the policy's starting parameters (or
@@ -371,44 +356,15 @@ class Trainer:
         copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)
         return copy(self.params)
 
-    def _prompt_stream(
-        self,
-        data: DataSettings,
-        spec: str,
-        *,
-        shuffle: bool,
-        seed: int,
-        epochs: int | None = None,
-        sampling: SamplingConfig = SamplingConfig(),
-    ):
-        """This process's prompt batches of `spec` (`prompts_per_process` prompts each) in the order `sampling` says,
-        read with the columns and prompt format of `data`."""
-        pipeline = PipelineConfig(
-            batch_size=data.prompts_per_process,
-            seed=seed,
-            shuffle=shuffle,
-            num_epochs=epochs,
-            drop_remainder=epochs is None,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            on_bad_record=data.on_bad_record,
-            max_consecutive_bad=data.max_consecutive_bad_records,
-            sampling=sampling,
-        )
-        return prompt_batches(
-            spec, self._encoder(data), self.model_config, pipeline, buckets=data.buckets, columns=data.columns
-        )
+    def _prompt_stream(self, data: DataSettings, spec: str, **order):
+        """This process's prompt batches of `spec` read with `data`'s columns and prompt format
+        (`components.prompt_stream`; `order`: shuffle, seed, epochs, sampling)."""
+        return prompt_stream(data, spec, self._encoder(data), self.model_config, **order)
 
     def _encoder(self, data: DataSettings) -> PromptEncoder:
         """The prompt encoder of `data`'s prompt format (one per format: a stage may have its own)."""
         if data.prompt_format not in self._encoders:
-            self._encoders[data.prompt_format] = PromptEncoder.from_checkpoint(
-                self.settings.model.checkpoint,
-                data.image,
-                prompt_format=data.prompt_format,
-                max_prompt_length=data.max_prompt_length,
-                overlong=data.overlong_prompts,
-            )
+            self._encoders[data.prompt_format] = prompt_encoder(self.settings.model.checkpoint, data)
         return self._encoders[data.prompt_format]
 
     def _rollout_generator(
@@ -416,19 +372,14 @@ class Trainer:
     ) -> RolloutGenerator:
         """A rollout generator over `sampler` with `n` samples per prompt, the response length and reward limits of
         `settings` (default: the current phase's) and the rewards of `pool` (default: the phase's)."""
-        settings = settings or self.settings
-        rollout = settings.rollout
-        return RolloutGenerator(
-            sampler=sampler,
-            image_features=self.programs.image_features,
-            placer=self.placer,
-            tokenizer=self.encoder.tokenizer,
-            reward_pool=pool or self.reward_pool,
-            n=n,
-            max_new_tokens=rollout.max_new_tokens,
-            reward_timeout_s=settings.reward.timeout_s,
-            prompts_per_call=rollout.prompts_per_sampler_call,
-            reward_batch_timeout_s=settings.reward.batch_timeout_s,
+        return rollout_generator(
+            settings or self.settings,
+            sampler,
+            self.programs.image_features,
+            self.placer,
+            self.encoder.tokenizer,
+            pool or self.reward_pool,
+            n,
         )
 
     def _evaluator(self, settings: RunSettings) -> Evaluator:
