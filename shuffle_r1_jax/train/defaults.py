@@ -1,12 +1,17 @@
-"""Every config key with its default and meaning (`base_config`), and the parser of config-file arguments.
+"""Every config key with its default and meaning (`base_config`), the parser of config-file arguments and the
+base of the recipe configs.
 
 Defaults are the Shuffle-R1 paper's settings where it has one (spec: shuffle_r1.md). Config files in `configs/`
 start from `base_config()`: `configs/shuffle_r1_paper.py` (the paper's runs, by arguments), `configs/demo.py`
-(the entrypoint's default, `shuffle_r1_jax/demo/config.py`). `train.settings.resolve` checks every key and turns
+(the entrypoint's default, `shuffle_r1_jax/demo/config.py`); the recipe configs start from one of those two
+(`recipe_base`). `train.settings.resolve` checks every key and turns
 the config into typed settings; nothing downstream reads these keys.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 from ml_collections import ConfigDict
 
@@ -288,3 +293,41 @@ def parse_config_arg(arg: str | None, **defaults) -> ConfigDict:
             except ValueError as err:
                 raise ValueError(f"config argument {key}={value!r}: expected a {kind.__name__}") from err
     return args
+
+
+def load_config_file(path: str | Path, arg: str | None = None) -> ConfigDict:
+    """`get_config(arg)` of the config file at `path` (loaded by path, as `--config` loads it)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+PAPER_ARGS = {"model": "3b", "dataset": "geo3k", "algorithm": "shuffle_r1"}
+
+
+def recipe_base(
+    arg: str | None, configs_dir: str | Path, base: str = "demo", **recipe_args
+) -> tuple[ConfigDict, ConfigDict]:
+    """The config a recipe in `configs_dir` starts from, and the recipe's arguments.
+
+    The argument (`--config configs/<recipe>.py:base=paper,model=7b,...`) takes `base` ("demo": `demo.py`, the tiny
+    model on CPU; "paper": `shuffle_r1_paper.py`), the paper config's own arguments (`model`, `dataset`,
+    `algorithm`, only with base=paper) and the recipe's (`recipe_args`, with their defaults; they may give the
+    paper arguments other defaults).
+
+    Raises:
+      ValueError: an unknown argument or base, or paper arguments with base=demo; the message names it.
+    """
+    args = parse_config_arg(arg, base=base, **(PAPER_ARGS | recipe_args))
+    if args.base not in ("demo", "paper"):
+        raise ValueError(f"config argument base={args.base!r}; expected demo or paper")
+    given = {item.partition("=")[0].strip() for item in filter(None, (arg or "").split(","))}
+    paper_given = sorted(given & set(PAPER_ARGS))
+    if args.base == "demo":
+        if paper_given:
+            raise ValueError(f"config arguments {paper_given} apply to base=paper only")
+        return load_config_file(Path(configs_dir) / "demo.py"), args
+    paper_arg = ",".join(f"{key}={args[key]}" for key in PAPER_ARGS)
+    return load_config_file(Path(configs_dir) / "shuffle_r1_paper.py", paper_arg), args
