@@ -94,6 +94,11 @@ class TwoProcessOrder:
             **{f: getattr(a, f) + getattr(b, f) for f in ("problems", "answers", "data_sources", "record_ids")},
         )
 
+    def observe(self, record_indices, pass_rates) -> None:
+        half = len(record_indices) // 2
+        for part, rows in zip(self.parts, (slice(0, half), slice(half, None))):
+            part.observe(record_indices[rows], pass_rates[rows])
+
     def counts(self) -> dict:
         return self.parts[0].counts()
 
