@@ -108,7 +108,15 @@ def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> Promp
         prompt = encoder.encode(problem, images)
     except PromptError as err:
         raise _Bad(err.reason, str(err)) from err
-    return PromptExample(prompt, problem, answer, record.data_source, record.record_id, record.record_index)
+    patch = encoder.image_config.patch_size
+    sizes = [
+        (image.width, image.height, int(w) * patch, int(h) * patch)
+        for image, (_, h, w) in zip(images, prompt.image_grid_thw.reshape(-1, 3))
+    ]
+    context = {**record.reward_columns, "image_sizes": sizes}
+    return PromptExample(
+        prompt, problem, answer, record.data_source, record.record_id, record.record_index, reward_context=context
+    )
 
 
 def make_example(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> PromptExample | BadRecord:

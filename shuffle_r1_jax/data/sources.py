@@ -48,6 +48,8 @@ class Columns:
       images: the images column (None: read no images, text-only prompts).
       data_source: the data-source column, optional per file (a record without it gets its file's stem).
       image_dir: the directory relative image paths resolve against (None: the data file's directory).
+      reward: columns passed to the reward function as keyword arguments (e.g. StepGRPO's key steps); each data
+        file must have them.
     """
 
     prompt: str = "problem"
@@ -55,6 +57,7 @@ class Columns:
     images: str | None = "images"
     data_source: str = "data_source"
     image_dir: str | None = None
+    reward: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,7 @@ class RawRecord:
       base_dir: where relative image paths resolve (the data file's directory).
       error: a read-level problem (e.g. invalid JSON) or None.
       record_index: the record's index in its `RecordSource` (-1 when read outside one).
+      reward_columns: the values of `Columns.reward`, by column name (None where a jsonl line lacks one).
     """
 
     record_id: str
@@ -80,6 +84,7 @@ class RawRecord:
     base_dir: str
     error: str | None = None
     record_index: int = -1
+    reward_columns: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _data_files(directory: Path, pattern: str) -> list[Path]:
@@ -137,7 +142,7 @@ class _ParquetFile:
             schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as err:
             raise DataSpecError(f"{path}: not a readable parquet file ({err})") from err
-        required = [c for c in (columns.prompt, columns.answer, columns.images) if c is not None]
+        required = [c for c in (columns.prompt, columns.answer, columns.images, *columns.reward) if c is not None]
         missing = [c for c in required if c not in schema.names]
         if missing:
             raise DataSpecError(
@@ -188,6 +193,7 @@ class _ParquetFile:
             images=value(columns.images) if columns.images is not None else [],
             data_source=str(source) if source is not None else self.path.stem,
             base_dir=str(self.path.parent),
+            reward_columns={name: value(name) for name in columns.reward},
         )
 
 
@@ -244,6 +250,7 @@ class _JsonlFile:
             images=data.get(columns.images) if columns.images is not None else [],
             data_source=str(source) if source is not None else self.path.stem,
             base_dir=base,
+            reward_columns={name: data.get(name) for name in columns.reward},
         )
 
 

@@ -45,10 +45,15 @@ from shuffle_r1_jax.data.examples import BadRecord, make_example
 from shuffle_r1_jax.data.sources import RecordSource
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
-from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rollout.metrics import group_pass_rates
 from shuffle_r1_jax.rollout.placement import BatchPlacer
-from shuffle_r1_jax.train.components import load_policy, prompt_encoder, prompt_stream, rollout_generator
+from shuffle_r1_jax.train.components import (
+    load_policy,
+    prompt_encoder,
+    prompt_stream,
+    reward_pool,
+    rollout_generator,
+)
 from shuffle_r1_jax.train.evaluation import repeat_last_prompt
 from shuffle_r1_jax.train.programs import SpecialTokens, build_rollout_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -213,7 +218,7 @@ def measure_pass_rates(
     data_sources: list[str | None] = [None] * len(source)
     failures: collections.Counter[str] = collections.Counter()
     logger.info("pass rates of %s: %d records, %d samples per prompt", data.train, len(source), n)
-    with RewardPool(settings.reward.name, num_workers=settings.reward.num_workers) as pool:
+    with reward_pool(settings) as pool:
         placer = BatchPlacer(mesh, encoder.pad_token_id, model_config.vision.spatial_merge_size**2)
         generate = rollout_generator(settings, sampler, image_features, placer, encoder.tokenizer, pool, n)
         last_report = time.perf_counter()

@@ -9,7 +9,8 @@ list configured, to the next power of two).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,8 @@ class PromptExample:
       data_source: the record's data source (for logs).
       record_id: where the record comes from (file and row or line).
       record_index: the record's index in its dataset (-1 when it has none).
+      reward_context: keyword arguments of the reward for this prompt: the dataset's reward columns and
+        "image_sizes", one (original width, original height, resized width, resized height) per image.
     """
 
     prompt: EncodedPrompt
@@ -81,6 +84,7 @@ class PromptExample:
     data_source: str
     record_id: str
     record_index: int = -1
+    reward_context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +102,7 @@ class PromptBatch:
       data_sources: the data source per prompt, in batch order.
       record_ids: the record id per prompt, in batch order.
       record_indices: `int64[B]` each prompt's record index in its dataset (-1 when it has none).
+      reward_contexts: the reward's keyword arguments per prompt, in batch order (`PromptExample.reward_context`).
     """
 
     inputs: ModelInputs
@@ -107,6 +112,7 @@ class PromptBatch:
     data_sources: tuple[str, ...]
     record_ids: tuple[str, ...]
     record_indices: np.ndarray
+    reward_contexts: tuple[Mapping[str, Any], ...]
 
     @property
     def batch_size(self) -> int:
@@ -202,4 +208,5 @@ def collate_prompts(
         data_sources=tuple(e.data_source for e in examples),
         record_ids=tuple(e.record_id for e in examples),
         record_indices=np.asarray([e.record_index for e in examples], np.int64),
+        reward_contexts=tuple(e.reward_context for e in examples),
     )

@@ -9,12 +9,18 @@ stops the run (the trainer stops a run whose rewards all fail, `rewards.health`)
 
 Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker); `score_batch` is
 the one-shot form that starts and stops a pool per call.
+
+Beyond (response, answer) a reward function may take keyword arguments: the run's options (`reward.options`, bound
+once) and each sample's context (the dataset's reward columns and "image_sizes", `PromptExample.reward_context`).
+A sample's context keys the function does not take are left out, so outcome rewards ignore them.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import inspect
 import logging
 import math
 import multiprocessing
@@ -87,13 +93,54 @@ def _checked_parts(output: Any) -> dict[str, float]:
     return parts
 
 
-def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, Any]:
+def reward_keywords(reward_fn: RewardFn) -> frozenset[str] | None:
+    """The keyword arguments `reward_fn` takes after (response, answer); None when it takes any (`**kwargs`)."""
+    parameters = list(inspect.signature(reward_fn).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(p.name for p in parameters[2:] if p.kind in named)
+
+
+def bind_options(reward_fn: RewardFn, options: Mapping[str, Any]) -> RewardFn:
+    """`reward_fn` with the run's `options` bound as keyword arguments (itself when there are none).
+
+    Raises:
+      ValueError: an option is not a keyword argument of `reward_fn`; the message lists the ones it takes.
+    """
+    if not options:
+        return reward_fn
+    keywords = reward_keywords(reward_fn)
+    unknown = sorted(set(options) - keywords) if keywords is not None else []
+    if unknown:
+        raise ValueError(
+            f"reward.options {unknown} are not arguments of the reward {getattr(reward_fn, '__name__', reward_fn)!r}; "
+            f"it takes {sorted(keywords)}"
+        )
+    return functools.partial(reward_fn, **options)
+
+
+def _context_arguments(context: Mapping[str, Any] | None, keywords: frozenset[str] | None) -> dict[str, Any]:
+    if not context:
+        return {}
+    return dict(context) if keywords is None else {k: v for k, v in context.items() if k in keywords}
+
+
+def run_reward(
+    reward_fn: RewardFn,
+    response: str,
+    answer: str,
+    context: Mapping[str, Any] | None = None,
+    keywords: frozenset[str] | None = frozenset(),
+) -> tuple[str, Any]:
     """Runs one sample in this process, catching the reward's exceptions.
 
     Args:
       reward_fn: the reward function.
       response: the response text.
       answer: the ground-truth answer.
+      context: the sample's keyword arguments (the dataset's reward columns, "image_sizes").
+      keywords: the context keys `reward_fn` takes (`reward_keywords`; None = all).
 
     Returns:
       ("ok", parts as {name: float}) or (`EXCEPTION` or `INVALID_OUTPUT`, error message). The output is invalid
@@ -101,7 +148,7 @@ def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, An
       such as "1.0", a bool, NaN or inf).
     """
     try:
-        output = reward_fn(response, answer)
+        output = reward_fn(response, answer, **_context_arguments(context, keywords))
     except Exception as err:
         return EXCEPTION, f"{type(err).__name__}: {err}"
     try:
@@ -112,6 +159,7 @@ def run_reward(reward_fn: RewardFn, response: str, answer: str) -> tuple[str, An
 
 def _worker_main(conn: multiprocessing.connection.Connection, reward_fn: RewardFn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    keywords = reward_keywords(reward_fn)
     conn.send(("ready", None, None))
     while True:
         try:
@@ -120,8 +168,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, reward_fn: RewardF
             return
         if task is None:
             return
-        index, response, answer = task
-        status, payload = run_reward(reward_fn, response, answer)
+        index, response, answer, context = task
+        status, payload = run_reward(reward_fn, response, answer, context, keywords)
         conn.send((status, index, payload))
 
 
@@ -138,8 +186,8 @@ class _Worker:
         self.task: int | None = None
         self.deadline = math.inf
 
-    def assign(self, index: int, response: str, answer: str, timeout_s: float) -> None:
-        self.conn.send((index, response, answer))
+    def assign(self, index: int, response: str, answer: str, context: Mapping[str, Any], timeout_s: float) -> None:
+        self.conn.send((index, response, answer, context))
         self.task = index
         self.deadline = time.monotonic() + timeout_s
 
@@ -203,15 +251,16 @@ class RewardPool:
     Args:
       reward_fn: a registered name, a "module:function" path, or a module-level function.
       num_workers: number of worker processes (>= 1).
+      options: keyword arguments bound to every call (`reward.options`).
       start_method: multiprocessing start method; "spawn" (default) is safe with JAX's threads in the
         parent, "forkserver" restarts killed workers faster.
       startup_timeout_s: a worker that is not ready after this long raises RuntimeError.
 
     Attributes:
-      reward_fn: the resolved reward function.
+      reward_fn: the resolved reward function with the options bound.
 
     Raises:
-      ValueError: if `num_workers` < 1 or `reward_fn` does not resolve (`get_reward_fn`).
+      ValueError: if `num_workers` < 1, `reward_fn` does not resolve (`get_reward_fn`) or does not take an option.
       TypeError: if the reward function cannot be pickled for the worker processes.
     """
 
@@ -220,12 +269,13 @@ class RewardPool:
         reward_fn: str | RewardFn,
         num_workers: int = 4,
         *,
+        options: Mapping[str, Any] = {},
         start_method: str = "spawn",
         startup_timeout_s: float = 120.0,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
-        self.reward_fn = get_reward_fn(reward_fn)
+        self.reward_fn = bind_options(get_reward_fn(reward_fn), options)
         try:
             pickle.dumps(self.reward_fn)
         except Exception as err:
@@ -259,9 +309,14 @@ class RewardPool:
             self._poll(None, wait_s=0.1)
 
     def score(
-        self, responses: Sequence[str], answers: Sequence[str], timeout_s: float = 10.0, batch_timeout_s: float = 0.0
+        self,
+        responses: Sequence[str],
+        answers: Sequence[str],
+        timeout_s: float = 10.0,
+        batch_timeout_s: float = 0.0,
+        contexts: Sequence[Mapping[str, Any]] | None = None,
     ) -> RewardScores:
-        """Grades responses[i] against answers[i].
+        """Grades responses[i] against answers[i] (with contexts[i]'s keyword arguments).
 
         Each sample has `timeout_s` seconds from the moment a worker receives it, and the whole call
         `batch_timeout_s`: once it has run that long, the samples still being scored (their workers are killed) and
@@ -273,17 +328,17 @@ class RewardPool:
           answers: n ground-truth answers.
           timeout_s: per-sample time limit in seconds.
           batch_timeout_s: time limit of the whole call in seconds; 0 = none.
+          contexts: n mappings of keyword arguments (the keys the reward does not take are left out); None = none.
 
         Returns:
           `RewardScores`: per-part float32 `[n]` arrays, failure reasons and counts; failed samples are zeroed.
 
         Raises:
-          ValueError: if `responses` and `answers` differ in length.
+          ValueError: if `responses`, `answers` and `contexts` differ in length.
           RuntimeError: if the pool is closed, or a worker is not ready within `startup_timeout_s` or dies
             during start-up.
         """
-        if len(responses) != len(answers):
-            raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+        contexts = _checked_contexts(responses, answers, contexts)
         if not self._workers:
             raise RuntimeError("RewardPool is closed")
         state = _BatchState(len(responses))
@@ -297,7 +352,7 @@ class RewardPool:
                 if worker.ready and worker.task is None and pending:
                     index = pending.popleft()
                     try:
-                        worker.assign(index, responses[index], answers[index], timeout_s)
+                        worker.assign(index, responses[index], answers[index], contexts[index], timeout_s)
                     except OSError:  # the worker died while idle: not this sample's fault
                         pending.appendleft(index)
                         self._replace(worker, state, WORKER_DIED, "broken pipe")
@@ -348,26 +403,52 @@ class RewardPool:
         self._workers[self._workers.index(worker)] = _Worker(self._context, self.reward_fn)
 
 
-def score_in_process(reward_fn: str | RewardFn, responses: Sequence[str], answers: Sequence[str]) -> RewardScores:
+def _checked_contexts(
+    responses: Sequence[str], answers: Sequence[str], contexts: Sequence[Mapping[str, Any]] | None
+) -> Sequence[Mapping[str, Any]]:
+    """`contexts`, or n empty ones for None.
+
+    Raises:
+      ValueError: the three differ in length.
+    """
+    if len(responses) != len(answers):
+        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
+    if contexts is None:
+        return [{}] * len(responses)
+    if len(contexts) != len(responses):
+        raise ValueError(f"{len(responses)} responses but {len(contexts)} reward contexts")
+    return contexts
+
+
+def score_in_process(
+    reward_fn: str | RewardFn,
+    responses: Sequence[str],
+    answers: Sequence[str],
+    contexts: Sequence[Mapping[str, Any]] | None = None,
+    options: Mapping[str, Any] = {},
+) -> RewardScores:
     """Serial scoring in this process (debugging, tiny batches): exceptions are caught, no time limit.
 
     Args:
       reward_fn: a registered name, a "module:function" path, or a function.
       responses: n response texts.
       answers: n ground-truth answers.
+      contexts: n mappings of keyword arguments (keys the reward does not take are left out); None = none.
+      options: keyword arguments bound to every call.
 
     Returns:
       `RewardScores` with per-part float32 `[n]` arrays; failed samples are zeroed and counted by reason.
 
     Raises:
-      ValueError: if `responses` and `answers` differ in length, or `reward_fn` does not resolve.
+      ValueError: if `responses`, `answers` and `contexts` differ in length, `reward_fn` does not resolve, or it
+        does not take an option.
     """
-    if len(responses) != len(answers):
-        raise ValueError(f"{len(responses)} responses but {len(answers)} answers")
-    fn = get_reward_fn(reward_fn)
+    contexts = _checked_contexts(responses, answers, contexts)
+    fn = bind_options(get_reward_fn(reward_fn), options)
+    keywords = reward_keywords(fn)
     state = _BatchState(len(responses))
     for index, (response, answer) in enumerate(zip(responses, answers)):
-        status, payload = run_reward(fn, response, answer)
+        status, payload = run_reward(fn, response, answer, contexts[index], keywords)
         if status == "ok":
             state.succeed(index, payload)
         else:

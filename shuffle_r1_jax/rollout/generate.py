@@ -94,8 +94,13 @@ class RolloutGenerator:
         generated = time.perf_counter()
         responses = decode_responses(self.tokenizer, tokens, mask)
         answers = [a for a in batch.answers for _ in range(self.n)]
+        contexts = [c for c in batch.reward_contexts for _ in range(self.n)]
         scores = self.reward_pool.score(
-            responses, answers, timeout_s=self.reward_timeout_s, batch_timeout_s=self.reward_batch_timeout_s
+            responses,
+            answers,
+            timeout_s=self.reward_timeout_s,
+            batch_timeout_s=self.reward_batch_timeout_s,
+            contexts=contexts,
         )
         return ScoredRollouts(
             rollouts=Rollouts(prompts, out.tokens, out.mask, out.logprobs),

@@ -75,6 +75,12 @@ def prompt_stream(
     return prompt_batches(spec, encoder, model_config, pipeline, buckets=data.buckets, columns=data.columns)
 
 
+def reward_pool(settings: RunSettings) -> RewardPool:
+    """The scoring pool of `reward.name` with `reward.num_workers` workers and `reward.options` bound."""
+    reward = settings.reward
+    return RewardPool(reward.name, num_workers=reward.num_workers, options=dict(reward.options))
+
+
 def rollout_generator(
     settings: RunSettings,
     sampler: Sampler,

@@ -52,6 +52,9 @@ def base_config() -> ConfigDict:
     c.data.answer_column = "answer"
     c.data.images_column = "images"  # "" = text-only prompts (no images column read)
     c.data.image_dir = ""  # base directory for image paths stored as relative paths
+    # dataset columns passed to the reward function as keyword arguments of the same name (e.g. ("key_steps",) for
+    # StepGRPO); every reward may also take image_sizes: one (width, height, resized width, resized height) per image
+    c.data.reward_columns = ()
     # "math" | "r1v" | "none" | "math_official" (the official layout) | a template file | an inline template
     # with "{{ content }}"
     c.data.prompt_format = "math"
@@ -95,6 +98,10 @@ def base_config() -> ConfigDict:
     # algorithm's: dapo a fifth of rollout.max_new_tokens, as the paper's 4096 of 20480, else 0)
     c.reward.overlong_buffer = -1
     c.reward.overlong_factor = 1.0  # the punishment's scale (>= 0)
+    # keyword arguments of the reward function on every call (e.g. a grounding reward's iou_threshold), the same in
+    # every stage; set them in a config file (flags override only keys it set). A key the function does not take
+    # stops the run before the model loads
+    c.reward.options = ConfigDict()
 
     c.rollout = ConfigDict()
     c.rollout.n = 16  # samples per prompt (even for PTS)

@@ -146,7 +146,7 @@ def repeat_last_prompt(batch: PromptBatch, size: int) -> PromptBatch:
     if extra == 0:
         return batch
     take = np.concatenate([np.arange(batch.batch_size), np.full(extra, batch.batch_size - 1)])
-    fields = ("problems", "answers", "data_sources", "record_ids")
+    fields = ("problems", "answers", "data_sources", "record_ids", "reward_contexts")
     return dataclasses.replace(
         batch,
         inputs=batch.inputs.take_rows(take),

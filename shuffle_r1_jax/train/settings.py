@@ -38,6 +38,7 @@ from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import OVERLONG_PROMPTS, load_prompt_format
+from shuffle_r1_jax.rewards.pool import bind_options, reward_keywords
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators, cppo_fill_batches
 from shuffle_r1_jax.rl.algorithms import Algorithm, get_algorithm
@@ -197,6 +198,7 @@ class RewardSettings:
       overlong_buffer: `reward.overlong_buffer` with the algorithm's default for -1: the tokens before
         `rollout.max_new_tokens` over which DAPO's overlong punishment falls to -`overlong_factor` (0 = off).
       overlong_factor: `reward.overlong_factor`, the scale of that punishment.
+      options: `reward.options` as sorted (name, value) pairs, keyword arguments of every reward call.
 
     Raises:
       ConfigError: `timeout_s` is not > 0, `num_workers` is not >= 1, `batch_timeout_s`, `max_failed_steps` or
@@ -210,6 +212,7 @@ class RewardSettings:
     max_failed_steps: int
     overlong_buffer: int = 0
     overlong_factor: float = 1.0
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         _require(self.timeout_s > 0, f"reward.timeout_s = {self.timeout_s} must be > 0")
@@ -710,6 +713,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
         answer=c.data.answer_column,
         images=c.data.images_column or None,
         image_dir=c.data.image_dir or None,
+        reward=tuple(c.data.reward_columns),
     )
     return _converted(
         (ValueError,),
@@ -771,6 +775,7 @@ def _reward_settings(c: ConfigDict, algorithm: Algorithm, rollout: RolloutSettin
         max_failed_steps=c.reward.max_failed_steps,
         overlong_buffer=buffer,
         overlong_factor=c.reward.overlong_factor,
+        options=tuple(sorted(c.reward.options.to_dict().items())),
     )
 
 
@@ -1055,9 +1060,17 @@ def check_run_inputs(settings: RunSettings) -> None:
             except DataSpecError as err:
                 raise ConfigError(f"data.{key}: {err}") from err
     try:
-        get_reward_fn(settings.reward.name)
+        reward_fn = get_reward_fn(settings.reward.name)
     except ValueError as err:
         raise ConfigError(f"reward.name = {settings.reward.name!r}: {err}") from err
+    reward_fn = _converted((ValueError,), lambda: bind_options(reward_fn, dict(settings.reward.options)))
+    keywords = reward_keywords(reward_fn)
+    untaken = [c for c in settings.data.columns.reward if keywords is not None and c not in keywords]
+    _require(
+        not untaken,
+        f"data.reward_columns {untaken} are not arguments of the reward {settings.reward.name!r}; it takes "
+        f"{sorted(keywords or ())}",
+    )
 
 
 def run_setup(c: ConfigDict) -> ConfigDict:

@@ -40,6 +40,7 @@ STAGE_KEYS = frozenset(
         "data.pass_rate_update_weight",
         "data.curriculum_column",
         "data.curriculum_order",
+        "data.reward_columns",
         "reward.name",
         "reward.overlong_buffer",
         "reward.overlong_factor",

@@ -56,7 +56,13 @@ from shuffle_r1_jax.rollout.metrics import group_pass_rates, rollout_metrics
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.rollout.types import ScoredRollouts
 from shuffle_r1_jax.sampling import FINISH_LENGTH
-from shuffle_r1_jax.train.components import load_policy, prompt_encoder, prompt_stream, rollout_generator
+from shuffle_r1_jax.train.components import (
+    load_policy,
+    prompt_encoder,
+    prompt_stream,
+    reward_pool,
+    rollout_generator,
+)
 from shuffle_r1_jax.train.evaluation import Evaluator
 from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source
 from shuffle_r1_jax.train.metric_writers import MetricWriter
@@ -314,7 +320,7 @@ class Trainer:
         """The scoring pool of `settings.reward.name` (one per reward: a stage may have its own)."""
         reward = settings.reward.name
         if reward not in self._reward_pools:
-            self._reward_pools[reward] = RewardPool(reward, num_workers=settings.reward.num_workers)
+            self._reward_pools[reward] = reward_pool(settings)
         return self._reward_pools[reward]
 
     def _training_stream(self, phase: Phase):

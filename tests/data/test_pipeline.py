@@ -177,3 +177,31 @@ def test_config_errors(synthetic_data, encoder, model_config):
             PipelineConfig(batch_size=2),
             buckets=BucketConfig(prompt_lengths=(64, 128)),
         )
+
+
+def test_reward_columns_and_image_sizes_reach_the_batch(tmp_path, encoder, model_config):
+    import io
+
+    from PIL import Image
+
+    from shuffle_r1_jax.data.sources import Columns, DataSpecError
+
+    png = io.BytesIO()
+    Image.new("RGB", (100, 50), "red").save(png, format="PNG")
+    rows = [
+        {
+            "problem": "<image>Where?",
+            "answer": "[1, 2, 3, 4]",
+            "images": [{"bytes": png.getvalue(), "path": None}],
+            "key_steps": ["x = 1", "y = 2"],
+        }
+    ]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    columns = Columns(reward=("key_steps",))
+    config = PipelineConfig(batch_size=1, num_epochs=1)
+    batch = next(prompt_batches(str(path), encoder, model_config, config, buckets=BUCKETS, columns=columns))
+    # the tiny encoder resizes to multiples of 28 within 56 x 56 to 112 x 112 pixels: 100 x 50 -> 112 x 56
+    assert batch.reward_contexts == ({"key_steps": ["x = 1", "y = 2"], "image_sizes": [(100, 50, 112, 56)]},)
+    with pytest.raises(DataSpecError, match=r"column\(s\) \['steps'\] not found"):
+        prompt_batches(str(path), encoder, model_config, config, buckets=BUCKETS, columns=Columns(reward=("steps",)))

@@ -91,7 +91,10 @@ class TwoProcessOrder:
             inputs=concat_prompts([a.inputs, b.inputs], self.pad),
             prompt_lengths=np.concatenate([a.prompt_lengths, b.prompt_lengths]),
             record_indices=np.concatenate([a.record_indices, b.record_indices]),
-            **{f: getattr(a, f) + getattr(b, f) for f in ("problems", "answers", "data_sources", "record_ids")},
+            **{
+                f: getattr(a, f) + getattr(b, f)
+                for f in ("problems", "answers", "data_sources", "record_ids", "reward_contexts")
+            },
         )
 
     def observe(self, record_indices, pass_rates) -> None:

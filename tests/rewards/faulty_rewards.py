@@ -47,3 +47,13 @@ def sleeping_reward(response: str, answer: str) -> dict:
     """Sleeps `float(response)` seconds, then scores 1."""
     time.sleep(float(response))
     return {"overall": 1.0}
+
+
+def context_reward(response: str, answer: str, *, key_steps=None, scale: float = 1.0) -> dict:
+    """`scale` x the number of key steps (a reward with keyword arguments)."""
+    return {"overall": scale * len(key_steps or [])}
+
+
+def any_context_reward(response: str, answer: str, **context) -> dict:
+    """The number of keyword arguments it was given."""
+    return {"overall": float(len(context))}

@@ -10,6 +10,7 @@ from shuffle_r1_jax.rewards.pool import RewardPool, score_batch, score_in_proces
 FLAKY = "tests.rewards.faulty_rewards:flaky_reward"
 TYPED = "tests.rewards.faulty_rewards:typed_reward"
 SLEEPING = "tests.rewards.faulty_rewards:sleeping_reward"
+CONTEXT = "tests.rewards.faulty_rewards:context_reward"
 RESPONSES = ["a", "raise", "sleep", "b", "exit", "missing", "nan", "c"]
 ANSWERS = ["a", "x", "x", "x", "x", "x", "x", "c"]
 EXPECTED_REASONS = [None, "exception", "timeout", None, "worker_died", "invalid_output", "invalid_output", None]
@@ -90,3 +91,22 @@ def test_the_batch_time_limit_fails_the_samples_not_yet_scored_and_the_pool_goes
         np.testing.assert_array_equal(scores.parts["overall"], [1, 1, 0, 0, 0, 0])
         after = pool.score(["0"] * 3, ["x"] * 3, timeout_s=60.0, batch_timeout_s=30.0)
         np.testing.assert_array_equal(after.parts["overall"], [1, 1, 1])
+
+
+def test_a_sample_context_reaches_only_the_keywords_a_reward_takes():
+    contexts = [{"key_steps": ["a", "b"], "image_sizes": [(4, 4, 28, 28)]}, {"image_sizes": []}]
+    scores = score_in_process(CONTEXT, ["r", "r"], ["x", "x"], contexts, options={"scale": 0.5})
+    np.testing.assert_array_equal(scores.parts["overall"], [1.0, 0.0])  # image_sizes left out, not an error
+    assert scores.failure_counts["exception"] == 0
+    every = score_in_process("tests.rewards.faulty_rewards:any_context_reward", ["r", "r"], ["x", "x"], contexts)
+    np.testing.assert_array_equal(every.parts["overall"], [2.0, 1.0])
+    with RewardPool(CONTEXT, num_workers=1, options={"scale": 2.0}) as pool:
+        pooled = pool.score(["r", "r"], ["x", "x"], contexts=contexts)
+    np.testing.assert_array_equal(pooled.parts["overall"], [4.0, 0.0])
+
+
+def test_options_a_reward_does_not_take_are_named():
+    with pytest.raises(ValueError, match=r"reward.options \['scal'\] are not arguments of the reward 'context_reward'"):
+        score_in_process(CONTEXT, ["r"], ["x"], options={"scal": 2.0})
+    with pytest.raises(ValueError, match="2 responses but 1 reward contexts"):
+        score_in_process(CONTEXT, ["r", "r"], ["x", "x"], [{}])

@@ -226,6 +226,21 @@ def test_a_reward_module_that_fails_to_import_is_named_before_the_model_loads(de
         settings.prepare(c)
 
 
+def test_reward_options_and_columns_the_reward_does_not_take_are_named_before_the_model_loads(demo_cache):
+    c = tiny_trainer_config(demo_cache)
+    c.reward.name = "tests.rewards.faulty_rewards:context_reward"
+    c.reward.options = {"scale": 2.0}
+    c.data.reward_columns = ("difficulty",)
+    with pytest.raises(settings.ConfigError, match=r"data.reward_columns \['difficulty'\] are not arguments of"):
+        settings.prepare(c)
+    c.data.reward_columns = ()
+    c.reward.options = {"scale": 2.0, "shift": 1.0}
+    with pytest.raises(settings.ConfigError, match=r"reward.options \['shift'\] are not arguments of the reward"):
+        settings.prepare(c)
+    c.reward.options = {"scale": 2.0}
+    assert settings.prepare(c)[1].reward.options == (("scale", 2.0),)
+
+
 def test_micro_batches_that_do_not_split_over_the_devices_are_warned_about(caplog):
     c = base_config()
     c.train.micro_batch_rows = 4
