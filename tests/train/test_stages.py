@@ -5,6 +5,8 @@ import jax
 import numpy as np
 import pytest
 
+from shuffle_r1_jax.data.pass_rates import PassRateTable
+from shuffle_r1_jax.rollout.generate import RolloutGenerator
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
 from shuffle_r1_jax.train.stages import StageError, plan_phases
@@ -104,11 +106,30 @@ def _fit(config, workdir, stop_after=None):
 
 
 @pytest.mark.slow
-def test_a_staged_run_stopped_mid_stage_resumes_exactly(demo_cache, tmp_path):
+def test_a_staged_run_stopped_mid_stage_resumes_exactly(demo_cache, tmp_path, monkeypatch):
+    """Also: every generated batch's pass rates reach the stage's table, which the checkpoint keeps."""
     probe = make_trainer(tiny_trainer_config(demo_cache), tmp_path / "probe")
     val_file = probe.settings.data.val
     probe.close()
+    seen = []  # each generated batch's record indices and accuracies
+    generate = RolloutGenerator.__call__
+
+    def recorded(self, params, batch, key):
+        scored = generate(self, params, batch, key)
+        seen.append((batch.record_indices.copy(), np.asarray(scored.parts["accuracy"]).reshape(batch.batch_size, -1)))
+        return scored
+
+    monkeypatch.setattr(RolloutGenerator, "__call__", recorded)
     uninterrupted, logged = _fit(_staged_config(demo_cache, val_file), tmp_path / "uninterrupted")
+    monkeypatch.undo()
+    table = uninterrupted.train_batches.pass_rates
+    expected = PassRateTable(len(table.rates), 0.5)
+    for indices, accuracy in seen[2:]:  # the second stage's batches
+        for index, row in zip(indices, accuracy):
+            expected.observe(np.asarray([index]), np.asarray([row.sum() / len(row)]))
+    assert len(seen) == 4
+    np.testing.assert_allclose(table.rates, expected.rates)
+    np.testing.assert_array_equal(table.visits, expected.visits)
     assert [logged[s]["stage"] for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
     assert [logged[s]["rollout/max_new_tokens"] for s in (1, 2, 3, 4)] == [4, 4, 8, 8]
     assert logged[2]["response_length/max"] <= 4
