@@ -16,6 +16,8 @@ from shuffle_r1_jax.rewards.extract import last_boxed_content
 
 MAX_ANSWER_CHARS = 16384
 """An answer region longer than this is not parsed (the sample counts as malformed)."""
+BOXED_TAIL_CHARS = 4096
+"""\\boxed{...} is looked for in this many last characters of a response (the search is quadratic in it)."""
 
 _OPEN, _CLOSE = "<answer>", "</answer>"
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
@@ -53,7 +55,8 @@ def final_answer(response: str, *, boxed: bool) -> tuple[str, bool]:
 
     Args:
       response: the model's response.
-      boxed: also take the last \\boxed{...} as a marked answer (after <answer> tags, before the whole response).
+      boxed: also take the last \\boxed{...} in the last `BOXED_TAIL_CHARS` characters as a marked answer (after
+        <answer> tags, before the whole response).
 
     Returns:
       (text, marked): the last <answer> content (marked), else the last \\boxed{} content when `boxed` (marked),
@@ -63,7 +66,7 @@ def final_answer(response: str, *, boxed: bool) -> tuple[str, bool]:
     if content is not None:
         return content, True
     if boxed:
-        content = last_boxed_content(response[-MAX_ANSWER_CHARS:])
+        content = last_boxed_content(response[-BOXED_TAIL_CHARS:])
         if content is not None:
             return content, True
     return response, False
