@@ -1,5 +1,6 @@
 """Name -> reward function. A config names "math", "math_official" (the official code's mathruler grader), "r1v",
-or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
+the perception rewards "grounding_iou", "label_match", "count_match" and "gui_action" (grounding and GUI read
+"image_sizes"), or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
 holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
@@ -19,6 +20,10 @@ _REWARDS: dict[str, str | RewardFn] = {
     "math": "shuffle_r1_jax.rewards.math_reward:math_reward",
     "r1v": "shuffle_r1_jax.rewards.r1v_reward:r1v_reward",
     "math_official": "shuffle_r1_jax.rewards.official_math_reward:official_math_reward",
+    "grounding_iou": "shuffle_r1_jax.rewards.grounding:grounding_iou",
+    "label_match": "shuffle_r1_jax.rewards.labels:label_match",
+    "count_match": "shuffle_r1_jax.rewards.labels:count_match",
+    "gui_action": "shuffle_r1_jax.rewards.gui_action:gui_action",
 }
 
 

@@ -12,6 +12,17 @@ def test_builtin_names():
     assert {"math", "r1v"} <= set(registry.available_rewards())
 
 
+def test_perception_reward_names():
+    from shuffle_r1_jax.rewards.grounding import grounding_iou
+    from shuffle_r1_jax.rewards.gui_action import gui_action
+    from shuffle_r1_jax.rewards.labels import count_match, label_match
+
+    assert registry.get_reward_fn("grounding_iou") is grounding_iou
+    assert registry.get_reward_fn("label_match") is label_match
+    assert registry.get_reward_fn("count_match") is count_match
+    assert registry.get_reward_fn("gui_action") is gui_action
+
+
 def test_module_function_path_and_callable():
     assert registry.get_reward_fn("tests.rewards.faulty_rewards:flaky_reward") is flaky_reward
     assert registry.get_reward_fn(flaky_reward) is flaky_reward
