@@ -1,5 +1,6 @@
 """Name -> reward function. A config names "math", "math_official" (the official code's mathruler grader), "r1v",
-or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
+"step_grpo" (R1-VL's step-wise rewards, `step_rewards`), or "package.module:function" (the demo's reward is
+"shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
 holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
@@ -19,6 +20,7 @@ _REWARDS: dict[str, str | RewardFn] = {
     "math": "shuffle_r1_jax.rewards.math_reward:math_reward",
     "r1v": "shuffle_r1_jax.rewards.r1v_reward:r1v_reward",
     "math_official": "shuffle_r1_jax.rewards.official_math_reward:official_math_reward",
+    "step_grpo": "shuffle_r1_jax.rewards.step_rewards:step_grpo_reward",
 }
 
 
