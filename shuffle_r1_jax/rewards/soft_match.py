@@ -4,32 +4,35 @@
 is present when one of these holds, tried in this order:
 
 1. Literal: the normalized key step occurs in the normalized text, not inside a longer word or number. The
-   key "x=1" is not found in "x=1.5", "x=15" or "x=1/2"; "5" is not found in "0.5", "25" or "-5"; "cat" is
-   not found in "cats".
+   key "x=1" is not found in "x=1.5", "x=15" or "x=1/2"; "5" is not found in "0.5", "25", "1/5" or "x=-5";
+   "cat" is not found in "cats"; an equation is not found after an operand or operator ("y=1" is not stated
+   by "2y=1", "w=1.5" not by "v+w=1.5").
 2. Number: the whole key step is one number and a number of exactly the same value occurs in the text.
    Numbers are decimals ("0.5", ".5", "-3"), fractions of decimals ("1/2", also \\frac{1}{2}), percentages
    ("50%", "50\\%", "50 percent" = 0.5) and number words ("zero" .. "nineteen", the tens, compounds such as
    "forty-two" or "forty two", and "half" = 0.5). So "0.5", "1/2", "50%" and "half" all match each other, and
    "12" matches "twelve". Values are compared as exact fractions: a rounded decimal is not its fraction
-   ("0.33" is not "1/3"); a bare "50" is not "50%" by value (it is found literally in "50%").
+   ("0.33" is not "1/3"); a bare "50" is not "50%" by value (it is found literally in "50%"). A number glued
+   to a word ("2x", "12cm") is no number; digit runs over 64 characters are ignored.
 3. Equation: the key step is `lhs = rhs` (a chain `lhs = a = rhs` uses its first and last side) and the text
-   holds `lhs = c1 = c2 ...` with the same normalized left side, not preceded by a letter, digit or operator
-   (so "2x=1" and "y+x=1" do not state x), where some c_i equals rhs: as numbers (rule 2), else by
-   `grader.math_equal` ("x = 1/2" matches "x=0.5"; "y = 1 + 2x" matches "y=2x+1"). A c_i ends at whitespace,
-   ',' or ';'; only the first 16 such statements of each left side are graded, and sides over 64 characters
-   are compared as numbers only.
+   holds `lhs = c1 = c2 ...` (or `rhs = ...` with lhs among the c_i) with the same normalized side, not
+   preceded by a letter, digit or operator, where some c_i equals the other side: as numbers (rule 2), else
+   by `grader.math_equal` ("x = 1/2" matches "x=0.5"; "y = 1 + 2x" matches "y=2x+1"; "c^2 = a^2 + b^2"
+   matches "a^2+b^2=c^2"). A c_i ends at whitespace, ',' or ';'; at most MAX_COMPARISONS sides are compared
+   per key step and side, and sides over MAX_GRADED_LENGTH characters are compared as numbers only.
 
-Not accepted (by design or as known limits): a paraphrase in words ("x is one half" for "x=0.5"), a key step
-in other words or another word order ("the angle ABC" for "angle ABC"... is found, "ABC angle" is not),
-quantities with units by value ("12 cm" must appear as "12 cm", "12cm" or "12\\,\\text{cm}"), and points or
-tuples after '=' ("p=(1,2)" only literally).
+Not accepted (by design or as known limits): paraphrases in words ("x is one half" for "x=0.5"), other
+wording or word order ("ABC angle" for "angle ABC"), quantities with units by value ("12 cm" must appear as
+"12 cm" or "12\\,\\text{cm}", not "12cm"), points or tuples after '=' ("p=(1,2)" only literally), and a bare
+number key inside a difference ("3" is found in "8-3").
 
 Normalization (both sides): Unicode NFKC and case folding; '$', \\( \\) \\[ \\] removed; LaTeX spacing
-(\\, \\; \\: \\! \\quad \\qquad, '~') and runs of whitespace become one space, and spaces next to
-= + - * / ^ < > ( ) , ; : % ° are removed; \\left, \\right dropped; \\dfrac, \\tfrac -> \\frac -> a/b
-(or (a)/(b) for compound parts); \\cdot, \\times, × -> *, ÷ -> /, − -> -; \\text{..}, \\mathrm{..} -> their
-content; \\% -> %; ^\\circ, \\degree -> °; braces around a single word dropped (x^{2} -> x^2); thousands
-commas dropped (1,000 -> 1000); trailing zeros of decimals dropped (0.50 -> 0.5, 3.0 -> 3).
+(\\, \\; \\: \\! \\quad \\qquad, '~') and runs of whitespace become one space; spaces next to
+= + * / ^ < > ( ) , ; : and before % and ° are removed, and " - " between two operands becomes "-";
+\\left, \\right dropped; \\dfrac, \\tfrac -> \\frac -> a/b (or (a)/(b) for compound parts); \\cdot,
+\\times, ×, · -> *; ÷ -> /; −, – -> -; \\text{..}, \\mathrm{..} -> their content; \\% -> %; ^\\circ,
+\\degree -> °; braces around a single word dropped (x^{2} -> x^2); thousands commas dropped (1,000 -> 1000,
+so also a pair written "(1,234)"); trailing zeros of decimals dropped (0.50 -> 0.5, 3.0 -> 3).
 """
 
 from __future__ import annotations
