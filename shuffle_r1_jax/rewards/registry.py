@@ -1,6 +1,8 @@
 """Name -> reward function. A config names "math", "math_official" (the official code's mathruler grader), "r1v",
 the perception rewards "grounding_iou", "label_match", "count_match" and "gui_action" (grounding and GUI read
 "image_sizes"), or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
+"step_grpo" (R1-VL's step-wise rewards, `step_rewards`), or "package.module:function" (the demo's reward is
+"shuffle_r1_jax.demo.reward:synthetic_reward").
 
 A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
 holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
@@ -24,6 +26,7 @@ _REWARDS: dict[str, str | RewardFn] = {
     "label_match": "shuffle_r1_jax.rewards.labels:label_match",
     "count_match": "shuffle_r1_jax.rewards.labels:count_match",
     "gui_action": "shuffle_r1_jax.rewards.gui_action:gui_action",
+    "step_grpo": "shuffle_r1_jax.rewards.step_rewards:step_grpo_reward",
 }
 
 
