@@ -110,3 +110,16 @@ def test_options_a_reward_does_not_take_are_named():
         score_in_process(CONTEXT, ["r"], ["x"], options={"scal": 2.0})
     with pytest.raises(ValueError, match="2 responses but 1 reward contexts"):
         score_in_process(CONTEXT, ["r", "r"], ["x", "x"], [{}])
+
+
+def test_grounding_and_step_rewards_take_their_context_through_the_pool():
+    # original 1000 x 500 resized to 504 x 252: the true box [100, 50, 300, 250] is [50.4, 25.2, 151.2, 126] there
+    sizes = [(1000, 500, 504, 252)]
+    responses = ['[{"bbox_2d": [50.4, 25.2, 151.2, 126]}]', '[{"bbox_2d": [100, 50, 300, 250]}]']
+    contexts = [{"image_sizes": sizes, "key_steps": ["x"]}] * 2
+    with RewardPool("grounding_iou", num_workers=1, options={"iou_threshold": 0.5}) as pool:
+        scores = pool.score(responses, ["[100, 50, 300, 250]"] * 2, contexts=contexts)
+    np.testing.assert_array_equal(scores.parts["accuracy"], [1.0, 0.0])  # the unconverted box misses the threshold
+    steps = "### Image Description:\na\n### Rationales:\nb\n### Step 1:\nx = 1/2\n### The final answer is:\n\\boxed{2}"
+    with_steps = score_in_process("step_grpo", [steps, steps], ["2", "2"], [{"key_steps": ["x=0.5"]}, {}])
+    np.testing.assert_allclose(with_steps.parts["step_rar"], [1.0, 0.0])
