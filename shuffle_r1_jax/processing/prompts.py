@@ -2,7 +2,8 @@
 
 A problem string (EasyR1 layout) holds one `<image>` placeholder per image. Encoding a problem:
   1. the prompt format wraps it (`math`: the problem, then the spec's instruction to think in <think> tags and
-     answer in \\boxed{}; `r1v`: think in <think>, answer in <answer> tags; `none`: the problem unchanged; or a
+     answer in \\boxed{}; `r1v`: think in <think>, answer in <answer> tags; `step`: R1-VL's sections (image
+     description, rationales, numbered steps, the boxed final answer); `none`: the problem unchanged; or a
      template given inline or as a file);
   2. the text is split at the placeholders into a user message of text and image parts (images before the text
      when the problem has no placeholder), and the checkpoint's tokenizer applies its chat template with the
@@ -45,6 +46,11 @@ R1V_INSTRUCTION = (
     "<think> reasoning </think> <answer> answer </answer>."
 )
 
+STEP_INSTRUCTION = (
+    " Answer in this structure: first describe the image after '### Image Description:', then give the rationale "
+    "after '### Rationales:', then reason in numbered steps, each after its own '### Step 1:', '### Step 2:', ..., "
+    "and finally write '### The final answer is:' followed by the answer in \\boxed{}."
+)
 _PLACEHOLDER = re.compile(r"\{\{\s*content\s*(\|\s*trim\s*)?\}\}")
 _OTHER_SYNTAX = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 
@@ -52,6 +58,7 @@ BUILTIN_FORMATS = {
     "math": "{{ content | trim }}" + MATH_INSTRUCTION,
     "r1v": "{{ content | trim }}" + R1V_INSTRUCTION,
     "none": "{{ content }}",
+    "step": "{{ content | trim }}" + STEP_INSTRUCTION,  # R1-VL's StepGRPO layout, what the step_grpo reward reads
     # the official Shuffle-R1 runs: the instruction (its examples' SYSTEM_PROMPT as their command line parses it)
     # before the problem in the user turn, the image placeholder added in front of a problem that has none
     "math_official": MATH_INSTRUCTION.strip() + " {{ content }}",

@@ -55,8 +55,8 @@ def base_config() -> ConfigDict:
     # dataset columns passed to the reward function as keyword arguments of the same name (e.g. ("key_steps",) for
     # StepGRPO); every reward may also take image_sizes: one (width, height, resized width, resized height) per image
     c.data.reward_columns = ()
-    # "math" | "r1v" | "none" | "math_official" (the official layout) | a template file | an inline template
-    # with "{{ content }}"
+    # "math" | "r1v" | "step" (R1-VL's sections, for step_grpo) | "none" | "math_official" (the official layout) |
+    # a template file | an inline template with "{{ content }}"
     c.data.prompt_format = "math"
     c.data.rollout_batch_prompts = 512  # prompts per rollout batch (over all processes)
     c.data.max_prompt_length = 2048  # tokens after image expansion
@@ -85,7 +85,9 @@ def base_config() -> ConfigDict:
     c.data.curriculum_order = "ascending"  # "ascending" (smallest first) | "descending" (largest first)
 
     c.reward = ConfigDict()
-    c.reward.name = "math"  # "math" | "r1v" | "package.module:function"
+    # "math" | "math_official" | "r1v" | "step_grpo" | "grounding_iou" | "label_match" | "count_match" | "gui_action"
+    # (BUILD_NOTES "Rewards") | "package.module:function"
+    c.reward.name = "math"
     c.reward.timeout_s = 10.0  # per-sample limit; a reward over it scores 0 and is counted
     c.reward.num_workers = 4  # reward worker processes
     # limit on one batch's scoring (0 = none): past it, the samples not yet scored score 0 as timeouts

@@ -69,3 +69,10 @@ def test_recipe_arguments_are_checked():
         load_config_file(CONFIGS / "dapo.py", "base=tpu")
     with pytest.raises(ValueError, match="expected key=value with key one of"):
         load_config_file(CONFIGS / "curriculum.py", "steps=3")
+
+
+def test_step_grpo_recipe(tmp_path):
+    run = _resolve("step_grpo", "model=3b,key_steps=steps", tmp_path)
+    assert (run.reward.name, run.data.prompt_format, run.data.columns.reward) == ("step_grpo", "step", ("steps",))
+    assert dict(run.reward.options)["rar_weight"] == 0.1 and run.rl.estimator == "grpo"
+    assert _resolve("step_grpo", None, tmp_path).data.columns.reward == ()
