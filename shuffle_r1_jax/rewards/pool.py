@@ -7,6 +7,11 @@ step. A sample whose reward raises, times out, returns something malformed (not 
 that is not a finite real number), or whose worker dies gets all-zero parts and a counted reason; scoring never
 stops the run (the trainer stops a run whose rewards all fail, `rewards.health`).
 
+Beside its parts a reward may return rewards for spans of the response under the reserved key "spans": a list of
+(char_start, char_end, value) triples, ints with 0 <= char_start < char_end <= len(response) and a finite real
+value; the rollout places each value on the token that completes the span's last character
+(`rollout.token_rewards`). Spans are not a part; malformed spans make the output invalid like a malformed part.
+
 Keep one `RewardPool` for a whole training run (start-up imports the grader in every worker); `score_batch` is
 the one-shot form that starts and stops a pool per call.
 
@@ -44,6 +49,9 @@ EXCEPTION = "exception"
 INVALID_OUTPUT = "invalid_output"
 WORKER_DIED = "worker_died"
 FAILURE_REASONS = (TIMEOUT, EXCEPTION, INVALID_OUTPUT, WORKER_DIED)
+SPANS = "spans"
+
+Span = tuple[int, int, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +63,14 @@ class RewardScores:
         without some part is 0 there.
       failure_reasons: per sample, None or one of `FAILURE_REASONS`.
       failure_counts: reason -> number of samples (every reason present, zeros included).
+      spans: per sample, its span rewards as (char_start, char_end, value) triples, or None (no spans, an empty
+        list, or a failed sample).
     """
 
     parts: dict[str, np.ndarray]
     failure_reasons: list[str | None]
     failure_counts: dict[str, int]
+    spans: list[tuple[Span, ...] | None]
 
     @property
     def failed(self) -> np.ndarray:
@@ -73,7 +84,7 @@ def _is_real_number(value: Any) -> bool:
 
 
 def _checked_parts(output: Any) -> dict[str, float]:
-    """A reward's output as {part name: float}.
+    """A reward's output as {part name: float}, the reserved "spans" key left out.
 
     Raises:
       TypeError: `output` is not a mapping, has no "overall" part, or has a part that is not a real number (a
@@ -84,6 +95,7 @@ def _checked_parts(output: Any) -> dict[str, float]:
         raise TypeError(f"reward returned {type(output).__name__}, expected a mapping with 'overall'")
     if "overall" not in output:
         raise TypeError(f"reward output has no 'overall' part (parts: {sorted(output)})")
+    output = {name: value for name, value in output.items() if name != SPANS}
     not_numbers = {name: value for name, value in output.items() if not _is_real_number(value)}
     if not_numbers:
         raise TypeError(f"reward returned parts that are not numbers: {reprlib.repr(not_numbers)}")
@@ -91,6 +103,35 @@ def _checked_parts(output: Any) -> dict[str, float]:
     if not all(math.isfinite(value) for value in parts.values()):
         raise ValueError(f"reward returned a non-finite part: {parts}")
     return parts
+
+
+def _checked_spans(spans: Any, response: str) -> tuple[Span, ...] | None:
+    """A reward's "spans" (absent: None) as (char_start, char_end, value) triples; None for an empty sequence.
+
+    Raises:
+      TypeError: `spans` is not a list or tuple of 3-item lists or tuples of (int, int, real number).
+      ValueError: a span is empty or outside `response` (not 0 <= char_start < char_end <= len(response)), or a
+        value is NaN or infinite.
+    """
+    if spans is None:
+        return None
+    if not isinstance(spans, (list, tuple)):
+        raise TypeError(f"reward spans must be a list of (char_start, char_end, value), got {type(spans).__name__}")
+    checked = []
+    for span in spans:
+        if not (isinstance(span, (list, tuple)) and len(span) == 3):
+            raise TypeError(f"a reward span must be (char_start, char_end, value), got {reprlib.repr(span)}")
+        start, end, value = span
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in (start, end)):
+            raise TypeError(f"reward span bounds must be ints, got {reprlib.repr(span)}")
+        if not _is_real_number(value):
+            raise TypeError(f"reward span value must be a real number, got {reprlib.repr(span)}")
+        if not 0 <= start < end <= len(response):
+            raise ValueError(f"reward span {span} is empty or outside the response of {len(response)} characters")
+        if not math.isfinite(value):
+            raise ValueError(f"reward span {span} has a non-finite value")
+        checked.append((int(start), int(end), float(value)))
+    return tuple(checked) or None
 
 
 def reward_keywords(reward_fn: RewardFn) -> frozenset[str] | None:
@@ -143,16 +184,17 @@ def run_reward(
       keywords: the context keys `reward_fn` takes (`reward_keywords`; None = all).
 
     Returns:
-      ("ok", parts as {name: float}) or (`EXCEPTION` or `INVALID_OUTPUT`, error message). The output is invalid
-      when it is not a mapping, has no "overall" part, or has a part that is not a finite real number (a string
-      such as "1.0", a bool, NaN or inf).
+      ("ok", (parts as {name: float}, spans as (char_start, char_end, value) triples or None)) or (`EXCEPTION` or
+      `INVALID_OUTPUT`, error message). The output is invalid when it is not a mapping, has no "overall" part, has
+      a part that is not a finite real number (a string such as "1.0", a bool, NaN or inf), or has malformed
+      "spans" (see the module docstring).
     """
     try:
         output = reward_fn(response, answer, **_context_arguments(context, keywords))
     except Exception as err:
         return EXCEPTION, f"{type(err).__name__}: {err}"
     try:
-        return "ok", _checked_parts(output)
+        return "ok", (_checked_parts(output), _checked_spans(output.get(SPANS), response))
     except (TypeError, ValueError) as err:
         return INVALID_OUTPUT, f"{type(err).__name__}: {err}"
 
@@ -217,12 +259,13 @@ class _BatchState:
 
     def __init__(self, n: int):
         self.parts: list[dict[str, float] | None] = [None] * n
+        self.spans: list[tuple[Span, ...] | None] = [None] * n
         self.reasons: list[str | None] = [None] * n
         self.first_error: dict[str, str] = {}
         self.remaining = n
 
-    def succeed(self, index: int, parts: dict[str, float]) -> None:
-        self.parts[index] = parts
+    def succeed(self, index: int, scored: tuple[dict[str, float], tuple[Span, ...] | None]) -> None:
+        self.parts[index], self.spans[index] = scored
         self.remaining -= 1
 
     def fail(self, index: int, reason: str, message: str) -> None:
@@ -240,7 +283,7 @@ class _BatchState:
         counts = {reason: self.reasons.count(reason) for reason in FAILURE_REASONS}
         for reason, message in self.first_error.items():
             logger.warning("%d reward(s) failed with %s, e.g. %s", counts[reason], reason, message)
-        return RewardScores(arrays, list(self.reasons), counts)
+        return RewardScores(arrays, list(self.reasons), counts, list(self.spans))
 
 
 class RewardPool:
@@ -331,7 +374,8 @@ class RewardPool:
           contexts: n mappings of keyword arguments (the keys the reward does not take are left out); None = none.
 
         Returns:
-          `RewardScores`: per-part float32 `[n]` arrays, failure reasons and counts; failed samples are zeroed.
+          `RewardScores`: per-part float32 `[n]` arrays, failure reasons and counts, per-sample spans; failed
+          samples are zeroed (and have no spans).
 
         Raises:
           ValueError: if `responses`, `answers` and `contexts` differ in length.

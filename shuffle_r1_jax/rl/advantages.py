@@ -8,8 +8,10 @@ Registered estimators share one signature,
 
     estimator(token_rewards: float32[G, n, T], response_mask: bool|float32[G, n, T], **options) -> Advantages
 
-where a rollout's score is the sum of its token rewards over valid tokens (an outcome reward sits on the
-last valid token: see `outcome_token_rewards`; a KL reward penalty is spread over the tokens). Options
+where a rollout's score is the sum of its token rewards over valid tokens (`response_token_rewards`: the
+outcome score on the last valid token plus the reward's span rewards at their tokens). The outcome
+estimators (grpo, dr_grpo, rloo) see only that sum; REINFORCE++ and its baseline variant use the
+returns-to-go of the token rewards, so a span reward reaches the tokens up to its own. Options
 are keyword arguments specific to an estimator (e.g. `eps`, `gamma`). Add one with
 
     @register_advantage_estimator("my_estimator")
@@ -106,14 +108,38 @@ def outcome_token_rewards(scores: jax.Array, response_mask: jax.Array) -> jax.Ar
     return onehot * jnp.where(has_any, scores.astype(jnp.float32), 0.0)[..., None]
 
 
-def advantages_from_scores(estimator: str, scores: jax.Array, response_mask: jax.Array, n: int) -> Advantages:
-    """Advantages of a flat rollout batch whose rows are grouped by prompt, from one score per rollout.
+def response_token_rewards(
+    scores: jax.Array, response_mask: jax.Array, span_rewards: jax.Array | None = None
+) -> jax.Array:
+    """Each response's per-token rewards: its outcome score on its last valid token plus its span rewards.
+
+    Args:
+      scores: `float[...]` outcome scores (e.g. `[R]` or `[G, n]`).
+      response_mask: `bool[..., T]` (or 0/1 numbers).
+      span_rewards: `float[..., T]` the rewards' span rewards at their tokens (`rollout.token_rewards`), or None
+        (none: the outcome rewards alone, bit for bit).
+
+    Returns:
+      `float32[..., T]`, 0 outside the mask.
+    """
+    rewards = outcome_token_rewards(scores, response_mask)
+    if span_rewards is None:
+        return rewards
+    return rewards + span_rewards.astype(jnp.float32) * response_mask.astype(jnp.float32)
+
+
+def advantages_from_scores(
+    estimator: str, scores: jax.Array, response_mask: jax.Array, n: int, span_rewards: jax.Array | None = None
+) -> Advantages:
+    """Advantages of a flat rollout batch whose rows are grouped by prompt, from one score per rollout and its span
+    rewards (`response_token_rewards`).
 
     Args:
       estimator: a registered estimator name (static).
       scores: `float[R]` outcome score of each rollout, R = G * n, rows g * n .. g * n + n - 1 of prompt g.
       response_mask: `int[R, T]` or `bool[R, T]`.
       n: rollouts per prompt (static).
+      span_rewards: `float[R, T]` span rewards at their tokens, or None.
 
     Returns:
       `Advantages` with token `float32[G, n, T]` and rollout `float32[G, n]`. On row-sharded global arrays a
@@ -123,7 +149,8 @@ def advantages_from_scores(estimator: str, scores: jax.Array, response_mask: jax
       KeyError: `estimator` is not registered.
     """
     group_mask = jnp.asarray(response_mask).reshape(-1, n, response_mask.shape[1])
-    token_rewards = outcome_token_rewards(jnp.asarray(scores, jnp.float32).reshape(-1, n), group_mask)
+    spans = None if span_rewards is None else jnp.asarray(span_rewards).reshape(group_mask.shape)
+    token_rewards = response_token_rewards(jnp.asarray(scores, jnp.float32).reshape(-1, n), group_mask, spans)
     return get_advantage_estimator(estimator)(token_rewards, group_mask)
 
 
@@ -326,7 +353,12 @@ def reinforce_plus_plus(token_rewards: jax.Array, response_mask: jax.Array, *, g
 
 @register_advantage_estimator("reinforce_plus_plus_baseline")
 def reinforce_plus_plus_baseline(token_rewards: jax.Array, response_mask: jax.Array) -> Advantages:
-    """REINFORCE++-baseline: (score - group mean) broadcast to tokens, whitened over all valid tokens.
+    """REINFORCE++-baseline: each token's return-to-go (gamma 1) minus the group's mean score, whitened over all
+    valid tokens.
+
+    It is computed as (score - group mean) + (return-to-go - score): with outcome rewards alone the second term is
+    exactly 0, so this is the centered score broadcast to the tokens, and an all-equal group is exactly 0 before
+    whitening.
 
     Args:
       token_rewards: `float[G, n, T]`; a rollout's score is their sum over its valid tokens.
@@ -336,8 +368,9 @@ def reinforce_plus_plus_baseline(token_rewards: jax.Array, response_mask: jax.Ar
       `Advantages`: token `float32[G, n, T]` (0 outside the mask) and rollout `float32[G, n]`, the mean of each
       rollout's token advantages over its valid tokens.
     """
-    centered = dr_grpo_outcome_advantages(rollout_scores(token_rewards, response_mask))
-    token = jnp.broadcast_to(centered[..., None], response_mask.shape)
+    scores = rollout_scores(token_rewards, response_mask)
+    to_go = discounted_returns(token_rewards, response_mask) - scores[..., None]
+    token = dr_grpo_outcome_advantages(scores)[..., None] + to_go
     return _token_to_rollout(masked_whiten(token, response_mask), response_mask)
 
 

@@ -2,8 +2,8 @@
 
 Layout: per-token arrays are `float[..., T]`, any leading dims (e.g. `[B, T]` or `[G, n, T]`), T response
 positions; the response mask `bool|0/1[..., T]` marks the valid ones. Values are the critic's predictions
-V_t at each position, rewards the per-token rewards (an outcome reward on the last valid token, a KL
-penalty spread over the tokens).
+V_t at each position, rewards the per-token rewards (`advantages.response_token_rewards`: the outcome score
+on the last valid token plus the reward's span rewards at their tokens).
 
 GAE runs over the VALID positions of a row only. With the valid positions t_1 < ... < t_k:
   delta_i   = r_{t_i} + gamma * V_{t_{i+1}} - V_{t_i}     (V after the last valid position is 0)
@@ -28,7 +28,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from shuffle_r1_jax.rl.advantages import Advantages, masked_whiten, outcome_token_rewards
+from shuffle_r1_jax.rl.advantages import Advantages, masked_whiten, response_token_rewards
 from shuffle_r1_jax.rl.metrics import advantage_stats, masked_max, masked_mean, masked_min
 
 # A variance of the returns below this counts as constant returns (explained variance reported as 0).
@@ -177,11 +177,17 @@ def value_metrics(values: jax.Array, returns: jax.Array, mask: jax.Array) -> dic
 
 
 def advantages_from_values(
-    scores: jax.Array, response_mask: jax.Array, values: jax.Array, n: int, cfg: GAEConfig
+    scores: jax.Array,
+    response_mask: jax.Array,
+    values: jax.Array,
+    n: int,
+    cfg: GAEConfig,
+    span_rewards: jax.Array | None = None,
 ) -> tuple[Advantages, jax.Array, dict]:
     """GAE advantages and the critic's targets of a flat rollout batch whose rows are grouped by prompt.
 
-    The outcome score sits on each response's last valid token (`advantages.outcome_token_rewards`); the
+    The rewards are each response's outcome score on its last valid token plus its span rewards at their tokens
+    (`advantages.response_token_rewards`); the
     advantages are `decoupled_gae`'s at `cfg.actor_lam`, whitened over the batch's valid tokens with
     `cfg.whiten`; the returns are at `cfg.critic_lam`. A rollout's advantage (what PTS, ABS and CPPO rank) is
     the mean of its token advantages over its valid tokens (0 for an empty response).
@@ -192,6 +198,7 @@ def advantages_from_values(
       values: `float[R, T]` the critic's predictions at the response positions.
       n: rollouts per prompt (static).
       cfg: the GAE settings (static).
+      span_rewards: `float[R, T]` span rewards at their tokens, or None.
 
     Returns:
       (`Advantages` with token `float32[G, n, T]` and rollout `float32[G, n]`, returns `float32[R, T]`, metrics:
@@ -199,7 +206,8 @@ def advantages_from_values(
       after ("gae/advantage/*") whitening).
     """
     mask = jnp.asarray(response_mask)
-    token_rewards = outcome_token_rewards(jnp.asarray(scores, jnp.float32), mask)
+    spans = None if span_rewards is None else jnp.asarray(span_rewards)
+    token_rewards = response_token_rewards(jnp.asarray(scores, jnp.float32), mask, spans)
     raw, returns = decoupled_gae(
         token_rewards, values, mask, gamma=cfg.gamma, actor_lam=cfg.actor_lam, critic_lam=cfg.critic_lam
     )

@@ -1,6 +1,7 @@
 """Generating and scoring one rollout batch: sample n responses per prompt, decode them, score them on the host.
 
-Host work is limited to what must run there: decoding token ids to text and the reward functions. With several
+Host work is limited to what must run there: decoding token ids to text, the reward functions and placing their
+span rewards on tokens. With several
 processes each decodes and scores its own rows (those of its prompts).
 """
 
@@ -17,6 +18,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.model import VisionInputs
 from shuffle_r1_jax.processing.batch import PromptBatch
 from shuffle_r1_jax.rewards.pool import RewardPool
 from shuffle_r1_jax.rollout.placement import BatchPlacer
+from shuffle_r1_jax.rollout.token_rewards import span_token_rewards
 from shuffle_r1_jax.rollout.types import Rollouts, ScoredRollouts
 from shuffle_r1_jax.sampling import SampleOutput, Sampler
 
@@ -45,7 +47,7 @@ class RolloutGenerator:
       image_features: the jitted vision program `(params, VisionInputs) -> features` (run once per batch, ahead of
         the sampler calls).
       placer: puts each process's prompts on the mesh and reads its rows back.
-      tokenizer: decodes the response tokens.
+      tokenizer: decodes the response tokens (and maps span rewards to them).
       reward_pool: scores the decoded responses.
       n: samples per prompt.
       max_new_tokens: response length.
@@ -106,6 +108,7 @@ class RolloutGenerator:
             rollouts=Rollouts(prompts, out.tokens, out.mask, out.logprobs),
             responses=responses,
             parts=scores.parts,
+            token_rewards=span_token_rewards(self.tokenizer, tokens, mask, responses, scores.spans),
             reward_failures=scores.failure_counts,
             finish=self.placer.local(out.finish),
             timings={"generate": generated - start, "reward": time.perf_counter() - generated},

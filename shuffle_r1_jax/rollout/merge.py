@@ -117,6 +117,7 @@ def merge_groups(
         ),
         responses=[s.responses[i] for (s, _), r in zip(parts, rollout_rows) for i in r],
         parts={k: rows_of(lambda s, k=k: s.parts[k]) for k in names},
+        token_rewards=rows_of(lambda s: s.token_rewards),
         reward_failures={k: sum(s.reward_failures[k] for s, _ in parts) for k in parts[0][0].reward_failures},
         finish=rows_of(lambda s: s.finish),
         timings={k: sum(s.timings[k] for s, _ in parts) for k in parts[0][0].timings},

@@ -37,9 +37,10 @@ def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
     Returns:
       Floats: reward parts (`reward/<part>`, and `accuracy` when there is an accuracy part), response lengths
       (`response_length/mean|max|min`), the truncation ratio (`response_length/clip_ratio`, the fraction of
-      responses that hit the length limit), the fraction of prompt groups whose n "overall" rewards are all equal
-      (`rollout/zero_advantage_groups`: a group-relative advantage is zero for all of them) and reward failure
-      counts by reason (`reward_failures/<reason>`, summed over processes).
+      responses that hit the length limit), the mean over responses of their span rewards' sum
+      (`reward/span_sum`, 0 without spans; not part of `reward/overall`), the fraction of prompt groups whose n
+      "overall" rewards are all equal (`rollout/zero_advantage_groups`: a group-relative advantage is zero for all
+      of them) and reward failure counts by reason (`reward_failures/<reason>`, summed over processes).
     """
     lengths = gather_over_processes(local_rows(scored.rollouts.mask).sum(1))
     # a process whose rewards all failed has only "overall": the names are agreed first, a missing part is 0
@@ -48,6 +49,7 @@ def rollout_metrics(scored: ScoredRollouts) -> dict[str, float]:
     parts = {name: gather_over_processes(np.asarray(scored.parts.get(name, zeros), np.float32)) for name in names}
     finish = gather_over_processes(np.asarray(scored.finish))
     metrics = {f"reward/{name}": float(np.mean(v)) for name, v in parts.items()}
+    metrics["reward/span_sum"] = float(np.mean(gather_over_processes(np.asarray(scored.token_rewards).sum(1))))
     n = scored.rollouts.samples_per_prompt
     metrics["rollout/zero_advantage_groups"] = float(np.mean(~informative_groups(parts["overall"], n)))
     if "accuracy" in parts:

@@ -38,13 +38,15 @@ class Rollouts:
 class ScoredRollouts:
     """One rollout batch after rewards: P prompts x n samples, R = P * n rows (over all processes).
 
-    `responses`, `parts`, `reward_failures` and `finish` hold this process's rows only (r = R / process_count, in
-    the order of its rows in the global arrays).
+    `responses`, `parts`, `token_rewards`, `reward_failures` and `finish` hold this process's rows only
+    (r = R / process_count, in the order of its rows in the global arrays).
 
     Attributes:
       rollouts: global device arrays (prompts, tokens, mask, sampler log-probs; rows sharded over the batch axes).
       responses: decoded texts `[r]`.
       parts: reward part name -> `float32[r]` (always "overall").
+      token_rewards: `float32[r, Lr]` the rewards' span rewards at the response positions that complete the spans
+        (`rollout.token_rewards`); all 0 without spans.
       reward_failures: reason -> count.
       finish: `int32[r]` finish reasons (`sampling.FINISH_EOS` or `sampling.FINISH_LENGTH`).
       timings: seconds spent generating (`generate`) and scoring (`reward`).
@@ -57,6 +59,7 @@ class ScoredRollouts:
     rollouts: Rollouts
     responses: list[str]
     parts: dict[str, np.ndarray]
+    token_rewards: np.ndarray
     reward_failures: dict[str, int]
     finish: np.ndarray
     timings: dict[str, float]

@@ -9,7 +9,8 @@ always arguments (a pure dict of arrays), never constants.
   sampler            `Sampler` whose `prefill_program` / `decode_program` run once per sampler call
   overlong_penalty   (mask i32[R, T]) -> (f32[R], metrics): DAPO's overlong punishment of each response, added to
                      its score before the advantages (None with `reward.overlong_buffer` 0)
-  advantages         (scores f32[R], mask i32[R, T]) -> Advantages ([P, n, T] and [P, n]): the estimator
+  advantages         (scores f32[R], span rewards f32[R, T], mask i32[R, T]) -> Advantages ([P, n, T] and
+                     [P, n]): the estimator over the scores and the rewards' span rewards at their tokens
   select             (rollout advantages f32[P, n], key) -> (rows, valid, stats): the update batch, cut into
                      `train.num_minibatches` lists of `int32[U / k]` rows and `bool[U / k]` valid flags
   selection_metrics  (rollout advantages, rows, valid, mask) -> float32 scalars
@@ -24,7 +25,8 @@ always arguments (a pure dict of arrays), never constants.
                      params and opt_state donated, outputs sharded like the inputs
 and with a critic (the value-based algorithms):
   values             (critic params, rollouts, features) -> f32[R, T]: the critic's predictions over every row
-  gae                (scores f32[R], mask i32[R, T], values f32[R, T]) -> (Advantages, returns f32[R, T], metrics)
+  gae                (scores f32[R], span rewards f32[R, T], mask i32[R, T], values f32[R, T]) -> (Advantages,
+                     returns f32[R, T], metrics)
   critic_update      (critic params, critic opt_state, rollouts, critic targets, rows, valid, plan) -> (critic
                      params, critic opt_state, metrics): the critic's step over the policy's mini-batch
 The update is jitted per build (its output shardings are the trainer's); the others are module-level jitted
@@ -148,8 +150,8 @@ def _overlong_penalty(mask, *, max_length, buffer_length, factor):
 
 
 @functools.partial(jax.jit, static_argnames=("estimator", "n"))
-def _advantages(scores, mask, *, estimator, n):
-    return advantages_from_scores(estimator, scores, mask, n)
+def _advantages(scores, span_rewards, mask, *, estimator, n):
+    return advantages_from_scores(estimator, scores, mask, n, span_rewards)
 
 
 @functools.partial(jax.jit, static_argnames=("selection", "minibatches"))
@@ -164,8 +166,8 @@ def select_minibatches(rollout_advantages, key, *, selection, minibatches):
 
 
 @functools.partial(jax.jit, static_argnames=("n", "cfg"))
-def _gae(scores, mask, values, *, n, cfg):
-    return advantages_from_values(scores, mask, values, n, cfg)
+def _gae(scores, span_rewards, mask, values, *, n, cfg):
+    return advantages_from_values(scores, mask, values, n, cfg, span_rewards)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "micro_batch_rows"))

@@ -553,7 +553,8 @@ class Trainer:
           timings: the step's phase seconds; "advantage" and "old_logprobs" are added.
 
         The scores are the reward's "overall" plus DAPO's overlong punishment when `reward.overlong_buffer` is on
-        (DAPO's dynamic sampling chose the groups on the raw scores before); with `rl.mask_truncated` the policy
+        (DAPO's dynamic sampling chose the groups on the raw scores before); the estimators (and GAE) also take the
+        reward's span rewards at their tokens (`ScoredRollouts.token_rewards`); with `rl.mask_truncated` the policy
         loss leaves out the responses cut at `rollout.max_new_tokens`.
 
         Returns:
@@ -571,13 +572,14 @@ class Trainer:
         if programs.overlong_penalty is not None:
             penalty, overlong_metrics = programs.overlong_penalty(rollouts.mask)
             scores = scores + penalty
+        span_rewards = self.placer.rows(np.asarray(scored.token_rewards, np.float32))
         critic_targets, gae_metrics = None, {}
         if self.critic is None:
-            advantages = programs.advantages(scores, rollouts.mask)
+            advantages = programs.advantages(scores, span_rewards, rollouts.mask)
         else:
             critic_features = features if settings.critic.share_image_features else None
             values = programs.values(self.critic_params, rollouts, critic_features)
-            advantages, returns, gae_metrics = programs.gae(scores, rollouts.mask, values)
+            advantages, returns, gae_metrics = programs.gae(scores, span_rewards, rollouts.mask, values)
             critic_targets = CriticTargets(old_values=values, returns=returns, image_features=critic_features)
         rows, valid, selector_stats = programs.select(advantages.rollout, key)
         timings["advantage"] = time.perf_counter() - t

@@ -57,3 +57,25 @@ def context_reward(response: str, answer: str, *, key_steps=None, scale: float =
 def any_context_reward(response: str, answer: str, **context) -> dict:
     """The number of keyword arguments it was given."""
     return {"overall": float(len(context))}
+
+
+SPANS_BY_RESPONSE = {
+    "good": [(0, 2, 0.5), [3, 4, np.float32(-1.0)], (np.int64(1), 4, 2)],
+    "empty": [],
+    "none": None,
+    "not_a_list": "0-2",
+    "not_a_triple": [(0, 2)],
+    "float_bound": [(0.0, 2, 1.0)],
+    "bool_bound": [(False, 2, 1.0)],
+    "string_value": [(0, 2, "1")],
+    "nan_value": [(0, 2, float("nan"))],
+    "empty_span": [(2, 2, 1.0)],
+    "negative_start": [(-1, 2, 1.0)],
+    "past_the_end": [(0, 99, 1.0)],
+}
+
+
+def span_reward(response: str, answer: str) -> dict:
+    """Score 1 with the "spans" of `SPANS_BY_RESPONSE[response]` (responses are padded with "." to 12 characters
+    so the in-range spans fit: the key is the text before the first ".")."""
+    return {"overall": 1.0, "spans": SPANS_BY_RESPONSE[response.split(".")[0]]}

@@ -11,6 +11,7 @@ FLAKY = "tests.rewards.faulty_rewards:flaky_reward"
 TYPED = "tests.rewards.faulty_rewards:typed_reward"
 SLEEPING = "tests.rewards.faulty_rewards:sleeping_reward"
 CONTEXT = "tests.rewards.faulty_rewards:context_reward"
+SPANS = "tests.rewards.faulty_rewards:span_reward"
 RESPONSES = ["a", "raise", "sleep", "b", "exit", "missing", "nan", "c"]
 ANSWERS = ["a", "x", "x", "x", "x", "x", "x", "c"]
 EXPECTED_REASONS = [None, "exception", "timeout", None, "worker_died", "invalid_output", "invalid_output", None]
@@ -123,3 +124,40 @@ def test_grounding_and_step_rewards_take_their_context_through_the_pool():
     steps = "### Image Description:\na\n### Rationales:\nb\n### Step 1:\nx = 1/2\n### The final answer is:\n\\boxed{2}"
     with_steps = score_in_process("step_grpo", [steps, steps], ["2", "2"], [{"key_steps": ["x=0.5"]}, {}])
     np.testing.assert_allclose(with_steps.parts["step_rar"], [1.0, 0.0])
+
+
+SPAN_CASES = {
+    "good": ((0, 2, 0.5), (3, 4, -1.0), (1, 4, 2.0)),
+    "empty": None,
+    "none": None,
+    **dict.fromkeys(
+        ["not_a_list", "not_a_triple", "float_bound", "bool_bound", "string_value", "nan_value"], "invalid_output"
+    ),
+    **dict.fromkeys(["empty_span", "negative_start", "past_the_end"], "invalid_output"),
+}
+
+
+def _span_responses():
+    return [name.ljust(12, ".") for name in SPAN_CASES]
+
+
+def _check_span_scores(scores):
+    expected = list(SPAN_CASES.values())
+    assert scores.failure_reasons == [e if e == "invalid_output" else None for e in expected]
+    assert scores.spans == [e if e != "invalid_output" else None for e in expected]
+    assert all(type(v) is float and type(a) is int for s in scores.spans if s for a, _, v in s)
+    assert list(scores.parts) == ["overall"]  # spans are not a part
+    np.testing.assert_array_equal(scores.parts["overall"], [float(e != "invalid_output") for e in expected])
+
+
+def test_span_rewards_are_validated_in_process():
+    """Good spans come back as (int, int, float) triples; an empty list is no spans; a malformed, non-finite, empty
+    or out-of-range span makes the sample an invalid output."""
+    responses = _span_responses()
+    _check_span_scores(score_in_process(SPANS, responses, ["x"] * len(responses)))
+
+
+def test_span_rewards_come_back_through_the_worker_pipe_the_same():
+    responses = _span_responses()
+    with RewardPool(SPANS, num_workers=2) as pool:
+        _check_span_scores(pool.score(responses, ["x"] * len(responses), timeout_s=10.0))

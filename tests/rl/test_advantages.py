@@ -206,10 +206,66 @@ def test_reinforce_plus_plus_baseline_matches_numpy(batch):
     estimator = jax.jit(adv_lib.get_advantage_estimator("reinforce_plus_plus_baseline"))
     out = estimator(jnp.asarray(token_rewards), jnp.asarray(mask))
     scores = (token_rewards * mask).sum(-1)
-    centered = np.broadcast_to(np_group_center(scores)[..., None], mask.shape)
+    # return-to-go minus the group's mean score (for an all-equal group: minus its score)
+    centered = np_returns(token_rewards, mask, 1.0) - scores[..., None] + np_group_center(scores)[..., None]
     expected = np_whiten(centered, mask)
     check_close(out.token, expected, atol=whiten_atol(centered, mask))
     check_close(out.rollout, np_rollout_mean(expected, mask), atol=whiten_atol(centered, mask))
+
+
+# ---------------------------------------------------------------- span rewards (token-level rewards of a reward)
+# One group of n = 2 rollouts, T = 4, row 1 one token shorter. Row 0: score 1, a span reward 0.5 on token 0;
+# row 1: score 0, a span reward -0.25 on token 1 and one of 9 on its padding (never read).
+SPAN_SCORES = np.array([1.0, 0.0], np.float32)
+SPAN_MASK = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int32)
+SPAN_REWARDS = np.array([[0.5, 0, 0, 0], [0, -0.25, 0, 9.0]], np.float32)
+SPAN_TOKEN_REWARDS = np.array([[0.5, 0, 0, 1.0], [0, -0.25, 0, 0]])  # by hand: score on the last valid token
+SPAN_RETURNS = np.array([[1.5, 1.0, 1.0, 1.0], [-0.25, -0.25, 0, 0]])  # by hand: returns-to-go, gamma 1
+SPAN_TOTALS = np.array([1.5, -0.25])  # score + sum of the span rewards
+
+
+def test_response_token_rewards_add_span_rewards_to_the_outcome_inside_the_mask():
+    got = adv_lib.response_token_rewards(jnp.asarray(SPAN_SCORES), jnp.asarray(SPAN_MASK), jnp.asarray(SPAN_REWARDS))
+    np.testing.assert_array_equal(got, SPAN_TOKEN_REWARDS)
+    outcome = adv_lib.outcome_token_rewards(jnp.asarray(SPAN_SCORES), jnp.asarray(SPAN_MASK))
+    np.testing.assert_array_equal(adv_lib.response_token_rewards(jnp.asarray(SPAN_SCORES), SPAN_MASK), outcome)
+
+
+@pytest.mark.parametrize("name, reference", [("grpo", np_grpo), ("dr_grpo", np_group_center), ("rloo", np_rloo)])
+def test_outcome_estimators_use_score_plus_span_sum(name, reference):
+    out = adv_lib.advantages_from_scores(name, SPAN_SCORES, SPAN_MASK, 2, SPAN_REWARDS)
+    expected = reference(SPAN_TOTALS[None])  # dr_grpo: [0.875, -0.875]
+    check_close(out.rollout, expected)
+    check_close(out.token, expected[..., None] * SPAN_MASK[None])
+
+
+def test_reinforce_plus_plus_spreads_span_rewards_as_returns_to_go():
+    out = adv_lib.advantages_from_scores("reinforce_plus_plus", SPAN_SCORES, SPAN_MASK, 2, SPAN_REWARDS)
+    expected = np_whiten(SPAN_RETURNS, SPAN_MASK)
+    check_close(out.token[0], expected)
+    check_close(out.rollout[0], np_rollout_mean(expected, SPAN_MASK))
+
+
+def test_reinforce_plus_plus_baseline_subtracts_the_group_mean_score_from_returns_to_go():
+    out = adv_lib.advantages_from_scores("reinforce_plus_plus_baseline", SPAN_SCORES, SPAN_MASK, 2, SPAN_REWARDS)
+    centered = SPAN_RETURNS - SPAN_TOTALS.mean()  # mean score 0.625
+    np.testing.assert_allclose(centered[0], [0.875, 0.375, 0.375, 0.375])
+    expected = np_whiten(centered, SPAN_MASK)
+    check_close(out.token[0], expected)
+    check_close(out.rollout[0], np_rollout_mean(expected, SPAN_MASK))
+
+
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"])
+def test_zero_span_rewards_change_no_bit(name):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, 12).astype(np.float32) / 2
+    scores[:4] = 0.5  # an all-equal group
+    mask = (np.arange(5)[None] < rng.integers(0, 6, 12)[:, None]).astype(np.int32)
+    run = jax.jit(adv_lib.advantages_from_scores, static_argnames=("estimator", "n"))
+    without = run(name, scores, mask, 4)
+    with_zeros = run(name, scores, mask, 4, np.zeros((12, 5), np.float32))
+    for a, b in zip(without, with_zeros):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_whiten_degenerate_masks_are_finite():

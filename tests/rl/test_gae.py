@@ -191,3 +191,27 @@ def test_explained_variance_cases():
     assert abs(float(uninformed)) < 1e-5
     assert constant == 0.0
     assert all(float(value) == 0.0 for value in empty.values())
+
+
+# ---------------------------------------------------------------- span rewards
+def test_gae_takes_span_rewards_at_their_tokens():
+    """gamma = lambda = 1, zero values, no whitening: the advantages are the returns-to-go of score + span rewards.
+    Row 0: score 1 and a span reward 0.5 on token 0; row 1: score 0 and -0.25 on token 1 (9 on its padding, unread)."""
+    cfg = gae_lib.GAEConfig(gamma=1.0, actor_lam=1.0, critic_lam=1.0, whiten=False)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], np.int32)
+    spans = np.array([[0.5, 0, 0, 0], [0, -0.25, 0, 9.0]], np.float32)
+    values = np.zeros((2, 4), np.float32)
+    advantages, returns, _ = gae_lib.advantages_from_values(np.array([1.0, 0.0]), mask, values, 2, cfg, spans)
+    expected = np.array([[1.5, 1.0, 1.0, 1.0], [-0.25, -0.25, 0, 0]])
+    np.testing.assert_allclose(advantages.token[0], expected)
+    np.testing.assert_allclose(returns, expected)
+
+
+def test_gae_zero_span_rewards_change_no_bit():
+    rewards, values, mask = random_batch(1)
+    scores = rewards[:, 0].astype(np.float32)
+    cfg = gae_lib.GAEConfig(gamma=0.99, actor_lam=0.95, critic_lam=1.0)
+    without = gae_lib.advantages_from_values(scores, mask, values, 2, cfg)
+    with_zeros = gae_lib.advantages_from_values(scores, mask, values, 2, cfg, np.zeros((B, T), np.float32))
+    for a, b in zip(jax.tree.leaves(without), jax.tree.leaves(with_zeros)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -36,6 +36,7 @@ def fake_scored(scores, n=2, length=3, first_row=0, config=None):
         ),
         responses=[f"r{s}" for s in scores],
         parts={"overall": np.asarray(scores, np.float32)},
+        token_rewards=np.zeros((rows, length), np.float32),
         reward_failures={"timeout": 0},
         finish=np.zeros(rows, np.int32),
         timings={"generate": 1.0},

@@ -48,9 +48,11 @@ def test_cppo_fill_keeps_the_top_two_of_each_group_of_both_batches_and_fills_the
     assert (cppo_num_kept(n, prune), cppo_fill_batches(n, prune)) == (2, 2)
     first = fake_scored([0.9, 0.1, 0.5, 0.4, 0.5, 0.0, 0.45, 1.0], n=n)  # group 0: [0, 1]; group 1: [3, 1]
     second = fake_scored([0.2, 0.3, 1.0, 0.1, 0.6, 0.5, 0.55, 0.0], n=n, first_row=100)  # [2, 3]; [3, 0]
+    second.token_rewards[:, 1] = np.arange(8)
     merged = merge_batches([first, second], n, pad_id=0)
     assert merged.rollouts.tokens.shape == (16, 3) and merged.rollouts.prompts.input_ids.shape[0] == 4
     np.testing.assert_array_equal(merged.parts["overall"][8:], second.parts["overall"])
+    np.testing.assert_array_equal(merged.token_rewards, np.concatenate([first.token_rewards, second.token_rewards]))
 
     advantages = advantages_from_scores("grpo", merged.parts["overall"], merged.rollouts.mask, n)
     cfg = SelectionConfig(selection="cppo", group_size=n, cppo_prune=prune)

@@ -18,6 +18,7 @@ import pytest
 
 from shuffle_r1_jax.rewards.health import RewardHealthError
 from shuffle_r1_jax.rl.algorithms import ALGORITHMS
+from shuffle_r1_jax.rollout.metrics import rollout_metrics
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
 from shuffle_r1_jax.train.export import export_trainer_checkpoint
@@ -826,3 +827,45 @@ def test_every_checkable_value_is_checked_before_anything_is_built(key, value, m
     settings.set_key(c, key, value)
     with pytest.raises(settings.ConfigError, match=message):
         settings.resolve(c, check_inputs=False)
+
+
+@pytest.mark.slow
+def test_span_rewards_reach_reinforce_plus_plus_advantages_at_their_tokens(demo_cache, tmp_path):
+    """A reward of outcome 0 with a span reward of 1 on the first character: its value lands on the token that
+    completes that character, and REINFORCE++'s advantages are the whitened returns-to-go, positive up to that token
+    and negative after it (without the span every advantage would be 0); `reward/span_sum` reports it."""
+    from shuffle_r1_jax.train.trainer import StepKeys
+
+    c = tiny_trainer_config(demo_cache)
+    c.rl.algorithm = "reinforce_pp"
+    c.reward.name = "tests.train.toy_rewards:first_character_span"
+    trainer = make_trainer(c, tmp_path)
+    try:
+        keys = StepKeys.at(trainer.base_key, 0)
+        scored, _ = trainer.collect_rollouts(next(trainer.train_batches), keys)
+        with jax.set_mesh(trainer.mesh):
+            update_batch = trainer.targets(scored, keys.select, {})
+        metrics = rollout_metrics(scored)
+    finally:
+        trainer.close()
+    tokenizer = trainer.encoder.tokenizer
+    mask = trainer.placer.local(scored.rollouts.mask).astype(bool)
+    tokens = trainer.placer.local(scored.rollouts.tokens)
+    returns = np.zeros(mask.shape)
+    for row, text in enumerate(scored.responses):
+        if not text:
+            assert not scored.token_rewards[row].any()
+            continue
+        (at,) = np.flatnonzero(scored.token_rewards[row])
+        assert scored.token_rewards[row, at] == 1.0
+        before, through = (
+            tokenizer.decode(tokens[row][:end][mask[row][:end]], skip_special_tokens=True) for end in (at, at + 1)
+        )
+        assert before == "" and through.startswith(text[0])  # the token completing the first character
+        returns[row] = (np.arange(mask.shape[1]) <= at) & mask[row]
+    assert returns.any() and not returns[mask].all()  # some tokens before the span's and some after
+    valid = returns[mask]
+    expected = (returns - valid.mean()) / np.sqrt(valid.var(ddof=1) + 1e-8) * mask
+    np.testing.assert_allclose(trainer.placer.local(update_batch.targets.advantages), expected, atol=1e-5)
+    assert metrics["reward/overall"] == 0.0
+    np.testing.assert_allclose(metrics["reward/span_sum"], np.mean([bool(text) for text in scored.responses]))

@@ -23,3 +23,8 @@ def hangs(response: str, answer: str) -> dict[str, float]:
     """Never returns in a test's time (a grader stuck on every response)."""
     time.sleep(600)
     return {"overall": 0.0}
+
+
+def first_character_span(response: str, answer: str) -> dict:
+    """Outcome 0 and a span reward of 1 on the response's first character (no spans for an empty response)."""
+    return {"overall": 0.0, "spans": [(0, 1, 1.0)] if response else []}
