@@ -113,7 +113,7 @@ def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> Promp
         (image.width, image.height, int(w) * patch, int(h) * patch)
         for image, (_, h, w) in zip(images, prompt.image_grid_thw.reshape(-1, 3))
     ]
-    context = {**record.reward_columns, "image_sizes": sizes}
+    context = {**record.reward_columns, "image_sizes": sizes, "problem": problem}
     return PromptExample(
         prompt, problem, answer, record.data_source, record.record_id, record.record_index, reward_context=context
     )

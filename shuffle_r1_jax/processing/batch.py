@@ -74,8 +74,9 @@ class PromptExample:
       data_source: the record's data source (for logs).
       record_id: where the record comes from (file and row or line).
       record_index: the record's index in its dataset (-1 when it has none).
-      reward_context: keyword arguments of the reward for this prompt: the dataset's reward columns and
-        "image_sizes", one (original width, original height, resized width, resized height) per image.
+      reward_context: keyword arguments of the reward for this prompt: the dataset's reward columns,
+        "image_sizes", one (original width, original height, resized width, resized height) per image, and
+        "problem", the problem text (for model-based rewards).
     """
 
     prompt: EncodedPrompt

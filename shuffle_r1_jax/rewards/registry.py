@@ -1,12 +1,13 @@
 """Name -> reward function. A config names "math", "math_official" (the official code's mathruler grader), "r1v",
 the perception rewards "grounding_iou", "label_match", "count_match" and "gui_action" (grounding and GUI read
-"image_sizes"), or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
-"step_grpo" (R1-VL's step-wise rewards, `step_rewards`), or "package.module:function" (the demo's reward is
-"shuffle_r1_jax.demo.reward:synthetic_reward").
+"image_sizes"), "step_grpo" (R1-VL's step-wise rewards, `step_rewards`), "prm" (a process reward model,
+`process_reward`), or "package.module:function" (the demo's reward is "shuffle_r1_jax.demo.reward:synthetic_reward").
 
-A reward function has the signature `fn(response: str, answer: str) -> Mapping[str, float]`; the mapping
-holds `overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
-(a string, a bool, NaN or inf makes the sample an invalid output, scored 0). It must be defined at
+A reward function has the signature `fn(response: str, answer: str, **keywords) -> Mapping[str, float]` (the
+keywords it names come from the run's `reward.options` and each prompt's context, see `pool`); the mapping holds
+`overall` (the scalar used for advantages) plus named parts that are logged, each a finite int or float
+(a string, a bool, NaN or inf makes the sample an invalid output, scored 0), and optionally "spans", token-level
+rewards over character ranges of the response. It must be defined at
 module level so worker processes can import it. Built-in names are resolved lazily, so importing this
 module does not import the math grader.
 """
@@ -27,6 +28,7 @@ _REWARDS: dict[str, str | RewardFn] = {
     "count_match": "shuffle_r1_jax.rewards.labels:count_match",
     "gui_action": "shuffle_r1_jax.rewards.gui_action:gui_action",
     "step_grpo": "shuffle_r1_jax.rewards.step_rewards:step_grpo_reward",
+    "prm": "shuffle_r1_jax.rewards.process_reward:prm_reward",
 }
 
 

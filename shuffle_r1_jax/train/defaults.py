@@ -53,7 +53,8 @@ def base_config() -> ConfigDict:
     c.data.images_column = "images"  # "" = text-only prompts (no images column read)
     c.data.image_dir = ""  # base directory for image paths stored as relative paths
     # dataset columns passed to the reward function as keyword arguments of the same name (e.g. ("key_steps",) for
-    # StepGRPO); every reward may also take image_sizes: one (width, height, resized width, resized height) per image
+    # StepGRPO); every reward may also take image_sizes (one (width, height, resized width, resized height) per image)
+    # and problem (the problem text)
     c.data.reward_columns = ()
     # "math" | "r1v" | "step" (R1-VL's sections, for step_grpo) | "none" | "math_official" (the official layout) |
     # a template file | an inline template with "{{ content }}"
@@ -86,7 +87,7 @@ def base_config() -> ConfigDict:
 
     c.reward = ConfigDict()
     # "math" | "math_official" | "r1v" | "step_grpo" | "grounding_iou" | "label_match" | "count_match" | "gui_action"
-    # (BUILD_NOTES "Rewards") | "package.module:function"
+    # | "prm" (a process reward model, BUILD_NOTES "Rewards") | "package.module:function"
     c.reward.name = "math"
     c.reward.timeout_s = 10.0  # per-sample limit; a reward over it scores 0 and is counted
     c.reward.num_workers = 4  # reward worker processes

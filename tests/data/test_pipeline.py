@@ -202,6 +202,8 @@ def test_reward_columns_and_image_sizes_reach_the_batch(tmp_path, encoder, model
     config = PipelineConfig(batch_size=1, num_epochs=1)
     batch = next(prompt_batches(str(path), encoder, model_config, config, buckets=BUCKETS, columns=columns))
     # the tiny encoder resizes to multiples of 28 within 56 x 56 to 112 x 112 pixels: 100 x 50 -> 112 x 56
-    assert batch.reward_contexts == ({"key_steps": ["x = 1", "y = 2"], "image_sizes": [(100, 50, 112, 56)]},)
+    assert batch.reward_contexts == (
+        {"key_steps": ["x = 1", "y = 2"], "image_sizes": [(100, 50, 112, 56)], "problem": "<image>Where?"},
+    )
     with pytest.raises(DataSpecError, match=r"column\(s\) \['steps'\] not found"):
         prompt_batches(str(path), encoder, model_config, config, buckets=BUCKETS, columns=Columns(reward=("steps",)))
