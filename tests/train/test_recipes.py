@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from shuffle_r1_jax.processing.prompts import load_prompt_format
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import load_config_file
 
@@ -69,3 +70,16 @@ def test_recipe_arguments_are_checked():
         load_config_file(CONFIGS / "dapo.py", "base=tpu")
     with pytest.raises(ValueError, match="expected key=value with key one of"):
         load_config_file(CONFIGS / "curriculum.py", "steps=3")
+
+
+@pytest.mark.parametrize("arg", [None, "base=paper,model=7b"])
+def test_grounding_recipe(arg, tmp_path):
+    run = _resolve("grounding", arg, tmp_path)
+    assert run.reward.name == "grounding_iou" and dict(run.reward.options) == {"require_tags": True}
+    if arg is None:
+        c = load_config_file(CONFIGS / "grounding.py")
+        assert (c.demo.task_family, c.demo.image_size, run.data.max_prompt_length) == ("grounding", 70, 80)
+    else:
+        assert (run.data.train, run.data.val) == ("data/refcoco@train", "data/refcoco@val")
+        assert run.train.total_steps == 120624 // 512
+        assert '[{"bbox_2d": [x1, y1, x2, y2]' in load_prompt_format(run.data.prompt_format).apply("<image>the dog")
