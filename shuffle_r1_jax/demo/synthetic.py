@@ -1,7 +1,8 @@
 """Seeded synthetic visual questions (shapes on a white canvas) whose answers need the image.
 
 For the CPU demo that trains a tiny model: images are small (56-112 px, a few dozen patches), answers are
-one short token (a digit or a word from a tiny set), and difficulty is graded. Two task families (`FAMILIES`):
+one short token (a digit or a word from a tiny set) or one box, and difficulty is graded. Three task families
+(`FAMILIES`):
 
 "shapes": easy groups are solved quickly while hard ones stay mostly unsolved (a tiny model learns color and
 little else), which makes advantage collapse visible.
@@ -23,12 +24,22 @@ can perceive (how much of each color there is), so every level is learnable, at 
   difficulty 2   two shapes, area ratio 1.8 - 2.4
   difficulty 3   three shapes, area ratio 1.35 - 1.6 (the third is smaller still)
 
+"grounding": "Where is the <color> <kind>? Answer with its box." -> the shape's pixel box as JSON
+`[x1, y1, x2, y2]` (corners: the box covers pixels x1 .. x2 - 1, y1 .. y2 - 1) in the original image's pixels,
+scored by `grounding_iou` (the model answers in the resized image's pixels, as Qwen2.5-VL does). The shapes of an
+image have distinct colors and distinct kinds, so either word names the target; difficulty is how many shapes
+there are and how small (`GROUNDING_LEVELS`):
+
+  difficulty 0   one shape, side 30 - 50 % of the image
+  difficulty 1   two shapes, sides 25 - 40 %
+  difficulty 2   three shapes, sides 20 - 30 %
+
 Shapes never overlap (2 px gap) and are drawn without anti-aliasing in pure palette colors, so every
 answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout: `problem` (with an
 "<image>" placeholder), `answer`, `images` (list of {"bytes": PNG, "path": None}), plus `difficulty`,
 `task`, `data_source` (`synthetic_shapes/<task>`, so validation reports accuracy per task) and `scene` (JSON:
-image size and the shapes' kind, color and pixel box); "largest_color" rows report accuracy per level
-(`synthetic_shapes/largest_color/level<d>`).
+image size and the shapes' kind, color and pixel box); "largest_color" and "grounding" rows report accuracy per level
+(`synthetic_shapes/<task>/level<d>`); a grounding row's scene also names its target (the shape's index).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,9 +78,12 @@ TASK_ANSWERS = {
     "count": ("1", "2", "3", "4"),
     "largest_color": tuple(COLORS),
 }
+GROUNDING_QUESTION = "Where is the {color} {kind}? Answer with its box."
+_GROUNDING_PROBLEM = re.compile(r"Where is the (\w+) (\w+)\? Answer with its box\.$")
 FAMILIES = {
     "shapes": {0: ("color",), 1: ("larger", "position"), 2: ("count",)},
     "largest_color": {0: ("largest_color",), 1: ("largest_color",), 2: ("largest_color",), 3: ("largest_color",)},
+    "grounding": {0: ("grounding",), 1: ("grounding",), 2: ("grounding",)},
 }
 DEFAULT_FAMILY = "shapes"
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
@@ -79,6 +94,7 @@ _MULTI_LEVEL_TASKS = {  # tasks asked at several levels of their family: their d
     if sum(task in tasks for tasks in family.values()) > 1
 }
 LARGEST_COLOR_LEVELS = {1: (2, 3.0, 4.5), 2: (2, 1.8, 2.4), 3: (3, 1.35, 1.6)}  # level -> (shapes, area ratio range)
+GROUNDING_LEVELS = {0: (1, 0.3, 0.5), 1: (2, 0.25, 0.4), 2: (3, 0.2, 0.3)}  # level -> (shapes, side / image side)
 GAP = 2
 _MAX_PLACEMENT_TRIES = 500
 
@@ -120,6 +136,12 @@ class Shape:
         return AREA_SCALE[self.kind] * self.side**2
 
     @property
+    def corners(self) -> list[int]:
+        """The box as grounding corners [x1, y1, x2, y2]: the shape covers pixels x1 .. x2 - 1, y1 .. y2 - 1."""
+        x0, y0, x1, y1 = self.box
+        return [x0, y0, x1 + 1, y1 + 1]
+
+    @property
     def center_x(self) -> float:
         """The box's horizontal center in pixels."""
         return (self.box[0] + self.box[2]) / 2
@@ -130,11 +152,12 @@ class SyntheticSample:
     """One question about one rendered image.
 
     Attributes:
-      task: "color", "larger", "position" or "count" (a `QUESTIONS` key).
-      difficulty: 0 (easy), 1 (medium) or 2 (hard).
-      answer: the right answer, one of `TASK_ANSWERS[task]`.
+      task: a `QUESTIONS` key, or "grounding".
+      difficulty: the level in its family, from 0 (easy).
+      answer: the right answer, one of `TASK_ANSWERS[task]`; for "grounding" the target's `Shape.corners` as JSON.
       shapes: the shapes in the image, in drawing order.
       image_size: the square image's side in pixels.
+      target: the index in `shapes` of the shape a grounding question asks for; None for the other tasks.
     """
 
     task: str
@@ -142,15 +165,22 @@ class SyntheticSample:
     answer: str
     shapes: tuple[Shape, ...]
     image_size: int
+    target: int | None = None
 
     @property
     def problem(self) -> str:
         """The question text: an "<image>" placeholder, then the task's question."""
+        if self.task == "grounding":
+            shape = self.shapes[self.target]
+            return "<image>" + GROUNDING_QUESTION.format(color=shape.color, kind=shape.kind)
         return "<image>" + QUESTIONS[self.task]
 
     @property
     def reference_response(self) -> str:
-        """A correct, well-formatted response (for tokenizer corpora and sanity checks)."""
+        """A correct, well-formatted response (for tokenizer corpora and sanity checks); a grounding box is in the
+        original image's pixels, right when the image is not resized."""
+        if self.task == "grounding":
+            return grounding_response_text(grounding_target(self.problem), json.loads(self.answer))
         return response_text(self.task, self.answer)
 
 
@@ -269,6 +299,19 @@ def _largest_color_task(rng: np.random.Generator, image_size: int, difficulty: i
     return colors[0], [shapes[i] for i in rng.permutation(num_shapes)]
 
 
+def _grounding_task(rng: np.random.Generator, image_size: int, difficulty: int) -> tuple[str, list[Shape], int]:
+    """`GROUNDING_LEVELS[difficulty]`'s shapes, of distinct colors and distinct kinds, a target drawn among them,
+    and the target's corners as JSON: (answer, shapes, target index)."""
+    num_shapes, low, high = GROUNDING_LEVELS[difficulty]
+    sides = [_side(rng, image_size, low, high) for _ in range(num_shapes)]
+    boxes = _place(rng, sides, image_size)
+    colors = rng.choice(list(COLORS), size=num_shapes, replace=False)
+    kinds = rng.choice(KINDS, size=num_shapes, replace=False)
+    shapes = [Shape(str(kind), str(color), box) for kind, color, box in zip(kinds, colors, boxes)]
+    target = int(rng.integers(num_shapes))
+    return json.dumps(shapes[target].corners), shapes, target
+
+
 _TASK_BUILDERS = {"color": _color_task, "larger": _larger_task, "position": _position_task, "count": _count_task}
 
 
@@ -278,11 +321,14 @@ def generate_sample(
     """One sample of `family` at the given difficulty; the task is drawn uniformly among that level's tasks."""
     tasks = FAMILIES[family][difficulty]
     task = tasks[int(rng.integers(len(tasks)))]
+    target = None
     if task == "largest_color":
         answer, shapes = _largest_color_task(rng, image_size, difficulty)
+    elif task == "grounding":
+        answer, shapes, target = _grounding_task(rng, image_size, difficulty)
     else:
         answer, shapes = _TASK_BUILDERS[task](rng, image_size)
-    return SyntheticSample(task, difficulty, answer, tuple(shapes), image_size)
+    return SyntheticSample(task, difficulty, answer, tuple(shapes), image_size, target)
 
 
 def check_family(family: str, difficulty_weights: Sequence[float]) -> None:
@@ -365,8 +411,26 @@ def response_text(task: str, answer: str) -> str:
     return f"<think> {thought} </think> \\boxed{{{answer}}}"
 
 
+def grounding_response_text(target: str, box: Sequence[int]) -> str:
+    """A well-formatted response to a grounding question about `target` ("red circle") that gives `box`:
+    "<think> the red circle </think> <answer>[x1, y1, x2, y2]</answer>"."""
+    return f"<think> the {target} </think> <answer>{json.dumps([int(v) for v in box])}</answer>"
+
+
+def grounding_target(problem: str) -> str:
+    """The "<color> <kind>" a grounding problem asks for.
+
+    Raises:
+      ValueError: if `problem` does not end with a grounding question.
+    """
+    match = _GROUNDING_PROBLEM.search(problem)
+    if match is None:
+        raise ValueError(f"not a grounding problem: {problem!r}")
+    return f"{match.group(1)} {match.group(2)}"
+
+
 def task_of_problem(problem: str) -> str:
-    """The task whose question `problem` ends with.
+    """The task whose question `problem` ends with ("grounding" for `GROUNDING_QUESTION` of any target).
 
     Raises:
       ValueError: if `problem` ends with no task's question.
@@ -374,6 +438,8 @@ def task_of_problem(problem: str) -> str:
     for task, question in QUESTIONS.items():
         if problem.endswith(question):
             return task
+    if _GROUNDING_PROBLEM.search(problem):
+        return "grounding"
     raise ValueError(f"not a synthetic-task problem: {problem!r}")
 
 
@@ -384,9 +450,12 @@ def data_source(task: str, difficulty: int) -> str:
 
 
 def scene_json(sample: SyntheticSample) -> str:
-    """The sample's shapes as JSON: {"image_size": s, "shapes": [{"kind", "color", "box"}, ...]}."""
-    shapes = [dataclasses.asdict(shape) for shape in sample.shapes]
-    return json.dumps({"image_size": sample.image_size, "shapes": shapes}, separators=(",", ":"))
+    """The sample's shapes as JSON: {"image_size": s, "shapes": [{"kind", "color", "box"}, ...]}, plus "target"
+    (an index into "shapes") for a grounding sample."""
+    scene = {"image_size": sample.image_size, "shapes": [dataclasses.asdict(shape) for shape in sample.shapes]}
+    if sample.target is not None:
+        scene["target"] = sample.target
+    return json.dumps(scene, separators=(",", ":"))
 
 
 def shapes_from_scene(scene: str) -> tuple[int, list[Shape]]:

@@ -2,8 +2,10 @@
 cross-entropy on the response tokens, with the RL update's sequence layout and chunked log-probs.
 
 The targets are well-formatted responses whose answer is the right one with probability `correct_fraction` and
-otherwise drawn at random from the task's answer set: the starting policy knows the format and is partly right
-(as an Instruct model would be), and RL has to sharpen it.
+otherwise drawn at random from the task's answer set (a grounding target: a box of the right size at a random
+place): the starting policy knows the format and is partly right (as an Instruct model would be), and RL has to
+sharpen it. Grounding boxes are written in the resized image's pixels, the frame the model sees and the
+`grounding_iou` reward reads responses in (the prompt's `image_sizes`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from shuffle_r1_jax.demo.synthetic import TASK_ANSWERS, response_text, task_of_problem
+from shuffle_r1_jax.demo.synthetic import (
+    TASK_ANSWERS,
+    grounding_response_text,
+    grounding_target,
+    response_text,
+    task_of_problem,
+)
 from shuffle_r1_jax.learner.logprobs import response_logprobs
 from shuffle_r1_jax.processing.batch import PromptBatch
+from shuffle_r1_jax.rewards.boxes import read_true_boxes, resize_scale, scale_box
 from shuffle_r1_jax.rollout.types import Rollouts
 
 
@@ -101,24 +110,52 @@ def supervised_finetune(
     return params
 
 
+def grounding_warmup_box(
+    rng: np.random.Generator, answer: str, image_sizes, correct: bool
+) -> tuple[int, int, int, int]:
+    """A grounding warm-up target's box in the resized image's pixels, rounded to integers.
+
+    Args:
+      rng: draws the place of a wrong box.
+      answer: the true box in original-image pixels (JSON, `grounding_iou`'s answer).
+      image_sizes: the prompt's (original width, original height, resized width, resized height) per image.
+      correct: the true box scaled into the resized frame; else a box of its size at a uniformly random place
+        inside the resized image.
+    """
+    (true,) = read_true_boxes(answer)
+    x1, y1, x2, y2 = (int(round(v)) for v in scale_box(true, resize_scale(image_sizes)))
+    if correct:
+        return x1, y1, x2, y2
+    width, height = x2 - x1, y2 - y1
+    _, _, resized_width, resized_height = image_sizes[0]
+    x1, y1 = int(rng.integers(0, resized_width - width + 1)), int(rng.integers(0, resized_height - height + 1))
+    return x1, y1, x1 + width, y1 + height
+
+
 def warmup_responses(rng: np.random.Generator, correct_fraction: float) -> Callable[[PromptBatch], list[str]]:
     """The warm-up's target texts of a batch of synthetic prompts.
 
     Args:
       rng: draws which targets are right and the random answers; consumed across calls.
       correct_fraction: the probability that a target gives the right answer; otherwise it gives an answer drawn
-        uniformly from the task's answer set (which may be the right one).
+        uniformly from the task's answer set (which may be the right one), or for grounding a randomly placed box
+        (`grounding_warmup_box`).
 
     Returns:
       A function of a `PromptBatch` that returns one target per prompt, in the task's response format
-      (`response_text`).
+      (`response_text`, `grounding_response_text` with the box in the resized image's pixels).
     """
 
     def responses(batch: PromptBatch) -> list[str]:
         texts = []
-        for problem, answer in zip(batch.problems, batch.answers):
+        for problem, answer, context in zip(batch.problems, batch.answers, batch.reward_contexts):
             task = task_of_problem(problem)
-            if rng.random() >= correct_fraction:
+            correct = rng.random() < correct_fraction
+            if task == "grounding":
+                box = grounding_warmup_box(rng, answer, context["image_sizes"], correct)
+                texts.append(grounding_response_text(grounding_target(problem), box))
+                continue
+            if not correct:
                 answer = str(rng.choice(TASK_ANSWERS[task]))
             texts.append(response_text(task, answer))
         return texts

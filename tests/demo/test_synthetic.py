@@ -1,6 +1,7 @@
 """The synthetic shapes tasks: determinism, parquet layout, answers re-derived from the pixels."""
 
 import collections
+import json
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -134,4 +135,33 @@ def test_family_and_weights_are_checked():
         synthetic.generate_samples(4, seed=0, difficulty_weights=(1, 1, 1), family="largest_color")
     assert (
         synthetic.response_text("largest_color", "blue") == "<think> the largest shape is blue </think> \\boxed{blue}"
+    )
+
+
+# ---------------------------------------------------------------- the grounding family
+def test_grounding_rows_boxes_re_derived_from_the_pixels(tmp_path):
+    """The answer is the target's pixel box as corners in the original (70 px) image; the question names the
+    target by a color and a kind that no other shape of the image has; the level sets how many shapes."""
+    paths = synthetic.write_synthetic_dataset(
+        tmp_path, num_train=60, num_val=6, seed=2, image_size=70, difficulty_weights=(1, 1, 1), family="grounding"
+    )
+    rows = pq.read_table(paths["train"]).to_pylist()
+    assert pq.read_schema(paths["train"]).names == synthetic.SCHEMA.names
+    for row in rows:
+        pixels = np.asarray(decode_image(row["images"][0]))
+        assert pixels.shape == (70, 70, 3)
+        size, shapes = synthetic.shapes_from_scene(row["scene"])
+        target = shapes[json.loads(row["scene"])["target"]]
+        assert len(shapes) == row["difficulty"] + 1
+        assert len({s.color for s in shapes}) == len({s.kind for s in shapes}) == len(shapes)
+        assert row["problem"] == f"<image>Where is the {target.color} {target.kind}? Answer with its box."
+        assert synthetic.task_of_problem(row["problem"]) == row["task"] == "grounding"
+        assert synthetic.grounding_target(row["problem"]) == f"{target.color} {target.kind}"
+        assert row["data_source"] == f"synthetic_shapes/grounding/level{row['difficulty']}"
+        ys, xs = np.nonzero(_color_mask(pixels, target.color))
+        assert json.loads(row["answer"]) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert collections.Counter(r["difficulty"] for r in rows) == {0: 20, 1: 20, 2: 20}
+    sample = synthetic.generate_samples(1, seed=2, image_size=70, family="grounding", difficulty_weights=(1, 0, 0))[0]
+    assert sample.reference_response == f"<think> the {synthetic.grounding_target(sample.problem)} </think> " + (
+        f"<answer>{sample.answer}</answer>"
     )

@@ -66,6 +66,19 @@ def test_round_trips(saved):
         assert tt.UNK not in tokenizer.convert_ids_to_tokens(ids)
 
 
+def test_grounding_boxes_are_encoded_digit_by_digit(saved):
+    """A grounding response round-trips, its numbers in single-digit tokens and its brackets and commas single
+    tokens (the grounding family is left out of the merges' corpus)."""
+    _, _, tokenizer = saved
+    (sample,) = generate_samples(1, seed=0, image_size=70, difficulty_weights=(0, 0, 1), family="grounding")
+    text = sample.reference_response.replace(sample.answer, "[7, 19, 105, 56]")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    pieces = [tokenizer.decode([i]) for i in ids]
+    answer = pieces[pieces.index("<answer>") + 1 : pieces.index("</answer>")]
+    assert answer == ["[", "7", ",", " ", "1", "9", ",", " ", "1", "0", "5", ",", " ", "5", "6", "]"]
+
+
 def test_tags_are_single_tokens_and_unknown_chars_are_visible(saved):
     _, ids, tokenizer = saved
     for tag in tt.TAG_TOKENS:

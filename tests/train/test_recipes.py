@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from shuffle_r1_jax.processing.prompts import load_prompt_format
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import load_config_file
 
@@ -76,3 +77,16 @@ def test_step_grpo_recipe(tmp_path):
     assert (run.reward.name, run.data.prompt_format, run.data.columns.reward) == ("step_grpo", "step", ("steps",))
     assert dict(run.reward.options)["rar_weight"] == 0.1 and run.rl.estimator == "grpo"
     assert _resolve("step_grpo", None, tmp_path).data.columns.reward == ()
+
+
+@pytest.mark.parametrize("arg", [None, "base=paper,model=7b"])
+def test_grounding_recipe(arg, tmp_path):
+    run = _resolve("grounding", arg, tmp_path)
+    assert run.reward.name == "grounding_iou" and dict(run.reward.options) == {"require_tags": True}
+    if arg is None:
+        c = load_config_file(CONFIGS / "grounding.py")
+        assert (c.demo.task_family, c.demo.image_size, run.data.max_prompt_length) == ("grounding", 70, 80)
+    else:
+        assert (run.data.train, run.data.val) == ("data/refcoco@train", "data/refcoco@val")
+        assert run.train.total_steps == 120624 // 512
+        assert '[{"bbox_2d": [x1, y1, x2, y2]' in load_prompt_format(run.data.prompt_format).apply("<image>the dog")
