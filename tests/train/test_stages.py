@@ -77,10 +77,10 @@ def test_each_phase_resolves_with_its_values_and_errors_name_the_stage():
 
 def _staged_config(demo_cache, val_file):
     c = tiny_trainer_config(demo_cache)
-    c.train.total_steps = 4
+    c.train.total_steps = 3
     c.rollout.max_new_tokens = 8
     c.stages = (
-        "name=short; steps=2; rollout.max_new_tokens=4",
+        "name=short; steps=1; rollout.max_new_tokens=4",
         f"name=other_data; steps=2; data.train={val_file}; data.sampling=prioritized; reward.name={TOY}",
     )
     return c
@@ -124,21 +124,21 @@ def test_a_staged_run_stopped_mid_stage_resumes_exactly(demo_cache, tmp_path, mo
     monkeypatch.undo()
     table = uninterrupted.train_batches.pass_rates
     expected = PassRateTable(len(table.rates), 0.5)
-    for indices, accuracy in seen[2:]:  # the second stage's batches
+    for indices, accuracy in seen[1:]:  # the second stage's batches
         for index, row in zip(indices, accuracy):
             expected.observe(np.asarray([index]), np.asarray([row.sum() / len(row)]))
-    assert len(seen) == 4
+    assert len(seen) == 3
     np.testing.assert_allclose(table.rates, expected.rates)
     np.testing.assert_array_equal(table.visits, expected.visits)
-    assert [logged[s]["stage"] for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
-    assert [logged[s]["rollout/max_new_tokens"] for s in (1, 2, 3, 4)] == [4, 4, 8, 8]
-    assert logged[2]["response_length/max"] <= 4
-    assert logged[4]["data/pass_rate/tracked"] > 0  # the second stage's prioritized stream
+    assert [logged[s]["stage"] for s in (1, 2, 3)] == [0, 1, 1]
+    assert [logged[s]["rollout/max_new_tokens"] for s in (1, 2, 3)] == [4, 8, 8]
+    assert logged[1]["response_length/max"] <= 4
+    assert logged[3]["data/pass_rate/tracked"] > 0  # the second stage's prioritized stream
 
-    stopped, _ = _fit(_staged_config(demo_cache, val_file), tmp_path / "stopped", stop_after=4)
-    assert stopped.checkpointer.latest_step() == 3  # killed in the second stage, after its first step
+    stopped, _ = _fit(_staged_config(demo_cache, val_file), tmp_path / "stopped", stop_after=3)
+    assert stopped.checkpointer.latest_step() == 2  # killed in the second stage, after its first step
     resumed, _ = _fit(_staged_config(demo_cache, val_file), tmp_path / "stopped")
-    assert resumed.step == 4 and resumed.phase.name == "other_data"
+    assert resumed.step == 3 and resumed.phase.name == "other_data"
     np.testing.assert_array_equal(resumed.train_batches.pass_rates.rates, uninterrupted.train_batches.pass_rates.rates)
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(uninterrupted.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
