@@ -2,6 +2,8 @@
 
 - `defaults`: every config key with its default and meaning, and the parser of config-file arguments;
 - `settings`: the config checked and resolved once into typed settings, and the start-up order of a run;
+- `stages`: stages and the response-length schedule cut into phases (which values hold at which steps);
+- `components`: the prompt encoder, starting policy, prompt stream, reward pool and rollout generator of a run;
 - `programs`: the jitted programs of a training step, built in one place from the settings;
 - `trainer`: the loop (rollouts, update-batch selection, policy updates) around validation, checkpoints and
   metrics, resuming from the workdir's checkpoint;
