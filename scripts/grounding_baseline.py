@@ -1,12 +1,12 @@
 """The constant-box baseline of a grounding run: is its validation IoU localization or one good box for all?
 
 Reads `<workdir>/eval_samples.jsonl` (run with `--config.eval.num_examples` at least the validation prompts, so
-every prompt's first validation sample is recorded) and prints, per validation step: the mean IoU of those samples,
-the mean IoU of the same boxes with the other prompts' true boxes (what the boxes score without regard to the
-image: the gap to the first figure is localization), the share of distinct boxes among them, the most frequent box
-and its share; and once, the IoU of the best constant box on the same prompts (an integer box in the resized frame,
-searched exhaustively), continuous and at `--iou_threshold`. A policy localizes when its IoU clearly beats that
-constant box with many distinct boxes.
+every prompt's first validation sample is recorded) and prints, per validation step: their mean reward accuracy and
+continuous IoU, the mean IoU of the same boxes with the other prompts' true boxes (what the boxes score without
+regard to the image: the gap to the first figure is localization), the share of distinct boxes among them, the most
+frequent box and its share; and once, the IoU of the best constant box on the same prompts (an integer box in the
+resized frame, searched exhaustively), continuous and at `--iou_threshold`. A policy localizes when its IoU clearly
+beats that constant box with many distinct boxes.
 
     python scripts/grounding_baseline.py /tmp/g2/run_c1 --original 70 --resized 56
 """
@@ -72,8 +72,8 @@ def main() -> None:
     first = by_step[min(by_step)]
     true = np.array([[v * scale for v in read_true_boxes(r["answer"])[0]] for r in first])
     print(f"{len(first)} validation prompts per step")
-    print("| step | mean IoU (first sample) | same boxes, other prompts | distinct boxes | most frequent box (share) |")
-    print("|---|---|---|---|---|")
+    print("| step | reward accuracy | IoU | same boxes, other prompts | distinct boxes | most frequent box (share) |")
+    print("|---|---|---|---|---|---|")
     for step in sorted(by_step):
         rows = by_step[step]
         boxes = []
@@ -83,11 +83,13 @@ def main() -> None:
         counts = collections.Counter(boxes)
         read_rows = [i for i, b in enumerate(boxes) if b is not None]
         table = iou_table(np.array([boxes[i] for i in read_rows], np.float64), true)
+        own = float(np.sum(table[np.arange(len(read_rows)), read_rows]) / len(rows))
         table[np.arange(len(read_rows)), read_rows] = np.nan  # each box against the OTHER prompts' true boxes
         shuffled = float(np.nansum(table) / (len(rows) * (len(rows) - 1)))
         top, top_n = counts.most_common(1)[0]
         print(
-            f"| {step} | {np.mean([r['score'] for r in rows]):.3f} | {shuffled:.3f} | {len(counts) / len(rows):.2f} | "
+            f"| {step} | {np.mean([r['score'] for r in rows]):.3f} | {own:.3f} | {shuffled:.3f} | "
+            f"{len(counts) / len(rows):.2f} | "
             f"{[int(v) for v in top] if top else None} ({top_n / len(rows):.2f}) |"
         )
     box, score = best_constant_box(true, args.resized, None)
