@@ -51,6 +51,7 @@ def _settings_key(config: ConfigDict) -> str:
         prompt_buckets=list(config.data.prompt_buckets),
         max_new_tokens=config.rollout.max_new_tokens,
         preset=d.preset,
+        rope_theta=d.rope_theta,
         version=4,
     )
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
@@ -94,6 +95,7 @@ def check_demo_section(d: ConfigDict) -> None:
             f"demo.warmup_steps = {d.warmup_steps} must be >= 0 and demo.warmup_batch = {d.warmup_batch} >= 1",
         ),
         (d.warmup_lr > 0, f"demo.warmup_lr = {d.warmup_lr} must be > 0"),
+        (d.rope_theta > 1, f"demo.rope_theta = {d.rope_theta} must be > 1"),
         (
             0 <= d.warmup_correct_fraction <= 1,
             f"demo.warmup_correct_fraction = {d.warmup_correct_fraction} must be in [0, 1]",
@@ -125,7 +127,9 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
     d = config.demo
     check_demo_section(d)
     root = Path(os.path.expanduser(d.cache_dir)) / _settings_key(config)
-    base = _build_once(root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=d.seed))
+    base = _build_once(
+        root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=d.seed, rope_theta=d.rope_theta)
+    )
     data = _build_once(
         root / "data",
         lambda out: write_synthetic_dataset(

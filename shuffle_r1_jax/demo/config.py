@@ -37,6 +37,7 @@ def demo_config() -> ConfigDict:
         "~/.cache/shuffle_r1_jax/demo-v1"  # where the demo's checkpoint, data and warm-up are written once
     )
     c.demo.preset = "demo"  # tiny model size: "demo" (1.1M parameters) or "test" (smaller, for tests)
+    c.demo.rope_theta = 1000000.0  # the tiny text model's M-RoPE base (Qwen2.5-VL's); `configs/grounding.py` sets 10
     c.demo.seed = 0  # seeds the demo's assets (model init, dataset, warm-up), apart from `seed`: runs share them
     c.demo.num_train = 4000  # synthetic training samples
     c.demo.num_val = 192  # synthetic validation samples

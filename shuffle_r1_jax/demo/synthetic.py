@@ -34,6 +34,11 @@ there are and how small (`GROUNDING_LEVELS`):
   difficulty 1   two shapes, sides 25 - 40 %
   difficulty 2   three shapes, sides 20 - 30 %
 
+"grounding_cells": the same question and answer, the shapes each inside its own cell of a 2 x 2 grid (one shape
+per cell, side 60 - 90 % of the cell, anywhere in it), so a 56 px image puts each shape in one merged image token
+(Qwen2.5-VL merges 28 px); difficulty is how many shapes there are (1, 2, 3). Telling the cell is a first, coarse
+localization a tiny model can learn; the box inside the cell is the fine part.
+
 Shapes never overlap (2 px gap) and are drawn without anti-aliasing in pure palette colors, so every
 answer can be re-derived from the pixels. Rows follow the EasyR1 parquet layout: `problem` (with an
 "<image>" placeholder), `answer`, `images` (list of {"bytes": PNG, "path": None}), plus `difficulty`,
@@ -84,6 +89,7 @@ FAMILIES = {
     "shapes": {0: ("color",), 1: ("larger", "position"), 2: ("count",)},
     "largest_color": {0: ("largest_color",), 1: ("largest_color",), 2: ("largest_color",), 3: ("largest_color",)},
     "grounding": {0: ("grounding",), 1: ("grounding",), 2: ("grounding",)},
+    "grounding_cells": {0: ("grounding",), 1: ("grounding",), 2: ("grounding",)},
 }
 DEFAULT_FAMILY = "shapes"
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
@@ -299,12 +305,31 @@ def _largest_color_task(rng: np.random.Generator, image_size: int, difficulty: i
     return colors[0], [shapes[i] for i in rng.permutation(num_shapes)]
 
 
-def _grounding_task(rng: np.random.Generator, image_size: int, difficulty: int) -> tuple[str, list[Shape], int]:
-    """`GROUNDING_LEVELS[difficulty]`'s shapes, of distinct colors and distinct kinds, a target drawn among them,
-    and the target's corners as JSON: (answer, shapes, target index)."""
+def _place_in_cells(rng: np.random.Generator, num_shapes: int, image_size: int) -> list[tuple[int, int, int, int]]:
+    """Square boxes in distinct cells of the 2 x 2 grid, side 60 - 90 % of the cell, at least `GAP` pixels inside
+    their cell's edges."""
+    cell = image_size // 2
+    boxes = []
+    for index in rng.permutation(4)[:num_shapes]:
+        side = min(_side(rng, cell, 0.6, 0.9), cell - 2 * GAP)
+        row, col = divmod(int(index), 2)
+        x0, y0 = (int(v) for v in rng.integers(GAP, cell - side - GAP + 1, size=2))
+        x0, y0 = col * cell + x0, row * cell + y0
+        boxes.append((x0, y0, x0 + side - 1, y0 + side - 1))
+    return boxes
+
+
+def _grounding_task(
+    rng: np.random.Generator, image_size: int, difficulty: int, cells: bool = False
+) -> tuple[str, list[Shape], int]:
+    """`GROUNDING_LEVELS[difficulty]`'s shapes (anywhere, or with `cells` one per cell of a 2 x 2 grid), of distinct
+    colors and distinct kinds, a target drawn among them, and the target's corners as JSON: (answer, shapes,
+    target index)."""
     num_shapes, low, high = GROUNDING_LEVELS[difficulty]
-    sides = [_side(rng, image_size, low, high) for _ in range(num_shapes)]
-    boxes = _place(rng, sides, image_size)
+    if cells:
+        boxes = _place_in_cells(rng, num_shapes, image_size)
+    else:
+        boxes = _place(rng, [_side(rng, image_size, low, high) for _ in range(num_shapes)], image_size)
     colors = rng.choice(list(COLORS), size=num_shapes, replace=False)
     kinds = rng.choice(KINDS, size=num_shapes, replace=False)
     shapes = [Shape(str(kind), str(color), box) for kind, color, box in zip(kinds, colors, boxes)]
@@ -325,7 +350,7 @@ def generate_sample(
     if task == "largest_color":
         answer, shapes = _largest_color_task(rng, image_size, difficulty)
     elif task == "grounding":
-        answer, shapes, target = _grounding_task(rng, image_size, difficulty)
+        answer, shapes, target = _grounding_task(rng, image_size, difficulty, cells=family == "grounding_cells")
     else:
         answer, shapes = _TASK_BUILDERS[task](rng, image_size)
     return SyntheticSample(task, difficulty, answer, tuple(shapes), image_size, target)

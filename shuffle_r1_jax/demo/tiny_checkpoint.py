@@ -95,7 +95,10 @@ PRESETS: dict[str, TinyPreset] = {
 
 
 def tiny_config(
-    preset: str | TinyPreset, token_ids: dict[str, int], tie_word_embeddings: bool | None = None
+    preset: str | TinyPreset,
+    token_ids: dict[str, int],
+    tie_word_embeddings: bool | None = None,
+    rope_theta: float | None = None,
 ) -> Qwen25VLConfig:
     """The model config of a preset with the tokenizer's vocabulary size and special token ids.
 
@@ -103,6 +106,10 @@ def tiny_config(
       preset: "test", "demo" or a `TinyPreset`.
       token_ids: as returned by `save_tiny_tokenizer` (vocab_size, bos/eos/image/video/vision_start/end ids).
       tie_word_embeddings: None keeps the preset's choice.
+      rope_theta: the text model's M-RoPE base; None keeps the preset's (Qwen2.5-VL's 1e6). With a 32-wide head
+        and sections (4, 6, 6), base 1e6 turns the height rows by at most 0.032 rad and the width rows by at most
+        0.0002 rad per merged image token, so a tiny model cannot tell its image tokens apart by place; base 10
+        turns them by 0.27-0.56 and 0.12-0.24 rad.
 
     Returns:
       The `Qwen25VLConfig`.
@@ -116,7 +123,11 @@ def tiny_config(
         preset = PRESETS[preset]
     tie = preset.tie_word_embeddings if tie_word_embeddings is None else tie_word_embeddings
     return Qwen25VLConfig(
-        text=dataclasses.replace(preset.text, vocab_size=token_ids["vocab_size"]),
+        text=dataclasses.replace(
+            preset.text,
+            vocab_size=token_ids["vocab_size"],
+            rope_theta=preset.text.rope_theta if rope_theta is None else rope_theta,
+        ),
         vision=preset.vision,
         tie_word_embeddings=tie,
         image_token_id=token_ids["image_token_id"],
@@ -145,6 +156,7 @@ def make_tiny_checkpoint(
     vocab_size: int = 256,
     image_config: ImagePreprocessConfig = TINY_IMAGE_CONFIG,
     tie_word_embeddings: bool | None = None,
+    rope_theta: float | None = None,
     dtype=jnp.float32,
 ) -> Qwen25VLConfig:
     """Writes a complete tiny HF-format checkpoint directory and returns its model config.
@@ -156,6 +168,7 @@ def make_tiny_checkpoint(
       vocab_size: the tokenizer's budget; the model's vocabulary is the trained tokenizer's length.
       image_config: written as preprocessor_config.json (min/max pixels for the demo's small images).
       tie_word_embeddings: None keeps the preset's choice.
+      rope_theta: the text model's M-RoPE base; None keeps the preset's (see `tiny_config`).
       dtype: storage dtype of the written weights.
 
     Returns:
@@ -167,7 +180,7 @@ def make_tiny_checkpoint(
     """
     out = Path(out_dir)
     token_ids = save_tiny_tokenizer(out, vocab_size=vocab_size, image_config=image_config)
-    config = tiny_config(preset, token_ids, tie_word_embeddings)
+    config = tiny_config(preset, token_ids, tie_word_embeddings, rope_theta)
     save_hf_checkpoint(random_model(config, seed), out, dtype=dtype)
     (out / "generation_config.json").write_text(json.dumps(_generation_config(token_ids), indent=2) + "\n")
     return config

@@ -139,11 +139,13 @@ def test_family_and_weights_are_checked():
 
 
 # ---------------------------------------------------------------- the grounding family
-def test_grounding_rows_boxes_re_derived_from_the_pixels(tmp_path):
+@pytest.mark.parametrize("family", ["grounding", "grounding_cells"])
+def test_grounding_rows_boxes_re_derived_from_the_pixels(tmp_path, family):
     """The answer is the target's pixel box as corners in the original (70 px) image; the question names the
-    target by a color and a kind that no other shape of the image has; the level sets how many shapes."""
+    target by a color and a kind that no other shape of the image has; the level sets how many shapes; in
+    "grounding_cells" every shape lies inside its own cell of the 2 x 2 grid (35 px cells)."""
     paths = synthetic.write_synthetic_dataset(
-        tmp_path, num_train=60, num_val=6, seed=2, image_size=70, difficulty_weights=(1, 1, 1), family="grounding"
+        tmp_path, num_train=60, num_val=6, seed=2, image_size=70, difficulty_weights=(1, 1, 1), family=family
     )
     rows = pq.read_table(paths["train"]).to_pylist()
     assert pq.read_schema(paths["train"]).names == synthetic.SCHEMA.names
@@ -160,6 +162,13 @@ def test_grounding_rows_boxes_re_derived_from_the_pixels(tmp_path):
         assert row["data_source"] == f"synthetic_shapes/grounding/level{row['difficulty']}"
         ys, xs = np.nonzero(_color_mask(pixels, target.color))
         assert json.loads(row["answer"]) == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        if family == "grounding_cells":
+            cells = set()
+            for shape in shapes:
+                ys, xs = np.nonzero(_color_mask(pixels, shape.color))
+                assert xs.min() // 35 == xs.max() // 35 and ys.min() // 35 == ys.max() // 35
+                cells.add((xs.min() // 35, ys.min() // 35))
+            assert len(cells) == len(shapes)
     assert collections.Counter(r["difficulty"] for r in rows) == {0: 20, 1: 20, 2: 20}
     sample = synthetic.generate_samples(1, seed=2, image_size=70, family="grounding", difficulty_weights=(1, 0, 0))[0]
     assert sample.reference_response == f"<think> the {synthetic.grounding_target(sample.problem)} </think> " + (

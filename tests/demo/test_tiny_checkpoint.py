@@ -47,6 +47,13 @@ def test_seeded(tmp_path):
     assert files["a"] == files["b"] and files["a"] != files["c"]
 
 
+def test_rope_theta_is_written_and_read_back(tmp_path):
+    config = tiny.make_tiny_checkpoint(tmp_path, "test", rope_theta=10.0)
+    assert config.text.rope_theta == 10.0 and load_config(tmp_path).text.rope_theta == 10.0
+    token_ids = tt.save_tiny_tokenizer(tmp_path / "tokenizer")
+    assert tiny.tiny_config("test", token_ids).text.rope_theta == 1e6 == tiny.PRESETS["test"].text.rope_theta
+
+
 def test_random_model_init_scheme():
     ids = dict(
         vocab_size=256,
