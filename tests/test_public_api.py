@@ -15,6 +15,7 @@ PUBLIC = [
     ("shuffle_r1_jax.rl.value_loss", ("clipped_value_loss",)),
     ("shuffle_r1_jax.rl.opmd", ("opmd_loss",)),
     ("shuffle_r1_jax.models.qwen2_5_vl.value_model", ("Qwen25VLValueModel", "read_value_head", "write_value_head")),
+    ("shuffle_r1_jax.train.export", ("export_checkpoint", "export_trainer_checkpoint")),
     ("shuffle_r1_jax.processing.tiny_tokenizer", ("save_tiny_tokenizer", "build_tiny_tokenizer", "CHAT_TEMPLATE")),
 ]
 

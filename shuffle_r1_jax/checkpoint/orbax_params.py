@@ -2,7 +2,8 @@
 
 `scripts/convert_hf_to_orbax.py` loads an HF directory tensor by tensor (`load_pretrained`) into (optionally
 sharded) device arrays and writes them with `save_params`; `restore_params` reads them back onto given shardings.
-`load_pretrained` accepts such a directory like an HF one, so the trainer can start from either.
+`load_pretrained` accepts such a directory like an HF one, so the trainer can start from either;
+`scripts/export_to_hf.py` writes one back in the HF layout, each tensor in its saved dtype (`keep_saved_dtypes`).
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ def save_params(params: dict, out_dir: str | os.PathLike) -> None:
     checkpointer.wait_until_finished()
 
 
-def restore_params(directory: str | os.PathLike, abstract: dict) -> dict:
+def restore_params(directory: str | os.PathLike, abstract: dict, *, keep_saved_dtypes: bool = False) -> dict:
     """Reads `<directory>/params` onto `abstract`.
 
     Args:
       directory: the checkpoint directory.
       abstract: a pure dict of `ShapeDtypeStruct`s, with `.sharding` to place them.
+      keep_saved_dtypes: restore each array in the dtype it was saved in (e.g. bfloat16) instead of casting it to
+        `abstract`'s dtype.
 
     Returns:
-      A pure dict of the restored arrays, structured like `abstract` and placed by its shardings.
+      A pure dict of the restored arrays, structured like `abstract` and placed by its shardings, in `abstract`'s
+      dtypes (with `keep_saved_dtypes`, the saved ones).
 
     Raises:
       ValueError: naming a parameter of `abstract` that is missing from the checkpoint or whose saved shape
@@ -58,6 +62,11 @@ def restore_params(directory: str | os.PathLike, abstract: dict) -> dict:
                 f"{path}: parameter {name!r} expected shape {tuple(leaf.shape)}, found "
                 f"{'nothing' if found is None else tuple(found.shape)}"
             )
+    if keep_saved_dtypes:
+        abstract = jax.tree_util.tree_map_with_path(
+            lambda key, leaf: jax.ShapeDtypeStruct(leaf.shape, saved[_name(key)].dtype, sharding=leaf.sharding),
+            abstract,
+        )
     return checkpointer.restore(path, abstract)
 
 
