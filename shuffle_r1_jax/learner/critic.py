@@ -163,7 +163,7 @@ def update_critic_minibatch(
         raise ValueError(f"mini-batch of {rows.shape[0]} rows does not split into {micro_batches} micro-batches")
     num_tokens = count_tokens(rollouts.mask[rows] * valid[:, None])
     step = accumulated_step(
-        jax.value_and_grad(_critic_micro_loss, has_aux=True),
+        _critic_micro_loss,
         params,
         opt_state,
         optimizer,

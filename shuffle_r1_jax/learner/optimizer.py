@@ -1,5 +1,6 @@
 """The optax optimizer of the policy: AdamW with warm-up and a constant or cosine schedule, global-norm
-clipping, and frozen parameter groups (the vision tower by default) that get no optimizer state."""
+clipping, and frozen parameter groups (the vision tower by default; everything but the LoRA adapters with
+`adapters_only`) that get no optimizer state."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import dataclasses
 import jax
 import optax
 from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl.lora import is_adapter_path
 
 SCHEDULES = ("constant", "cosine")
 
@@ -28,6 +31,8 @@ class OptimizerConfig:
       weight_decay: AdamW's decoupled weight decay.
       max_grad_norm: global-norm clip (0 = off).
       freeze_vision: the vision tower is not trained.
+      adapters_only: only the LoRA adapters are trained (`models.qwen2_5_vl.lora`); every other parameter is
+        frozen.
     """
 
     learning_rate: float = 1e-6
@@ -41,6 +46,7 @@ class OptimizerConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     freeze_vision: bool = True
+    adapters_only: bool = False
 
     def __post_init__(self):
         """Validate the settings.
@@ -65,6 +71,12 @@ class OptimizerConfig:
                 ">= 0 (max_grad_norm 0 = no clipping)"
             )
 
+    def trains(self, path: tuple) -> bool:
+        """Whether the parameter at `path` (its keys in the parameter dict) is trained."""
+        if self.adapters_only:
+            return is_adapter_path(path)
+        return not (self.freeze_vision and path and path[0] == "visual")
+
 
 def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
     """Linear warm-up to the peak, then constant or cosine decay."""
@@ -80,21 +92,21 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
     return optax.join_schedules([warmup, main], [cfg.warmup_steps])
 
 
-def parameter_labels(params: nnx.State, freeze_vision: bool) -> nnx.State:
-    """The optimizer label of every parameter: "frozen" or "train".
+def parameter_labels(params: nnx.State, cfg: OptimizerConfig) -> nnx.State:
+    """The optimizer label of every parameter: "train" where `cfg.trains` says so, else "frozen".
 
     Args:
       params: the model's parameters.
-      freeze_vision: label the vision-tower parameters (under "visual") "frozen".
+      cfg: the optimizer settings (`freeze_vision`, `adapters_only`).
 
     Returns:
       A tree of the same structure as `params` with "frozen" or "train" leaves.
     """
 
     def label(path, _):
-        return "frozen" if freeze_vision and path and path[0] == "visual" else "train"
+        return "train" if cfg.trains(tuple(getattr(k, "key", k) for k in path)) else "frozen"
 
-    return jax.tree_util.tree_map_with_path(lambda p, v: label(tuple(getattr(k, "key", k) for k in p), v), params)
+    return jax.tree_util.tree_map_with_path(label, params)
 
 
 def make_optimizer(cfg: OptimizerConfig, params: nnx.State) -> optax.GradientTransformation:
@@ -110,6 +122,4 @@ def make_optimizer(cfg: OptimizerConfig, params: nnx.State) -> optax.GradientTra
     train = optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.max_grad_norm > 0:
         train = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), train)
-    return optax.multi_transform(
-        {"train": train, "frozen": optax.set_to_zero()}, parameter_labels(params, cfg.freeze_vision)
-    )
+    return optax.multi_transform({"train": train, "frozen": optax.set_to_zero()}, parameter_labels(params, cfg))

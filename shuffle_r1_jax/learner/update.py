@@ -5,21 +5,25 @@ normalised by the WHOLE mini-batch's valid-token (or sequence) count, so the sum
 exactly the gradient of the full mini-batch. The policy loss is PPO's clipped surrogate or OPMD's squared error
 (`LossConfig.loss_kind`), plus the KL-to-reference term when it is on. A non-finite loss or gradient skips the
 update. With a packing plan (`learner.packing`) each micro-batch's sequences run packed into fewer rows; its
-log-probs come back in the padded layout, so the loss is the same.
+log-probs come back in the padded layout, so the loss is the same. Gradients are taken only of the parameters the
+optimizer trains (`trains`), so frozen ones (the vision tower, or everything but LoRA adapters) cost no gradient
+memory; with a dropout key in the targets, LoRA adapters drop their inputs (a key per micro-batch).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from flax.nnx import traversals
 
 from shuffle_r1_jax.learner.logprobs import response_logprobs
 from shuffle_r1_jax.learner.packing import PackingPlan
+from shuffle_r1_jax.models.qwen2_5_vl.lora import adapter_dropout
 from shuffle_r1_jax.rl.aggregation import AGG_MODES, count_sequences, count_tokens
 from shuffle_r1_jax.rl.kl import canonical_kl_kind, kl_loss
 from shuffle_r1_jax.rl.metrics import masked_mean
@@ -102,6 +106,8 @@ class UpdateTargets:
         and prompts with images, the vision tower runs in the update.
       loss_rows: `bool[R]` the rows the policy loss (and its KL term) counts, or None for every row; False rows are
         left out as invalid rows are (`rl.mask_truncated`: the responses cut at the length limit).
+      dropout_key: the PRNG key of the LoRA adapters' dropout in this mini-batch's step (folded with the
+        micro-batch index), or None for no dropout.
     """
 
     advantages: jax.Array
@@ -109,22 +115,36 @@ class UpdateTargets:
     ref_logprobs: jax.Array | None = None
     image_features: jax.Array | None = None
     loss_rows: jax.Array | None = None
+    dropout_key: jax.Array | None = None
 
 
 def _micro_loss(
-    params, rows, valid, plan, graphdef, rollouts, targets, num_tokens, num_sequences, num_groups, cfg: LossConfig
+    params,
+    index,
+    rows,
+    valid,
+    plan,
+    graphdef,
+    rollouts,
+    targets,
+    num_tokens,
+    num_sequences,
+    num_groups,
+    cfg: LossConfig,
 ):
     model = nnx.merge(graphdef, params)
-    logp, entropy = response_logprobs(
-        model,
-        rollouts,
-        rows,
-        temperature=cfg.temperature,
-        chunk=cfg.logprob_chunk,
-        image_features=targets.image_features,
-        with_entropy=True,
-        plan=plan,
-    )
+    key = None if targets.dropout_key is None else jax.random.fold_in(targets.dropout_key, index)
+    with adapter_dropout(key):
+        logp, entropy = response_logprobs(
+            model,
+            rollouts,
+            rows,
+            temperature=cfg.temperature,
+            chunk=cfg.logprob_chunk,
+            image_features=targets.image_features,
+            with_entropy=True,
+            plan=plan,
+        )
     mask = rollouts.mask[rows] * valid[:, None]
     # the policy and KL losses reduce their per-token losses the same way, over the whole mini-batch
     aggregation = dict(
@@ -191,37 +211,57 @@ class AccumulatedStep:
     metrics: dict
 
 
-def accumulated_step(grad_fn, params, opt_state, optimizer, micro_inputs, *shared) -> AccumulatedStep:
+def _split(params: dict, trains: Callable[[tuple], bool] | None) -> tuple[dict, dict]:
+    """(the trained parameters, the frozen ones) of a pure dict, as flat {path: array} dicts."""
+    flat = traversals.flatten_mapping(params)
+    if trains is None:
+        return flat, {}
+    trained = {path: value for path, value in flat.items() if trains(path)}
+    return trained, {path: value for path, value in flat.items() if path not in trained}
+
+
+def accumulated_step(
+    loss_fn, params, opt_state, optimizer, micro_inputs, *shared, trains: Callable[[tuple], bool] | None = None
+) -> AccumulatedStep:
     """One optimizer step over micro-batches scanned in order, their gradients summed.
 
     Args:
-      grad_fn: `jax.value_and_grad(loss, has_aux=True)` of `loss(params, *micro_input, *shared) -> (loss,
-        (metrics, valid tokens))`; each micro-batch's loss is normalised by the whole mini-batch, so the sum is
-        the mini-batch's loss.
+      loss_fn: `loss(params, *micro_input, *shared) -> (loss, (metrics, valid tokens))`; each micro-batch's loss is
+        normalised by the whole mini-batch, so the sum is the mini-batch's loss.
       params: the parameters, a pure dict.
       opt_state: the optimizer state.
-      optimizer: the optax transformation.
+      optimizer: the optax transformation; it must leave the parameters `trains` rejects unchanged (frozen).
       micro_inputs: a tuple of arrays (or pytrees) with a leading micro-batch axis, scanned over.
       *shared: the arguments every micro-batch shares.
+      trains: which parameters (by their path in `params`) are trained, or None for all; gradients are taken of
+        those only, the others pass through unchanged.
 
     Returns:
       The `AccumulatedStep`; a non-finite loss or gradient leaves the parameters and optimizer state as they were.
     """
+    trained, frozen = _split(params, trains)
+
+    def trained_loss(trained, *args):
+        return loss_fn(traversals.unflatten_mapping({**trained, **frozen}), *args)
+
+    grad_fn = jax.value_and_grad(trained_loss, has_aux=True)
 
     def accumulate(carry, micro):
         grads, loss = carry
-        (micro_loss, (metrics, tokens)), micro_grads = grad_fn(params, *micro, *shared)
+        (micro_loss, (metrics, tokens)), micro_grads = grad_fn(trained, *micro, *shared)
         return (jax.tree.map(jnp.add, grads, micro_grads), loss + micro_loss), (metrics, tokens)
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = jax.tree.map(jnp.zeros_like, trained)
     (grads, loss), (micro_metrics, micro_tokens) = jax.lax.scan(
         accumulate, (zeros, jnp.zeros((), jnp.float32)), micro_inputs
     )
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = optimizer.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_params, params)
+    full_grads = traversals.unflatten_mapping({**grads, **jax.tree.map(jnp.zeros_like, frozen)})
+    updates, new_opt_state = optimizer.update(full_grads, opt_state, params)
+    flat_updates = traversals.flatten_mapping(updates)
+    stepped = {path: jnp.where(finite, optax.apply_updates(v, flat_updates[path]), v) for path, v in trained.items()}
+    params = traversals.unflatten_mapping({**stepped, **frozen})
     opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_opt_state, opt_state)
     weight = micro_tokens / jnp.maximum(jnp.sum(micro_tokens), 1.0)
     metrics = {k: jnp.sum(v * weight) for k, v in micro_metrics.items()}
@@ -241,6 +281,7 @@ def update_minibatch(
     *,
     micro_batches: int,
     cfg: LossConfig,
+    trains: Callable[[tuple], bool] | None = None,
 ) -> tuple[Params, optax.OptState, dict]:
     """One optimizer step over the mini-batch `rows`, accumulating gradients over `micro_batches` micro-batches.
 
@@ -258,6 +299,7 @@ def update_minibatch(
         `learner.packing`), or None to run padded rows; the loss and gradient are the same either way.
       micro_batches: the number of equal micro-batches M is split into (static).
       cfg: the loss settings (static).
+      trains: which parameters (by path) the optimizer trains, or None for all (static; see `accumulated_step`).
 
     Returns:
       (params, opt_state, metrics): float32 scalar metrics, token-weighted over the mini-batch (pg_loss is the
@@ -276,13 +318,12 @@ def update_minibatch(
     num_groups = rows.shape[0] / cfg.agg_group_rows  # micro-token-mean's groups over the whole mini-batch
     micro_rows = rows.reshape(micro_batches, -1)
     micro_valid = valid.reshape(micro_batches, -1)
-    grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
     step = accumulated_step(
-        grad_fn,
+        _micro_loss,
         params,
         opt_state,
         optimizer,
-        (micro_rows, micro_valid, plan),
+        (jnp.arange(micro_batches), micro_rows, micro_valid, plan),
         graphdef,
         rollouts,
         targets,
@@ -290,6 +331,7 @@ def update_minibatch(
         num_sequences,
         num_groups,
         cfg,
+        trains=trains,
     )
     metrics = {k: v for k, v in step.metrics.items() if k != "pg_loss"}
     metrics.update(pg_loss=step.loss, grad_norm=step.grad_norm, update_skipped=step.skipped)

@@ -33,16 +33,19 @@ def prompt_encoder(checkpoint: str, data: DataSettings) -> PromptEncoder:
 
 
 def load_policy(settings: RunSettings, mesh: Mesh) -> tuple[nnx.GraphDef, dict]:
-    """(graph definition, parameters as a pure dict of arrays sharded over `mesh`) of `model.checkpoint`."""
+    """(graph definition, parameters as a pure dict of arrays sharded over `mesh`) of `model.checkpoint`; with
+    `lora`, its weights in `lora.base_dtype` and fresh adapters seeded by the run's seed."""
     m = settings.model
     model, _ = load_pretrained(
         m.checkpoint,
         m.dtype,
-        param_dtype=m.param_dtype,
+        param_dtype=m.base_dtype,
         attention_impl=m.attention_impl,
         remat=m.remat,
         mesh=mesh,
         rules=settings.mesh.rules,
+        lora=m.lora,
+        lora_seed=settings.seed,
     )
     return nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
 

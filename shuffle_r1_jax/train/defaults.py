@@ -45,6 +45,16 @@ def base_config() -> ConfigDict:
     c.model.attention_impl = "xla"
     c.model.remat = "none"  # gradient checkpointing per decoder layer: "none" | "full" | "dots"
 
+    # LoRA (models/qwen2_5_vl/lora.py): low-rank adapters on the decoder's projections are the only trained
+    # parameters; the base weights stay frozen in lora.base_dtype and get no gradient or optimizer state; the
+    # adapters are float32 (model.param_dtype does not apply to them). Needs optim.freeze_vision = True.
+    c.lora = ConfigDict()
+    c.lora.rank = 0  # the adapters' rank r; 0 = off (every parameter the optimizer trains is trained in full)
+    c.lora.alpha = 16.0  # the adapter's output is scaled by alpha / rank
+    c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    c.lora.dropout = 0.0  # dropout on the adapters' inputs in the update step (off in sampling and log-probs)
+    c.lora.base_dtype = "bfloat16"  # storage dtype of the frozen base weights under LoRA
+
     c.data = ConfigDict()
     c.data.train = ""  # dataset spec: path[@split] of parquet/jsonl in the EasyR1 layout (comma-separated list ok)
     c.data.val = ""  # validation dataset spec ("" = no validation)

@@ -22,7 +22,8 @@ always arguments (a pure dict of arrays), never constants.
                      rows the update does not use
   update             (params, opt_state, rollouts, targets, rows, valid, plan) -> (params, opt_state, metrics):
                      one optimizer step over a mini-batch, its micro-batches packed by `plan` (None: padded);
-                     params and opt_state donated, outputs sharded like the inputs
+                     gradients of the parameters `optim` trains only (LoRA: the adapters); params and opt_state
+                     donated, outputs sharded like the inputs
 and with a critic (the value-based algorithms):
   values             (critic params, rollouts, features) -> f32[R, T]: the critic's predictions over every row
   gae                (scores f32[R], span rewards f32[R, T], mask i32[R, T], values f32[R, T]) -> (Advantages,
@@ -330,9 +331,10 @@ def build_step_programs(
     image_features, sampler = build_rollout_programs(settings, graphdef, mesh, tokens)
     replicated = NamedSharding(mesh, PartitionSpec())
 
-    def minibatch_step(step, graphdef, optimizer, cfg, param_shardings, opt_shardings):
-        """`step` (`update_minibatch` or `update_critic_minibatch`) jitted over (params, opt_state, rollouts,
-        targets, rows, valid, plan), its state donated and its outputs sharded like its inputs."""
+    def minibatch_step(step, graphdef, optimizer, cfg, param_shardings, opt_shardings, **static):
+        """`step` (`update_minibatch` or `update_critic_minibatch`, with its other `static` keywords) jitted over
+        (params, opt_state, rollouts, targets, rows, valid, plan), its state donated and its outputs sharded like
+        its inputs."""
 
         def run(params, opt_state, rollouts, targets, rows, valid, plan):
             return step(
@@ -347,6 +349,7 @@ def build_step_programs(
                 plan,
                 micro_batches=train.micro_batches,
                 cfg=cfg,
+                **static,
             )
 
         out_shardings = (param_shardings, opt_shardings, replicated)
@@ -393,7 +396,15 @@ def build_step_programs(
             temperature=rollout.temperature,
             chunk=loss.logprob_chunk,
         ),
-        update=minibatch_step(update_minibatch, graphdef, optimizer, loss, param_shardings, opt_shardings),
+        update=minibatch_step(
+            update_minibatch,
+            graphdef,
+            optimizer,
+            loss,
+            param_shardings,
+            opt_shardings,
+            trains=settings.optimizer.trains,
+        ),
         overlong_penalty=overlong,
         **critic_programs,
     )

@@ -32,6 +32,7 @@ from shuffle_r1_jax.models.dtypes import DTYPES
 from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
 from shuffle_r1_jax.models.qwen2_5_vl.fused_attention import TOKAMAX_INSTALL, tokamax_available
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig
 from shuffle_r1_jax.models.qwen2_5_vl.model import IMPLEMENTATIONS, REMAT_POLICIES
 from shuffle_r1_jax.parallel.distributed import DistributedConfigError, DistributedSpec, initialize_distributed
 from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_devices, mesh_shape
@@ -75,6 +76,9 @@ class ModelSettings:
       param_dtype: the JAX storage dtype of the trained parameters and the AdamW moments (`model.param_dtype`).
       attention_impl: `model.attention_impl`, one of the model's attention implementations.
       remat: `model.remat`, the gradient-checkpointing policy of each decoder layer.
+      lora: the `lora` section's adapters (`lora.rank` > 0), or None: full fine-tuning.
+      base_dtype: the storage dtype of the model's weights as loaded: `lora.base_dtype` (frozen) under LoRA,
+        `param_dtype` without.
 
     Raises:
       ConfigError: `attention_impl` or `remat` is not a known one, or `attention_impl` is "tokamax" and the
@@ -86,6 +90,8 @@ class ModelSettings:
     param_dtype: Any
     attention_impl: str
     remat: str
+    base_dtype: Any
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         _require(
@@ -691,15 +697,39 @@ def _phases(c: ConfigDict, check_inputs: bool) -> tuple[Phase, ...]:
     return tuple(phases)
 
 
+def _lora_settings(c: ConfigDict) -> LoraConfig | None:
+    """The `lora` section's adapters, or None with `lora.rank` 0."""
+    _require(isinstance(c.lora.rank, int) and c.lora.rank >= 0, f"lora.rank = {c.lora.rank!r} must be an integer >= 0")
+    if c.lora.rank == 0:
+        return None
+    _require(
+        c.optim.freeze_vision,
+        "lora.rank > 0 trains only the decoder's adapters, so the vision tower is frozen: set "
+        f"optim.freeze_vision = True (it is {c.optim.freeze_vision!r})",
+    )
+    return _converted(
+        (ValueError, TypeError),
+        lambda: LoraConfig(
+            rank=c.lora.rank, alpha=float(c.lora.alpha), targets=tuple(c.lora.targets), dropout=float(c.lora.dropout)
+        ),
+    )
+
+
 def _model_settings(c: ConfigDict) -> ModelSettings:
     for key in ("dtype", "param_dtype"):
         _require(c.model[key] in MODEL_DTYPES, f"model.{key} = {c.model[key]!r}; expected one of {MODEL_DTYPES}")
+    _require(
+        c.lora.base_dtype in MODEL_DTYPES, f"lora.base_dtype = {c.lora.base_dtype!r}; expected one of {MODEL_DTYPES}"
+    )
+    lora = _lora_settings(c)
     return ModelSettings(
         checkpoint=c.model.checkpoint,
         dtype=DTYPES[c.model.dtype],
         param_dtype=DTYPES[c.model.param_dtype],
         attention_impl=c.model.attention_impl,
         remat=c.model.remat,
+        lora=lora,
+        base_dtype=DTYPES[c.lora.base_dtype if lora is not None else c.model.param_dtype],
     )
 
 
@@ -972,6 +1002,7 @@ def _optimizer_settings(c: ConfigDict, train: TrainSettings) -> OptimizerConfig:
             weight_decay=c.optim.weight_decay,
             max_grad_norm=c.optim.max_grad_norm,
             freeze_vision=c.optim.freeze_vision,
+            adapters_only=c.lora.rank > 0,
         ),
     )
 

@@ -42,6 +42,7 @@ from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimi
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
 from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl.lora import adapters_off
 from shuffle_r1_jax.models.qwen2_5_vl.value_model import initial_value_head, read_value_head, value_params_from_policy
 from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
@@ -356,11 +357,22 @@ class Trainer:
 
     def _reference_params(self):
         """A copy of the starting policy for the KL loss (the update donates, and so frees, the trained
-        parameters' buffers), or None without KL."""
-        if self.settings.loss.kl_coef <= 0:
+        parameters' buffers), or None without KL or under LoRA (whose reference, the base weights with the adapters
+        off, `reference_policy` builds each step from the current parameters)."""
+        if self.settings.loss.kl_coef <= 0 or self.settings.model.lora is not None:
             return None
         copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.param_shardings)
         return copy(self.params)
+
+    def reference_policy(self):
+        """The parameters of the KL loss's reference policy, or None without KL: the starting policy's copy, or
+        under LoRA the current parameters with every adapter's B set to zero (the frozen base weights; valid until
+        the next update donates them)."""
+        if self.settings.loss.kl_coef <= 0:
+            return None
+        if self.settings.model.lora is None:
+            return self.ref_params
+        return adapters_off(self.params)
 
     def _prompt_stream(self, data: DataSettings, spec: str, **order):
         """This process's prompt batches of `spec` read with `data`'s columns and prompt format
@@ -549,7 +561,7 @@ class Trainer:
 
         Args:
           scored: the step's scored rollouts.
-          key: the selection's key (`StepKeys.select`).
+          key: the selection's key (`StepKeys.select`); folded with 1, also the LoRA adapters' dropout key.
           timings: the step's phase seconds; "advantage" and "old_logprobs" are added.
 
         The scores are the reward's "overall" plus DAPO's overlong punishment when `reward.overlong_buffer` is on
@@ -590,20 +602,23 @@ class Trainer:
             old = rollouts.sampler_logprobs
         else:
             old = programs.logprobs(self.params, rollouts, policy_features, rows, logprob_plan)
+        reference = self.reference_policy()
         ref = None
-        if self.ref_params is not None:
-            ref = programs.logprobs(self.ref_params, rollouts, policy_features, rows, logprob_plan)
+        if reference is not None:
+            ref = programs.logprobs(reference, rollouts, policy_features, rows, logprob_plan)
         jax.block_until_ready(old)
         timings["old_logprobs"] = time.perf_counter() - t
         loss_rows = None
         if settings.rl.mask_truncated:  # the critic's targets keep them: it learns what truncation scores
             loss_rows = self.placer.rows(np.asarray(scored.finish) != FINISH_LENGTH)
+        lora = settings.model.lora
         targets = UpdateTargets(
             advantages=advantages.token.reshape(rollouts.tokens.shape),
             old_logprobs=old,
             ref_logprobs=ref,
             image_features=policy_features,
             loss_rows=loss_rows,
+            dropout_key=jax.random.fold_in(key, 1) if lora is not None and lora.dropout > 0 else None,
         )
         metrics = {
             **programs.selection_metrics(advantages.rollout, rows, valid, rollouts.mask),
@@ -676,11 +691,15 @@ class Trainer:
         t = time.perf_counter()
         metrics = []
         train_policy = not self.pretraining_critic
-        for rows, valid, plan in zip(update_batch.rows, update_batch.valid, update_batch.plans):
+        targets = update_batch.targets
+        for minibatch, (rows, valid, plan) in enumerate(zip(update_batch.rows, update_batch.valid, update_batch.plans)):
             step_metrics = {}
             if train_policy:
+                if targets.dropout_key is not None:  # each mini-batch's adapters drop with their own masks
+                    key = jax.random.fold_in(update_batch.targets.dropout_key, minibatch)
+                    targets = dataclasses.replace(update_batch.targets, dropout_key=key)
                 self.params, self.opt_state, step_metrics = self.programs.update(
-                    self.params, self.opt_state, scored.rollouts, update_batch.targets, rows, valid, plan
+                    self.params, self.opt_state, scored.rollouts, targets, rows, valid, plan
                 )
             if self.critic is not None:
                 self.critic_params, self.critic_opt_state, critic_metrics = self.programs.critic_update(

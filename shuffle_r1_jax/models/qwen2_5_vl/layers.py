@@ -7,11 +7,14 @@ and cast to the compute `dtype` at use.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig, dropped, maybe_for
 
 Axes = tuple[str | None, ...]
 
@@ -33,11 +36,14 @@ class Dense(nnx.Module):
       use_bias: whether to add a bias (initialised to zeros).
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
+      lora: a low-rank adapter's config, or None for none (`models.qwen2_5_vl.lora`).
       rngs: random streams for the N(0, 0.02^2) kernel initialisation.
 
     Attributes:
       kernel: `param_dtype[*in_shape, *out_shape]`.
       bias: `param_dtype[*out_shape]`, or None without `use_bias`.
+      lora: an `nnx.LoRA` over the flattened dims (`lora_a` `float32[prod(in_shape), r]` with logical axes (first
+        input axis, None), `lora_b` `float32[r, prod(out_shape)]` with (None, first output axis)), or None.
     """
 
     def __init__(
@@ -49,11 +55,27 @@ class Dense(nnx.Module):
         use_bias: bool,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
+        lora: LoraConfig | None = None,
         rngs: nnx.Rngs,
     ):
         self.in_shape = tuple(in_shape)
         self.out_shape = tuple(out_shape)
         self.dtype = dtype
+        self.lora_config = lora
+        self.lora = (
+            nnx.LoRA(
+                math.prod(self.in_shape),
+                lora.rank,
+                math.prod(self.out_shape),
+                dtype=dtype,
+                param_dtype=jnp.float32,
+                a_metadata={"logical_axes": (axes[0], None)},
+                b_metadata={"logical_axes": (None, axes[len(self.in_shape)])},
+                rngs=rngs,
+            )
+            if lora is not None
+            else None
+        )
         self.kernel = nnx.Param(_normal(rngs, self.in_shape + self.out_shape, param_dtype), logical_axes=axes)
         self.bias = (
             nnx.Param(jnp.zeros(self.out_shape, param_dtype), logical_axes=axes[len(self.in_shape) :])
@@ -69,6 +91,9 @@ class Dense(nnx.Module):
         y = jax.lax.dot_general(x, kernel, (((tuple(range(x.ndim - n_in, x.ndim))), tuple(range(n_in))), ((), ())))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            flat = dropped(x, self.lora_config.dropout).reshape(*x.shape[: x.ndim - n_in], -1)
+            y = y + self.lora_config.scale * self.lora(flat).reshape(y.shape).astype(self.dtype)
         return y
 
 
@@ -107,6 +132,7 @@ class SwiGLU(nnx.Module):
       use_bias: whether the three projections have biases.
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
+      lora: adapters for the projections `lora.targets` names, or None.
       rngs: random streams for the initialisation.
     """
 
@@ -120,12 +146,14 @@ class SwiGLU(nnx.Module):
         use_bias: bool,
         dtype=jnp.float32,
         param_dtype=jnp.float32,
+        lora: LoraConfig | None = None,
         rngs: nnx.Rngs,
     ):
         kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.gate_proj = Dense((dim,), (hidden,), axes=(embed_axis, mlp_axis), **kw)
-        self.up_proj = Dense((dim,), (hidden,), axes=(embed_axis, mlp_axis), **kw)
-        self.down_proj = Dense((hidden,), (dim,), axes=(mlp_axis, embed_axis), **kw)
+        axes_in, axes_out = (embed_axis, mlp_axis), (mlp_axis, embed_axis)
+        self.gate_proj = Dense((dim,), (hidden,), axes=axes_in, lora=maybe_for(lora, "gate_proj"), **kw)
+        self.up_proj = Dense((dim,), (hidden,), axes=axes_in, lora=maybe_for(lora, "up_proj"), **kw)
+        self.down_proj = Dense((hidden,), (dim,), axes=axes_out, lora=maybe_for(lora, "down_proj"), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """Applies the MLP to `x` `[..., dim]`, giving `dtype[..., dim]`."""

@@ -12,6 +12,7 @@ from flax import nnx
 from shuffle_r1_jax.checkpoint.orbax_params import is_orbax_params_dir, restore_params
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, load_config
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig, initial_adapter, is_adapter_path
 from shuffle_r1_jax.models.qwen2_5_vl.model import Qwen25VL
 from shuffle_r1_jax.models.qwen2_5_vl.params import alternative_names, hf_to_ours, rules_with_variables
 from shuffle_r1_jax.parallel.sharding import DEFAULT_RULES, Rules, param_shardings
@@ -24,11 +25,18 @@ def abstract_model(
     param_dtype=jnp.float32,
     attention_impl: str = "xla",
     remat: str = "none",
+    lora: LoraConfig | None = None,
 ) -> Qwen25VL:
     """The model with `ShapeDtypeStruct` parameters: shapes and metadata, no memory allocated."""
     return nnx.eval_shape(
         lambda: Qwen25VL(
-            config, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, remat=remat, rngs=nnx.Rngs(0)
+            config,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            attention_impl=attention_impl,
+            remat=remat,
+            lora=lora,
+            rngs=nnx.Rngs(0),
         )
     )
 
@@ -39,11 +47,17 @@ def count_parameters(model: nnx.Module) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state)))
 
 
-def _load_orbax(path, graphdef, state, shardings) -> Qwen25VL:
-    """Restores a converted (orbax) parameter directory onto the model's shapes, dtypes and shardings."""
+def _place(value, sharding):
+    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+
+
+def _load_orbax(path, state, shardings) -> list[tuple]:
+    """(path, variable) of every non-adapter parameter, restored from a converted (orbax) parameter directory onto
+    the model's shapes, dtypes and shardings."""
     sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
     abstract = {}
-    for p, v in nnx.to_flat_state(state):
+    variables = {p: v for p, v in nnx.to_flat_state(state) if not is_adapter_path(p)}
+    for p, v in variables.items():
         node = abstract
         for key in p[:-1]:
             node = node.setdefault(key, {})
@@ -52,8 +66,13 @@ def _load_orbax(path, graphdef, state, shardings) -> Qwen25VL:
         params = restore_params(path, abstract)
     except ValueError as e:
         raise CheckpointError(str(e)) from e
-    nnx.replace_by_pure_dict(state, params)
-    return nnx.merge(graphdef, state)
+    restored = []
+    for p, v in variables.items():
+        value = params
+        for key in p:
+            value = value[key]
+        restored.append((p, v.replace(value)))
+    return restored
 
 
 def _find(checkpoint: SafetensorsCheckpoint, hf_name: str) -> str | None:
@@ -70,6 +89,8 @@ def load_pretrained(
     shardings: nnx.State | None = None,
     mesh=None,
     rules: Rules = DEFAULT_RULES,
+    lora: LoraConfig | None = None,
+    lora_seed: int = 0,
 ) -> tuple[Qwen25VL, Qwen25VLConfig]:
     """Loads an HF-format Qwen2.5-VL directory (config.json + one or many safetensors shards), or a directory
     converted by `scripts/convert_hf_to_orbax.py` (config.json + orbax `params/`).
@@ -89,6 +110,9 @@ def load_pretrained(
       mesh: used with `rules` to derive the shardings when `shardings` is None; without either, parameters go
         to the default device.
       rules: logical-axis rules (see `shuffle_r1_jax.parallel.sharding`).
+      lora: adds fresh low-rank adapters (`models.qwen2_5_vl.lora`: A He-uniform from `lora_seed`, B zeros, in
+        float32) to the loaded weights, or None.
+      lora_seed: seeds the adapters' A matrices.
 
     Returns:
       (the model, its config).
@@ -105,16 +129,24 @@ def load_pretrained(
         param_dtype=dtype if param_dtype is None else param_dtype,
         attention_impl=attention_impl,
         remat=remat,
+        lora=lora,
     )
     graphdef, state = nnx.split(model)
     if shardings is None and mesh is not None:
         shardings = param_shardings(state, mesh, rules)
-    if is_orbax_params_dir(path):
-        return _load_orbax(path, graphdef, state, shardings), config
-    checkpoint = SafetensorsCheckpoint(path)
     sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
+    flat = dict(nnx.to_flat_state(state))
+    adapters = [
+        (p, v.replace(_place(initial_adapter(p, tuple(v.shape), lora_seed), sharding_of.get(p))))
+        for p, v in flat.items()
+        if is_adapter_path(p)
+    ]
+    if is_orbax_params_dir(path):
+        return nnx.merge(graphdef, nnx.from_flat_state(_load_orbax(path, state, shardings) + adapters)), config
+    checkpoint = SafetensorsCheckpoint(path)
     loaded = []
-    for rule, var in rules_with_variables(dict(nnx.to_flat_state(state)), config):
+    base = {p: v for p, v in flat.items() if not is_adapter_path(p)}
+    for rule, var in rules_with_variables(base, config):
         name = _find(checkpoint, rule.hf_name)
         if name is None:
             raise CheckpointError(f"{os.fspath(path)}: tensor {rule.hf_name!r} is missing from the checkpoint")
@@ -122,7 +154,5 @@ def load_pretrained(
             value = hf_to_ours(rule, checkpoint.read(name), tuple(var.shape))
         except ValueError as e:
             raise CheckpointError(f"{os.fspath(path)}: {e}") from e
-        value = value.astype(var.dtype)
-        placed = jax.device_put(value, sharding_of[rule.path]) if rule.path in sharding_of else jnp.asarray(value)
-        loaded.append((rule.path, var.replace(placed)))
-    return nnx.merge(graphdef, nnx.from_flat_state(loaded)), config
+        loaded.append((rule.path, var.replace(_place(value.astype(var.dtype), sharding_of.get(rule.path)))))
+    return nnx.merge(graphdef, nnx.from_flat_state(loaded + adapters)), config

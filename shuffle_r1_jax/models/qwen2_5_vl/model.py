@@ -21,6 +21,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import SharedPrefixCache
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, Embed, RMSNorm
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig
 from shuffle_r1_jax.models.qwen2_5_vl.rope import mrope
 from shuffle_r1_jax.models.qwen2_5_vl.text import DecoderLayer, causal_mask
 from shuffle_r1_jax.models.qwen2_5_vl.vision import VisionTower
@@ -113,6 +114,7 @@ class Qwen25VL(nnx.Module):
         the recomputation late: the CPU backend's default (concurrency-optimized) scheduler runs it beside the
         forward pass, so on CPU no memory is saved unless compiled with
         `compiler_options={"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}`.
+      lora: low-rank adapters on the decoder's projections (`models.qwen2_5_vl.lora`), or None.
       rngs: random streams for the parameter initialisation.
 
     Raises:
@@ -127,6 +129,7 @@ class Qwen25VL(nnx.Module):
         param_dtype=jnp.float32,
         attention_impl: str = "xla",
         remat: str = "none",
+        lora: LoraConfig | None = None,
         rngs: nnx.Rngs,
     ):
         if attention_impl not in IMPLEMENTATIONS:
@@ -137,11 +140,12 @@ class Qwen25VL(nnx.Module):
         t = config.text
         self.config = config
         self.dtype = dtype
+        self.lora_config = lora
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.visual = VisionTower(config.vision, attention_impl=attention_impl, **kw)
         self.embed_tokens = Embed(t.vocab_size, t.hidden_size, **kw)
         self.layers = nnx.List(
-            [DecoderLayer(t, attention_impl=attention_impl, **kw) for _ in range(t.num_hidden_layers)]
+            [DecoderLayer(t, attention_impl=attention_impl, lora=lora, **kw) for _ in range(t.num_hidden_layers)]
         )
         self.norm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps, param_dtype=param_dtype)
         self.lm_head = (

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
+from flax.nnx import traversals
 
 from shuffle_r1_jax.checkpoint.safetensors_io import (
     DEFAULT_MAX_SHARD_BYTES,
@@ -25,6 +26,7 @@ from shuffle_r1_jax.checkpoint.safetensors_io import (
     write_safetensors_dir,
 )
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig, VisionConfig
+from shuffle_r1_jax.models.qwen2_5_vl.lora import merged_params
 from shuffle_r1_jax.models.qwen2_5_vl.params import TensorRule, expected_hf_shape, ours_to_hf, rules_with_variables
 
 ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
@@ -141,11 +143,20 @@ def hf_tensor_shape(config: Qwen25VLConfig, rule: TensorRule, our_shape: tuple[i
     return expected_hf_shape(rule, our_shape)
 
 
+def _weights(model: nnx.Module) -> dict[tuple, jax.Array]:
+    """Path -> value of every parameter of the model without adapters: a LoRA model's adapters folded into their
+    projections (`lora.merged_params`)."""
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    lora = getattr(model, "lora_config", None)
+    if lora is not None:
+        params = merged_params(params, lora)
+    return traversals.flatten_mapping(params)
+
+
 def _tensors(model: nnx.Module, config: Qwen25VLConfig, dtype) -> list[TensorToWrite]:
     """Every parameter as a tensor to write under its HF name, HF shape and the output dtype."""
     tensors = []
-    for rule, var in rules_with_variables(dict(nnx.to_flat_state(nnx.state(model, nnx.Param))), config):
-        value = var.get_value()
+    for rule, value in rules_with_variables(_weights(model), config):
         out_dtype = np.dtype(dtype if dtype is not None else value.dtype)
         if out_dtype.name not in WEIGHT_DTYPES:
             raise ValueError(f"dtype {out_dtype} cannot be written; expected one of {', '.join(WEIGHT_DTYPES)}")
@@ -171,7 +182,8 @@ def save_hf_checkpoint(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype=None,
 ) -> Path:
-    """Writes `model` (a `Qwen25VL`) to `out_dir` as config.json + safetensors with HF hub tensor names.
+    """Writes `model` (a `Qwen25VL`) to `out_dir` as config.json + safetensors with HF hub tensor names; a model
+    with LoRA adapters is written with them merged into its projections.
 
     Args:
       model: the model; its parameters must be fully addressable from this process.

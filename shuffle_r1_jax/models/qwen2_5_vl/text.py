@@ -15,21 +15,37 @@ from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import SharedPrefixCache
 from shuffle_r1_jax.models.qwen2_5_vl.config import TextConfig
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
 from shuffle_r1_jax.models.qwen2_5_vl.layers import Dense, RMSNorm, SwiGLU
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig, maybe_for
 from shuffle_r1_jax.models.qwen2_5_vl.rope import apply_rotary
 
 
 class DecoderAttention(nnx.Module):
-    """q/k/v projections with bias (kernels `[H, heads, Dh]`), o_proj without bias, GQA under the given mask."""
+    """q/k/v projections with bias (kernels `[H, heads, Dh]`), o_proj without bias, GQA under the given mask; the
+    projections `lora.targets` names carry low-rank adapters."""
 
-    def __init__(self, cfg: TextConfig, *, dtype, param_dtype, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: TextConfig,
+        *,
+        dtype,
+        param_dtype,
+        attention_impl: str,
+        lora: LoraConfig | None = None,
+        rngs: nnx.Rngs,
+    ):
         h, n, k, dh = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         self.head_dim = dh
         self.attention_impl = attention_impl
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.q_proj = Dense((h,), (n, dh), axes=("embed", "q_heads", "head_dim"), use_bias=True, **kw)
-        self.k_proj = Dense((h,), (k, dh), axes=("embed", "kv_heads", "head_dim"), use_bias=True, **kw)
-        self.v_proj = Dense((h,), (k, dh), axes=("embed", "kv_heads", "head_dim"), use_bias=True, **kw)
-        self.o_proj = Dense((n, dh), (h,), axes=("q_heads", "head_dim", "embed"), use_bias=False, **kw)
+        q_axes, kv_axes, o_axes = (
+            ("embed", "q_heads", "head_dim"),
+            ("embed", "kv_heads", "head_dim"),
+            ("q_heads", "head_dim", "embed"),
+        )
+        self.q_proj = Dense((h,), (n, dh), axes=q_axes, use_bias=True, lora=maybe_for(lora, "q_proj"), **kw)
+        self.k_proj = Dense((h,), (k, dh), axes=kv_axes, use_bias=True, lora=maybe_for(lora, "k_proj"), **kw)
+        self.v_proj = Dense((h,), (k, dh), axes=kv_axes, use_bias=True, lora=maybe_for(lora, "v_proj"), **kw)
+        self.o_proj = Dense((n, dh), (h,), axes=o_axes, use_bias=False, lora=maybe_for(lora, "o_proj"), **kw)
 
     def __call__(
         self,
@@ -70,12 +86,21 @@ class DecoderAttention(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-    """x + attn(input_layernorm(x)); x + mlp(post_attention_layernorm(x))."""
+    """x + attn(input_layernorm(x)); x + mlp(post_attention_layernorm(x)); `lora` adapts its projections."""
 
-    def __init__(self, cfg: TextConfig, *, dtype, param_dtype, attention_impl: str, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cfg: TextConfig,
+        *,
+        dtype,
+        param_dtype,
+        attention_impl: str,
+        lora: LoraConfig | None = None,
+        rngs: nnx.Rngs,
+    ):
         self.input_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.self_attn = DecoderAttention(
-            cfg, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, rngs=rngs
+            cfg, dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl, lora=lora, rngs=rngs
         )
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, param_dtype=param_dtype)
         self.mlp = SwiGLU(
@@ -86,6 +111,7 @@ class DecoderLayer(nnx.Module):
             use_bias=False,
             dtype=dtype,
             param_dtype=param_dtype,
+            lora=lora,
             rngs=rngs,
         )
 
