@@ -26,7 +26,7 @@ import jax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from shuffle_r1_jax.data.sources import RecordSource
+from shuffle_r1_jax.data.sources import DataSpecError, RecordSource, resolve_data_files
 from shuffle_r1_jax.evaluate.figures import evaluation_figures
 from shuffle_r1_jax.evaluate.records import SampleRecorder, write_jsonl
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
@@ -55,11 +55,14 @@ def check_checkpoint(path: str) -> None:
     """Stops early on a trainer's workdir or checkpoints directory given as `--checkpoint`.
 
     Raises:
-      EvaluateError: `path` has no config.json but holds a trainer's checkpoints (numbered step directories, a
-        `checkpoints/` directory or a `metrics.jsonl`); the message says how to export it.
+      EvaluateError: `path` is not a directory, or it has no config.json but holds a trainer's checkpoints
+        (numbered step directories, a `checkpoints/` directory or a `metrics.jsonl`); the message says how to
+        export it.
     """
-    directory = Path(path)
-    if not directory.is_dir() or (directory / "config.json").is_file():
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise EvaluateError(f"--checkpoint {path!r} is not a directory: give an HF-format or converted checkpoint")
+    if (directory / "config.json").is_file():
         return
     steps = any(child.is_dir() and child.name.isdigit() for child in directory.iterdir())
     if steps or (directory / "checkpoints").is_dir() or (directory / "metrics.jsonl").is_file():
@@ -67,6 +70,19 @@ def check_checkpoint(path: str) -> None:
             f"--checkpoint {path!r} is a trainer's workdir or checkpoints directory, not a model: export it first "
             f"(python scripts/export_to_hf.py --ckpt {path} --out DIR) and evaluate DIR"
         )
+
+
+def check_data(spec: str) -> None:
+    """Checks that every comma-separated path[@split] of `spec` names data files.
+
+    Raises:
+      EvaluateError: one names none; the message gives `--data`, the spec and why.
+    """
+    for part in spec.split(","):
+        try:
+            resolve_data_files(part)
+        except DataSpecError as err:
+            raise EvaluateError(f"--data {spec!r}: {err}") from err
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -97,11 +113,14 @@ def evaluation_settings(c: ConfigDict, checkpoint: str | None, data: str | None)
       data: the dataset spec, path[@split], comma-separated for several (None: the config's `data.val`).
 
     Raises:
-      EvaluateError: `checkpoint` is a trainer's directory, or no dataset is given.
+      EvaluateError: `checkpoint` is not a directory or is a trainer's, or the dataset is missing or names no
+        files.
       ConfigError: a config value is invalid, or an input is missing (the message names the key).
     """
     if checkpoint:
         check_checkpoint(checkpoint)
+    if data:
+        check_data(data)
     run_settings.start_distributed(c)
     run_settings.resolve(c, check_inputs=False)
     c = run_settings.run_setup(c).copy_and_resolve_references()
@@ -111,6 +130,7 @@ def evaluation_settings(c: ConfigDict, checkpoint: str | None, data: str | None)
         c.data.val = data
     if not c.data.val:
         raise EvaluateError("--data is not given and the config has no data.val: give a dataset path[@split]")
+    check_data(c.data.val)
     c.data.train = c.data.val
     c.stages = ()
     c.rollout.length_schedule = ()

@@ -31,6 +31,10 @@ from shuffle_r1_jax.train.programs import SpecialTokens, build_eval_samplers
 from shuffle_r1_jax.train.settings import EvalSettings, RunSettings
 
 
+class NoUsablePromptError(RuntimeError):
+    """The validation set, or one process's share of it, gave no usable prompt; the message names the dataset."""
+
+
 def validation_key(seed: int, mesh: Mesh) -> jax.Array:
     """The validation's PRNG key, `key(seed + 1)` (apart from the training stream's `key(seed)`), replicated over
     `mesh`; batch i of every validation samples with `fold_in(key, i)`."""
@@ -166,7 +170,7 @@ class Evaluator:
         """Yields (batch of exactly `batch_size` prompts, how many of them count) until every process is done.
 
         Raises:
-          RuntimeError: this process got no usable validation prompt at all.
+          NoUsablePromptError: this process got no usable validation prompt at all.
         """
         seen, last = 0, None
         batches = self.batches()
@@ -179,7 +183,7 @@ class Evaluator:
                 self.data_counts = batches.counts()
                 return
             if batch is None and last is None:
-                raise RuntimeError(
+                raise NoUsablePromptError(
                     f"process {jax.process_index()} got no usable prompt of {self.source!r} (data counts: "
                     f"{batches.counts()}); use fewer processes or more validation data"
                 )
@@ -202,7 +206,7 @@ class Evaluator:
           `val/greedy_accuracy` and `val/accuracy/<data source>`, floats.
 
         Raises:
-          RuntimeError: the validation set gave no usable prompt.
+          NoUsablePromptError: the validation set gave no usable prompt.
         """
         sums: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])  # name -> [sum, count]
         examples = []
@@ -233,7 +237,7 @@ class Evaluator:
                 totals[name][0] += total
                 totals[name][1] += count
         if not totals["val/accuracy"][1]:
-            raise RuntimeError(f"the validation set {self.source!r} gave no usable prompt")
+            raise NoUsablePromptError(f"the validation set {self.source!r} gave no usable prompt")
         if jax.process_index() == 0 and self.samples_file is not None:
             with open(self.samples_file, "a") as f:
                 for example in examples:

@@ -147,6 +147,16 @@ def test_a_trainer_directory_asks_for_an_export(demo_cache, tmp_path):
             evaluation_settings(c, str(path), "unused.parquet")
 
 
+def test_a_missing_checkpoint_or_dataset_names_the_flag(demo_cache, tmp_path):
+    c = tiny_trainer_config(demo_cache)
+    with pytest.raises(EvaluateError, match=r"--checkpoint '/no/such/dir' is not a directory"):
+        evaluation_settings(c, "/no/such/dir", "unused.parquet")
+    c.setup = ""
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(EvaluateError, match=r"--data '/no/such.parquet': .*/no/such.parquet"):
+        evaluation_settings(c, str(tmp_path), "/no/such.parquet")
+
+
 def _flags(monkeypatch, tmp_path, **values):
     monkeypatch.setattr(entrypoint.logging, "basicConfig", lambda **kwargs: None)
     monkeypatch.setattr(entrypoint.absl_logging, "set_verbosity", lambda level: None)
