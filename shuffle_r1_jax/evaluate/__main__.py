@@ -35,22 +35,16 @@ import logging
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from shuffle_r1_jax.train import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    str(cli.DEMO_CONFIG),
-    "the training config file, optionally with :arguments (default: the demo)",
-    lock_config=True,
-)
+_CONFIG = cli.CONFIG  # --config, shared with the trainer's command line
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "HF-format or converted Qwen2.5-VL directory (default: the config's model.checkpoint)"
 )
 _DATA = flags.DEFINE_string("data", None, "dataset spec path[@split], comma-separated (default: data.val)")
 _OUT = flags.DEFINE_string("out", "runs/eval", "output directory: samples.jsonl, greedy.jsonl, summary.json, run.log")
-_VERBOSE = flags.DEFINE_bool("verbose", False, "print the full traceback of an error (always in <out>/run.log)")
+_VERBOSE = cli.VERBOSE
 
 
 def main(argv: list[str]) -> int:

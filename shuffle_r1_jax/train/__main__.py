@@ -15,20 +15,12 @@ import logging
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from shuffle_r1_jax.train import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    str(cli.DEMO_CONFIG),
-    "experiment config file, optionally with :arguments (default: the demo)",
-    lock_config=True,
-)
+_CONFIG = cli.CONFIG
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
-_VERBOSE = flags.DEFINE_bool(
-    "verbose", False, "print the full traceback of a data, I/O, reward or config error (always in <workdir>/run.log)"
-)
+_VERBOSE = cli.VERBOSE
 
 
 def main(argv: list[str]) -> int:

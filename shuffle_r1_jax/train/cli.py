@@ -1,5 +1,6 @@
 """What the package's command lines share (`python -m shuffle_r1_jax.train`, `python -m shuffle_r1_jax.evaluate`):
-the default config file, the errors a user can fix, the run log and the one-line error report."""
+the `--config` and `--verbose` flags (defined here, once per process, when this module is imported), the errors a
+user can fix, the run log and the one-line error report."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ import sys
 import traceback
 from pathlib import Path
 
+from absl import flags
+from ml_collections import config_flags
+
 # The default config is the demo's file, named by path: the train room imports nothing of the demo room.
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "config.py"
 RUN_LOG = "run.log"
+
+CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    str(DEMO_CONFIG),
+    "the experiment (training) config file, optionally with :arguments (default: the demo)",
+    lock_config=True,
+)
+VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "print the full traceback of a data, I/O, reward or config error (always in the run.log)"
+)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
