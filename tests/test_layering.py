@@ -11,6 +11,7 @@
     rollout      one rollout batch: sample, score, DAPO refill; the rollout type the update takes
     learner      log-prob passes, the loss step, the optimizer
     train        orchestration: config resolution, the step's programs, the loop, evaluation, checkpoints
+    evaluate     a checkpoint evaluated on a dataset outside training, as the trainer validates
     demo         what only the demo needs: tiny checkpoint and tokenizer, synthetic task and reward, warm-up
     perf         memory planner, step benchmark, compile monitor
     experiments  algorithm comparisons over trainer runs
@@ -41,6 +42,7 @@ ORDER = (
     "rollout",
     "learner",
     "train",
+    "evaluate",
     "demo",
     "perf",
     "experiments",

@@ -12,77 +12,15 @@ pod slice"); `jax.distributed` starts from the `distributed` config section or t
 from __future__ import annotations
 
 import logging
-import sys
-import traceback
-from pathlib import Path
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-# The default config is the demo's file, named by path: the train room imports nothing of the demo room.
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "demo" / "config.py"
+from shuffle_r1_jax.train import cli
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    str(DEMO_CONFIG),
-    "experiment config file, optionally with :arguments (default: the demo)",
-    lock_config=True,
-)
+_CONFIG = cli.CONFIG
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "run directory: checkpoints, metrics, samples, summary")
-_VERBOSE = flags.DEFINE_bool(
-    "verbose", False, "print the full traceback of a data, I/O, reward or config error (always in <workdir>/run.log)"
-)
-
-RUN_LOG = "run.log"
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The errors a user can fix (config, inputs, data, I/O, reward plug-in): one line, not a traceback."""
-    from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError
-    from shuffle_r1_jax.data.pipeline import BadRecordError
-    from shuffle_r1_jax.data.sources import DataSpecError
-    from shuffle_r1_jax.models.qwen2_5_vl import ConfigError as ModelConfigError
-    from shuffle_r1_jax.rewards.health import RewardHealthError
-    from shuffle_r1_jax.rollout.dynamic_sampling import DynamicSamplingError
-    from shuffle_r1_jax.train import settings
-
-    return (
-        settings.ConfigError,
-        ModelConfigError,
-        CheckpointError,
-        DataSpecError,
-        BadRecordError,
-        RewardHealthError,
-        DynamicSamplingError,
-        OSError,
-    )
-
-
-def _run_log(workdir: str) -> logging.Handler | None:
-    """A handler appending the whole log (tracebacks included) to `<workdir>/run.log`, or None when the workdir
-    cannot be written (the error then comes from the run itself)."""
-    try:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(Path(workdir) / RUN_LOG)
-    except OSError:
-        return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    return handler
-
-
-def _report(err: BaseException, run_log: logging.Handler | None) -> None:
-    """Prints `err` in one line on stderr (the traceback too with --verbose) and writes its traceback to the
-    run log."""
-    if run_log is not None:
-        record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, "run stopped", None, sys.exc_info())
-        run_log.handle(record)
-    if _VERBOSE.value:
-        traceback.print_exc()
-    where = f" (traceback in {run_log.baseFilename})" if run_log is not None and not _VERBOSE.value else ""
-    message = " ".join(str(err).split()) or type(err).__name__
-    print(f"error: {message}{where}", file=sys.stderr)
+_VERBOSE = cli.VERBOSE
 
 
 def main(argv: list[str]) -> int:
@@ -106,12 +44,12 @@ def main(argv: list[str]) -> int:
     from shuffle_r1_jax.train import settings
     from shuffle_r1_jax.train.trainer import Trainer
 
-    user_errors = _user_errors()
+    user_errors = cli.user_errors()
     run_log = None
     try:
         settings.start_distributed(_CONFIG.value)
         if is_main_process():
-            run_log = _run_log(_WORKDIR.value)
+            run_log = cli.open_run_log(_WORKDIR.value)
         else:
             logging.getLogger().setLevel(logging.WARNING)  # process 0 logs the run; the others only problems
         _, run = settings.prepare(_CONFIG.value)
@@ -121,12 +59,10 @@ def main(argv: list[str]) -> int:
         finally:
             trainer.close()
     except user_errors as err:
-        _report(err, run_log)
+        cli.report(err, run_log, _VERBOSE.value)
         return 2
     finally:
-        if run_log is not None:
-            logging.getLogger().removeHandler(run_log)
-            run_log.close()
+        cli.close_run_log(run_log)
     if not is_main_process():
         return 0
     _print_summary(summary)

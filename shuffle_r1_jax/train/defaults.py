@@ -240,6 +240,9 @@ def base_config() -> ConfigDict:
     c.eval.top_p = 1.0  # nucleus of the sampled validation (the official runs inherit the rollout's 0.99)
     c.eval.max_prompts = 0  # 0 = the whole validation set
     c.eval.num_examples = 8  # sample generations written to eval_samples.jsonl per validation
+    # `python -m shuffle_r1_jax.evaluate` only: the k of its pass@k figures (unbiased, from the eval.n samples per
+    # prompt), each >= 1; those above eval.n are left out
+    c.eval.pass_k = (1, 2, 4, 8)
 
     c.checkpoint = ConfigDict()
     c.checkpoint.every = 50  # steps between checkpoints (and at the end)

@@ -448,6 +448,8 @@ class EvalSettings:
       max_prompts: `eval.max_prompts`, the validation prompts used over all processes, reached in whole batches
         (0 = the whole validation set).
       num_examples: `eval.num_examples`, sample generations written to `eval_samples.jsonl` per validation.
+      pass_k: `eval.pass_k`, the k of `python -m shuffle_r1_jax.evaluate`'s pass@k, sorted, without those above
+        `n` (`_pass_k` checks them).
 
     Raises:
       ConfigError: a value is out of range (`n` and `temperature` must be positive, the others >= 0).
@@ -460,6 +462,7 @@ class EvalSettings:
     top_p: float
     max_prompts: int
     num_examples: int
+    pass_k: tuple[int, ...] = (1,)
 
     def __post_init__(self):
         _require(self.every >= 0, f"eval.every = {self.every} must be >= 0 (0 = never)")
@@ -653,6 +656,7 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
             top_p=c.eval.top_p,
             max_prompts=c.eval.max_prompts,
             num_examples=c.eval.num_examples,
+            pass_k=_pass_k(c),
         ),
         checkpoint=CheckpointSettings(
             every=c.checkpoint.every,
@@ -673,6 +677,20 @@ def resolve(c: ConfigDict, *, check_inputs: bool = True) -> RunSettings:
     if check_inputs:
         check_run_inputs(settings)
     return settings
+
+
+def _pass_k(c: ConfigDict) -> tuple[int, ...]:
+    """`eval.pass_k` sorted, without duplicates and without the k above `eval.n`.
+
+    Raises:
+      ConfigError: a k is not an integer >= 1.
+    """
+    ks = tuple(c.eval.pass_k)
+    _require(
+        all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks),
+        f"eval.pass_k = {ks!r} must hold integers >= 1",
+    )
+    return tuple(sorted({k for k in ks if k <= c.eval.n}))
 
 
 def _phases(c: ConfigDict, check_inputs: bool) -> tuple[Phase, ...]:

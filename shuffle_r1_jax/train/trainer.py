@@ -72,7 +72,6 @@ from shuffle_r1_jax.train.programs import (
     CriticModel,
     SpecialTokens,
     StepPrograms,
-    build_eval_samplers,
     build_step_programs,
 )
 from shuffle_r1_jax.train.settings import DataSettings, Phase, RunSettings
@@ -402,18 +401,18 @@ class Trainer:
 
     def _evaluator(self, settings: RunSettings) -> Evaluator:
         """The validation over `data.val` of `settings` (its reward and response length), with its own samplers and
-        key (`seed + 1`)."""
-        sampled, greedy = build_eval_samplers(settings, self.graphdef, self.mesh, self.tokens)
-        pool = self._reward_pool(settings)
-        return Evaluator(
-            settings.eval,
-            batches=lambda: self._prompt_stream(settings.data, settings.data.val, shuffle=False, seed=0, epochs=1),
-            batch_size=settings.data.prompts_per_process,
-            sampled=self._rollout_generator(sampled, settings.eval.n, settings, pool),
-            greedy=self._rollout_generator(greedy, 1, settings, pool),
-            key=self.replicated_key(jax.random.key(settings.seed + 1)),
+        key (`evaluation.validation_key`)."""
+        return Evaluator.build(
+            settings,
+            graphdef=self.graphdef,
+            mesh=self.mesh,
+            tokens=self.tokens,
+            image_features=self.programs.image_features,
+            placer=self.placer,
+            encoder=self._encoder(settings.data),
+            model_config=self.model_config,
+            pool=self._reward_pool(settings),
             samples_file=self.workdir / "eval_samples.jsonl",
-            source=settings.data.val,
         )
 
     def replicated_key(self, key: jax.Array) -> jax.Array:

@@ -20,6 +20,7 @@ from shuffle_r1_jax.train import settings
         ("checkpoint.every", 0, "checkpoint.every = 0 must be >= 1"),
         ("reward.timeout_s", -1.0, "reward.timeout_s = -1.0 must be > 0"),
         ("data.rollout_batch_prompts", 0, "data.rollout_batch_prompts = 0 must be >= 1"),
+        ("eval.pass_k", (1, 0), r"eval.pass_k = \(1, 0\) must hold integers >= 1"),
     ],
 )
 def test_an_out_of_range_value_names_the_key(key, value, message):
