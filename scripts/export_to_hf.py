@@ -3,6 +3,7 @@
     python scripts/export_to_hf.py --ckpt ckpt/qwen3b --out exported/                  # a converted directory
     python scripts/export_to_hf.py --ckpt runs/demo --out exported/ [--step N|latest|best] [--dtype bfloat16]
     python scripts/export_to_hf.py --ckpt runs/ppo/checkpoints --critic --out exported_critic/
+    python scripts/export_to_hf.py --ckpt runs/lora --adapters --out lora_adapters/   # PEFT adapters only
 
 --ckpt: a directory written by scripts/convert_hf_to_orbax.py (params/ + config.json), a trainer run's
 checkpoint directory (<workdir>/checkpoints) or the trainer's workdir; --out: the directory to write
@@ -12,7 +13,10 @@ accuracy); --dtype: float32 | bfloat16 | float16 (default: each tensor as stored
 float32 for a trainer run's master parameters); --critic (trainer runs only): export the critic of a value-based
 run (ppo, vc_ppo, orz_ppo) instead of the policy: a Qwen2.5-VL directory plus value_head.safetensors, which
 `--config.critic.checkpoint` takes to start another run's critic (shuffle_r1_jax/train/export.py says what each
-tensor is). Exits with status 2 and one line on stderr when the directory or a flag does not fit.
+tensor is). A LoRA run (lora.rank > 0) exports with its adapters merged into the weights; with --adapters, its
+adapters alone in the PEFT layout (adapter_config.json + adapter_model.safetensors, which
+`peft.PeftModel.from_pretrained(base, dir)` loads over the run's starting checkpoint). Exits with status 2 and
+one line on stderr when the directory or a flag does not fit.
 """
 
 from __future__ import annotations
@@ -40,10 +44,16 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="output Hugging Face directory")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="safetensors dtype (default: as stored)")
     parser.add_argument("--critic", action="store_true", help="trainer runs: export the critic (value-based runs)")
+    parser.add_argument("--adapters", action="store_true", help="LoRA runs: the adapters alone, in the PEFT layout")
     args = parser.parse_args()
     try:
         exported = export_checkpoint(
-            args.ckpt, args.out, step=args.step, dtype=DTYPES.get(args.dtype), critic=args.critic
+            args.ckpt,
+            args.out,
+            step=args.step,
+            dtype=DTYPES.get(args.dtype),
+            critic=args.critic,
+            adapters=args.adapters,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

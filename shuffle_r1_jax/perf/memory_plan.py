@@ -311,7 +311,12 @@ def plan_memory(
     m, rollout, train = settings.model, settings.rollout, settings.train
     mesh = build_mesh(settings.mesh)
     model = abstract_model(
-        config, dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl, remat=m.remat
+        config,
+        dtype=m.dtype,
+        param_dtype=m.base_dtype,
+        attention_impl=m.attention_impl,
+        remat=m.remat,
+        lora=m.lora,
     )
     state = nnx.state(model, nnx.Param)
     param_sharding_tree = nnx.to_pure_dict(param_shardings(state, mesh, settings.mesh.rules))
@@ -548,7 +553,8 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
     micro //= s.train.micro_batches
     lines = [
         f"{plan.model_name}, {count(plan.num_params)} parameters; mesh (data, fsdp, tensor) = {s.mesh_shape} on "
-        f"{plan.devices}; compute {jnp.dtype(m.dtype).name}, parameters {jnp.dtype(m.param_dtype).name}, remat "
+        f"{plan.devices}; compute {jnp.dtype(m.dtype).name}, parameters {jnp.dtype(m.base_dtype).name}"
+        f"{_lora_note(m.lora)}, remat "
         f"{m.remat}, attention {m.attention_impl}, vision {'frozen' if s.optimizer.freeze_vision else 'trained'}, "
         f"algorithm {s.rl.algorithm} (selector {s.rl.selection.selection}"
         f"{', a critic' if s.critic is not None else ''}).",
@@ -602,3 +608,13 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
             f"Step peak per device: {format_gib(max(peaks))} GiB of {device_memory_gib:g} GiB: {verdict}{note}.",
         ]
     return "\n".join(lines)
+
+
+def _lora_note(lora) -> str:
+    """ ", LoRA rank r (alpha a) on q_proj, ... (float32 adapters only trained)" under LoRA, else ""."""
+    if lora is None:
+        return ""
+    return (
+        f" with LoRA rank {lora.rank} (alpha {lora.alpha:g}) on {', '.join(lora.targets)} "
+        "(float32 adapters, the only trained parameters)"
+    )

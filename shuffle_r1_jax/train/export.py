@@ -24,6 +24,7 @@ start another run's critic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -31,18 +32,22 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.orbax_params import is_orbax_params_dir, restore_params
 from shuffle_r1_jax.checkpoint.train_state import TrainCheckpointer
 from shuffle_r1_jax.models.qwen2_5_vl import abstract_model, load_config
+from shuffle_r1_jax.models.qwen2_5_vl.lora import LoraConfig
+from shuffle_r1_jax.models.qwen2_5_vl.peft_adapters import save_peft_adapters
 from shuffle_r1_jax.models.qwen2_5_vl.saving import save_hf_checkpoint
 from shuffle_r1_jax.models.qwen2_5_vl.value_model import abstract_value_model, write_value_head
 
 HF_SOURCE = "hf_source"
 HF_SOURCE_CRITIC = "hf_source_critic"
 CRITIC_LAYOUT = "critic_layout.json"
+LORA_LAYOUT = "lora.json"
 CHECKPOINTS = "checkpoints"
 STEP_CHOICES = ("latest", "best")
 CONVERTED = "converted"
@@ -58,6 +63,22 @@ def record_critic_source(checkpoints_dir: str | os.PathLike, source: str | os.Pa
     (destination / CRITIC_LAYOUT).write_text(json.dumps({"with_vision": with_vision}) + "\n")
 
 
+def record_lora(checkpoints_dir: str | os.PathLike, lora: LoraConfig | None) -> None:
+    """Writes `<checkpoints_dir>/lora.json` (the adapters' rank, alpha, targets, dropout) for a LoRA run, so its
+    saved parameters (base weights and adapters) can be exported; nothing without LoRA."""
+    if lora is not None:
+        (Path(checkpoints_dir) / LORA_LAYOUT).write_text(json.dumps(dataclasses.asdict(lora)) + "\n")
+
+
+def recorded_lora(checkpoints_dir: str | os.PathLike) -> LoraConfig | None:
+    """The adapters `record_lora` wrote for the run in `checkpoints_dir`, or None (not a LoRA run)."""
+    path = Path(checkpoints_dir) / LORA_LAYOUT
+    if not path.exists():
+        return None
+    fields = json.loads(path.read_text())
+    return LoraConfig(**{**fields, "targets": tuple(fields["targets"])})
+
+
 def _pure_shapes(model: nnx.Module):
     return jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
@@ -69,6 +90,7 @@ def export_trainer_checkpoint(
     step: Step = None,
     dtype=None,
     critic: bool = False,
+    adapters: bool = False,
 ) -> int:
     """Writes one step of a trainer checkpoint directory as a Hugging Face model directory: the policy, or with
     `critic` the critic (see the module docstring).
@@ -82,6 +104,8 @@ def export_trainer_checkpoint(
       dtype: the safetensors dtype (None = float32, the dtype the parameters are restored in); the value head is
         written in float32.
       critic: export the critic of a value-based run instead of the policy.
+      adapters: for a LoRA run, write its adapters alone in the PEFT layout (`models.qwen2_5_vl.peft_adapters`)
+        instead of the policy with the adapters merged into its weights (the default for a LoRA run).
 
     Returns:
       The exported step.
@@ -100,10 +124,18 @@ def export_trainer_checkpoint(
         )
     step = _saved_step(checkpoints_dir, step)
     config = load_config(source)
-    model = abstract_model(config, dtype=jnp.float32, param_dtype=jnp.float32)
+    lora = recorded_lora(checkpoints_dir)
+    if adapters and lora is None:
+        raise ValueError(f"--adapters: the run in {checkpoints_dir} trained no LoRA adapters (lora.rank was 0)")
+    if adapters and critic:
+        raise ValueError("--adapters and --critic: a critic has no adapters; export one or the other")
+    model = abstract_model(config, dtype=jnp.float32, param_dtype=jnp.float32, lora=lora)
     if not critic:
         with TrainCheckpointer(checkpoints_dir) as checkpointer:
             restored = checkpointer.restore(step, abstract_params=_pure_shapes(model), abstract_opt_state=None)
+        if adapters:
+            save_peft_adapters(restored.params, lora, out_dir, base_model=str(source), dtype=dtype or np.float32)
+            return restored.step
         graphdef, state = nnx.split(model)
         nnx.replace_by_pure_dict(state, restored.params)
         save_hf_checkpoint(nnx.merge(graphdef, state), out_dir, dtype=dtype)
@@ -216,6 +248,7 @@ def export_checkpoint(
     step: Step = None,
     dtype=None,
     critic: bool = False,
+    adapters: bool = False,
 ) -> str:
     """Writes any orbax checkpoint this project writes as a Hugging Face directory (see the module docstring).
 
@@ -227,6 +260,7 @@ def export_checkpoint(
       dtype: the safetensors dtype; None keeps a converted directory's stored dtypes and writes a trainer run's
         float32 master parameters as they are.
       critic: export the critic of a value-based trainer run instead of the policy.
+      adapters: export a LoRA trainer run's adapters alone, in the PEFT layout (default: merged into the policy).
 
     Returns:
       What was exported, for a log line (e.g. "the policy of step 3 of runs/demo/checkpoints").
@@ -243,12 +277,15 @@ def export_checkpoint(
                 f"--step {step}: {directory} is a converted checkpoint (params/ + config.json), one model without "
                 "steps; --step applies to trainer runs"
             )
-        if critic:
+        if critic or adapters:
+            flag = "--critic" if critic else "--adapters"
             raise ValueError(
-                f"--critic: {directory} is a converted checkpoint (params/ + config.json), a policy without a "
-                "critic; --critic applies to trainer runs of a value-based algorithm (ppo, vc_ppo, orz_ppo)"
+                f"{flag}: {directory} is a converted checkpoint (params/ + config.json), one policy without a "
+                "critic or adapters; --critic applies to trainer runs of a value-based algorithm (ppo, vc_ppo, "
+                "orz_ppo), --adapters to trainer runs with LoRA (lora.rank > 0)"
             )
         export_converted_checkpoint(directory, out_dir, dtype=dtype)
         return f"the converted checkpoint {directory}"
-    exported = export_trainer_checkpoint(directory, out_dir, step=step, dtype=dtype, critic=critic)
-    return f"the {'critic' if critic else 'policy'} of step {exported} of {directory}"
+    exported = export_trainer_checkpoint(directory, out_dir, step=step, dtype=dtype, critic=critic, adapters=adapters)
+    what = "critic" if critic else "LoRA adapters (PEFT layout)" if adapters else "policy"
+    return f"the {what} of step {exported} of {directory}"

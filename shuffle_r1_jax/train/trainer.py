@@ -65,7 +65,7 @@ from shuffle_r1_jax.train.components import (
     rollout_generator,
 )
 from shuffle_r1_jax.train.evaluation import Evaluator
-from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source
+from shuffle_r1_jax.train.export import HF_SOURCE, export_trainer_checkpoint, record_critic_source, record_lora
 from shuffle_r1_jax.train.metric_writers import MetricWriter
 from shuffle_r1_jax.train.preflight import check_workdir
 from shuffle_r1_jax.train.programs import (
@@ -243,6 +243,7 @@ class Trainer:
         )
         if jax.process_index() == 0:
             copy_non_weight_files(settings.model.checkpoint, self.workdir / "checkpoints" / HF_SOURCE)
+            record_lora(self.workdir / "checkpoints", settings.model.lora)
             if settings.critic is not None:
                 record_critic_source(
                     self.workdir / "checkpoints",
