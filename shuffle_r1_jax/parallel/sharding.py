@@ -32,6 +32,7 @@ DEFAULT_RULES: Rules = (
     ("vision_mlp", "tensor"),
     ("patch", None),
     ("norm", None),
+    ("lora_rank", "fsdp"),  # a LoRA adapter's rank dim: over fsdp where its other dim does not use it
 )
 
 

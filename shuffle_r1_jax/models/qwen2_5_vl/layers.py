@@ -43,7 +43,8 @@ class Dense(nnx.Module):
       kernel: `param_dtype[*in_shape, *out_shape]`.
       bias: `param_dtype[*out_shape]`, or None without `use_bias`.
       lora: an `nnx.LoRA` over the flattened dims (`lora_a` `float32[prod(in_shape), r]` with logical axes (first
-        input axis, None), `lora_b` `float32[r, prod(out_shape)]` with (None, first output axis)), or None.
+        input axis, "lora_rank"), `lora_b` `float32[r, prod(out_shape)]` with ("lora_rank", first output axis)), or
+        None.
     """
 
     def __init__(
@@ -69,8 +70,8 @@ class Dense(nnx.Module):
                 math.prod(self.out_shape),
                 dtype=dtype,
                 param_dtype=jnp.float32,
-                a_metadata={"logical_axes": (axes[0], None)},
-                b_metadata={"logical_axes": (None, axes[len(self.in_shape)])},
+                a_metadata={"logical_axes": (axes[0], "lora_rank")},
+                b_metadata={"logical_axes": ("lora_rank", axes[len(self.in_shape)])},
                 rngs=rngs,
             )
             if lora is not None

@@ -143,10 +143,11 @@ def test_adapters_shard_like_their_kernels_dims(untied_checkpoint):
     model, _ = load_pretrained(path, mesh=make_mesh(data=2, fsdp=2, tensor=2), lora=LORA)
     q = model.layers[0].self_attn.q_proj
     assert q.kernel[...].sharding.spec == PartitionSpec("fsdp", "tensor", None)
-    assert q.lora.lora_a[...].sharding.spec == PartitionSpec("fsdp", None)
-    assert q.lora.lora_b[...].sharding.spec == PartitionSpec(None, "tensor")
+    assert q.lora.lora_a[...].sharding.spec == PartitionSpec("fsdp", None)  # the rank dim: fsdp is taken
+    assert q.lora.lora_b[...].sharding.spec == PartitionSpec("fsdp", "tensor")
     down = model.layers[0].mlp.down_proj
-    assert down.lora.lora_a[...].sharding.spec == PartitionSpec("tensor", None)
+    assert down.lora.lora_a[...].sharding.spec == PartitionSpec("tensor", "fsdp")
+    assert down.lora.lora_b[...].sharding.spec == PartitionSpec("fsdp", None)
 
 
 @pytest.mark.parametrize(
