@@ -36,6 +36,7 @@ from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.train import settings as run_settings
 from shuffle_r1_jax.train.components import load_policy, prompt_encoder, reward_pool
 from shuffle_r1_jax.train.evaluation import Evaluator
+from shuffle_r1_jax.train.export import TRAINER, checkpoint_layout
 from shuffle_r1_jax.train.programs import SpecialTokens, build_rollout_programs
 from shuffle_r1_jax.train.settings import RunSettings
 
@@ -55,17 +56,19 @@ def check_checkpoint(path: str) -> None:
     """Stops early on a trainer's workdir or checkpoints directory given as `--checkpoint`.
 
     Raises:
-      EvaluateError: `path` is not a directory, or it has no config.json but holds a trainer's checkpoints
-        (numbered step directories, a `checkpoints/` directory or a `metrics.jsonl`); the message says how to
-        export it.
+      EvaluateError: `path` is not a directory, or it has no config.json and is a trainer run's directory (as
+        `train.export.checkpoint_layout` tells); the message says how to export it.
     """
     directory = Path(path).expanduser()
     if not directory.is_dir():
         raise EvaluateError(f"--checkpoint {path!r} is not a directory: give an HF-format or converted checkpoint")
     if (directory / "config.json").is_file():
         return
-    steps = any(child.is_dir() and child.name.isdigit() for child in directory.iterdir())
-    if steps or (directory / "checkpoints").is_dir() or (directory / "metrics.jsonl").is_file():
+    try:
+        layout, _ = checkpoint_layout(directory)
+    except ValueError:
+        return
+    if layout == TRAINER:
         raise EvaluateError(
             f"--checkpoint {path!r} is a trainer's workdir or checkpoints directory, not a model: export it first "
             f"(python scripts/export_to_hf.py --ckpt {path} --out DIR) and evaluate DIR"

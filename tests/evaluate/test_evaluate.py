@@ -140,7 +140,7 @@ def test_an_unusable_record_is_counted_and_skipped_or_stops_the_run(demo_inputs,
 
 
 def test_a_trainer_directory_asks_for_an_export(demo_cache, tmp_path):
-    (tmp_path / "checkpoints" / "2").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "hf_source").mkdir(parents=True)  # what every trainer run writes
     c = tiny_trainer_config(demo_cache)
     for path in (tmp_path, tmp_path / "checkpoints"):
         with pytest.raises(EvaluateError, match=r"--checkpoint .* is a trainer's .* export it first .*export_to_hf"):
@@ -166,7 +166,7 @@ def _flags(monkeypatch, tmp_path, **values):
 
 
 def test_the_entrypoint_exits_2_with_one_line_naming_the_flag(monkeypatch, capsys, tmp_path, demo_cache):
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "hf_source").mkdir(parents=True)
     _flags(monkeypatch, tmp_path, config=tiny_trainer_config(demo_cache), checkpoint=str(tmp_path / "run"))
     assert entrypoint.main([]) == 2
     err = capsys.readouterr().err
