@@ -1,5 +1,14 @@
-"""A tiny end-to-end trainer config (the "test" preset model, a small synthetic dataset, a 2-step warm-up) and a
-trainer built from a config as the entrypoint builds it."""
+"""A tiny end-to-end trainer config (the "test" preset model, a small synthetic dataset, a 2-step warm-up), a
+trainer built from a config as the entrypoint builds it, and a training command killed in the middle."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 
 from shuffle_r1_jax.demo.config import demo_config
 from shuffle_r1_jax.train.settings import prepare
@@ -37,3 +46,25 @@ def make_trainer(config, workdir, **kwargs) -> Trainer:
     """`Trainer` of `config` in `workdir`, after the config's setup (the demo's assets) and resolution."""
     _, settings = prepare(config)
     return Trainer(settings, str(workdir), **kwargs)
+
+
+def kill_after_step_2(config_file: Path, workdir: Path, max_delay: float) -> None:
+    """Runs `python -m shuffle_r1_jax.train --config config_file --workdir workdir` and SIGKILLs it at a random
+    moment up to `max_delay` seconds after its step-2 checkpoint appears (in a later step or a save).
+
+    Raises:
+      AssertionError: the run finished before it could be killed.
+    """
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not list((workdir / "checkpoints").glob("2*")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0.0, max_delay)))
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"

@@ -4,12 +4,6 @@ adapters merged (logits equal to the adapter forward) and as PEFT adapters that 
 same logits."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +16,7 @@ from shuffle_r1_jax.models.qwen2_5_vl import abstract_model, forward_logits, loa
 from shuffle_r1_jax.models.qwen2_5_vl.lora import is_adapter_path
 from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.export import export_checkpoint, recorded_lora
-from tests.train.conftest import make_trainer, tiny_trainer_config
+from tests.train.conftest import kill_after_step_2, make_trainer, tiny_trainer_config
 
 CONFIG_FILE = """
 from tests.train.test_lora_training import lora_config
@@ -93,19 +87,7 @@ def test_a_lora_run_resumes_after_sigkill_exactly(demo_cache, tmp_path):
     config_file = tmp_path / "lora_config.py"
     config_file.write_text(CONFIG_FILE.format(cache=demo_cache, steps=steps))
     workdir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not list((workdir / "checkpoints").glob("2*")) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(float(np.random.default_rng().uniform(0.0, 1.0)))  # somewhere in step 3 or 4, or a save
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_step_2(config_file, workdir, max_delay=1.0)  # somewhere in step 3 or 4, or a save
 
     summary, resumed = _run(lora_config(demo_cache, steps), workdir)
     assert summary.steps == steps

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from shuffle_r1_jax.train import settings
 from shuffle_r1_jax.train.defaults import base_config
 from shuffle_r1_jax.train.export import export_trainer_checkpoint
 from tests.checkpoint import damage
-from tests.train.conftest import make_trainer, tiny_trainer_config
+from tests.train.conftest import kill_after_step_2, make_trainer, tiny_trainer_config
 
 
 def _run(config, workdir, **kwargs):
@@ -282,19 +281,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(demo_cache, tmp_path):
     config_file = tmp_path / "tiny_config.py"
     config_file.write_text(CONFIG_FILE.format(cache=demo_cache, steps=steps, algorithm="ppo", selector="pts_abs"))
     workdir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shuffle_r1_jax.train", "--config", str(config_file), "--workdir", str(workdir)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not list((workdir / "checkpoints").glob("2*")) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(float(np.random.default_rng().uniform(0.0, 1.5)))  # somewhere in step 3, 4 or a save
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    kill_after_step_2(config_file, workdir, max_delay=1.5)  # somewhere in step 3, 4 or a save
 
     _, summary, resumed = _run(_ppo_config(demo_cache, steps), workdir)
     assert summary.steps == steps
