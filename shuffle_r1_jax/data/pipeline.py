@@ -146,6 +146,14 @@ def steps_per_epoch(num_records: int, config: PipelineConfig) -> int:
     return num_records // (config.batch_size * config.process_count)
 
 
+def unusable_by_reason(counts: dict, prefix: str = "bad_records/") -> dict:
+    """{reason: count} of the `<prefix><reason>` counters of `PromptBatchIterator.counts` (under `prefix`, e.g.
+    "data/bad_records/" in metrics) that are not zero, without the total."""
+    return {
+        k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
+    }
+
+
 class PromptBatchIterator:
     """Iterates `PromptBatch`es; checkpointable with `get_state` / `set_state`; `counts()` for metrics."""
 

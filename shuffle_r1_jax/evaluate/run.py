@@ -26,11 +26,12 @@ import jax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
+from shuffle_r1_jax.data.pipeline import unusable_by_reason
 from shuffle_r1_jax.data.sources import DataSpecError, RecordSource, resolve_data_files
 from shuffle_r1_jax.evaluate.figures import evaluation_figures
 from shuffle_r1_jax.evaluate.records import SampleRecorder, write_jsonl
 from shuffle_r1_jax.models.qwen2_5_vl import load_config
-from shuffle_r1_jax.parallel.global_arrays import allgather_json
+from shuffle_r1_jax.parallel.global_arrays import summed_over_processes
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.rollout.placement import BatchPlacer
 from shuffle_r1_jax.train import settings as run_settings
@@ -197,7 +198,7 @@ def evaluate_checkpoint(settings: RunSettings, out_dir: str | Path, *, progress:
         metrics = evaluator.evaluate(params, 0, on_batch=on_batch)
     bar.close()
     samples, greedy, failures = recorder.gathered()
-    counts = _summed_counts(evaluator.data_counts)
+    counts = summed_over_processes(evaluator.data_counts)
     summary = {
         "settings": _settings_record(settings),
         **evaluation_figures(samples, greedy, settings.eval.n, settings.eval.pass_k),
@@ -214,24 +215,13 @@ def evaluate_checkpoint(settings: RunSettings, out_dir: str | Path, *, progress:
     return summary
 
 
-def _summed_counts(counts: dict[str, int]) -> dict[str, int]:
-    """Every process's prompt-stream counters, summed (a collective)."""
-    total: dict[str, int] = {}
-    for process_counts in allgather_json(counts):
-        for key, value in process_counts.items():
-            total[key] = total.get(key, 0) + value
-    return total
-
-
 def _records_record(counts: dict[str, int]) -> dict:
     """Records read, used and unusable (by reason, the reasons that occurred) from the stream's counters."""
-    bad = {k.removeprefix("bad_records/"): v for k, v in counts.items() if k.startswith("bad_records/")}
-    unusable = bad.pop("total", 0)
     return {
         "read": counts.get("records_read", 0),
         "used": counts.get("records_used", 0),
-        "unusable": unusable,
-        "unusable_by_reason": {k: v for k, v in bad.items() if v},
+        "unusable": counts.get("bad_records/total", 0),
+        "unusable_by_reason": unusable_by_reason(counts),
     }
 
 

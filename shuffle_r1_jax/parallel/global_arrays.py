@@ -117,6 +117,13 @@ def gather_over_processes(local: np.ndarray) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
+def summed_over_processes(counts: dict[str, int]) -> dict[str, int]:
+    """Integer counters with the same keys on every process, summed over the processes (a collective)."""
+    keys = sorted(counts)
+    summed = gather_over_processes(np.asarray([[counts[k] for k in keys]], np.int64)).sum(0)
+    return {k: int(v) for k, v in zip(keys, summed)}
+
+
 def max_over_processes(values: Sequence[int]) -> tuple[int, ...]:
     """The element-wise maximum of an integer vector over processes."""
     stacked = gather_over_processes(np.asarray(values, np.int64)[None])
@@ -139,3 +146,9 @@ def allgather_json(value: Any) -> list[Any]:
     padded[0, 1 : len(data) + 1] = data
     rows = gather_over_processes(padded)
     return [json.loads(row[1 : row[0] + 1].astype(np.uint8).tobytes().decode()) for row in rows]
+
+
+def replicated_key(key: jax.Array, mesh: Mesh) -> jax.Array:
+    """A typed PRNG `key` (the same on every process) replicated over every device of `mesh`."""
+    data = jax.device_put(np.asarray(jax.random.key_data(key)), NamedSharding(mesh, PartitionSpec()))
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))

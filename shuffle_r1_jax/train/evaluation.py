@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from shuffle_r1_jax.models.qwen2_5_vl.config import Qwen25VLConfig
-from shuffle_r1_jax.parallel.global_arrays import allgather_json, max_over_processes
+from shuffle_r1_jax.parallel.global_arrays import allgather_json, max_over_processes, replicated_key
 from shuffle_r1_jax.processing.batch import PromptBatch
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from shuffle_r1_jax.rewards.pool import RewardPool
@@ -38,9 +38,7 @@ class NoUsablePromptError(RuntimeError):
 def validation_key(seed: int, mesh: Mesh) -> jax.Array:
     """The validation's PRNG key, `key(seed + 1)` (apart from the training stream's `key(seed)`), replicated over
     `mesh`; batch i of every validation samples with `fold_in(key, i)`."""
-    key = jax.random.key(seed + 1)
-    data = jax.device_put(np.asarray(jax.random.key_data(key)), NamedSharding(mesh, PartitionSpec()))
-    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
+    return replicated_key(jax.random.key(seed + 1), mesh)
 
 
 def accuracy_part(scored: ScoredRollouts) -> np.ndarray:

@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.checkpoint.train_state import CheckpointSaveError, DamagedCheckpointError, TrainCheckpointer
+from shuffle_r1_jax.data.pipeline import unusable_by_reason
 from shuffle_r1_jax.learner.critic import CriticTargets
 from shuffle_r1_jax.learner.optimizer import learning_rate_schedule, make_optimizer
 from shuffle_r1_jax.learner.packing import PackingPlan, packed_rows_bucket
@@ -44,7 +44,12 @@ from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import load_config, load_pretrained
 from shuffle_r1_jax.models.qwen2_5_vl.lora import adapters_off
 from shuffle_r1_jax.models.qwen2_5_vl.value_model import initial_value_head, read_value_head, value_params_from_policy
-from shuffle_r1_jax.parallel.global_arrays import allgather_json, batch_shard_count, gather_over_processes
+from shuffle_r1_jax.parallel.global_arrays import (
+    allgather_json,
+    batch_shard_count,
+    replicated_key,
+    summed_over_processes,
+)
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import mirror_shardings
 from shuffle_r1_jax.processing.prompts import PromptEncoder
@@ -209,7 +214,6 @@ class Trainer:
         self.settings = self.phase.settings
         self.train_batches = self._training_stream(self.phase)
         self.mesh = build_mesh(settings.mesh)
-        self.replicated = NamedSharding(self.mesh, PartitionSpec())
         logger.info("mesh %s over %d processes", dict(self.mesh.shape), jax.process_count())
         self.graphdef, self.params = load_policy(settings, self.mesh)
         self.param_shardings = jax.tree.map(lambda x: x.sharding, self.params)
@@ -252,7 +256,7 @@ class Trainer:
                 )
         self.step = 0
         self.best_score: float | None = None
-        self.base_key = self.replicated_key(jax.random.key(settings.seed))
+        self.base_key = replicated_key(jax.random.key(settings.seed), self.mesh)
         self._restore()
         self.writer = MetricWriter(
             self.workdir, total_steps=settings.train.total_steps, start_step=self.step + 1 if self.step else 0
@@ -416,11 +420,6 @@ class Trainer:
             samples_file=self.workdir / "eval_samples.jsonl",
         )
 
-    def replicated_key(self, key: jax.Array) -> jax.Array:
-        """`key` (the same on every process) replicated over the mesh."""
-        data = jax.device_put(np.asarray(jax.random.key_data(key)), self.replicated)
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
-
     # ------------------------------------------------------------------------------------------------ state
 
     def _restore(self) -> None:
@@ -445,7 +444,7 @@ class Trainer:
         if self.critic is not None:
             self.critic_params, self.critic_opt_state = restored.critic_params, restored.critic_opt_state
         self.best_score = restored.best_score
-        self.base_key = self.replicated_key(restored.rng_key)
+        self.base_key = replicated_key(restored.rng_key, self.mesh)
         phase = self._phase_at(self.step)
         if phase is self.phase:
             self._restore_data_position(restored.data_state)
@@ -691,13 +690,12 @@ class Trainer:
         t = time.perf_counter()
         metrics = []
         train_policy = not self.pretraining_critic
-        targets = update_batch.targets
+        targets, dropout_key = update_batch.targets, update_batch.targets.dropout_key
         for minibatch, (rows, valid, plan) in enumerate(zip(update_batch.rows, update_batch.valid, update_batch.plans)):
             step_metrics = {}
             if train_policy:
-                if targets.dropout_key is not None:  # each mini-batch's adapters drop with their own masks
-                    key = jax.random.fold_in(update_batch.targets.dropout_key, minibatch)
-                    targets = dataclasses.replace(update_batch.targets, dropout_key=key)
+                if dropout_key is not None:  # each mini-batch's adapters drop with their own masks
+                    targets = dataclasses.replace(targets, dropout_key=jax.random.fold_in(dropout_key, minibatch))
                 self.params, self.opt_state, step_metrics = self.programs.update(
                     self.params, self.opt_state, scored.rollouts, targets, rows, valid, plan
                 )
@@ -763,9 +761,7 @@ class Trainer:
     def data_counts(self) -> dict[str, int]:
         """The training stream's counters (`PromptBatchIterator.counts`) summed over the processes (a collective:
         every process calls it)."""
-        counts = self.train_batches.counts()
-        summed = gather_over_processes(np.asarray([[counts[k] for k in sorted(counts)]], np.int64)).sum(0)
-        return {k: int(v) for k, v in zip(sorted(counts), summed)}
+        return summed_over_processes(self.train_batches.counts())
 
     def _report_skipped_records(self, metrics: dict, skipped_before: float) -> None:
         """Logs the skipped training records by reason when the step skipped some: a warning when over
@@ -773,7 +769,7 @@ class Trainer:
         skipped, read = metrics["data/bad_records/total"], metrics["data/records_read"]
         if skipped == skipped_before or not read:
             return
-        reasons = ", ".join(f"{r} {int(n)}" for r, n in _skipped_by_reason(metrics, "data/bad_records/").items())
+        reasons = ", ".join(f"{r} {int(n)}" for r, n in unusable_by_reason(metrics, "data/bad_records/").items())
         fraction = skipped / read
         level = logging.WARNING if fraction > self.settings.data.warn_bad_fraction else logging.INFO
         logger.log(
@@ -862,7 +858,7 @@ class Trainer:
             end_accuracy=history[-1] if history else None,
             best_accuracy=self.best_score,
             records_read=counts["records_read"],
-            skipped_records=_skipped_by_reason(counts, "bad_records/"),
+            skipped_records=unusable_by_reason(counts),
         )
 
     def _reward_outcomes(self, metrics: dict) -> tuple[dict[str, float], int]:
@@ -883,13 +879,6 @@ class Trainer:
 def _due(every: int, step: int, last: bool) -> bool:
     """Whether a periodic action (every `every` steps, 0 = never, and at the last step) runs after `step`."""
     return bool(every) and (step % every == 0 or last)
-
-
-def _skipped_by_reason(counts: dict, prefix: str) -> dict:
-    """{reason: count} of the `<prefix><reason>` entries of `counts` that are not zero, the total left out."""
-    return {
-        k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix) and v and k != prefix + "total"
-    }
 
 
 def _abstract(tree):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx import traversals
 
 from shuffle_r1_jax.checkpoint.orbax_params import is_orbax_params_dir, restore_params
 from shuffle_r1_jax.checkpoint.safetensors_io import CheckpointError, SafetensorsCheckpoint
@@ -51,28 +52,15 @@ def _place(value, sharding):
     return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
 
 
-def _load_orbax(path, state, shardings) -> list[tuple]:
-    """(path, variable) of every non-adapter parameter, restored from a converted (orbax) parameter directory onto
-    the model's shapes, dtypes and shardings."""
-    sharding_of = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
-    abstract = {}
-    variables = {p: v for p, v in nnx.to_flat_state(state) if not is_adapter_path(p)}
-    for p, v in variables.items():
-        node = abstract
-        for key in p[:-1]:
-            node = node.setdefault(key, {})
-        node[p[-1]] = jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding_of.get(p))
+def _load_orbax(path, variables: dict, sharding_of: dict) -> list[tuple]:
+    """(path, variable) of every variable of `variables` (path -> variable), restored from a converted (orbax)
+    parameter directory onto their shapes, dtypes and shardings (`sharding_of`: path -> sharding)."""
+    abstract = {p: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding_of.get(p)) for p, v in variables.items()}
     try:
-        params = restore_params(path, abstract)
+        params = traversals.flatten_mapping(restore_params(path, traversals.unflatten_mapping(abstract)))
     except ValueError as e:
         raise CheckpointError(str(e)) from e
-    restored = []
-    for p, v in variables.items():
-        value = params
-        for key in p:
-            value = value[key]
-        restored.append((p, v.replace(value)))
-    return restored
+    return [(p, v.replace(params[p])) for p, v in variables.items()]
 
 
 def _find(checkpoint: SafetensorsCheckpoint, hf_name: str) -> str | None:
@@ -141,11 +129,11 @@ def load_pretrained(
         for p, v in flat.items()
         if is_adapter_path(p)
     ]
+    base = {p: v for p, v in flat.items() if not is_adapter_path(p)}
     if is_orbax_params_dir(path):
-        return nnx.merge(graphdef, nnx.from_flat_state(_load_orbax(path, state, shardings) + adapters)), config
+        return nnx.merge(graphdef, nnx.from_flat_state(_load_orbax(path, base, sharding_of) + adapters)), config
     checkpoint = SafetensorsCheckpoint(path)
     loaded = []
-    base = {p: v for p, v in flat.items() if not is_adapter_path(p)}
     for rule, var in rules_with_variables(base, config):
         name = _find(checkpoint, rule.hf_name)
         if name is None:

@@ -62,14 +62,10 @@ class LoraConfig:
         """alpha / rank, the factor on the adapter's output."""
         return self.alpha / self.rank
 
-    def for_projection(self, name: str) -> LoraConfig | None:
-        """This config if the projection `name` is a target, else None."""
-        return self if name in self.targets else None
-
 
 def maybe_for(lora: LoraConfig | None, name: str) -> LoraConfig | None:
-    """`lora.for_projection(name)`, or None without LoRA."""
-    return None if lora is None else lora.for_projection(name)
+    """`lora` if the projection `name` is one of its targets, else None (also without LoRA)."""
+    return lora if lora is not None and name in lora.targets else None
 
 
 @dataclasses.dataclass

@@ -147,9 +147,8 @@ def _weights(model: nnx.Module) -> dict[tuple, jax.Array]:
     """Path -> value of every parameter of the model without adapters: a LoRA model's adapters folded into their
     projections (`lora.merged_params`)."""
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    lora = getattr(model, "lora_config", None)
-    if lora is not None:
-        params = merged_params(params, lora)
+    if model.lora_config is not None:
+        params = merged_params(params, model.lora_config)
     return traversals.flatten_mapping(params)
 
 
