@@ -30,7 +30,7 @@ def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax
 
     Returns:
       (input_ids `int32[B, Lp + Lr]`, attention_mask `int32[B, Lp + Lr]`, position_ids `int32[3, B, Lp + Lr]`
-      (responses continue each prompt's M-RoPE positions), image_token_slot `int32[B, Lp + Lr]` (-1 on the
+      (responses continue each prompt's M-RoPE positions), vision_token_slot `int32[B, Lp + Lr]` (-1 on the
       response positions) or None when the prompts have no images).
     """
     prompts = rollouts.prompts
@@ -42,11 +42,11 @@ def sequence_inputs(rollouts: Rollouts, rows: jax.Array) -> tuple[jax.Array, jax
     start = prompt_mask.sum(-1) + prompts.rope_deltas[prompt_rows]
     response_pos = jnp.broadcast_to((start[:, None] + jnp.arange(response_len))[None], (3, len(rows), response_len))
     positions = jnp.concatenate([prompts.position_ids[:, prompt_rows], response_pos.astype(jnp.int32)], axis=2)
-    if prompts.image_token_slot is None:
+    if prompts.vision_token_slot is None:
         slots = None
     else:
         slots = jnp.concatenate(
-            [prompts.image_token_slot[prompt_rows], jnp.full((len(rows), response_len), -1, jnp.int32)], axis=1
+            [prompts.vision_token_slot[prompt_rows], jnp.full((len(rows), response_len), -1, jnp.int32)], axis=1
         )
     return ids, mask, positions, slots
 
@@ -129,7 +129,7 @@ def response_outputs(
     prompt_lengths, response_extent = sequence_lengths(rollouts, rows)
     keep = mask.astype(bool).at[:, prompt_len:].set(jnp.arange(response_len)[None, :] < response_extent[:, None])
     packed = pack_sequences(ids, positions, slots, keep, plan.bin, plan.offset, plan.packed_rows)
-    embeds = constrain_rows(model.embed(packed.input_ids, vision, packed.image_token_slot, image_features))
+    embeds = constrain_rows(model.embed(packed.input_ids, vision, packed.vision_token_slot, image_features))
     hidden, _ = model.decode(embeds, packed.position_ids, segment_causal_mask(packed.segment_ids))
     outputs = head(constrain_rows(hidden), packed.next_ids)
     return tuple(

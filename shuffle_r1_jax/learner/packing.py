@@ -142,13 +142,14 @@ class PackedSequences:
       input_ids: `int32[K, T]` token ids (0 at unused positions).
       position_ids: `int32[3, K, T]` M-RoPE positions, each sequence's own.
       segment_ids: `int32[K, T]` 1 + the sequence's index in the micro-batch, 0 at unused positions.
-      image_token_slot: `int32[K, T]` merged-token slot of each image token, -1 elsewhere; None without images.
+      vision_token_slot: `int32[K, T]` merged-token slot of each image or video token, -1 elsewhere; None without
+        images and videos.
     """
 
     input_ids: jax.Array
     position_ids: jax.Array
     segment_ids: jax.Array
-    image_token_slot: jax.Array | None
+    vision_token_slot: jax.Array | None
 
     @property
     def next_ids(self) -> jax.Array:
@@ -193,7 +194,7 @@ def pack_sequences(
         input_ids=scatter(ids, 0),
         position_ids=jnp.stack([scatter(p, 0) for p in positions]),
         segment_ids=scatter(segments, 0),
-        image_token_slot=None if slots is None else scatter(slots, -1),
+        vision_token_slot=None if slots is None else scatter(slots, -1),
     )
 
 

@@ -187,7 +187,7 @@ def _with_shardings(tree, shardings):
 
 def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
     """The slots of one square image with about `image_tokens` merged tokens, laid out in attention windows as
-    `layout.layout_images` does.
+    `layout.layout_vision` does.
 
     Returns:
       (merged tokens, patch slots) of the image.
@@ -228,7 +228,7 @@ def abstract_prompts(config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: i
         position_ids=_array(mesh, (3, prompts, length), jnp.int32, 1),
         rope_deltas=_array(mesh, (prompts,), jnp.int32, 0),
         vision=vision,
-        image_token_slot=slots,
+        vision_token_slot=slots,
     )
 
 

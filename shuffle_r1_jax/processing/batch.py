@@ -1,8 +1,8 @@
-"""Prompt batches: left padding to a length bucket, images laid out in buckets, `ModelInputs` for the model.
+"""Prompt batches: left padding to a length bucket, images and videos laid out in buckets, `ModelInputs`.
 
 Shapes are bounded by buckets so the number of compilations stays small: the prompt length is padded to the
-smallest configured length bucket that fits the longest prompt; the vision batch's image rows and windows per
-image are padded to the smallest configured bucket that fits (above the largest configured bucket, or with no
+smallest configured length bucket that fits the longest prompt; the vision batch's rows (an image or one
+temporal patch of a video each) and windows per row are padded to the smallest configured bucket that fits (above the largest configured bucket, or with no
 list configured, to the next power of two).
 """
 
@@ -24,13 +24,13 @@ from shuffle_r1_jax.processing.prompts import EncodedPrompt
 class BucketConfig:
     """The shape buckets of prompt batches.
 
-    A value above the largest bucket of `images` or `windows`, or any value when the list is None, is padded to
+    A value above the largest bucket of `vision_rows` or `windows`, or any value when the list is None, is padded to
     the next power of two.
 
     Attributes:
       prompt_lengths: padded prompt lengths (ascending; the largest bounds max_prompt_length).
-      images: image-row counts of the vision batch (None: powers of 2).
-      windows: attention windows per image row (None: powers of 2).
+      vision_rows: row counts of the vision batch, images plus video temporal patches (None: powers of 2).
+      windows: attention windows per vision row (None: powers of 2).
 
     Raises:
       ValueError: a list (prompt_lengths always, the others when given) is empty, not strictly ascending, or
@@ -38,11 +38,11 @@ class BucketConfig:
     """
 
     prompt_lengths: tuple[int, ...] = (256, 512, 1024, 2048)
-    images: tuple[int, ...] | None = None
+    vision_rows: tuple[int, ...] | None = None
     windows: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        for name in ("prompt_lengths", "images", "windows"):
+        for name in ("prompt_lengths", "vision_rows", "windows"):
             value = getattr(self, name)
             if value is None and name != "prompt_lengths":
                 continue
@@ -95,7 +95,7 @@ class PromptBatch:
     Attributes:
       inputs: `ModelInputs` of numpy arrays: input_ids / attention_mask `int32[B, S]` with S a length bucket,
         position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed image rows and
-        windows, image_token_slot `int32[B, S]`; vision and image_token_slot are None when the batch has no
+        windows, vision_token_slot `int32[B, S]`; vision and vision_token_slot are None when the batch has no
         image.
       prompt_lengths: `int32[B]` valid (unpadded) tokens per prompt.
       problems: the problem text per prompt, in batch order.
@@ -196,7 +196,7 @@ def collate_prompts(
             mask,
             np.concatenate([p.pixel_values for p in prompts if len(p.pixel_values)]),
             grids,
-            images_bucket=pick_bucket(len(grids), buckets.images),
+            rows_bucket=pick_bucket(len(grids), buckets.vision_rows),
             windows_bucket=pick_bucket(windows, buckets.windows),
         )
     else:

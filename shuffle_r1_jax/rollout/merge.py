@@ -38,10 +38,10 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
     length = max(b.input_ids.shape[1] for b in batches)
     with_images = [b for b in batches if b.vision is not None]
     slots_per_row = max((b.vision.patches.shape[1] for b in with_images), default=0) // 4
-    image_slots, vision_rows, offset = [], [], 0
+    token_slots, vision_rows, offset = [], [], 0
     for b in batches:
         slot = (
-            np.full(b.input_ids.shape, -1, np.int32) if b.image_token_slot is None else np.asarray(b.image_token_slot)
+            np.full(b.input_ids.shape, -1, np.int32) if b.vision_token_slot is None else np.asarray(b.vision_token_slot)
         )
         if b.vision is not None:
             old_row = b.vision.patches.shape[1] // 4
@@ -55,7 +55,7 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
                 )
             )
             offset += b.vision.patches.shape[0]
-        image_slots.append(pad_left(slot, length, -1))
+        token_slots.append(pad_left(slot, length, -1))
     vision = (
         VisionInputs(
             *(np.concatenate([getattr(v, f.name) for v in vision_rows]) for f in dataclasses.fields(VisionInputs))
@@ -69,7 +69,7 @@ def concat_prompts(batches: list[ModelInputs], pad_id: int) -> ModelInputs:
         position_ids=np.concatenate([pad_left(np.asarray(b.position_ids), length, 0) for b in batches], axis=1),
         rope_deltas=np.concatenate([np.asarray(b.rope_deltas) for b in batches]),
         vision=vision,
-        image_token_slot=np.concatenate(image_slots) if vision is not None else None,
+        vision_token_slot=np.concatenate(token_slots) if vision is not None else None,
     )
 
 

@@ -90,7 +90,7 @@ class BatchPlacer:
             self.rows(positions, 1),
             self.rows(local.rope_deltas),
             vision=jax.tree.map(self.rows, vision),
-            image_token_slot=self.rows(slots),
+            vision_token_slot=self.rows(slots),
         )
 
     def _pad_vision(self, local: ModelInputs, length: int, image_rows: int, width: int, patch_dim: int):
@@ -103,7 +103,7 @@ class BatchPlacer:
             np.zeros((0, width, patch_dim), np.float32), np.zeros((0, width, 2), np.int32), np.zeros((0, width), bool)
         )
         slots = (
-            np.full(local.input_ids.shape, -1, np.int32) if local.image_token_slot is None else local.image_token_slot
+            np.full(local.input_ids.shape, -1, np.int32) if local.vision_token_slot is None else local.vision_token_slot
         )
         extra = ((0, image_rows - vision.patches.shape[0]), (0, width - vision.patches.shape[1]))
         vision = VisionInputs(

@@ -243,13 +243,13 @@ class Sampler:
             spec[axis] = BATCH_AXES
             return self._constrain(part, PartitionSpec(*spec))
 
-        slots = None if inputs.image_token_slot is None else cut(inputs.image_token_slot)
+        slots = None if inputs.vision_token_slot is None else cut(inputs.vision_token_slot)
         return ModelInputs(
             cut(inputs.input_ids),
             cut(inputs.attention_mask),
             cut(inputs.position_ids, 1),
             cut(inputs.rope_deltas),
-            image_token_slot=slots,
+            vision_token_slot=slots,
         )
 
     def _merge_impl(self, outputs: list[SampleOutput], *, shards: int) -> SampleOutput:
@@ -265,7 +265,7 @@ class Sampler:
         caches = [
             LayerKVCache.empty(batch, length, t.num_key_value_heads, t.head_dim, model.dtype) for _ in model.layers
         ]
-        embeds = model.embed(inputs.input_ids, None, inputs.image_token_slot, features)
+        embeds = model.embed(inputs.input_ids, None, inputs.vision_token_slot, features)
         hidden, caches = model.decode(embeds, inputs.position_ids, causal_mask(inputs.attention_mask), caches)
         caches = [LayerKVCache(self._constrain_rows(c.k), self._constrain_rows(c.v), c.end) for c in caches]
         return caches, self._constrain_rows(model.logits(hidden[:, -1]).astype(jnp.float32))

@@ -20,7 +20,7 @@ from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from tests.tiny_assets import IMAGE_CONFIG
 
-BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), images=(4, 8), windows=(1, 4))
+BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), vision_rows=(4, 8), windows=(1, 4))
 NUM_TRAIN = 30
 
 

@@ -14,7 +14,7 @@ from shuffle_r1_jax.processing.image_io import decode_image
 from shuffle_r1_jax.processing.prompts import PromptEncoder
 from tests.tiny_assets import IMAGE_CONFIG
 
-BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), images=(2, 4, 8), windows=(1, 2, 4))
+BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), vision_rows=(2, 4, 8), windows=(1, 2, 4))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_batch_from_the_synthetic_dataset_runs_through_the_model(setup):
     # 3 images -> image bucket 4; a 112 px image (8x8 patches, 4x4 merged) has 2x2 windows of 2x2 merged tokens
     assert windows_of_grid(8, 8, config.vision) == (2, 2)
     assert inputs.vision.patches.shape == (4, 4 * config.vision.window_patches, config.vision.patch_dim)
-    assert inputs.position_ids.shape == (3, 3, 128) and inputs.image_token_slot.shape == (3, 128)
+    assert inputs.position_ids.shape == (3, 3, 128) and inputs.vision_token_slot.shape == (3, 128)
 
     logits = forward_jit(*nnx.split(model), inputs)
     assert logits.shape == (3, 128, config.text.vocab_size)
@@ -74,5 +74,5 @@ def test_text_only_batch_has_no_vision_inputs(setup):
     prompt = encoder.encode("What is 2+2?", [])
     example = PromptExample(prompt, "What is 2+2?", "4", "text", "id")
     batch = collate_prompts([example, example], config, BUCKETS, encoder.pad_token_id)
-    assert batch.inputs.vision is None and batch.inputs.image_token_slot is None
+    assert batch.inputs.vision is None and batch.inputs.vision_token_slot is None
     assert batch.length == 128 and batch.inputs.input_ids.shape == (2, 128)

@@ -15,7 +15,7 @@ from tests.rollout.fakes import fake_scored
 
 def _logits(model, inputs):
     i = jax.tree.map(jnp.asarray, inputs)
-    return np.asarray(model(i.input_ids, i.attention_mask, i.position_ids, i.vision, i.image_token_slot))
+    return np.asarray(model(i.input_ids, i.attention_mask, i.position_ids, i.vision, i.vision_token_slot))
 
 
 def test_concatenated_prompt_batches_give_each_prompt_its_own_logits(untied_pair):

@@ -87,7 +87,7 @@ def _response_logprobs(model, prompts, tokens, mask, n, temperature):
 
 
 def _fields(inputs):
-    return inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot
+    return inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.vision_token_slot
 
 
 def test_logprobs_equal_a_full_forward_and_seeds_reproduce(untied_pair, prompts):
@@ -137,9 +137,9 @@ def test_vision_and_prefill_run_once_per_prompt_not_per_sample(untied_pair, prom
     seen = []
     embed, features = Qwen25VL.embed, sampler_module.image_features_jit
 
-    def spy_embed(self, input_ids, vision=None, image_token_slot=None, image_features=None):
+    def spy_embed(self, input_ids, vision=None, vision_token_slot=None, image_features=None):
         seen.append(("embed", input_ids.shape, vision is None and image_features is not None))
-        return embed(self, input_ids, vision, image_token_slot, image_features)
+        return embed(self, input_ids, vision, vision_token_slot, image_features)
 
     def spy_features(graphdef, state, vision):  # called (not traced) once per generate
         seen.append(("vision", vision.patches.shape[0]))

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL (images) in Flax NNX: config reading, the model, host-side layouts, HF checkpoint loading."""
+"""Qwen2.5-VL (images and videos) in Flax NNX: config reading, the model, host-side layouts, HF checkpoint loading."""
 
 from shuffle_r1_jax.models.qwen2_5_vl.config import (
     ConfigError,
@@ -12,7 +12,7 @@ from shuffle_r1_jax.models.qwen2_5_vl.config import (
     qwen2_5_vl_32b_config,
     qwen2_5_vl_72b_config,
 )
-from shuffle_r1_jax.models.qwen2_5_vl.layout import LayoutError, layout_images, mrope_positions
+from shuffle_r1_jax.models.qwen2_5_vl.layout import LayoutError, layout_vision, mrope_positions
 from shuffle_r1_jax.models.qwen2_5_vl.loading import abstract_model, count_parameters, load_pretrained
 from shuffle_r1_jax.models.qwen2_5_vl.model import (
     ModelInputs,
@@ -37,7 +37,7 @@ __all__ = [
     "count_parameters",
     "forward_jit",
     "forward_logits",
-    "layout_images",
+    "layout_vision",
     "load_config",
     "load_pretrained",
     "mrope_positions",

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL for images: vision tower + Qwen2 decoder + (tied or untied) lm_head, and `forward_logits`.
+"""Qwen2.5-VL for images and videos: vision tower + Qwen2 decoder + (tied or untied) lm_head, and `forward_logits`.
 
 The jitted forward (`forward_jit`) takes the model split into (graphdef, state): parameters are arguments,
 never constants baked into the program. `forward_logits` is the host-side convenience entry point that takes
@@ -30,7 +30,8 @@ from shuffle_r1_jax.models.qwen2_5_vl.vision import VisionTower
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class VisionInputs:
-    """The arrays of a `layout.VisionBatch` as a pytree for jitted functions (B images, L patch slots each).
+    """The arrays of a `layout.VisionBatch` as a pytree for jitted functions (B rows: images and video temporal
+    patches, L patch slots each).
 
     Attributes:
       patches: `[B, L, patch_dim]` patch rows.
@@ -44,7 +45,7 @@ class VisionInputs:
 
     @classmethod
     def from_batch(cls, batch: layout.VisionBatch) -> "VisionInputs":
-        """The arrays of `batch` (its `windows_per_image` follows from the slot count)."""
+        """The arrays of `batch` (its `windows_per_row` follows from the slot count)."""
         return cls(batch.patches, batch.patch_pos, batch.patch_valid)
 
 
@@ -58,8 +59,9 @@ class ModelInputs:
       attention_mask: `int32[B, S]`, 1 at real tokens, 0 at padding.
       position_ids: `int32[3, B, S]` M-RoPE positions (temporal, height, width rows).
       rope_deltas: `int32[B]`, max position + 1 - valid tokens of each row (see `layout.mrope_positions`).
-      vision: the laid-out images, or None for a text-only batch.
-      image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 elsewhere; None without images.
+      vision: the laid-out images and videos, or None for a text-only batch.
+      vision_token_slot: `int32[B, S]` merged-token slot of each image or video token, -1 elsewhere; None
+        without images and videos.
     """
 
     input_ids: jax.Array
@@ -67,7 +69,7 @@ class ModelInputs:
     position_ids: jax.Array
     rope_deltas: jax.Array
     vision: VisionInputs | None = None
-    image_token_slot: jax.Array | None = None
+    vision_token_slot: jax.Array | None = None
 
     def take_rows(self, rows) -> "ModelInputs":
         """The prompts `rows` of this batch.
@@ -76,8 +78,8 @@ class ModelInputs:
           rows: `int[K]` row indices, repeats allowed.
 
         Returns:
-          A `ModelInputs` of K rows. The vision batch is kept whole, so the taken rows' image slots still point at
-          their images.
+          A `ModelInputs` of K rows. The vision batch is kept whole, so the taken rows' vision slots still point at
+          their images and videos.
         """
         return dataclasses.replace(
             self,
@@ -85,7 +87,7 @@ class ModelInputs:
             attention_mask=self.attention_mask[rows],
             position_ids=self.position_ids[:, rows],
             rope_deltas=self.rope_deltas[rows],
-            image_token_slot=None if self.image_token_slot is None else self.image_token_slot[rows],
+            vision_token_slot=None if self.vision_token_slot is None else self.vision_token_slot[rows],
         )
 
 
@@ -155,24 +157,24 @@ class Qwen25VL(nnx.Module):
         )
 
     def image_features(self, vision: VisionInputs) -> jax.Array:
-        """Merged-token features of a laid-out image batch: `dtype[images * slots / 4, H]`."""
+        """Merged-token features of a laid-out vision batch (images and videos): `dtype[rows * slots / 4, H]`."""
         return self.visual(vision.patches, vision.patch_pos, vision.patch_valid).astype(self.dtype)
 
     def embed(
         self,
         input_ids: jax.Array,
         vision: VisionInputs | None = None,
-        image_token_slot: jax.Array | None = None,
+        vision_token_slot: jax.Array | None = None,
         image_features: jax.Array | None = None,
     ) -> jax.Array:
-        """Token embeddings with image features placed at image-token positions.
+        """Token embeddings with vision features placed at image- and video-token positions.
 
         Args:
           input_ids: `int32[B, S]`.
-          vision: the laid-out images; used when `image_features` is None.
-          image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 for text; needed whenever
-            there are images.
-          image_features: precomputed merged-token features `[images * slots / 4, H]` (e.g. from a frozen vision
+          vision: the laid-out images and videos; used when `image_features` is None.
+          vision_token_slot: `int32[B, S]` merged-token slot of each image or video token, -1 for text; needed
+            whenever there are images or videos.
+          image_features: precomputed merged-token features `[rows * slots / 4, H]` (e.g. from a frozen vision
             tower); when given, the vision tower is not run.
 
         Returns:
@@ -182,8 +184,8 @@ class Qwen25VL(nnx.Module):
         if image_features is None and vision is None:
             return embeds
         features = self.image_features(vision) if image_features is None else image_features.astype(embeds.dtype)
-        image_embeds = jnp.take(features, jnp.maximum(image_token_slot, 0), axis=0)
-        return jnp.where((image_token_slot >= 0)[..., None], image_embeds, embeds)
+        image_embeds = jnp.take(features, jnp.maximum(vision_token_slot, 0), axis=0)
+        return jnp.where((vision_token_slot >= 0)[..., None], image_embeds, embeds)
 
     def decode(
         self,
@@ -228,7 +230,7 @@ class Qwen25VL(nnx.Module):
         attention_mask: jax.Array,
         position_ids: jax.Array,
         vision: VisionInputs | None = None,
-        image_token_slot: jax.Array | None = None,
+        vision_token_slot: jax.Array | None = None,
     ) -> jax.Array:
         """Full-sequence forward under the causal mask of `attention_mask`.
 
@@ -236,13 +238,14 @@ class Qwen25VL(nnx.Module):
           input_ids: `int32[B, S]`.
           attention_mask: `[B, S]`, 1 at real tokens, 0 at padding.
           position_ids: `int32[3, B, S]` M-RoPE positions.
-          vision: the laid-out images, or None.
-          image_token_slot: `int32[B, S]` merged-token slot of each image token, -1 for text; None without images.
+          vision: the laid-out images and videos, or None.
+          vision_token_slot: `int32[B, S]` merged-token slot of each image or video token, -1 for text; None
+            without images and videos.
 
         Returns:
           Logits `dtype[B, S, vocab]`.
         """
-        embeds = self.embed(input_ids, vision, image_token_slot)
+        embeds = self.embed(input_ids, vision, vision_token_slot)
         hidden, _ = self.decode(embeds, position_ids, causal_mask(attention_mask))
         return self.logits(hidden)
 
@@ -260,7 +263,7 @@ def forward_jit(graphdef, state, inputs: ModelInputs):
       Logits `[B, S, vocab]` in the model's compute dtype.
     """
     model = nnx.merge(graphdef, state)
-    return model(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.image_token_slot)
+    return model(inputs.input_ids, inputs.attention_mask, inputs.position_ids, inputs.vision, inputs.vision_token_slot)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -271,10 +274,10 @@ def image_features_jit(graphdef, state, vision: VisionInputs):
     Args:
       graphdef: the model's graph definition (static).
       state: the model's state.
-      vision: the laid-out images.
+      vision: the laid-out images and videos.
 
     Returns:
-      The merged-token features `[image rows * patch slots / merge unit, H]` in the compute dtype.
+      The merged-token features `[vision rows * patch slots / merge unit, H]` in the compute dtype.
     """
     return nnx.merge(graphdef, state).image_features(vision)
 
@@ -286,28 +289,37 @@ def prepare_inputs(
     pixel_values=None,
     image_grid_thw=None,
     *,
-    images_bucket: int | None = None,
+    pixel_values_videos=None,
+    video_grid_thw=None,
+    second_per_grid_ts=None,
+    rows_bucket: int | None = None,
     windows_bucket: int | None = None,
 ) -> ModelInputs:
     """Host-side preparation of HF-processor-style arrays for `forward_jit`.
+
+    Images and videos are laid out together (images first) for one vision-tower call.
 
     Args:
       config: the model config (vision layout and special token ids).
       input_ids: `[B, S]` token ids.
       attention_mask: `[B, S]`, 1 at real tokens; None means all ones.
       pixel_values: `[patches, patch_dim]` patch rows of all images; given together with `image_grid_thw`.
-      image_grid_thw: `[images, 3]` (t, h, w) patch grid of each image.
-      images_bucket: pad the image count up to at least this (see `layout.layout_images`).
-      windows_bucket: pad the windows per image up to at least this.
+      image_grid_thw: `[images, 3]` (1, h, w) patch grid of each image.
+      pixel_values_videos: `[patches, patch_dim]` patch rows of all videos; given together with `video_grid_thw`.
+      video_grid_thw: `[videos, 3]` (t, h, w) patch grid of each video (t temporal patches).
+      second_per_grid_ts: `float[videos]` seconds one temporal patch spans; None means 1.0 each (as in HF).
+      rows_bucket: pad the vision rows (images plus video temporal patches) up to at least this (see
+        `layout.layout_vision`).
+      windows_bucket: pad the windows per row up to at least this.
 
     Returns:
       `ModelInputs` of numpy arrays.
 
     Raises:
-      ValueError: when `input_ids` is not 2-D, the mask's shape differs, or only one of `pixel_values` and
-        `image_grid_thw` is given.
-      LayoutError: when the images cannot be laid out or do not match the image tokens, or image tokens come
-        without images.
+      ValueError: when `input_ids` is not 2-D, the mask's shape differs, or only one array of an
+        (pixels, grid) pair is given.
+      LayoutError: when the images or videos cannot be laid out or do not match their tokens, or image or
+        video tokens come without pixels.
     """
     input_ids = np.asarray(input_ids, np.int32)
     if input_ids.ndim != 2:
@@ -315,40 +327,76 @@ def prepare_inputs(
     attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
-    has_images = pixel_values is not None and image_grid_thw is not None and len(image_grid_thw) > 0
-    if (pixel_values is None) != (image_grid_thw is None):
-        raise ValueError("pixel_values and image_grid_thw must be given together")
+    items = {}
+    for kind, pixels, grid in (("image", pixel_values, image_grid_thw), ("video", pixel_values_videos, video_grid_thw)):
+        names = ("pixel_values", "image_grid_thw") if kind == "image" else ("pixel_values_videos", "video_grid_thw")
+        if (pixels is None) != (grid is None):
+            raise ValueError(f"{names[0]} and {names[1]} must be given together")
+        if grid is not None and len(grid):
+            items[kind] = (np.asarray(pixels), layout.check_grid(grid, config.vision, names[1]))
+        else:
+            token_id = config.image_token_id if kind == "image" else config.video_token_id
+            if np.any(input_ids == token_id):
+                raise layout.LayoutError(
+                    f"input_ids contain {int(np.sum(input_ids == token_id))} {kind} tokens (id {token_id}) but no "
+                    f"{names[0]} were given"
+                )
     vision, slots = None, None
-    if has_images:
-        batch, image_slots = layout.layout_images(
-            pixel_values, image_grid_thw, config.vision, images_bucket=images_bucket, windows_bucket=windows_bucket
+    if items:
+        pixels = np.concatenate([p for p, _ in items.values()])
+        grids = np.concatenate([g for _, g in items.values()])
+        batch, vision_slots = layout.layout_vision(
+            pixels, grids, config.vision, rows_bucket=rows_bucket, windows_bucket=windows_bucket
         )
-        slots = layout.image_token_slots(input_ids, config.image_token_id, image_slots)
+        num_images = len(items["image"][1]) if "image" in items else 0
+        slots = layout.vision_token_slots(input_ids, config, vision_slots, num_images)
         vision = VisionInputs.from_batch(batch)
-    elif np.any(input_ids == config.image_token_id):
-        raise layout.LayoutError(
-            f"input_ids contain {int(np.sum(input_ids == config.image_token_id))} image tokens "
-            f"(id {config.image_token_id}) but no pixel_values were given"
-        )
     position_ids, rope_deltas = layout.mrope_positions(
-        input_ids, attention_mask, image_grid_thw if has_images else None, config
+        input_ids,
+        attention_mask,
+        items["image"][1] if "image" in items else None,
+        config,
+        items["video"][1] if "video" in items else None,
+        second_per_grid_ts if "video" in items else None,
     )
     return ModelInputs(input_ids, attention_mask, position_ids, rope_deltas, vision, slots)
 
 
-def forward_logits(model: Qwen25VL, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None):
+def forward_logits(
+    model: Qwen25VL,
+    input_ids,
+    attention_mask=None,
+    pixel_values=None,
+    image_grid_thw=None,
+    *,
+    pixel_values_videos=None,
+    video_grid_thw=None,
+    second_per_grid_ts=None,
+):
     """Logits for arrays laid out as the HF processor produces them; positions are computed here.
 
     Args:
       model: the model.
       input_ids: `int[B, S]`.
       attention_mask: `int[B, S]`, 1 at real tokens; None means all ones.
-      pixel_values: `float[patches, patch_dim]`, or None for text only.
-      image_grid_thw: `int[images, 3]`, or None for text only.
+      pixel_values: `float[patches, patch_dim]`, or None without images.
+      image_grid_thw: `int[images, 3]`, or None without images.
+      pixel_values_videos: `float[patches, patch_dim]`, or None without videos.
+      video_grid_thw: `int[videos, 3]`, or None without videos.
+      second_per_grid_ts: `float[videos]` seconds per temporal patch; None means 1.0 each.
 
     Returns:
       Logits `[B, S, vocab]` in the model's compute dtype.
     """
-    inputs = prepare_inputs(model.config, input_ids, attention_mask, pixel_values, image_grid_thw)
+    inputs = prepare_inputs(
+        model.config,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        image_grid_thw,
+        pixel_values_videos=pixel_values_videos,
+        video_grid_thw=video_grid_thw,
+        second_per_grid_ts=second_per_grid_ts,
+    )
     graphdef, state = nnx.split(model)
     return forward_jit(graphdef, state, inputs)

@@ -1,6 +1,7 @@
-"""The Qwen2.5-VL vision tower over a batch of images laid out by `layout.layout_images`.
+"""The Qwen2.5-VL vision tower over a batch laid out by `layout.layout_vision`.
 
-Shapes: images B, patch slots per image L = windows_per_image * window_patches, vision width D.
+Shapes: rows B (an image or one temporal patch of a video each), patch slots per row
+L = windows_per_row * window_patches, vision width D.
 """
 
 from __future__ import annotations

@@ -59,16 +59,22 @@ def random_hf_model(config: Qwen2_5_VLConfig, seed: int = 0) -> Qwen2_5_VLForCon
     return model
 
 
+def video(t: int, h: int, w: int) -> tuple[str, int, int, int]:
+    """A video segment for `build_sample`: t temporal patches of an h x w patch grid."""
+    return ("video", t, h, w)
+
+
 def build_sample(rng: np.random.Generator, segments: list) -> list[int]:
-    """segments: ints (that many random text tokens) or (t, h, w) grids (an image with its start/end tokens)."""
+    """segments: ints (that many random text tokens), (1, h, w) grids (an image with its start/end tokens) or
+    `video(t, h, w)` (a video with its start/end tokens)."""
     ids: list[int] = []
     for seg in segments:
         if isinstance(seg, int):
             ids += rng.integers(0, TEXT_VOCAB, seg).tolist()
-        else:
-            _, h, w = seg
-            ids += [TOKENS["vision_start_token_id"]] + [TOKENS["image_token_id"]] * (h * w // 4)
-            ids += [TOKENS["vision_end_token_id"]]
+            continue
+        token = TOKENS["video_token_id"] if seg[0] == "video" else TOKENS["image_token_id"]
+        t, h, w = seg[-3:]
+        ids += [TOKENS["vision_start_token_id"]] + [token] * (t * h * w // 4) + [TOKENS["vision_end_token_id"]]
     return ids
 
 
@@ -88,10 +94,33 @@ def random_pixels(rng: np.random.Generator, grids: list[tuple[int, int, int]], p
     return rng.standard_normal((n, patch_dim)).astype(np.float32)
 
 
-def hf_logits(model, input_ids, attention_mask, pixel_values=None, image_grid_thw=None) -> np.ndarray:
-    """Reference logits; passes mm_token_type_ids so transformers >= 5.5 builds 3D M-RoPE positions."""
+def hf_logits(
+    model,
+    input_ids,
+    attention_mask,
+    pixel_values=None,
+    image_grid_thw=None,
+    *,
+    pixel_values_videos=None,
+    video_grid_thw=None,
+    second_per_grid_ts=None,
+    position_ids=None,
+) -> np.ndarray:
+    """Reference logits; passes mm_token_type_ids so transformers >= 5.5 builds 3D M-RoPE positions (unless
+    `position_ids` `[3, B, S]` are given)."""
+    inputs = _hf_inputs(
+        input_ids,
+        attention_mask,
+        pixel_values,
+        image_grid_thw,
+        pixel_values_videos=pixel_values_videos,
+        video_grid_thw=video_grid_thw,
+        second_per_grid_ts=second_per_grid_ts,
+    )
+    if position_ids is not None:
+        inputs["position_ids"] = torch.as_tensor(np.asarray(position_ids, np.int64))
     with torch.no_grad():
-        return model(**_hf_inputs(input_ids, attention_mask, pixel_values, image_grid_thw)).logits.float().numpy()
+        return model(**inputs).logits.float().numpy()
 
 
 def hf_final_hidden_states(model, input_ids, attention_mask, pixel_values=None, image_grid_thw=None) -> np.ndarray:
@@ -101,14 +130,36 @@ def hf_final_hidden_states(model, input_ids, attention_mask, pixel_values=None, 
         return model(**inputs, output_hidden_states=True).hidden_states[-1].float().numpy()
 
 
-def _hf_inputs(input_ids, attention_mask, pixel_values, image_grid_thw) -> dict:
+def mm_token_type_ids(input_ids) -> np.ndarray:
+    """transformers' modality of each token: 0 text, 1 image, 2 video."""
+    ids = np.asarray(input_ids)
+    return (ids == TOKENS["image_token_id"]).astype(np.int64) + 2 * (ids == TOKENS["video_token_id"]).astype(np.int64)
+
+
+def _hf_inputs(
+    input_ids,
+    attention_mask,
+    pixel_values,
+    image_grid_thw,
+    *,
+    pixel_values_videos=None,
+    video_grid_thw=None,
+    second_per_grid_ts=None,
+) -> dict:
     kwargs = dict(
         input_ids=torch.as_tensor(input_ids),
         attention_mask=torch.as_tensor(attention_mask),
-        mm_token_type_ids=torch.as_tensor((np.asarray(input_ids) == TOKENS["image_token_id"]).astype(np.int64)),
+        mm_token_type_ids=torch.as_tensor(mm_token_type_ids(input_ids)),
     )
     if pixel_values is not None:
         kwargs.update(
             pixel_values=torch.as_tensor(pixel_values), image_grid_thw=torch.as_tensor(np.asarray(image_grid_thw))
         )
+    if pixel_values_videos is not None:
+        kwargs.update(
+            pixel_values_videos=torch.as_tensor(pixel_values_videos),
+            video_grid_thw=torch.as_tensor(np.asarray(video_grid_thw)),
+        )
+        if second_per_grid_ts is not None:
+            kwargs["second_per_grid_ts"] = torch.as_tensor(np.asarray(second_per_grid_ts, np.float32))
     return kwargs

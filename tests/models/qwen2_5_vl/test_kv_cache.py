@@ -24,7 +24,7 @@ def test_prefill_then_decode_equals_full_forward(untied_pair):
     full_mask = np.concatenate([prompt_mask, np.ones_like(continuations)], 1)
     full = prepare_inputs(config, full_ids, full_mask, pixels, np.asarray(grids))
     expected = np.asarray(
-        model(full.input_ids, full.attention_mask, full.position_ids, full.vision, full.image_token_slot)
+        model(full.input_ids, full.attention_mask, full.position_ids, full.vision, full.vision_token_slot)
     )
 
     # prefill the prompt into a cache with room for the continuation, then decode token by token
@@ -35,7 +35,7 @@ def test_prefill_then_decode_equals_full_forward(untied_pair):
     caches = [LayerKVCache.empty(batch, capacity, t.num_key_value_heads, t.head_dim, jnp.float32) for _ in model.layers]
     key_valid = np.concatenate([prompt_mask, np.zeros((batch, steps), prompt_mask.dtype)], 1).astype(bool)
     prefill_mask = np.tril(np.ones((length, capacity), bool))[None] & key_valid[:, None, :]
-    embeds = model.embed(prompt.input_ids, prompt.vision, prompt.image_token_slot)
+    embeds = model.embed(prompt.input_ids, prompt.vision, prompt.vision_token_slot)
     hidden, caches = model.decode(embeds, prompt.position_ids, prefill_mask, caches)
     got = [np.asarray(model.logits(hidden))]
     valid_count = prompt_mask.sum(1)

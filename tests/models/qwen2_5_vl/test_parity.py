@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from shuffle_r1_jax.models.qwen2_5_vl import LayoutError, forward_logits, load_pretrained
-from tests.models.qwen2_5_vl.hf_reference import build_sample, hf_logits, pad_batch, random_pixels
+from shuffle_r1_jax.models.qwen2_5_vl import LayoutError, forward_logits, load_pretrained, prepare_inputs
+from tests.models.qwen2_5_vl.hf_reference import build_sample, hf_logits, pad_batch, random_pixels, video
 
 TOL = 1e-4
 
@@ -38,6 +38,44 @@ def test_padded_batch_with_a_text_only_sample(untied_pair, side):
     ]
     ids, mask = pad_batch(samples, side)
     assert _compare(hf_model, ours, ids, mask, random_pixels(rng, grids), grids) <= TOL
+
+
+def test_videos_of_different_lengths_with_images_and_text_only_rows(untied_pair):
+    """Videos of 4, 3 and 2 temporal patches at 0.75, 0.25 and 1.0 s per patch (fractional time steps), an image
+    and a text-only row; transformers builds its own positions from second_per_grid_ts."""
+    hf_model, ours = untied_pair
+    rng = np.random.default_rng(6)
+    images, videos, seconds = [(1, 6, 10)], [(4, 8, 12), (3, 4, 4), (2, 6, 10)], [0.75, 0.25, 1.0]
+    samples = [
+        build_sample(rng, [3, video(*videos[0]), 5]),
+        build_sample(rng, [2, images[0], 4, video(*videos[1]), 6]),
+        build_sample(rng, [13]),
+        build_sample(rng, [video(*videos[2]), 7]),
+    ]
+    ids, mask = pad_batch(samples, "left")
+    pixels, video_pixels = random_pixels(rng, images), random_pixels(rng, videos)
+    kw = dict(pixel_values_videos=video_pixels, video_grid_thw=np.asarray(videos), second_per_grid_ts=seconds)
+    ref = hf_logits(hf_model, ids, mask, pixels, np.asarray(images), **kw)
+    got = np.asarray(forward_logits(ours, ids, mask, pixels, np.asarray(images), **kw))
+    valid = mask.astype(bool)
+    assert np.abs(ref[valid] - got[valid]).max() <= TOL
+
+
+def test_text_after_a_long_video_given_the_same_positions(untied_pair):
+    """Where transformers >= 5.3 places text after a long video differently (see `layout.mrope_positions`), the
+    logits still agree once both take our positions."""
+    hf_model, ours = untied_pair
+    rng = np.random.default_rng(7)
+    videos = [(6, 4, 4)]
+    ids, mask = pad_batch([build_sample(rng, [2, video(*videos[0]), 9]), build_sample(rng, [5])], "right")
+    kw = dict(
+        pixel_values_videos=random_pixels(rng, videos), video_grid_thw=np.asarray(videos), second_per_grid_ts=[1.0]
+    )
+    positions = prepare_inputs(ours.config, ids, mask, **kw).position_ids
+    ref = hf_logits(hf_model, ids, mask, position_ids=positions, **kw)
+    got = np.asarray(forward_logits(ours, ids, mask, **kw))
+    valid = mask.astype(bool)
+    assert np.abs(ref[valid] - got[valid]).max() <= TOL
 
 
 def test_text_only_batch(untied_pair):

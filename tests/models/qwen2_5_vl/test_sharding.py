@@ -32,7 +32,7 @@ def test_sharded_forward_equals_single_device(untied_checkpoint, untied_pair):
         position_ids=jax.device_put(inputs.position_ids, NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp")))),
         rope_deltas=jax.device_put(inputs.rope_deltas, batch),
         vision=jax.device_put(inputs.vision, batch),
-        image_token_slot=jax.device_put(inputs.image_token_slot, batch),
+        vision_token_slot=jax.device_put(inputs.vision_token_slot, batch),
     )
     got = forward_jit(*nnx.split(sharded), sharded_inputs)
     assert len(got.sharding.device_set) == 8
