@@ -2,8 +2,8 @@
 
 Shapes are bounded by buckets so the number of compilations stays small: the prompt length is padded to the
 smallest configured length bucket that fits the longest prompt; the vision batch's rows (an image or one
-temporal patch of a video each) and windows per row are padded to the smallest configured bucket that fits (above the largest configured bucket, or with no
-list configured, to the next power of two).
+temporal patch of a video each) and windows per row are padded to the smallest configured bucket that fits
+(above the largest configured bucket, or with no list configured, to the next power of two).
 """
 
 from __future__ import annotations

@@ -190,10 +190,36 @@ def normalize(pixels: np.ndarray, config: ImagePreprocessConfig = ImagePreproces
     return (scaled - mean) / std
 
 
-def patchify(image: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessConfig()) -> np.ndarray:
-    """Cuts an image into patch rows in merge-block order (see the module docstring).
+def patchify_frames(frames: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessConfig()) -> np.ndarray:
+    """Cuts frames into patch rows: temporal patch by temporal patch, each in merge-block order (see the module
+    docstring); `temporal_patch_size` consecutive frames form one temporal patch.
 
-    The single frame is repeated `temporal_patch_size` times.
+    Args:
+      frames: `float32[T, H, W, C]`, T a multiple of temporal_patch_size, H and W multiples of
+        patch_size * merge_size.
+      config: the patch, merge and temporal sizes.
+
+    Returns:
+      `float32[T / temporal * H * W / patch**2, C * temporal * patch**2]`, each row ordered
+      [channel, frame, row, col].
+
+    Raises:
+      ValueError: T, H or W is not a multiple of its factor.
+    """
+    frame_count, height, width, channels = frames.shape
+    p, m, t = config.patch_size, config.merge_size, config.temporal_patch_size
+    if height % (p * m) or width % (p * m):
+        raise ValueError(f"frame size {height}x{width} is not a multiple of {p * m}")
+    if frame_count % t:
+        raise ValueError(f"{frame_count} frames is not a multiple of temporal_patch_size = {t}")
+    blocks = frames.reshape(frame_count // t, t, height // (p * m), m, p, width // (p * m), m, p, channels)
+    # -> (temporal patch, block_row, block_col, row_in_block, col_in_block, channel, frame, pixel_row, pixel_col)
+    blocks = blocks.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
+    return blocks.reshape((frame_count // t) * (height // p) * (width // p), channels * t * p * p)
+
+
+def patchify(image: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessConfig()) -> np.ndarray:
+    """Cuts one image into patch rows (`patchify_frames` of the image repeated `temporal_patch_size` times).
 
     Args:
       image: `float32[H, W, C]`, H and W multiples of patch_size * merge_size.
@@ -205,15 +231,7 @@ def patchify(image: np.ndarray, config: ImagePreprocessConfig = ImagePreprocessC
     Raises:
       ValueError: H or W is not a multiple of patch_size * merge_size.
     """
-    height, width, channels = image.shape
-    p, m, t = config.patch_size, config.merge_size, config.temporal_patch_size
-    if height % (p * m) or width % (p * m):
-        raise ValueError(f"image size {height}x{width} is not a multiple of {p * m}")
-    blocks = image.reshape(height // (p * m), m, p, width // (p * m), m, p, channels)
-    # -> (block_row, block_col, row_in_block, col_in_block, channel, pixel_row, pixel_col)
-    blocks = blocks.transpose(0, 3, 1, 4, 6, 2, 5)
-    frames = np.repeat(blocks[:, :, :, :, :, None], t, axis=5)
-    return frames.reshape((height // p) * (width // p), channels * t * p * p)
+    return patchify_frames(np.repeat(image[None], config.temporal_patch_size, axis=0), config)
 
 
 def preprocess_image(

@@ -31,7 +31,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def describe_source(source: Any) -> str:
-    """A short human-readable name for an image source, for error messages and logs."""
+    """A short human-readable name for an image or video source, for error messages and logs."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
     if isinstance(source, (str, os.PathLike)):
