@@ -94,9 +94,9 @@ class PromptBatch:
 
     Attributes:
       inputs: `ModelInputs` of numpy arrays: input_ids / attention_mask `int32[B, S]` with S a length bucket,
-        position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed image rows and
-        windows, vision_token_slot `int32[B, S]`; vision and vision_token_slot are None when the batch has no
-        image.
+        position_ids `int32[3, B, S]`, rope_deltas `int32[B]`, the vision layout with bucketed rows (images and
+        video temporal patches) and windows, vision_token_slot `int32[B, S]`; vision and vision_token_slot are
+        None when the batch has no image or video.
       prompt_lengths: `int32[B]` valid (unpadded) tokens per prompt.
       problems: the problem text per prompt, in batch order.
       answers: the reference answer per prompt, in batch order.
@@ -162,12 +162,12 @@ def left_pad(sequences: Sequence[np.ndarray], length: int, pad_id: int) -> tuple
 def collate_prompts(
     examples: Sequence[PromptExample], config: Qwen25VLConfig, buckets: BucketConfig, pad_token_id: int
 ) -> PromptBatch:
-    """Left-pads the prompts to a length bucket and lays out all their images for one vision call.
+    """Left-pads the prompts to a length bucket and lays out all their images and videos for one vision call.
 
     Args:
       examples: the encoded prompts, in batch order.
-      config: the model config (vision settings, image token id).
-      buckets: the length, image-row and window buckets.
+      config: the model config (vision settings, image and video token ids).
+      buckets: the length, vision-row and window buckets.
       pad_token_id: the token id of the left padding.
 
     Returns:
@@ -187,20 +187,28 @@ def collate_prompts(
         )
     length = pick_bucket(int(lengths.max()), buckets.prompt_lengths)
     ids, mask = left_pad([p.input_ids for p in prompts], length, pad_token_id)
-    grids = np.concatenate([p.image_grid_thw.reshape(-1, 3) for p in prompts]).astype(np.int64)
+    images = np.concatenate([p.image_grid_thw.reshape(-1, 3) for p in prompts]).astype(np.int64)
+    videos = np.concatenate([p.video_grid_thw.reshape(-1, 3) for p in prompts]).astype(np.int64)
+    grids = np.concatenate([images, videos])
+    vision = {}
+    if len(images):
+        vision.update(
+            pixel_values=np.concatenate([p.pixel_values for p in prompts if len(p.pixel_values)]),
+            image_grid_thw=images,
+        )
+    if len(videos):
+        vision.update(
+            pixel_values_videos=np.concatenate([p.pixel_values_videos for p in prompts if len(p.video_grid_thw)]),
+            video_grid_thw=videos,
+            second_per_grid_ts=np.concatenate([p.second_per_grid_ts for p in prompts]),
+        )
     if len(grids):
         windows = max(int(np.prod(windows_of_grid(int(h), int(w), config.vision))) for _, h, w in grids)
-        inputs = prepare_inputs(
-            config,
-            ids,
-            mask,
-            np.concatenate([p.pixel_values for p in prompts if len(p.pixel_values)]),
-            grids,
-            rows_bucket=pick_bucket(len(grids), buckets.vision_rows),
+        vision.update(
+            rows_bucket=pick_bucket(int(grids[:, 0].sum()), buckets.vision_rows),
             windows_bucket=pick_bucket(windows, buckets.windows),
         )
-    else:
-        inputs = prepare_inputs(config, ids, mask)
+    inputs = prepare_inputs(config, ids, mask, **vision)
     return PromptBatch(
         inputs=inputs,
         prompt_lengths=lengths,

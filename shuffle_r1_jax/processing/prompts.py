@@ -1,15 +1,18 @@
-"""Prompts: the format around a problem, the chat template, and image-token expansion.
+"""Prompts: the format around a problem, the chat template, and image- and video-token expansion.
 
-A problem string (EasyR1 layout) holds one `<image>` placeholder per image. Encoding a problem:
+A problem string (EasyR1 layout) holds one `<image>` placeholder per image and one `<video>` per video.
+Encoding a problem:
   1. the prompt format wraps it (`math`: the problem, then the spec's instruction to think in <think> tags and
      answer in \\boxed{}; `r1v`: think in <think>, answer in <answer> tags; `step`: R1-VL's sections (image
      description, rationales, numbered steps, the boxed final answer); `none`: the problem unchanged; or a
      template given inline or as a file);
-  2. the text is split at the placeholders into a user message of text and image parts (images before the text
-     when the problem has no placeholder), and the checkpoint's tokenizer applies its chat template with the
-     generation prompt; the template renders each image as `<|vision_start|><|image_pad|><|vision_end|>`;
-  3. the images are resized and patchified (`preprocess_images`) and each `<|image_pad|>` token is expanded to
-     the image's number of merged patches (t * h * w / merge**2 for its grid).
+  2. the text is split at the placeholders into a user message of text, image and video parts (images, then
+     videos, before the text when the problem has no placeholder of their kind), and the checkpoint's tokenizer
+     applies its chat template with the generation prompt; the template renders each image as
+     `<|vision_start|><|image_pad|><|vision_end|>` and each video with `<|video_pad|>`;
+  3. the images are resized and patchified (`preprocess_images`), the videos' sampled frames likewise
+     (`preprocess_video`), and each `<|image_pad|>` / `<|video_pad|>` token is expanded to the item's number of
+     merged patches (t * h * w / merge**2 for its grid).
 
 Templates use EasyR1's placeholder syntax: `{{ content }}` or `{{ content | trim }}`, exactly once, and no
 other template syntax; a file holding such a template (for example EasyR1's math.jinja) works unchanged.
@@ -30,9 +33,14 @@ from transformers import AutoTokenizer
 
 from shuffle_r1_jax.models.qwen2_5_vl.config import load_config
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig, load_image_config, preprocess_images
+from shuffle_r1_jax.processing.video import VideoPreprocessConfig, preprocess_video
+from shuffle_r1_jax.processing.video_io import DecodedVideo
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_PAD_TOKEN = "<|image_pad|>"
+VIDEO_PLACEHOLDER = "<video>"
+VIDEO_PAD_TOKEN = "<|video_pad|>"
+_PLACEHOLDERS = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 OVERLONG_PROMPTS = ("skip", "truncate_right")  # what `PromptEncoder.encode` does with a prompt over the limit
 
 MATH_INSTRUCTION = (
@@ -70,7 +78,8 @@ class PromptError(ValueError):
     """A problem cannot become a prompt; the message says why.
 
     Attributes:
-      reason: a short key for counting ("image_count_mismatch", "bad_image", "prompt_too_long").
+      reason: a short key for counting ("image_count_mismatch", "video_count_mismatch", "bad_image",
+        "bad_video", "prompt_too_long").
     """
 
     def __init__(self, reason: str, message: str):
@@ -86,7 +95,8 @@ class PromptFormat:
       name: a label for messages (`load_prompt_format` gives the built-in name, the file's path or "inline").
       template: the template text.
       placeholders_first: a problem without `<image>` placeholders gets one per image in front ("<image> " each)
-        before the template applies, as the official code does; otherwise the images go before the whole text.
+        before the template applies, as the official code does (and likewise `<video>` for videos); otherwise
+        the images and videos go before the whole text.
 
     Raises:
       ValueError: the template does not hold the placeholder exactly once, or holds other template syntax.
@@ -110,11 +120,15 @@ class PromptFormat:
                 f"other template syntax: {self.template!r}"
             )
 
-    def apply(self, problem: str, num_images: int = 0) -> str:
+    def apply(self, problem: str, num_images: int = 0, num_videos: int = 0) -> str:
         """The problem wrapped by the template (`| trim` strips surrounding whitespace first); with
-        `placeholders_first`, a problem without placeholders first gets `num_images` of them in front."""
-        if self.placeholders_first and IMAGE_PLACEHOLDER not in problem:
-            problem = (IMAGE_PLACEHOLDER + " ") * num_images + problem
+        `placeholders_first`, a problem without `<image>` (`<video>`) placeholders first gets `num_images`
+        (`num_videos`) of them in front."""
+        if self.placeholders_first:
+            front = "" if VIDEO_PLACEHOLDER in problem else (VIDEO_PLACEHOLDER + " ") * num_videos
+            if IMAGE_PLACEHOLDER not in problem:
+                front = (IMAGE_PLACEHOLDER + " ") * num_images + front
+            problem = front + problem
         return _PLACEHOLDER.sub(lambda m: problem.strip() if m.group(1) else problem, self.template)
 
 
@@ -145,66 +159,78 @@ def load_prompt_format(spec: str) -> PromptFormat:
     )
 
 
-def chat_messages(text: str, num_images: int, system_prompt: str | None = None) -> list[dict]:
-    """The chat messages of one prompt: an optional system message and a user message of text/image parts.
+def chat_messages(text: str, num_images: int, system_prompt: str | None = None, num_videos: int = 0) -> list[dict]:
+    """The chat messages of one prompt: an optional system message and a user message of text/image/video parts.
 
-    The text is split at `<image>`; with no placeholder the images come first.
+    The text is split at `<image>` and `<video>`; a kind with no placeholder puts its items first (images, then
+    videos), before the text.
 
     Args:
       text: the formatted problem.
       num_images: the record's number of images.
       system_prompt: the system message's content (None = no system message).
+      num_videos: the record's number of videos.
 
     Returns:
       The messages, in the layout `apply_chat_template` takes.
 
     Raises:
-      PromptError: "image_count_mismatch", the placeholders and images differ in number.
+      PromptError: "image_count_mismatch" / "video_count_mismatch", the placeholders and items of a kind differ
+        in number.
     """
-    pieces = text.split(IMAGE_PLACEHOLDER)
-    placeholders = len(pieces) - 1
-    if placeholders == 0:
-        pieces = [""] * num_images + [text]
-    elif placeholders != num_images:
-        raise PromptError(
-            "image_count_mismatch",
-            f"the problem has {placeholders} '{IMAGE_PLACEHOLDER}' placeholders but the record has {num_images} images",
-        )
-    content: list[dict] = []
-    for i, piece in enumerate(pieces):
-        if i > 0:
-            content.append({"type": "image"})
-        if piece:
+    pieces = _PLACEHOLDERS.split(text)
+    front: list[dict] = []
+    for kind, placeholder, count in (
+        ("image", IMAGE_PLACEHOLDER, num_images),
+        ("video", VIDEO_PLACEHOLDER, num_videos),
+    ):
+        found = pieces.count(placeholder)
+        if found == 0:
+            front += [{"type": kind}] * count
+        elif found != count:
+            raise PromptError(
+                f"{kind}_count_mismatch",
+                f"the problem has {found} '{placeholder}' placeholders but the record has {count} {kind}s",
+            )
+    content = list(front)
+    for piece in pieces:
+        if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+            content.append({"type": "image" if piece == IMAGE_PLACEHOLDER else "video"})
+        elif piece:
             content.append({"type": "text", "text": piece})
     messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     return messages + [{"role": "user", "content": content}]
 
 
-def expand_image_tokens(input_ids: np.ndarray, image_token_id: int, tokens_per_image: Sequence[int]) -> np.ndarray:
-    """Repeats the i-th image token of `input_ids` tokens_per_image[i] times.
+def expand_vision_tokens(
+    input_ids: np.ndarray, token_id: int, tokens_per_item: Sequence[int], kind: str = "image"
+) -> np.ndarray:
+    """Repeats the i-th `token_id` token of `input_ids` tokens_per_item[i] times.
 
     Args:
-      input_ids: `int[L]` templated prompt tokens, one image token per image.
-      image_token_id: the model's image token id (`<|image_pad|>`).
-      tokens_per_image: merged patches per image, in order.
+      input_ids: `int[L]` templated prompt tokens, one placeholder token per image (or video).
+      token_id: the model's image (`<|image_pad|>`) or video (`<|video_pad|>`) token id.
+      tokens_per_item: merged patches per image (or video), in order.
+      kind: "image" or "video", for the error.
 
     Returns:
-      `int32[L - len(tokens_per_image) + sum(tokens_per_image)]`.
+      `int32[L - len(tokens_per_item) + sum(tokens_per_item)]`.
 
     Raises:
-      PromptError: "image_count_mismatch", the number of image tokens is not len(tokens_per_image).
+      PromptError: "<kind>_count_mismatch", the number of placeholder tokens is not len(tokens_per_item).
     """
     input_ids = np.asarray(input_ids, np.int32)
-    is_image = input_ids == image_token_id
-    if int(is_image.sum()) != len(tokens_per_image):
+    is_item = input_ids == token_id
+    if int(is_item.sum()) != len(tokens_per_item):
+        pad = IMAGE_PAD_TOKEN if kind == "image" else VIDEO_PAD_TOKEN
         raise PromptError(
-            "image_count_mismatch",
-            f"the templated prompt has {int(is_image.sum())} image tokens (id {image_token_id}) for "
-            f"{len(tokens_per_image)} images (does the problem text contain '{IMAGE_PAD_TOKEN}', or does the chat "
-            "template not render image parts?)",
+            f"{kind}_count_mismatch",
+            f"the templated prompt has {int(is_item.sum())} {kind} tokens (id {token_id}) for "
+            f"{len(tokens_per_item)} {kind}s (does the problem text contain '{pad}', or does the chat "
+            f"template not render {kind} parts?)",
         )
     repeats = np.ones(input_ids.shape, np.int64)
-    repeats[is_image] = tokens_per_image
+    repeats[is_item] = tokens_per_item
     return np.repeat(input_ids, repeats)
 
 
@@ -213,21 +239,27 @@ class EncodedPrompt:
     """One prompt ready for batching.
 
     Attributes:
-      input_ids: `int32[L]`, image tokens expanded.
+      input_ids: `int32[L]`, image and video tokens expanded.
       pixel_values: `float32[patches, patch_dim]`, the images' patches concatenated.
       image_grid_thw: `int64[images, 3]`.
+      pixel_values_videos: `float32[patches, patch_dim]`, the videos' patches concatenated.
+      video_grid_thw: `int64[videos, 3]`.
+      second_per_grid_ts: `float32[videos]` seconds one temporal patch of each video spans.
     """
 
     input_ids: np.ndarray
     pixel_values: np.ndarray
     image_grid_thw: np.ndarray
+    pixel_values_videos: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    video_grid_thw: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    second_per_grid_ts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.float32))
 
 
 class PromptEncoder:
-    """Turns (problem, images) into an `EncodedPrompt` with a checkpoint's tokenizer and chat template.
+    """Turns (problem, images, videos) into an `EncodedPrompt` with a checkpoint's tokenizer and chat template.
 
-    Thread-safe: tokenization is serialised by a lock (image work runs in parallel), so a data pipeline can
-    call `encode` from several threads.
+    Thread-safe: tokenization is serialised by a lock (image and video work runs in parallel), so a data pipeline
+    can call `encode` from several threads.
     """
 
     def __init__(
@@ -240,6 +272,8 @@ class PromptEncoder:
         max_prompt_length: int = 2048,
         system_prompt: str | None = None,
         overlong: str = "skip",
+        video_token_id: int | None = None,
+        video_config: VideoPreprocessConfig = VideoPreprocessConfig(),
     ):
         """Checks that tokenizer and model belong together.
 
@@ -247,21 +281,26 @@ class PromptEncoder:
           tokenizer: a transformers tokenizer with a chat template and a pad token.
           image_token_id: the model's image token id; the tokenizer must map `<|image_pad|>` to it.
           prompt_format: a `PromptFormat` or a spec for `load_prompt_format`.
-          image_config: the image preprocessing settings.
-          max_prompt_length: the most tokens a prompt may have after image expansion.
+          image_config: the image preprocessing settings (also the patch settings of video frames).
+          max_prompt_length: the most tokens a prompt may have after image and video expansion.
           system_prompt: the content of a system message (None = no system message).
           overlong: a prompt over max_prompt_length tokens is "skip"ped (`encode` raises) or "truncate_right":
             cut to its first max_prompt_length tokens, as the official Shuffle-R1 dataset does (a cut that would
-            drop an image token is still an error: the image features would not match).
+            drop an image or video token is still an error: the features would not match).
+          video_token_id: the model's video token id; the tokenizer must map `<|video_pad|>` to it. None: the
+            encoder takes no videos.
+          video_config: the video frame sampling and sizing settings.
 
         Raises:
-          ValueError: the tokenizer has no chat template or no pad token, maps `<|image_pad|>` to another id,
-            max_prompt_length is not positive, or `overlong` is not one of `OVERLONG_PROMPTS`.
+          ValueError: the tokenizer has no chat template or no pad token, maps `<|image_pad|>` (`<|video_pad|>`)
+            to another id, max_prompt_length is not positive, or `overlong` is not one of `OVERLONG_PROMPTS`.
         """
         self.tokenizer = tokenizer
         self.image_token_id = int(image_token_id)
         self.prompt_format = load_prompt_format(prompt_format) if isinstance(prompt_format, str) else prompt_format
         self.image_config = image_config
+        self.video_token_id = None if video_token_id is None else int(video_token_id)
+        self.video_config = video_config
         self.max_prompt_length = int(max_prompt_length)
         self.system_prompt = system_prompt
         self._lock = threading.Lock()
@@ -269,12 +308,16 @@ class PromptEncoder:
             raise ValueError(
                 "the tokenizer has no chat_template; prompts need one (tokenizer_config / chat_template.jinja)"
             )
-        pad_id = tokenizer.convert_tokens_to_ids(IMAGE_PAD_TOKEN)
-        if pad_id != self.image_token_id:
-            raise ValueError(
-                f"the tokenizer maps {IMAGE_PAD_TOKEN} to id {pad_id}, but the model's image_token_id is "
-                f"{self.image_token_id}: tokenizer and checkpoint do not belong together"
-            )
+        for name, token, expected in (
+            ("image_token_id", IMAGE_PAD_TOKEN, self.image_token_id),
+            ("video_token_id", VIDEO_PAD_TOKEN, self.video_token_id),
+        ):
+            pad_id = tokenizer.convert_tokens_to_ids(token)
+            if expected is not None and pad_id != expected:
+                raise ValueError(
+                    f"the tokenizer maps {token} to id {pad_id}, but the model's {name} is {expected}: tokenizer "
+                    "and checkpoint do not belong together"
+                )
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; left padding needs one")
         self.pad_token_id = int(tokenizer.pad_token_id)
@@ -288,58 +331,82 @@ class PromptEncoder:
     def from_checkpoint(
         cls, checkpoint_dir: str | os.PathLike, image_config: ImagePreprocessConfig | None = None, **kwargs
     ) -> "PromptEncoder":
-        """An encoder with a checkpoint's tokenizer, image token id and image settings.
+        """An encoder with a checkpoint's tokenizer, image and video token ids and image settings.
 
         Args:
           checkpoint_dir: the checkpoint directory; the tokenizer comes from `AutoTokenizer.from_pretrained`,
-            the image token id from config.json.
+            the image and video token ids from config.json.
           image_config: the image settings (default: the checkpoint's preprocessor_config.json).
           **kwargs: the other arguments of the constructor.
         """
         if image_config is None:
             image_config = load_image_config(checkpoint_dir)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint_dir)
-        return cls(tokenizer, load_config(checkpoint_dir).image_token_id, image_config=image_config, **kwargs)
+        config = load_config(checkpoint_dir)
+        kwargs.setdefault("video_token_id", config.video_token_id)
+        return cls(tokenizer, config.image_token_id, image_config=image_config, **kwargs)
 
-    def prompt_text(self, problem: str, num_images: int) -> str:
-        """The chat-templated prompt text (one `<|image_pad|>` per image, generation prompt appended)."""
-        messages = chat_messages(self.prompt_format.apply(problem, num_images), num_images, self.system_prompt)
+    def prompt_text(self, problem: str, num_images: int, num_videos: int = 0) -> str:
+        """The chat-templated prompt text (one `<|image_pad|>` per image and `<|video_pad|>` per video, generation
+        prompt appended)."""
+        text = self.prompt_format.apply(problem, num_images, num_videos)
+        messages = chat_messages(text, num_images, self.system_prompt, num_videos)
         with self._lock:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, problem: str, images: Sequence[Image.Image]) -> EncodedPrompt:
-        """Encodes one prompt: format, chat template, image preprocessing and image-token expansion.
+    def encode(self, problem: str, images: Sequence[Image.Image], videos: Sequence[DecodedVideo] = ()) -> EncodedPrompt:
+        """Encodes one prompt: format, chat template, image and video preprocessing, token expansion.
 
         Args:
-          problem: the problem text, with one `<image>` placeholder per image (or none).
+          problem: the problem text, with one `<image>` placeholder per image and `<video>` per video (or none).
           images: the decoded images, in order.
+          videos: the decoded (sampled) videos, in order.
 
         Returns:
           The `EncodedPrompt`.
 
         Raises:
-          PromptError: reason "image_count_mismatch", "bad_image" (an image cannot be resized, e.g. aspect ratio
-            over 200) or "prompt_too_long" (over max_prompt_length tokens, unless `overlong` cuts it without
-            losing an image token).
+          PromptError: reason "image_count_mismatch" / "video_count_mismatch", "bad_image" (an image cannot be
+            resized, e.g. aspect ratio over 200), "bad_video" (likewise for a video's frames, or the encoder
+            takes no videos) or "prompt_too_long" (over max_prompt_length tokens, unless `overlong` cuts it
+            without losing an image or video token).
         """
-        text = self.prompt_text(problem, len(images))
+        text = self.prompt_text(problem, len(images), len(videos))
         try:
             pixel_values, grid = preprocess_images(images, self.image_config)
         except ValueError as err:
             raise PromptError("bad_image", f"image preprocessing failed: {err}") from err
+        if videos and self.video_token_id is None:
+            raise PromptError("bad_video", "this encoder takes no videos (no video_token_id was given)")
+        try:
+            clips = [preprocess_video(v.frames, v.sample_fps, self.video_config, self.image_config) for v in videos]
+        except ValueError as err:
+            raise PromptError("bad_video", f"video preprocessing failed: {err}") from err
         with self._lock:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         merge = self.image_config.merge_size**2
-        input_ids = expand_image_tokens(np.asarray(ids), self.image_token_id, [int(g.prod()) // merge for g in grid])
+        input_ids = expand_vision_tokens(np.asarray(ids), self.image_token_id, [int(g.prod()) // merge for g in grid])
+        if clips:
+            tokens = [int(np.prod(c.grid_thw)) // merge for c in clips]
+            input_ids = expand_vision_tokens(input_ids, self.video_token_id, tokens, "video")
         if len(input_ids) > self.max_prompt_length:
             cut = input_ids[: self.max_prompt_length]
-            image_tokens = int(np.sum(input_ids == self.image_token_id))
-            if self.overlong == "skip" or int(np.sum(cut == self.image_token_id)) != image_tokens:
+            vision = [t for t in (self.image_token_id, self.video_token_id) if t is not None]
+            if self.overlong == "skip" or np.isin(input_ids[self.max_prompt_length :], vision).any():
                 raise PromptError(
                     "prompt_too_long",
-                    f"the prompt has {len(input_ids)} tokens after image expansion, over max_prompt_length = "
-                    f"{self.max_prompt_length}"
-                    + ("" if self.overlong == "skip" else " (a cut would drop image tokens)"),
+                    f"the prompt has {len(input_ids)} tokens after image and video expansion, over "
+                    f"max_prompt_length = {self.max_prompt_length}"
+                    + ("" if self.overlong == "skip" else " (a cut would drop image or video tokens)"),
                 )
             input_ids = cut
-        return EncodedPrompt(input_ids, pixel_values, grid)
+        if not clips:
+            return EncodedPrompt(input_ids, pixel_values, grid)
+        return EncodedPrompt(
+            input_ids,
+            pixel_values,
+            grid,
+            pixel_values_videos=np.concatenate([c.pixel_values for c in clips]),
+            video_grid_thw=np.asarray([c.grid_thw for c in clips], np.int64),
+            second_per_grid_ts=np.asarray([c.second_per_grid_t for c in clips], np.float32),
+        )

@@ -1,17 +1,21 @@
-"""Prompt batches from the synthetic dataset: image tokens, left padding, buckets, and the jitted forward."""
+"""Prompt batches from the synthetic dataset: image and video tokens, left padding, buckets, and the jitted
+forward."""
 
 import numpy as np
 import pytest
 from flax import nnx
+from PIL import Image
 
 from shuffle_r1_jax.data.examples import make_example
 from shuffle_r1_jax.data.sources import RecordSource
-from shuffle_r1_jax.models.qwen2_5_vl import forward_jit, load_pretrained
+from shuffle_r1_jax.models.qwen2_5_vl import forward_jit, forward_logits, load_pretrained
 from shuffle_r1_jax.models.qwen2_5_vl.layout import windows_of_grid
 from shuffle_r1_jax.processing.batch import BucketConfig, PromptExample, collate_prompts, left_pad, pick_bucket
 from shuffle_r1_jax.processing.image import num_image_tokens
 from shuffle_r1_jax.processing.image_io import decode_image
 from shuffle_r1_jax.processing.prompts import PromptEncoder
+from shuffle_r1_jax.processing.video import VideoPreprocessConfig
+from shuffle_r1_jax.processing.video_io import DecodedVideo
 from tests.tiny_assets import IMAGE_CONFIG
 
 BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), vision_rows=(2, 4, 8), windows=(1, 2, 4))
@@ -76,3 +80,39 @@ def test_text_only_batch_has_no_vision_inputs(setup):
     batch = collate_prompts([example, example], config, BUCKETS, encoder.pad_token_id)
     assert batch.inputs.vision is None and batch.inputs.vision_token_slot is None
     assert batch.length == 128 and batch.inputs.input_ids.shape == (2, 128)
+
+
+def test_videos_images_and_text_in_one_batch_match_each_prompt_alone(setup, tiny_checkpoint):
+    """Each row of a collated batch (left padding, shared vision rows) gives the logits of its prompt run alone."""
+    model, config, _, _ = setup
+    encoder = PromptEncoder.from_checkpoint(
+        tiny_checkpoint,
+        image_config=IMAGE_CONFIG,
+        max_prompt_length=256,
+        video_config=VideoPreprocessConfig(min_pixels=28 * 28, max_pixels=28 * 28 * 6),
+    )
+    rng = np.random.default_rng(0)
+    clip = DecodedVideo(rng.integers(0, 256, (6, 56, 84, 3), dtype=np.uint8), 1.5, 12, 3.0)
+    short = DecodedVideo(rng.integers(0, 256, (2, 28, 56, 3), dtype=np.uint8), 4.0, 2, 4.0)
+    prompts = [
+        encoder.encode("<video> What moves?", [], [clip]),
+        encoder.encode("<image> and <video>?", [Image.new("RGB", (56, 84), "green")], [short]),
+        encoder.encode("Text only.", []),
+    ]
+    examples = [PromptExample(p, "q", "a", "mixed", str(i)) for i, p in enumerate(prompts)]
+    batch = collate_prompts(examples, config, BUCKETS, encoder.pad_token_id)
+    inputs = batch.inputs
+    assert inputs.vision.patches.shape[0] == 8  # 1 image + 3 + 1 temporal patches -> row bucket 8
+    logits = np.asarray(forward_jit(*nnx.split(model), inputs))
+    for row, prompt in enumerate(prompts):
+        alone = forward_logits(
+            model,
+            prompt.input_ids[None],
+            pixel_values=prompt.pixel_values if len(prompt.image_grid_thw) else None,
+            image_grid_thw=prompt.image_grid_thw if len(prompt.image_grid_thw) else None,
+            pixel_values_videos=prompt.pixel_values_videos if len(prompt.video_grid_thw) else None,
+            video_grid_thw=prompt.video_grid_thw if len(prompt.video_grid_thw) else None,
+            second_per_grid_ts=prompt.second_per_grid_ts if len(prompt.video_grid_thw) else None,
+        )
+        n = len(prompt.input_ids)
+        np.testing.assert_allclose(logits[row, -n:], np.asarray(alone)[0], rtol=0, atol=1e-4)

@@ -1,4 +1,5 @@
-"""Prompt formats, chat messages, image-token expansion and the encoder with the tiny checkpoint's tokenizer."""
+"""Prompt formats, chat messages, image- and video-token expansion and the encoder with the tiny checkpoint's
+tokenizer."""
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from shuffle_r1_jax.processing.prompts import (
     PromptEncoder,
     PromptError,
     chat_messages,
-    expand_image_tokens,
+    expand_vision_tokens,
     load_prompt_format,
 )
+from shuffle_r1_jax.processing.video import VideoPreprocessConfig, preprocess_video
+from shuffle_r1_jax.processing.video_io import DecodedVideo
 from tests.tiny_assets import IMAGE_CONFIG
 
 SPEC_MATH_INSTRUCTION = (
@@ -61,12 +64,27 @@ def test_chat_messages():
     assert err.value.reason == "image_count_mismatch"
 
 
-def test_expand_image_tokens():
-    ids = expand_image_tokens(np.array([1, 9, 2, 9, 3]), 9, [2, 3])
+def test_chat_messages_with_videos():
+    (user,) = chat_messages("<video> then <image>: same colour?", 1, num_videos=1)
+    assert [part["type"] for part in user["content"]] == ["video", "text", "image", "text"]
+    (user,) = chat_messages("<image> first", 1, num_videos=2)  # videos without placeholders go first
+    assert [part["type"] for part in user["content"]] == ["video", "video", "image", "text"]
+    (user,) = chat_messages("none", 1, num_videos=1)
+    assert [part["type"] for part in user["content"]] == ["image", "video", "text"]
+    with pytest.raises(PromptError, match="1 '<video>' placeholders but the record has 2 videos") as err:
+        chat_messages("<video>", 0, num_videos=2)
+    assert err.value.reason == "video_count_mismatch"
+    official = load_prompt_format("math_official")
+    assert official.apply("Q", 1, 2).endswith(" <image> <video> <video> Q")
+    assert official.apply("<video> Q", 1, 1).endswith(" <image> <video> Q")
+
+
+def test_expand_vision_tokens():
+    ids = expand_vision_tokens(np.array([1, 9, 2, 9, 3]), 9, [2, 3])
     np.testing.assert_array_equal(ids, [1, 9, 9, 2, 9, 9, 9, 3])
     assert ids.dtype == np.int32
     with pytest.raises(PromptError, match="2 image tokens"):
-        expand_image_tokens(np.array([9, 9]), 9, [4])
+        expand_vision_tokens(np.array([9, 9]), 9, [4])
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +110,36 @@ def test_encoder_expands_each_image(encoder):
     assert text.count(prompts.MATH_INSTRUCTION) == 1
 
 
+def _clip(frames: int, height: int, width: int, fps: float = 2.0) -> DecodedVideo:
+    rng = np.random.default_rng(frames)
+    pixels = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+    return DecodedVideo(frames=pixels, sample_fps=fps, total_frames=frames, video_fps=fps)
+
+
+def test_encoder_expands_each_video_after_the_images(tiny_checkpoint):
+    videos = VideoPreprocessConfig(min_pixels=28 * 28, max_pixels=28 * 28 * 4)
+    encoder = PromptEncoder.from_checkpoint(tiny_checkpoint, max_prompt_length=300, video_config=videos)
+    clips = [_clip(4, 56, 56), _clip(6, 30, 90, fps=0.5)]
+    image = Image.new("RGB", (60, 60), "blue")
+    encoded = encoder.encode("<video> or <video>: like <image>?", [image], clips)
+    expected = [preprocess_video(c.frames, c.sample_fps, videos, IMAGE_CONFIG) for c in clips]
+    assert encoded.video_grid_thw.tolist() == [list(v.grid_thw) for v in expected] == [[2, 4, 4], [3, 2, 6]]
+    np.testing.assert_array_equal(encoded.pixel_values_videos, np.concatenate([v.pixel_values for v in expected]))
+    np.testing.assert_allclose(encoded.second_per_grid_ts, [1.0, 4.0])
+    text = encoder.tokenizer.decode(encoded.input_ids.tolist())
+    first = "<|vision_start|>" + "<|video_pad|>" * 8 + "<|vision_end|> or "
+    second = "<|vision_start|>" + "<|video_pad|>" * 9 + "<|vision_end|>: like "
+    assert first + second + "<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>?" in text
+    assert int((encoded.input_ids == encoder.video_token_id).sum()) == 17
+    with pytest.raises(PromptError, match="aspect ratio") as err:
+        encoder.encode("<video>", [], [_clip(2, 2, 500)])
+    assert err.value.reason == "bad_video"
+    plain = PromptEncoder(encoder.tokenizer, encoder.image_token_id)
+    with pytest.raises(PromptError, match="takes no videos") as err:
+        plain.encode("<video>", [], clips[:1])
+    assert err.value.reason == "bad_video"
+
+
 def test_encoder_errors(encoder, tiny_checkpoint):
     red = Image.new("RGB", (56, 56), "red")
     with pytest.raises(PromptError, match="over max_prompt_length = 300") as err:
@@ -106,6 +154,8 @@ def test_encoder_errors(encoder, tiny_checkpoint):
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     with pytest.raises(ValueError, match="maps <\\|image_pad\\|> to id 5, but the model's image_token_id is 6"):
         PromptEncoder(tokenizer, 6)
+    with pytest.raises(ValueError, match="maps <\\|video_pad\\|> to id 6, but the model's video_token_id is 9"):
+        PromptEncoder(tokenizer, 5, video_token_id=9)
 
 
 def test_the_official_layout_equals_the_official_template(tiny_checkpoint):
@@ -141,7 +191,7 @@ def test_truncate_right_keeps_the_first_tokens_like_the_official_dataset(tiny_ch
     np.testing.assert_array_equal(cut.pixel_values, full.pixel_values)
     # a cut through the image tokens would not match the image features: still skipped
     first_image = int(np.argmax(full.input_ids == encoder.image_token_id))
-    with pytest.raises(PromptError, match="a cut would drop image tokens") as err:
+    with pytest.raises(PromptError, match="a cut would drop image or video tokens") as err:
         PromptEncoder.from_checkpoint(
             tiny_checkpoint, IMAGE_CONFIG, max_prompt_length=first_image + 1, overlong="truncate_right"
         ).encode(problem, [red])
