@@ -1,7 +1,8 @@
 """Dataset readers for the EasyR1 / Shuffle-R1 layout: parquet and jsonl files, random access by index.
 
-A record has a prompt column (`problem`, with one `<image>` placeholder per image), an answer column
-(`answer`), an images column (`images`: a list of `{"bytes": ..., "path": ...}` records or of plain paths) and
+A record has a prompt column (`problem`, with one `<image>` placeholder per image and `<video>` per video), an
+answer column (`answer`), an images column (`images`: a list of `{"bytes": ..., "path": ...}` records or of
+plain paths), when configured a videos column (`videos`: a list of video file paths, bytes or such records) and
 optionally a `data_source` column; the names are configurable (`Columns`).
 
 Dataset specs, `path[@split]`:
@@ -13,8 +14,8 @@ Dataset specs, `path[@split]`:
     `dir/data/split.parquet|jsonl`, `dir/data/split-*.parquet|jsonl` (the Hugging Face hub layout).
 Several specs may be joined with commas; their records are concatenated in order.
 
-Image paths that are relative resolve against `Columns.image_dir` when set, else against the directory of the
-data file. Parquet columns are read into memory once (images included: memory about the selected columns'
+Image and video paths that are relative resolve against `Columns.image_dir` when set, else against the directory
+of the data file. Parquet columns are read into memory once (images included: memory about the selected columns'
 size); jsonl lines are kept as text and parsed on access.
 """
 
@@ -40,16 +41,17 @@ class DataSpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Columns:
-    """Column names of a dataset, and where relative image paths resolve.
+    """Column names of a dataset, and where relative image and video paths resolve.
 
     Attributes:
       prompt: the problem column.
       answer: the answer column.
-      images: the images column (None: read no images, text-only prompts).
+      images: the images column (None: read no images).
       data_source: the data-source column, optional per file (a record without it gets its file's stem).
-      image_dir: the directory relative image paths resolve against (None: the data file's directory).
+      image_dir: the directory relative image and video paths resolve against (None: the data file's directory).
       reward: columns passed to the reward function as keyword arguments (e.g. StepGRPO's key steps); each data
         file must have them.
+      videos: the videos column (None: read no videos).
     """
 
     prompt: str = "problem"
@@ -58,6 +60,7 @@ class Columns:
     data_source: str = "data_source"
     image_dir: str | None = None
     reward: tuple[str, ...] = ()
+    videos: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +77,7 @@ class RawRecord:
       error: a read-level problem (e.g. invalid JSON) or None.
       record_index: the record's index in its `RecordSource` (-1 when read outside one).
       reward_columns: the values of `Columns.reward`, by column name (None where a jsonl line lacks one).
+      videos: the videos column's value, unvalidated (`[]` when `Columns.videos` is None).
     """
 
     record_id: str
@@ -85,6 +89,7 @@ class RawRecord:
     error: str | None = None
     record_index: int = -1
     reward_columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+    videos: Any = dataclasses.field(default_factory=list)
 
 
 def _data_files(directory: Path, pattern: str) -> list[Path]:
@@ -142,7 +147,8 @@ class _ParquetFile:
             schema = pq.read_schema(path)
         except (OSError, pa.ArrowException) as err:
             raise DataSpecError(f"{path}: not a readable parquet file ({err})") from err
-        required = [c for c in (columns.prompt, columns.answer, columns.images, *columns.reward) if c is not None]
+        named = (columns.prompt, columns.answer, columns.images, columns.videos, *columns.reward)
+        required = [c for c in named if c is not None]
         missing = [c for c in required if c not in schema.names]
         if missing:
             raise DataSpecError(
@@ -194,6 +200,7 @@ class _ParquetFile:
             data_source=str(source) if source is not None else self.path.stem,
             base_dir=str(self.path.parent),
             reward_columns={name: value(name) for name in columns.reward},
+            videos=value(columns.videos) if columns.videos is not None else [],
         )
 
 
@@ -251,6 +258,7 @@ class _JsonlFile:
             data_source=str(source) if source is not None else self.path.stem,
             base_dir=base,
             reward_columns={name: data.get(name) for name in columns.reward},
+            videos=data.get(columns.videos) if columns.videos is not None else [],
         )
 
 

@@ -42,8 +42,8 @@ class VideoPreprocessConfig:
       total_pixels: the pixel budget of the whole video: frame area at most total_pixels / frames * 2.
 
     Raises:
-      ValueError: naming the field, when fps is not positive, a frame count or pixel bound is below 1, or
-        min_frames exceeds max_frames.
+      ValueError: naming the field as its `data.video_*` config key, when fps is not positive, a frame count
+        or pixel bound is below 1, or min_frames exceeds max_frames.
     """
 
     fps: float = 2.0
@@ -55,12 +55,12 @@ class VideoPreprocessConfig:
 
     def __post_init__(self):
         if not self.fps > 0:
-            raise ValueError(f"video fps = {self.fps} must be positive")
+            raise ValueError(f"video_fps = {self.fps} must be positive")
         for name in ("min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"video {name} = {getattr(self, name)} must be at least 1")
+                raise ValueError(f"video_{name} = {getattr(self, name)} must be at least 1")
         if self.min_frames > self.max_frames:
-            raise ValueError(f"video min_frames = {self.min_frames} exceeds max_frames = {self.max_frames}")
+            raise ValueError(f"video_min_frames = {self.min_frames} exceeds video_max_frames = {self.max_frames}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,13 +22,15 @@ from shuffle_r1_jax.train.settings import DataSettings, RunSettings
 
 
 def prompt_encoder(checkpoint: str, data: DataSettings) -> PromptEncoder:
-    """The prompt encoder of `checkpoint`'s tokenizer with `data`'s prompt format, image bounds and length limit."""
+    """The prompt encoder of `checkpoint`'s tokenizer with `data`'s prompt format, image and video settings and
+    length limit."""
     return PromptEncoder.from_checkpoint(
         checkpoint,
         data.image,
         prompt_format=data.prompt_format,
         max_prompt_length=data.max_prompt_length,
         overlong=data.overlong_prompts,
+        video_config=data.video,
     )
 
 

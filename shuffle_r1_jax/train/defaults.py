@@ -77,6 +77,17 @@ def base_config() -> ConfigDict:
     c.data.prompt_buckets = (512, 1024, 2048)  # left-padded prompt lengths (bounded compilations)
     c.data.min_pixels = 262144  # image resize bounds (Shuffle-R1's)
     c.data.max_pixels = 4194304
+    # videos (EasyR1 layout: a list of file paths, relative to data.image_dir or the data file, or of bytes records);
+    # "" = no videos column read. Sampling and sizing follow qwen-vl-utils (BUILD_NOTES "Videos"): frames =
+    # seconds x video_fps within [video_min_frames, video_max_frames], frame area within [video_min_pixels,
+    # video_max_pixels] and at most video_total_pixels / frames x 2
+    c.data.videos_column = ""
+    c.data.video_fps = 2.0
+    c.data.video_min_frames = 4
+    c.data.video_max_frames = 768
+    c.data.video_min_pixels = 128 * 28 * 28
+    c.data.video_max_pixels = 768 * 28 * 28
+    c.data.video_total_pixels = int(128000 * 28 * 28 * 0.9)
     c.data.on_bad_record = "skip"  # "skip" (count) | "error" (stop)
     # stop with the counts by reason after this many unusable records in a row (0 = one pass over the data)
     c.data.max_consecutive_bad_records = 0

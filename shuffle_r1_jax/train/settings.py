@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from shuffle_r1_jax.parallel.mesh_config import MeshConfigError, MeshSpec, mesh_
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.prompts import OVERLONG_PROMPTS, load_prompt_format
+from shuffle_r1_jax.processing.video import VideoPreprocessConfig
 from shuffle_r1_jax.rewards.pool import bind_options, reward_keywords
 from shuffle_r1_jax.rewards.registry import get_reward_fn, import_function
 from shuffle_r1_jax.rl.advantages import available_advantage_estimators, cppo_fill_batches
@@ -112,8 +114,8 @@ class DataSettings:
     Attributes:
       train: `data.train`, the training dataset spec (path[@split], comma-separated for several).
       val: `data.val`, the validation dataset spec ("" = no validation).
-      columns: the record columns, from `data.prompt_column`, `data.answer_column`, `data.images_column` and
-        `data.image_dir` ("" becomes None).
+      columns: the record columns, from `data.prompt_column`, `data.answer_column`, `data.images_column`,
+        `data.videos_column` and `data.image_dir` ("" becomes None).
       prompt_format: `data.prompt_format`, a named format, a template file or an inline template.
       max_prompt_length: `data.max_prompt_length`, tokens after image expansion.
       overlong_prompts: `data.overlong_prompts`, what happens to a longer prompt: "skip" (counted and skipped) or
@@ -121,6 +123,8 @@ class DataSettings:
         image tokens).
       buckets: the left-padded prompt lengths of `data.prompt_buckets`.
       image: the image resize bounds `data.min_pixels` and `data.max_pixels`.
+      video: the video frame sampling and sizing (`data.video_fps`, `data.video_min_frames`,
+        `data.video_max_frames`, `data.video_min_pixels`, `data.video_max_pixels`, `data.video_total_pixels`).
       rollout_batch_prompts: `data.rollout_batch_prompts`, prompts per rollout batch over all processes.
       prompts_per_process: this process's share of the rollout batch (`rollout_batch_prompts` / processes).
       on_bad_record: `data.on_bad_record`, "skip" or "error".
@@ -145,6 +149,7 @@ class DataSettings:
     overlong_prompts: str
     buckets: BucketConfig
     image: ImagePreprocessConfig
+    video: VideoPreprocessConfig
     rollout_batch_prompts: int
     prompts_per_process: int
     on_bad_record: str
@@ -751,6 +756,20 @@ def _model_settings(c: ConfigDict) -> ModelSettings:
     )
 
 
+def _video_config(c: ConfigDict) -> VideoPreprocessConfig:
+    try:
+        return VideoPreprocessConfig(
+            fps=c.data.video_fps,
+            min_frames=c.data.video_min_frames,
+            max_frames=c.data.video_max_frames,
+            min_pixels=c.data.video_min_pixels,
+            max_pixels=c.data.video_max_pixels,
+            total_pixels=c.data.video_total_pixels,
+        )
+    except ValueError as err:  # its messages name the fields as the keys after "data."
+        raise ConfigError(re.sub(r"\bvideo_", "data.video_", str(err))) from err
+
+
 def _data_settings(c: ConfigDict) -> DataSettings:
     prompts, processes = c.data.rollout_batch_prompts, jax.process_count()
     _require(
@@ -760,6 +779,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
         prompt=c.data.prompt_column,
         answer=c.data.answer_column,
         images=c.data.images_column or None,
+        videos=c.data.videos_column or None,
         image_dir=c.data.image_dir or None,
         reward=tuple(c.data.reward_columns),
     )
@@ -774,6 +794,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             overlong_prompts=c.data.overlong_prompts,
             buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
             image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
+            video=_video_config(c),
             rollout_batch_prompts=prompts,
             prompts_per_process=prompts // processes,
             on_bad_record=c.data.on_bad_record,

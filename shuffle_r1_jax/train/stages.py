@@ -33,6 +33,7 @@ STAGE_KEYS = frozenset(
         "data.prompt_column",
         "data.answer_column",
         "data.images_column",
+        "data.videos_column",
         "data.image_dir",
         "data.prompt_format",
         "data.sampling",

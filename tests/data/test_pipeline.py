@@ -207,3 +207,44 @@ def test_reward_columns_and_image_sizes_reach_the_batch(tmp_path, encoder, model
     )
     with pytest.raises(DataSpecError, match=r"column\(s\) \['steps'\] not found"):
         prompt_batches(str(path), encoder, model_config, config, buckets=BUCKETS, columns=Columns(reward=("steps",)))
+
+
+def test_videos_flow_into_batches_and_bad_videos_are_counted(tmp_path, tiny_checkpoint, model_config):
+    from shuffle_r1_jax.data.sources import Columns
+    from shuffle_r1_jax.processing.video import VideoPreprocessConfig
+    from shuffle_r1_jax.processing.video_io import write_video
+
+    rng = np.random.default_rng(0)
+    write_video(tmp_path / "clip.mkv", rng.integers(0, 256, (8, 56, 56, 3), dtype=np.uint8), 4.0, codec="ffv1")
+    clip = (tmp_path / "clip.mkv").read_bytes()
+    (tmp_path / "broken.mp4").write_text("not a video")
+    rows = [
+        ("<video> What changes?", [{"bytes": clip, "path": None}]),  # 8 frames at 4 fps: 4 sampled, 2 patches
+        ("<video> Relative path?", [{"bytes": None, "path": "clip.mkv"}]),
+        ("<video> Broken?", [{"bytes": None, "path": "broken.mp4"}]),
+        ("<video> Missing?", [{"bytes": None, "path": "nowhere.mp4"}]),
+        ("<video><video> Two?", [{"bytes": clip, "path": None}]),
+        ("No video at all.", []),
+        ("<video> Null?", None),
+    ]
+    table = [{"problem": p, "answer": "a", "images": [], "videos": v} for p, v in rows]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(table), path)
+    encoder = PromptEncoder.from_checkpoint(
+        tiny_checkpoint,
+        image_config=IMAGE_CONFIG,
+        max_prompt_length=256,
+        video_config=VideoPreprocessConfig(min_pixels=28 * 28, max_pixels=28 * 28 * 4),
+    )
+    config = PipelineConfig(batch_size=3, num_epochs=1, shuffle=False, drop_remainder=False)
+    iterator = prompt_batches(
+        str(path), encoder, model_config, config, buckets=BUCKETS, columns=Columns(videos="videos")
+    )
+    (batch,) = list(iterator)
+    assert [r.rsplit(" ", 1)[1] for r in batch.record_ids] == ["0", "1", "5"]
+    video_tokens = (batch.inputs.input_ids == model_config.video_token_id).sum(axis=1)
+    np.testing.assert_array_equal(video_tokens, [8, 8, 0])  # 2 temporal patches of a 2 x 2 merged grid
+    assert batch.inputs.vision.patches.shape[0] == 4  # 4 temporal patches -> row bucket 4
+    counts = iterator.counts()
+    assert (counts["bad_records/bad_video"], counts["bad_records/video_count_mismatch"]) == (2, 1)
+    assert counts["bad_records/missing_column"] == 1 and counts["bad_records/total"] == 4

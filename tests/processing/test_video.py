@@ -57,9 +57,9 @@ def test_frame_rules_reject_bad_input():
         sampled_frame_count(1, 30.0, VideoPreprocessConfig())
     with pytest.raises(ValueError, match="frame rate 0.0 is not positive"):
         sampled_frame_count(10, 0.0, VideoPreprocessConfig())
-    with pytest.raises(ValueError, match="video fps = 0"):
+    with pytest.raises(ValueError, match="video_fps = 0"):
         VideoPreprocessConfig(fps=0)
-    with pytest.raises(ValueError, match="min_frames = 10 exceeds max_frames = 4"):
+    with pytest.raises(ValueError, match="video_min_frames = 10 exceeds video_max_frames = 4"):
         VideoPreprocessConfig(min_frames=10, max_frames=4)
     with pytest.raises(ValueError, match=r"frames must be \[frames, height, width, 3\]"):
         preprocess_video(np.zeros((3, 28, 28), np.uint8), 2.0)

@@ -21,6 +21,9 @@ from shuffle_r1_jax.train import settings
         ("reward.timeout_s", -1.0, "reward.timeout_s = -1.0 must be > 0"),
         ("data.rollout_batch_prompts", 0, "data.rollout_batch_prompts = 0 must be >= 1"),
         ("eval.pass_k", (1, 0), r"eval.pass_k = \(1, 0\) must hold integers >= 1"),
+        ("data.video_fps", 0.0, "data.video_fps = 0.0 must be positive"),
+        ("data.video_max_frames", 2, "data.video_min_frames = 4 exceeds data.video_max_frames = 2"),
+        ("data.video_total_pixels", 0, "data.video_total_pixels = 0 must be at least 1"),
     ],
 )
 def test_an_out_of_range_value_names_the_key(key, value, message):
