@@ -55,6 +55,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", f"{PAPER_CONFIG}:model=3b", 
 flags.DEFINE_integer("devices", 8, "simulate this many CPU devices (CPU compiler figures); 0 = this machine's devices")
 flags.DEFINE_integer("images_per_prompt", 1, "images per prompt (0 = text only): the data's shape, not in the config")
 flags.DEFINE_integer("image_tokens", 1024, "merged tokens per image (a square grid; 4 patches each)")
+flags.DEFINE_integer("videos_per_prompt", 0, "videos per prompt, sampled and sized by the config's data.video_* keys")
+flags.DEFINE_float("video_seconds", 10.0, "the length of each video in seconds")
+flags.DEFINE_list("video_size", ["480", "640"], "height,width of each video's frames before resizing")
+flags.DEFINE_float("video_source_fps", 30.0, "the videos' own frame rate")
 flags.DEFINE_float("device_memory_gib", 80.0, "memory of one device, for the fits column")
 flags.DEFINE_list("programs", None, "programs to compile (default: all of shuffle_r1_jax.perf.memory_plan.PROGRAMS)")
 flags.DEFINE_list(
@@ -77,7 +81,15 @@ def main(argv: list[str]) -> int:
     try:
         settings = resolve(_CONFIG.value, check_inputs=False)
         model_config = config_of_checkpoint(settings.model.checkpoint)
-        data = DataShapes(images_per_prompt=FLAGS.images_per_prompt, image_tokens=FLAGS.image_tokens)
+        height, width = (int(v) for v in FLAGS.video_size)
+        data = DataShapes(
+            images_per_prompt=FLAGS.images_per_prompt,
+            image_tokens=FLAGS.image_tokens,
+            videos_per_prompt=FLAGS.videos_per_prompt,
+            video_seconds=FLAGS.video_seconds,
+            video_size=(height, width),
+            video_source_fps=FLAGS.video_source_fps,
+        )
         counts = [int(n) for n in FLAGS.text_layers or [model_config.text.num_hidden_layers]]
         plans = {}
         for layers in counts:

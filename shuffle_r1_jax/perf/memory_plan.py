@@ -23,7 +23,9 @@ A program's peak is the larger of XLA's peak figure and arguments + outputs - al
 peak puts in place of the program's arguments everything on the device while it runs: jit drops inputs a
 program does not read, but they stay allocated, and the optimizer state and rollout batch stay all step.
 The data's shapes are assumptions the config does not hold: the prompt length is the largest prompt bucket
-and each prompt has `images_per_prompt` square images of about `image_tokens` merged tokens.
+and each prompt has `images_per_prompt` square images of about `image_tokens` merged tokens and
+`videos_per_prompt` videos of `video_seconds` at `video_size`, sampled and sized by the run's `data.video_*`
+settings (`DataShapes.video_grid`).
 
 On CPU the programs are compiled with XLA:CPU's memory-optimized scheduler: its default schedules each layer's
 recomputation next to its forward pass, so remat would show no saving (BUILD_NOTES, "Memory plan").
@@ -47,8 +49,11 @@ from shuffle_r1_jax.learner.update import UpdateTargets
 from shuffle_r1_jax.models.qwen2_5_vl import ModelInputs, Qwen25VLConfig, VisionInputs, abstract_model
 from shuffle_r1_jax.models.qwen2_5_vl.cascade_attention import suffix_layout
 from shuffle_r1_jax.models.qwen2_5_vl.kv_cache import LayerKVCache
+from shuffle_r1_jax.models.qwen2_5_vl.layout import windows_of_grid
 from shuffle_r1_jax.parallel.mesh_config import build_mesh
 from shuffle_r1_jax.parallel.sharding import BATCH_AXES, mirror_shardings, param_shardings
+from shuffle_r1_jax.processing.image import ImagePreprocessConfig
+from shuffle_r1_jax.processing.video import VideoPreprocessConfig, sampled_frame_count, video_frame_size
 from shuffle_r1_jax.rollout.types import Rollouts
 from shuffle_r1_jax.train.programs import CriticModel, SpecialTokens, build_step_programs
 from shuffle_r1_jax.train.settings import RunSettings
@@ -71,12 +76,63 @@ class DataShapes:
     """What the plan assumes of the data (the config does not say).
 
     Attributes:
-      images_per_prompt: square images per prompt (0 = text only).
+      images_per_prompt: square images per prompt (0 = none).
       image_tokens: about how many merged tokens each image has.
+      videos_per_prompt: videos per prompt (0 = none).
+      video_seconds: the length of each video.
+      video_size: (height, width) of each video's frames before resizing.
+      video_source_fps: the videos' own frame rate.
     """
 
     images_per_prompt: int = 1
     image_tokens: int = 1024
+    videos_per_prompt: int = 0
+    video_seconds: float = 10.0
+    video_size: tuple[int, int] = (480, 640)
+    video_source_fps: float = 30.0
+
+    def video_grid(self, config: Qwen25VLConfig, video: VideoPreprocessConfig) -> tuple[int, int, int]:
+        """The (t, h, w) patch grid of each video when the data pipeline samples and resizes it.
+
+        Raises:
+          ValueError: the video is too short (under 2 frames) or its frames cannot be resized.
+        """
+        v = config.vision
+        patches = ImagePreprocessConfig(
+            patch_size=v.patch_size, merge_size=v.spatial_merge_size, temporal_patch_size=v.temporal_patch_size
+        )
+        total = round(self.video_seconds * self.video_source_fps)
+        frames = sampled_frame_count(total, self.video_source_fps, video, v.temporal_patch_size)
+        height, width = video_frame_size(*self.video_size, frames, video, patches)
+        return math.ceil(frames / v.temporal_patch_size), height // v.patch_size, width // v.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptVision:
+    """The vision inputs of one prompt under `DataShapes`.
+
+    Attributes:
+      rows: vision-batch rows (an image or a video's temporal patch each).
+      tokens: merged (image and video) tokens in the prompt.
+      patch_slots: patch slots of a row (the widest of the images' and the videos' frames).
+    """
+
+    rows: int
+    tokens: int
+    patch_slots: int
+
+    @classmethod
+    def of(cls, config: Qwen25VLConfig, data: DataShapes, video: VideoPreprocessConfig) -> "PromptVision":
+        """The vision inputs of a prompt of `data`'s images and videos."""
+        image_tokens, image_slots = vision_slots(config, data.image_tokens) if data.images_per_prompt else (0, 0)
+        rows, tokens, slots = data.images_per_prompt, data.images_per_prompt * image_tokens, image_slots
+        if data.videos_per_prompt:
+            t, h, w = data.video_grid(config, video)
+            windows = math.prod(windows_of_grid(h, w, config.vision)) * config.vision.window_patches
+            rows += data.videos_per_prompt * t
+            tokens += data.videos_per_prompt * t * h * w // config.vision.merge_unit
+            slots = max(slots, windows)
+        return cls(rows, tokens, slots)
 
 
 @dataclasses.dataclass
@@ -134,6 +190,7 @@ class MemoryPlan:
       programs: each compiled program, in `PROGRAMS` order.
       critic_params: bytes of the critic's parameters per device (0 without a critic).
       critic_opt_state: bytes of the critic's optimizer state per device (0 without a critic).
+      video_grid: the (t, h, w) patch grid of each video (None without videos).
     """
 
     settings: RunSettings
@@ -148,6 +205,7 @@ class MemoryPlan:
     programs: list[ProgramMemory]
     critic_params: int = 0
     critic_opt_state: int = 0
+    video_grid: tuple[int, int, int] | None = None
 
     def program(self, name: str) -> ProgramMemory:
         """The planned program called `name`."""
@@ -198,7 +256,9 @@ def vision_slots(config: Qwen25VLConfig, image_tokens: int) -> tuple[int, int]:
     return side * side, windows * v.window_patches
 
 
-def abstract_prompts(config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: int, data: DataShapes) -> ModelInputs:
+def abstract_prompts(
+    config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: int, per_prompt: PromptVision
+) -> ModelInputs:
     """A left-padded prompt batch as the data pipeline feeds it, prompt rows over the batch axes.
 
     Args:
@@ -206,20 +266,19 @@ def abstract_prompts(config: Qwen25VLConfig, mesh: Mesh, prompts: int, length: i
       mesh: the device mesh.
       prompts: prompts in the batch.
       length: the padded prompt length (a prompt bucket).
-      data: the images per prompt and their size.
+      per_prompt: the vision inputs of one prompt.
 
     Returns:
       Abstract `ModelInputs` (`ShapeDtypeStruct`s with shardings); no vision inputs when the prompts have no
-      image.
+      image or video.
     """
     vision, slots = None, None
-    if data.images_per_prompt > 0:
-        _, patch_slots = vision_slots(config, data.image_tokens)
-        images = prompts * data.images_per_prompt
+    if per_prompt.rows > 0:
+        rows, patch_slots = prompts * per_prompt.rows, per_prompt.patch_slots
         vision = VisionInputs(
-            patches=_array(mesh, (images, patch_slots, config.vision.patch_dim), jnp.float32, 0),
-            patch_pos=_array(mesh, (images, patch_slots, 2), jnp.int32, 0),
-            patch_valid=_array(mesh, (images, patch_slots), jnp.bool_, 0),
+            patches=_array(mesh, (rows, patch_slots, config.vision.patch_dim), jnp.float32, 0),
+            patch_pos=_array(mesh, (rows, patch_slots, 2), jnp.int32, 0),
+            patch_valid=_array(mesh, (rows, patch_slots), jnp.bool_, 0),
         )
         slots = _array(mesh, (prompts, length), jnp.int32, 0)
     return ModelInputs(
@@ -296,17 +355,19 @@ def plan_memory(
       The `MemoryPlan`.
 
     Raises:
-      ValueError: `programs` names an unknown program, or the images do not fit in the largest prompt bucket.
+      ValueError: `programs` names an unknown program, a video is too short, or the images and videos do not
+        fit in the largest prompt bucket.
     """
     unknown = set(programs) - set(PROGRAMS)
     if unknown:
         raise ValueError(f"programs: unknown {sorted(unknown)}; expected some of {PROGRAMS}")
-    tokens_per_prompt = vision_slots(config, data.image_tokens)[0] * data.images_per_prompt
+    per_prompt = PromptVision.of(config, data, settings.data.video)
     length = settings.data.buckets.max_prompt_length
-    if tokens_per_prompt >= length:
+    if per_prompt.tokens >= length:
         raise ValueError(
-            f"{data.images_per_prompt} image(s) of {data.image_tokens} tokens do not fit in the largest prompt "
-            f"bucket {length} (data.prompt_buckets)"
+            f"{data.images_per_prompt} image(s) of {data.image_tokens} tokens and {data.videos_per_prompt} "
+            f"video(s) of {data.video_seconds} s at {data.video_size} ({per_prompt.tokens} tokens in all) do not "
+            f"fit in the largest prompt bucket {length} (data.prompt_buckets)"
         )
     m, rollout, train = settings.model, settings.rollout, settings.train
     mesh = build_mesh(settings.mesh)
@@ -357,7 +418,7 @@ def plan_memory(
         f"{dict(mesh.shape)} on {mesh.devices.size} {jax.devices()[0].platform} devices"
     )
 
-    prompts = abstract_prompts(config, mesh, prompts_total, length, data)
+    prompts = abstract_prompts(config, mesh, prompts_total, length, per_prompt)
     response = (rows_total, rollout.max_new_tokens)
     rollouts = Rollouts(
         prompts=prompts,
@@ -401,7 +462,9 @@ def plan_memory(
                 )
             )
     # one sampler call's prompts: the text fields of its rows; the image features are the whole batch's
-    sampler_inputs = dataclasses.replace(abstract_prompts(config, mesh, sampler_prompts, length, data), vision=None)
+    sampler_inputs = dataclasses.replace(
+        abstract_prompts(config, mesh, sampler_prompts, length, per_prompt), vision=None
+    )
     sampler_shape = (
         f"{sampler_prompts} prompts x n={rollout.n}, cache {length} prompt + {response_capacity} response positions"
     )
@@ -523,6 +586,7 @@ def plan_memory(
         programs=results,
         critic_params=bytes_per_device(critic_state[:1]),
         critic_opt_state=bytes_per_device(critic_state[1:]),
+        video_grid=data.video_grid(config, settings.data.video) if data.videos_per_prompt else None,
     )
 
 
@@ -536,6 +600,17 @@ def format_gib(x: int | None) -> str:
 def count(n: int) -> str:
     """A parameter count as "3.75 B" or "1.12 M"."""
     return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def _video_note(plan: "MemoryPlan") -> str:
+    data = plan.data
+    if plan.video_grid is None:
+        return ""
+    t, h, w = plan.video_grid
+    return (
+        f" and {data.videos_per_prompt} video(s) of {data.video_seconds:g} s at {data.video_size[0]}x"
+        f"{data.video_size[1]} ({t} temporal patches of {h}x{w} patches, {t * h * w // 4} tokens)"
+    )
 
 
 def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
@@ -562,7 +637,8 @@ def format_plan(plan: MemoryPlan, device_memory_gib: float = 80.0) -> str:
         f"{f' x {s.rl.fill_batches} prompt batches (CPPO fill)' if s.rl.fill_batches > 1 else ''}, prompt "
         f"{s.data.buckets.max_prompt_length} + "
         f"response {rollout.max_new_tokens} tokens, {plan.data.images_per_prompt} image(s) of "
-        f"{plan.data.image_tokens} tokens per prompt, mini-batch {mini} prompts, micro-batch {micro} rows.",
+        f"{plan.data.image_tokens} tokens{_video_note(plan)} per prompt, mini-batch {mini} prompts, micro-batch "
+        f"{micro} rows.",
         "",
         "| per device | GiB |",
         "|---|---|",
