@@ -1,11 +1,13 @@
 """The demo's `setup`: its assets, built once per settings under `demo.cache_dir`: a tiny HF-format checkpoint
-(`shuffle_r1_jax.demo.tiny_checkpoint`), the synthetic dataset (`shuffle_r1_jax.demo.synthetic`), and the
-warmed-up starting policy (`shuffle_r1_jax.demo.warmup`). Each directory appears atomically, so a run killed
+(`shuffle_r1_jax.demo.tiny_checkpoint`), the synthetic dataset (`shuffle_r1_jax.demo.synthetic`, or
+`shuffle_r1_jax.demo.synthetic_video` for a video family), and the warmed-up starting policy
+(`shuffle_r1_jax.demo.warmup`). Each directory appears atomically, so a run killed
 while building starts that part again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,20 +22,24 @@ from ml_collections import ConfigDict
 
 from shuffle_r1_jax.checkpoint.hf_files import copy_non_weight_files
 from shuffle_r1_jax.data.pipeline import PipelineConfig, prompt_batches
-from shuffle_r1_jax.demo.synthetic import check_family, write_synthetic_dataset
+from shuffle_r1_jax.data.sources import Columns
+from shuffle_r1_jax.demo.synthetic import VIDEO_FAMILIES, check_family, write_synthetic_dataset
+from shuffle_r1_jax.demo.synthetic_video import write_video_dataset
 from shuffle_r1_jax.demo.tiny_checkpoint import PRESETS, make_tiny_checkpoint
 from shuffle_r1_jax.demo.warmup import supervised_finetune, warmup_responses
 from shuffle_r1_jax.models.qwen2_5_vl import load_pretrained
 from shuffle_r1_jax.models.qwen2_5_vl.saving import save_hf_checkpoint
 from shuffle_r1_jax.processing.batch import BucketConfig
 from shuffle_r1_jax.processing.prompts import PromptEncoder
+from shuffle_r1_jax.train.settings import video_config
 
 logger = logging.getLogger(__name__)
 
 
 def _settings_key(config: ConfigDict) -> str:
     """The cache subdirectory name: a short hash of everything the assets depend on (the `demo` settings, and the
-    prompt format, prompt buckets and response length the warm-up trains with) and a version."""
+    prompt format, prompt buckets, response length and, for a video family, video settings the warm-up trains
+    with) and a version."""
     d = config.demo
     settings = dict(
         seed=d.seed,
@@ -54,6 +60,8 @@ def _settings_key(config: ConfigDict) -> str:
         rope_theta=d.rope_theta,
         version=4,
     )
+    if d.task_family in VIDEO_FAMILIES:
+        settings["video"] = dataclasses.asdict(video_config(config))
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -118,8 +126,8 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
         `data.prompt_buckets` and `rollout.max_new_tokens`.
 
     Returns:
-      The config keys that point at the assets, as {dotted key: path}: "model.checkpoint" (the warmed-up
-      checkpoint), "data.train" and "data.val" (the parquet files).
+      The config keys that point at the assets, as {dotted key: value}: "model.checkpoint" (the warmed-up
+      checkpoint), "data.train" and "data.val" (the parquet files), and for a video family "data.videos_column".
 
     Raises:
       ValueError: from `check_demo_section`, naming a `demo` key whose value cannot build assets.
@@ -130,24 +138,29 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
     base = _build_once(
         root / "base", lambda out: make_tiny_checkpoint(out, d.preset, seed=d.seed, rope_theta=d.rope_theta)
     )
-    data = _build_once(
-        root / "data",
-        lambda out: write_synthetic_dataset(
-            out,
-            d.num_train,
-            d.num_val,
-            d.seed,
-            image_size=d.image_size,
-            difficulty_weights=tuple(d.difficulty_weights),
-            family=d.task_family,
-        ),
-    )
+    videos = d.task_family in VIDEO_FAMILIES
+    weights = tuple(d.difficulty_weights)
+    if videos:
+        data = _build_once(
+            root / "data",
+            lambda out: write_video_dataset(out, d.num_train, d.num_val, d.seed, d.image_size, weights),
+        )
+    else:
+        data = _build_once(
+            root / "data",
+            lambda out: write_synthetic_dataset(
+                out, d.num_train, d.num_val, d.seed, d.image_size, weights, family=d.task_family
+            ),
+        )
 
     def warm_up(out: Path) -> None:
         logger.info("demo: supervised warm-up of the starting policy (%d steps), once", d.warmup_steps)
         model, model_config = load_pretrained(base, jnp.float32)
         encoder = PromptEncoder.from_checkpoint(
-            base, prompt_format=config.data.prompt_format, max_prompt_length=config.data.max_prompt_length
+            base,
+            prompt_format=config.data.prompt_format,
+            max_prompt_length=config.data.max_prompt_length,
+            video_config=video_config(config),
         )
         batches = prompt_batches(
             str(data / "train.parquet"),
@@ -155,6 +168,7 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
             model_config,
             PipelineConfig(batch_size=d.warmup_batch, seed=d.seed + 1),
             buckets=BucketConfig(prompt_lengths=tuple(config.data.prompt_buckets)),
+            columns=Columns(videos="videos" if videos else None),
         )
         params = supervised_finetune(
             nnx.graphdef(model),
@@ -176,8 +190,9 @@ def build_assets(config: ConfigDict) -> dict[str, str]:
         save_hf_checkpoint(model, out)
 
     warm = _build_once(root / "warm", warm_up)
-    return {
+    keys = {
         "model.checkpoint": str(warm),
         "data.train": str(data / "train.parquet"),
         "data.val": str(data / "val.parquet"),
     }
+    return keys | ({"data.videos_column": "videos"} if videos else {})

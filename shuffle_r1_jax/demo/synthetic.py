@@ -75,6 +75,11 @@ QUESTIONS = {
     "position": "Is the circle left or right of the square?",
     "count": "How many red shapes are in the image?",
     "largest_color": "What color is the largest shape?",
+    # the video family's (`shuffle_r1_jax.demo.synthetic_video`)
+    "video_color": "What color is the shape in the video?",
+    "color_changes": "Does the shape change color?",
+    "end_color": "What color is the shape at the end?",
+    "start_color": "What color is the shape at the start?",
 }
 TASK_ANSWERS = {
     "color": EASY_COLORS,
@@ -82,6 +87,10 @@ TASK_ANSWERS = {
     "position": ("left", "right"),
     "count": ("1", "2", "3", "4"),
     "largest_color": tuple(COLORS),
+    "video_color": EASY_COLORS,
+    "color_changes": ("yes", "no"),
+    "end_color": EASY_COLORS,
+    "start_color": EASY_COLORS,
 }
 GROUNDING_QUESTION = "Where is the {color} {kind}? Answer with its box."
 _GROUNDING_PROBLEM = re.compile(r"Where is the (\w+) (\w+)\? Answer with its box\.$")
@@ -90,6 +99,10 @@ FAMILIES = {
     "largest_color": {0: ("largest_color",), 1: ("largest_color",), 2: ("largest_color",), 3: ("largest_color",)},
     "grounding": {0: ("grounding",), 1: ("grounding",), 2: ("grounding",)},
     "grounding_cells": {0: ("grounding",), 1: ("grounding",), 2: ("grounding",)},
+}
+# families of videos (`shuffle_r1_jax.demo.synthetic_video` renders them): one task per level
+VIDEO_FAMILIES = {
+    "color_over_time": {0: ("video_color",), 1: ("color_changes",), 2: ("end_color",), 3: ("start_color",)},
 }
 DEFAULT_FAMILY = "shapes"
 DEFAULT_DIFFICULTY_WEIGHTS = (0.4, 0.3, 0.3)
@@ -360,12 +373,13 @@ def check_family(family: str, difficulty_weights: Sequence[float]) -> None:
     """Checks a task family's name and its difficulty shares.
 
     Raises:
-      ValueError: naming the family or the shares when `family` is not a `FAMILIES` name, or the shares are not
-        one non-negative number per level, not all 0.
+      ValueError: naming the family or the shares when `family` is not a `FAMILIES` or `VIDEO_FAMILIES` name, or
+        the shares are not one non-negative number per level, not all 0.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"task family {family!r} is unknown; expected one of {sorted(FAMILIES)}")
-    levels = len(FAMILIES[family])
+    families = FAMILIES | VIDEO_FAMILIES
+    if family not in families:
+        raise ValueError(f"task family {family!r} is unknown; expected one of {sorted(families)}")
+    levels = len(families[family])
     if len(difficulty_weights) != levels or min(difficulty_weights) < 0 or sum(difficulty_weights) <= 0:
         raise ValueError(
             f"difficulty weights {tuple(difficulty_weights)} for the {family!r} family must be {levels} "
@@ -422,8 +436,10 @@ def generate_samples(
 
 def response_text(task: str, answer: str) -> str:
     """A well-formatted response to a `task` question that gives `answer` (right or wrong)."""
-    if task == "color":
+    if task in ("color", "video_color", "end_color", "start_color"):
         thought = f"the shape is {answer}"
+    elif task == "color_changes":
+        thought = "the color changes" if answer == "yes" else "the color stays"
     elif task == "larger":
         other = "square" if answer == "circle" else "circle"
         thought = f"the {answer} is larger than the {other}"

@@ -756,7 +756,12 @@ def _model_settings(c: ConfigDict) -> ModelSettings:
     )
 
 
-def _video_config(c: ConfigDict) -> VideoPreprocessConfig:
+def video_config(c: ConfigDict) -> VideoPreprocessConfig:
+    """The video sampling and sizing of the config's `data.video_*` keys.
+
+    Raises:
+      ConfigError: naming the key, when a value is out of range.
+    """
     try:
         return VideoPreprocessConfig(
             fps=c.data.video_fps,
@@ -794,7 +799,7 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             overlong_prompts=c.data.overlong_prompts,
             buckets=BucketConfig(prompt_lengths=tuple(c.data.prompt_buckets)),
             image=ImagePreprocessConfig(min_pixels=c.data.min_pixels, max_pixels=c.data.max_pixels),
-            video=_video_config(c),
+            video=video_config(c),
             rollout_batch_prompts=prompts,
             prompts_per_process=prompts // processes,
             on_bad_record=c.data.on_bad_record,
