@@ -34,9 +34,10 @@ class VisionConfig:
       temporal_patch_size: frames per patch.
       window_size: side of a window-attention window in pixels.
       out_hidden_size: width of the merged tokens; must equal the text `hidden_size`.
-      fullatt_block_indexes: blocks that attend over the whole image; the others attend within windows.
-      tokens_per_second: HF's video time scale, read from and written to config.json only (videos are not
-        supported).
+      fullatt_block_indexes: blocks that attend over the whole image (or video temporal patch); the others attend
+        within windows.
+      tokens_per_second: the video time scale: a temporal patch spanning s seconds advances the temporal M-RoPE
+        position by tokens_per_second * s (`layout.video_time_steps`).
       rope_theta: base of the 2D rotary embedding.
       rms_norm_eps: epsilon of the vision RMSNorms.
     """
@@ -125,7 +126,7 @@ class Qwen25VLConfig:
       vision: the vision tower's hyper-parameters.
       tie_word_embeddings: whether the output projection reuses the embedding table (no separate `lm_head`).
       image_token_id: the image placeholder token; each one takes the features of one merged image token.
-      video_token_id: the video placeholder token (videos are not supported).
+      video_token_id: the video placeholder token; each one takes the features of one merged video token.
       vision_start_token_id: the token that opens a vision span.
       vision_end_token_id: the token that closes a vision span.
       bos_token_id: beginning-of-sequence token id.
