@@ -72,7 +72,7 @@ def check_grid(grid_thw: np.ndarray, vision: VisionConfig, name: str = "image_gr
     Args:
       grid_thw: `[items, 3]` (t, h, w) patch grid of each item.
       vision: the vision config (spatial_merge_size).
-      name: "image_grid_thw" or "video_grid_thw", for the rule on t and the messages.
+      name: the array's name for the messages; "image_grid_thw" also requires t = 1.
 
     Returns:
       The grid as `int64[items, 3]`.
@@ -110,7 +110,7 @@ def layout_vision(
     Args:
       pixel_values: `float[total_patches, patch_dim]`, items concatenated, each in (temporal patch,
         merge-block) order as the HF image and video processors emit them.
-      grid_thw: `int[items, 3]`, already checked by `check_grid`.
+      grid_thw: `int[items, 3]` (t, h, w) of each item.
       vision: the vision config.
       rows_bucket: pad the row count (images plus video temporal patches) up to at least this.
       windows_bucket: pad the windows per row up to at least this.
@@ -121,9 +121,10 @@ def layout_vision(
       real items).
 
     Raises:
-      LayoutError: when `pixel_values` does not have the `[total_patches, patch_dim]` shape the grid implies.
+      LayoutError: when the grid is invalid (see `check_grid`) or `pixel_values` does not have the
+        `[total_patches, patch_dim]` shape the grid implies.
     """
-    grid = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+    grid = check_grid(grid_thw, vision, "grid_thw")
     pixel_values = np.asarray(pixel_values, dtype=np.float32)
     n_patches = int(grid.prod(-1).sum())
     if pixel_values.ndim != 2 or pixel_values.shape != (n_patches, vision.patch_dim):
