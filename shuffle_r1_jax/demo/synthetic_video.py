@@ -40,23 +40,13 @@ from shuffle_r1_jax.demo.synthetic import (
     render,
     response_text,
 )
+from shuffle_r1_jax.demo.synthetic import SCHEMA as IMAGE_SCHEMA
 from shuffle_r1_jax.processing.video_io import write_video
 
 DATA_SOURCE = "synthetic_video"
 FRAMES = 4
 FPS = 2.0
-SCHEMA = pa.schema(
-    [
-        ("problem", pa.string()),
-        ("answer", pa.string()),
-        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-        ("videos", pa.list_(pa.string())),
-        ("difficulty", pa.int64()),
-        ("task", pa.string()),
-        ("data_source", pa.string()),
-        ("scene", pa.string()),
-    ]
-)
+SCHEMA = IMAGE_SCHEMA.insert(3, pa.field("videos", pa.list_(pa.string())))  # the image rows' with the videos
 
 
 @dataclasses.dataclass(frozen=True)

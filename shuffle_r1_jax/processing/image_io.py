@@ -43,20 +43,36 @@ def describe_source(source: Any) -> str:
     return f"<{type(source).__name__}>"
 
 
+def media_file(source: Any) -> io.BytesIO | str | None:
+    """The file behind an image or video source, for a decoder to open.
+
+    Args:
+      source: encoded bytes, a file path, or a {"bytes": ..., "path": ...} record (bytes win when both are set).
+
+    Returns:
+      A buffer over the bytes, or the path; None for a record with neither bytes nor path.
+
+    Raises:
+      TypeError: `source` is of an unsupported Python type.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, Mapping):
+        if source.get("bytes") is not None:
+            return media_file(source["bytes"])
+        return media_file(source["path"]) if source.get("path") else None
+    raise TypeError(f"unsupported source type {type(source).__name__}")
+
+
 def _open(source: Any) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return Image.open(io.BytesIO(bytes(source)))
-    if isinstance(source, (str, os.PathLike)):
-        return Image.open(source)
-    if isinstance(source, Mapping):
-        if source.get("bytes") is not None:
-            return _open(source["bytes"])
-        if source.get("path"):
-            return _open(source["path"])
+    file = media_file(source)
+    if file is None:
         raise ImageDecodeError(f"image record has neither bytes nor path: {describe_source(source)}")
-    raise TypeError(f"unsupported image source type {type(source).__name__}")
+    return Image.open(file)
 
 
 def decode_image(source: ImageSource) -> Image.Image:

@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from shuffle_r1_jax.processing.image_io import describe_source
+from shuffle_r1_jax.processing.image_io import describe_source, media_file
 from shuffle_r1_jax.processing.video import VideoPreprocessConfig, sampled_frame_count, sampled_frame_indices
 
 VideoSource = bytes | bytearray | memoryview | str | os.PathLike | Mapping[str, Any]
@@ -46,18 +46,11 @@ class DecodedVideo:
     video_fps: float
 
 
-def _file(source: Any):
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return io.BytesIO(bytes(source))
-    if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    if isinstance(source, Mapping):
-        if source.get("bytes") is not None:
-            return _file(source["bytes"])
-        if source.get("path"):
-            return _file(source["path"])
+def _file(source: Any) -> io.BytesIO | str:
+    file = media_file(source)
+    if file is None:
         raise VideoDecodeError(f"video record has neither bytes nor path: {describe_source(source)}")
-    raise TypeError(f"unsupported video source type {type(source).__name__}")
+    return file
 
 
 def _count_and_rate(source: Any) -> tuple[int, float]:
