@@ -97,6 +97,10 @@ def check_demo_section(d: ConfigDict) -> None:
             f"demo.num_train = {d.num_train}, demo.num_val = {d.num_val} must be >= 1",
         ),
         (d.image_size >= 28, f"demo.image_size = {d.image_size} must be >= 28 (one merged image token)"),
+        (
+            d.task_family not in VIDEO_FAMILIES or d.image_size % 2 == 0,
+            f"demo.image_size = {d.image_size} must be even for a video family (H.264 frames)",
+        ),
         (0 <= d.seed < 2**32, f"demo.seed = {d.seed} must be in [0, 2**32)"),
         (
             d.warmup_steps >= 0 and d.warmup_batch >= 1,

@@ -23,5 +23,14 @@ def test_a_bad_demo_value_names_its_key(key, value, message):
         check_demo_section(d)
 
 
+def test_a_video_family_needs_even_frames():
+    d = demo_config().demo
+    d.task_family, d.image_size = "color_over_time", 57
+    with pytest.raises(ValueError, match="demo.image_size = 57 must be even for a video family"):
+        check_demo_section(d)
+    d.image_size = 56
+    check_demo_section(d)
+
+
 def test_the_demo_section_passes():
     check_demo_section(demo_config().demo)
