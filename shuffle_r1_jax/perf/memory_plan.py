@@ -448,13 +448,13 @@ def plan_memory(
     results: list[ProgramMemory] = []
     features = None
     if prompts.vision is not None:
-        images, slots = prompts.vision.patch_valid.shape
-        features = _array(mesh, (images * slots // config.vision.merge_unit, t.hidden_size), m.dtype, 0)
+        rows, slots = prompts.vision.patch_valid.shape
+        features = _array(mesh, (rows * slots // config.vision.merge_unit, t.hidden_size), m.dtype, 0)
         if "image_features" in programs:
             results.append(
                 _compile(
                     "image_features",
-                    f"{images} images",
+                    f"{rows} vision rows of {slots} patch slots",
                     lambda: step.image_features.lower(params, prompts.vision),
                     (params, opt_state, critic_state, prompts),
                     mesh,
