@@ -76,6 +76,8 @@ def prompt_stream(
         on_bad_record=data.on_bad_record,
         max_consecutive_bad=data.max_consecutive_bad_records,
         sampling=sampling,
+        num_threads=data.num_threads,
+        prefetch=data.prefetch,
     )
     return prompt_batches(spec, encoder, model_config, pipeline, buckets=data.buckets, columns=data.columns)
 

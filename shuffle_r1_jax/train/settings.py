@@ -135,6 +135,8 @@ class DataSettings:
       seed: the top-level `seed`, which seeds the order of the training prompts.
       sampling: the training records' order (`data.sampling`, `data.priority_floor`, `data.pass_rate_update_weight`,
         `data.curriculum_column`, `data.curriculum_order`).
+      num_threads: `data.num_threads`, grain threads reading and encoding records ahead of the step (>= 0).
+      prefetch: `data.prefetch`, the records they may hold ready (>= 0).
 
     Raises:
       ConfigError: a count is out of range, the largest bucket is shorter than `max_prompt_length`, the pixel
@@ -157,6 +159,8 @@ class DataSettings:
     warn_bad_fraction: float
     seed: int
     sampling: SamplingConfig
+    num_threads: int = 2
+    prefetch: int = 16
 
     def __post_init__(self):
         _require(
@@ -188,6 +192,8 @@ class DataSettings:
         _require(
             0 <= self.warn_bad_fraction <= 1, f"data.warn_bad_fraction = {self.warn_bad_fraction} must be in [0, 1]"
         )
+        _require(self.num_threads >= 0, f"data.num_threads = {self.num_threads} must be >= 0")
+        _require(self.prefetch >= 0, f"data.prefetch = {self.prefetch} must be >= 0")
         try:
             load_prompt_format(self.prompt_format)
         except ValueError as err:
@@ -806,6 +812,8 @@ def _data_settings(c: ConfigDict) -> DataSettings:
             max_consecutive_bad_records=c.data.max_consecutive_bad_records,
             warn_bad_fraction=c.data.warn_bad_fraction,
             seed=c.seed,
+            num_threads=c.data.num_threads,
+            prefetch=c.data.prefetch,
             sampling=SamplingConfig(
                 mode=c.data.sampling,
                 priority_floor=c.data.priority_floor,

@@ -22,6 +22,7 @@ from shuffle_r1_jax.train import settings
         ("data.rollout_batch_prompts", 0, "data.rollout_batch_prompts = 0 must be >= 1"),
         ("eval.pass_k", (1, 0), r"eval.pass_k = \(1, 0\) must hold integers >= 1"),
         ("data.video_fps", 0.0, "data.video_fps = 0.0 must be positive"),
+        ("data.num_threads", -1, "data.num_threads = -1 must be >= 0"),
         ("data.video_max_frames", 2, "data.video_min_frames = 4 exceeds data.video_max_frames = 2"),
         ("data.video_total_pixels", 0, "data.video_total_pixels = 0 must be at least 1"),
     ],
