@@ -64,23 +64,24 @@ def _count_and_rate(source: Any) -> tuple[int, float]:
 
 
 def _decode(source: Any, indices: np.ndarray) -> np.ndarray:
-    wanted = {int(i): [] for i in indices}
-    last = int(indices.max())
+    wanted = set(indices.tolist())
+    frames: dict[int, np.ndarray] = {}
     decoded = 0
     with av.open(_file(source)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for decoded, frame in enumerate(container.decode(stream)):
+        for frame in container.decode(stream):
             if decoded in wanted:
-                wanted[decoded].append(frame.to_ndarray(format="rgb24"))
-            if decoded == last:
+                frames[decoded] = frame.to_ndarray(format="rgb24")
+            decoded += 1
+            if len(frames) == len(wanted):
                 break
-    if decoded != last:
+    if len(frames) < len(wanted):
         raise VideoDecodeError(
-            f"{describe_source(source)} decodes to {decoded + 1} frames, but its container lists more (frame {last} "
-            "was sampled): truncated or corrupt"
+            f"{describe_source(source)} decodes to {decoded} frames, but its container lists more (frame "
+            f"{int(indices.max())} was sampled): truncated or corrupt"
         )
-    return np.stack([wanted[int(i)][0] for i in indices])
+    return np.stack([frames[i] for i in indices.tolist()])
 
 
 def read_video(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shuffle_r1_jax.processing import video_io
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig
 from shuffle_r1_jax.processing.video import (
     VideoPreprocessConfig,
@@ -145,7 +146,7 @@ def test_an_odd_frame_count_repeats_the_last_frame():
     np.testing.assert_array_equal(last[:, :, 0], last[:, :, 1])  # both frames of the last temporal patch alike
 
 
-def test_bad_videos_raise_a_decode_error_naming_the_source(tmp_path):
+def test_bad_videos_raise_a_decode_error_naming_the_source(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     path = tmp_path / "clip.mkv"
     write_video(path, rng.integers(0, 256, (12, 28, 28, 3), dtype=np.uint8), 6.0, codec="ffv1")
@@ -167,3 +168,7 @@ def test_bad_videos_raise_a_decode_error_naming_the_source(tmp_path):
     assert read_video({"bytes": data, "path": "ignored.mkv"}).total_frames == 12
     with pytest.raises(VideoDecodeError, match="<200 bytes>"):
         read_video(data[:200])  # the header alone
+    # a container that lists more frames than its stream decodes to
+    monkeypatch.setattr(video_io, "_count_and_rate", lambda source: (20, 6.0))
+    with pytest.raises(VideoDecodeError, match="decodes to 12 frames, but its container lists more"):
+        read_video(path)
