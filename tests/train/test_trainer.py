@@ -34,19 +34,6 @@ def _run(config, workdir, **kwargs):
         trainer.close()
 
 
-@pytest.fixture(scope="module")
-def default_step(demo_cache, tmp_path_factory):
-    """(parameters, summary, trainer, workdir) of one step of the tiny config as it is (Shuffle-R1, packed passes,
-    no remat), exported at its end to the directory "exported_at_end" beside the workdir; trained once for the
-    module: it is the one-step test's Shuffle-R1 run, the remat and packing tests' reference and the export test's
-    run (the export changes nothing the others check)."""
-    workdir = tmp_path_factory.mktemp("default_step") / "run"
-    c = tiny_trainer_config(demo_cache)
-    c.train.total_steps = 1
-    c.checkpoint.export_hf = str(workdir.parent / "exported_at_end")
-    return *_run(c, workdir), workdir
-
-
 @pytest.mark.slow
 # they train in the tests below
 @pytest.mark.parametrize("algorithm", sorted(set(ALGORITHMS) - {"ppo", "vc_ppo", "cppo"}))
