@@ -39,14 +39,33 @@ def setup(untied_pair):
     return graphdef, params, rollouts, targets
 
 
-def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, valid=None, optimizer=None, cfg=None):
+# one jitted step and one object per optimizer for the module: a call with the static arguments and shapes of an
+# earlier one reuses its program instead of tracing and compiling it again
+_UPDATE = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"))
+SGD = optax.sgd(1.0)
+
+
+@pytest.fixture(scope="module")
+def adamw(setup):
+    """freeze_vision -> the AdamW optimizer (lr 1e-3) of `make_optimizer` with the vision tower frozen or trained."""
+    _, params, _, _ = setup
+    return {
+        freeze: make_optimizer(OptimizerConfig(learning_rate=1e-3, freeze_vision=freeze), params)
+        for freeze in (True, False)
+    }
+
+
+@pytest.fixture(scope="module")
+def frozen_step(setup, adamw):
+    """(params, opt_state, metrics) of one AdamW step (vision tower frozen) over 2 micro-batches of all 8 rows."""
+    return _step(setup, 2, adamw[True])
+
+
+def _step(setup, micro_batches, optimizer, targets=None, rows=None, valid=None, cfg=None):
     graphdef, params, rollouts, default_targets = setup
-    if optimizer is None:
-        optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3, freeze_vision=freeze_vision), params)
     rows = jnp.arange(8) if rows is None else rows
     valid = jnp.ones(len(rows), bool) if valid is None else valid
-    step = jax.jit(update_minibatch, static_argnames=("graphdef", "optimizer", "micro_batches", "cfg"))
-    return step(
+    return _UPDATE(
         graphdef,
         params,
         optimizer.init(params),
@@ -62,8 +81,8 @@ def _step(setup, micro_batches, freeze_vision=True, targets=None, rows=None, val
 
 def test_micro_batches_give_the_full_batch_update(setup):
     """With SGD (lr 1) the parameter change is the gradient: accumulated over 4 micro-batches == one batch."""
-    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0))
-    four, _, m4 = _step(setup, 4, optimizer=optax.sgd(1.0))
+    one, _, m1 = _step(setup, 1, SGD)
+    four, _, m4 = _step(setup, 4, SGD)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(four)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     np.testing.assert_allclose(float(m1["pg_loss"]), float(m4["pg_loss"]), rtol=1e-5)
@@ -76,8 +95,8 @@ def test_micro_token_mean_accumulates_exactly_and_averages_group_token_means(set
     advantage, computed here by hand."""
     _, _, rollouts, targets = setup
     cfg = LossConfig(agg_mode="micro-token-mean", agg_group_rows=4)
-    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0), cfg=cfg)
-    two, _, m2 = _step(setup, 2, optimizer=optax.sgd(1.0), cfg=cfg)
+    one, _, m1 = _step(setup, 1, SGD, cfg=cfg)
+    two, _, m2 = _step(setup, 2, SGD, cfg=cfg)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     mask = np.asarray(rollouts.mask, np.float64)
@@ -87,19 +106,19 @@ def test_micro_token_mean_accumulates_exactly_and_averages_group_token_means(set
     np.testing.assert_allclose(float(m2["pg_loss"]), float(m1["pg_loss"]), rtol=1e-5)
 
 
-def test_first_step_loss_is_minus_the_token_mean_advantage(setup):
+def test_first_step_loss_is_minus_the_token_mean_advantage(setup, frozen_step):
     _, params, rollouts, targets = setup
-    _, _, metrics = _step(setup, 2)
+    _, _, metrics = frozen_step
     mask = np.asarray(rollouts.mask, np.float64)
     expected = -(np.asarray(targets.advantages) * mask).sum() / mask.sum()  # ratio 1 at the first step
     np.testing.assert_allclose(float(metrics["pg_loss"]), expected, rtol=1e-4, atol=1e-6)
     assert float(metrics["update_skipped"]) == 0.0
 
 
-def test_frozen_vision_tower_does_not_move(setup):
+def test_frozen_vision_tower_does_not_move(setup, adamw, frozen_step):
     _, params, _, _ = setup
-    frozen, _, _ = _step(setup, 2, freeze_vision=True)
-    trained, _, _ = _step(setup, 2, freeze_vision=False)
+    frozen, _, _ = frozen_step
+    trained, _, _ = _step(setup, 2, adamw[False])
     kernel = lambda p: np.asarray(p["visual"]["blocks"][0]["attn"]["qkv"]["kernel"])  # noqa: E731
     np.testing.assert_array_equal(kernel(frozen), kernel(params))
     assert not np.array_equal(kernel(trained), kernel(params))
@@ -111,16 +130,10 @@ def test_frozen_vision_tower_does_not_move(setup):
 
 def test_invalid_rows_are_left_out(setup):
     """Rows marked invalid (ABS shortfall) change nothing: same update as the batch without them."""
-    graphdef, params, rollouts, targets = setup
-    sgd = optax.sgd(1.0)
     with_invalid, _, _ = _step(
-        setup,
-        2,
-        rows=jnp.asarray([0, 1, 2, 3, 5, 5, 5, 5]),
-        valid=jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], bool),
-        optimizer=sgd,
+        setup, 2, SGD, rows=jnp.asarray([0, 1, 2, 3, 5, 5, 5, 5]), valid=jnp.asarray([1, 1, 1, 1, 1, 0, 0, 0], bool)
     )
-    without, _, _ = _step(setup, 1, rows=jnp.asarray([0, 1, 2, 3, 5]), valid=jnp.ones(5, bool), optimizer=sgd)
+    without, _, _ = _step(setup, 1, SGD, rows=jnp.asarray([0, 1, 2, 3, 5]), valid=jnp.ones(5, bool))
     for a, b in zip(jax.tree.leaves(with_invalid), jax.tree.leaves(without)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
@@ -128,12 +141,11 @@ def test_invalid_rows_are_left_out(setup):
 def test_rows_outside_loss_rows_are_left_out_as_invalid_rows_are(setup):
     """`loss_rows` (rl.mask_truncated) masks rows out of the loss: the same update as marking them invalid."""
     _, _, _, targets = setup
-    sgd = optax.sgd(1.0)
     loss_rows = jnp.asarray([1, 1, 0, 1, 1, 0, 1, 1], bool)
     masked = UpdateTargets(advantages=targets.advantages, old_logprobs=targets.old_logprobs, loss_rows=loss_rows)
-    with_loss_rows, _, _ = _step(setup, 2, targets=masked, optimizer=sgd)
-    as_invalid, _, _ = _step(setup, 2, valid=loss_rows, optimizer=sgd)
-    unmasked, _, _ = _step(setup, 2, optimizer=sgd)
+    with_loss_rows, _, _ = _step(setup, 2, SGD, targets=masked)
+    as_invalid, _, _ = _step(setup, 2, SGD, valid=loss_rows)
+    unmasked, _, _ = _step(setup, 2, SGD)
     for a, b in zip(jax.tree.leaves(with_loss_rows), jax.tree.leaves(as_invalid)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     assert any(
@@ -142,10 +154,10 @@ def test_rows_outside_loss_rows_are_left_out_as_invalid_rows_are(setup):
     )
 
 
-def test_non_finite_loss_skips_the_update(setup):
+def test_non_finite_loss_skips_the_update(setup, adamw):
     _, params, _, targets = setup
     bad = UpdateTargets(advantages=targets.advantages.at[0, 0].set(jnp.nan), old_logprobs=targets.old_logprobs)
-    new, _, metrics = _step(setup, 2, targets=bad)
+    new, _, metrics = _step(setup, 2, adamw[True], targets=bad)
     assert float(metrics["update_skipped"]) == 1.0
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -156,8 +168,8 @@ def test_opmd_accumulates_exactly_and_starts_at_the_mean_squared_centered_reward
     over the non-empty rows of each row's squared centered reward, computed here by hand."""
     _, _, rollouts, targets = setup
     cfg = LossConfig(loss_kind="opmd", opmd_tau=0.5)
-    one, _, m1 = _step(setup, 1, optimizer=optax.sgd(1.0), cfg=cfg)
-    two, _, m2 = _step(setup, 2, optimizer=optax.sgd(1.0), cfg=cfg)
+    one, _, m1 = _step(setup, 1, SGD, cfg=cfg)
+    two, _, m2 = _step(setup, 2, SGD, cfg=cfg)
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
     rows = np.asarray(rollouts.mask).any(-1)

@@ -355,10 +355,19 @@ def _eight_prompts(config, seed):
     return prepare_inputs(config, ids, mask, random_pixels(rng, grids), np.asarray(grids))
 
 
-def test_sharded_sampling_with_stops_equals_one_device(untied_checkpoint, untied_pair):
+@pytest.fixture(scope="module")
+def sharded(untied_checkpoint):
+    """(mesh, model): the untied checkpoint loaded on a (2 data, 2 fsdp, 2 tensor) mesh, once for the module."""
+    _, path = untied_checkpoint
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    model, _ = load_pretrained(path, mesh=mesh)
+    return mesh, model
+
+
+def test_sharded_sampling_with_stops_equals_one_device(sharded, untied_pair):
     """8 prompts x n = 2 on a (2, 2, 2) mesh (4 row shards of 2 prompts) with a quarter of the vocabulary stopping:
     each shard compacts its own rows ((8, 2) -> (8, 1) -> (4, 1) slots) and the draws equal one device's."""
-    _, path = untied_checkpoint
+    mesh, sharded_model = sharded
     _, single = untied_pair
     stops = tuple(range(0, TEXT_VOCAB, 4))
     config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN, stop_token_ids=stops)
@@ -368,10 +377,8 @@ def test_sharded_sampling_with_stops_equals_one_device(untied_checkpoint, untied
     )
     lengths = np.asarray(expected.lengths)
     assert len(set(lengths.tolist())) > 2 and lengths.min() < 8  # rows stop at different steps
-    mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    sharded, _ = load_pretrained(path, mesh=mesh)
-    got = Sampler(nnx.graphdef(sharded), config, mesh=mesh).generate(
-        nnx.state(sharded), inputs, n=2, max_new_tokens=8, key=jax.random.key(3)
+    got = Sampler(nnx.graphdef(sharded_model), config, mesh=mesh).generate(
+        nnx.state(sharded_model), inputs, n=2, max_new_tokens=8, key=jax.random.key(3)
     )
     assert len(got.tokens.sharding.device_set) == 8
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
@@ -379,20 +386,20 @@ def test_sharded_sampling_with_stops_equals_one_device(untied_checkpoint, untied
     np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)
 
 
-def test_sharded_chunked_sampling_equals_one_device(untied_checkpoint, untied_pair):
+def test_sharded_chunked_sampling_equals_one_device(sharded, untied_pair):
     """8 prompts on a (2, 2, 2) mesh (4 row shards) sampled 4 per call (each call takes one prompt per shard)
     draw the tokens of one unsharded call over all 8."""
-    _, path = untied_checkpoint
+    mesh, sharded_model = sharded
     _, single = untied_pair
     config = SamplingConfig(temperature=1.0, top_p=0.9, forbidden_token_ids=FORBIDDEN)
     inputs = _eight_prompts(single.config, seed=4)
     expected = Sampler(nnx.graphdef(single), config).generate(
         nnx.state(single), inputs, n=2, max_new_tokens=5, key=jax.random.key(0)
     )
-    mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    sharded, _ = load_pretrained(path, mesh=mesh)
-    sampler = Sampler(nnx.graphdef(sharded), config, mesh=mesh)
-    got = sampler.generate(nnx.state(sharded), inputs, n=2, max_new_tokens=5, key=jax.random.key(0), prompts_per_call=4)
+    sampler = Sampler(nnx.graphdef(sharded_model), config, mesh=mesh)
+    got = sampler.generate(
+        nnx.state(sharded_model), inputs, n=2, max_new_tokens=5, key=jax.random.key(0), prompts_per_call=4
+    )
     assert sampler.prefill_calls == 2
     np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(expected.tokens))
     np.testing.assert_allclose(np.asarray(got.logprobs), np.asarray(expected.logprobs), atol=1e-4)

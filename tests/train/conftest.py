@@ -1,5 +1,6 @@
 """A tiny end-to-end trainer config (the "test" preset model, a small synthetic dataset, a 2-step warm-up), a
-trainer built from a config as the entrypoint builds it, and a training command killed in the middle."""
+trainer built from a config as the entrypoint builds it, one step of that config trained once for the session,
+and a training command killed in the middle."""
 
 import os
 import signal
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from shuffle_r1_jax.demo.config import demo_config
 from shuffle_r1_jax.train.settings import prepare
@@ -46,6 +48,24 @@ def make_trainer(config, workdir, **kwargs) -> Trainer:
     """`Trainer` of `config` in `workdir`, after the config's setup (the demo's assets) and resolution."""
     _, settings = prepare(config)
     return Trainer(settings, str(workdir), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def default_step(demo_cache, tmp_path_factory):
+    """(parameters, summary, trainer, workdir) of one step of `tiny_trainer_config` as it is (Shuffle-R1, packed
+    passes, no remat), exported at its end to the directory "exported_at_end" beside the workdir; trained once for
+    the session: the trainer tests' Shuffle-R1 step, remat and packing reference and export, and the LoRA tests' run
+    without adapters (the export changes nothing the others check)."""
+    workdir = tmp_path_factory.mktemp("default_step") / "run"
+    c = tiny_trainer_config(demo_cache)
+    c.train.total_steps = 1
+    c.checkpoint.export_hf = str(workdir.parent / "exported_at_end")
+    trainer = make_trainer(c, workdir)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    return trainer.params, summary, trainer, workdir
 
 
 def kill_after_step_2(config_file: Path, workdir: Path, max_delay: float) -> None:

@@ -107,7 +107,7 @@ def test_a_lora_run_resumes_after_sigkill_exactly(lora_run, demo_cache, tmp_path
 
 
 @pytest.mark.slow
-def test_a_lora_run_exports_merged_and_as_peft_adapters(demo_cache, tmp_path):
+def test_a_lora_run_exports_merged_and_as_peft_adapters(demo_cache, default_step, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -139,11 +139,9 @@ def test_a_lora_run_exports_merged_and_as_peft_adapters(demo_cache, tmp_path):
             mm_token_type_ids=torch.as_tensor((ids == config.image_token_id).astype(np.int64)),
         ).logits.numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
+    *_, full_run = default_step  # a shared one-step run without adapters
     with pytest.raises(ValueError, match="--adapters: the run in .* trained no LoRA adapters"):
-        base_run = tiny_trainer_config(demo_cache)
-        base_run.train.total_steps = 1
-        _run(base_run, tmp_path / "full")
-        export_checkpoint(tmp_path / "full", tmp_path / "none", adapters=True)
+        export_checkpoint(full_run, tmp_path / "none", adapters=True)
 
 
 @pytest.mark.parametrize(

@@ -37,13 +37,16 @@ def _run(config, workdir, **kwargs):
 @pytest.mark.slow
 # they train in the tests below
 @pytest.mark.parametrize("algorithm", sorted(set(ALGORITHMS) - {"ppo", "vc_ppo", "cppo"}))
-def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path):
-    c = tiny_trainer_config(demo_cache)
-    c.rl.algorithm = algorithm
-    c.train.total_steps = 1
-    params, summary, trainer = _run(c, tmp_path)
+def test_one_step_of_every_algorithm(algorithm, demo_cache, tmp_path, request):
+    if algorithm == tiny_trainer_config(demo_cache).rl.algorithm:
+        params, summary, trainer, workdir = request.getfixturevalue("default_step")
+    else:
+        c = tiny_trainer_config(demo_cache)
+        c.rl.algorithm = algorithm
+        c.train.total_steps = 1
+        (params, summary, trainer), workdir = _run(c, tmp_path), tmp_path
     assert summary.steps == 1
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and '"pg_loss"' in lines[0] and '"advantage/collapse_before"' in lines[0]
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
     assert trainer.checkpointer.latest_step() == 1
@@ -106,29 +109,33 @@ def test_a_frozen_vision_tower_runs_once_per_step(demo_cache, tmp_path, monkeypa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("remat", ["full", "dots"])
-def test_a_step_with_remat_equals_one_without(remat, demo_cache, tmp_path):
-    """Every pass of the step (sampling, old log-probs, update) runs with rematerialised layers, to the same result."""
-    params = {}
-    for policy in ("none", remat):
-        c = tiny_trainer_config(demo_cache)
-        c.model.remat = policy
-        c.train.total_steps = 1
-        params[policy], _, _ = _run(c, tmp_path / policy)
+def test_a_step_with_remat_equals_one_without(remat, demo_cache, default_step, tmp_path):
+    """Every pass of the step (sampling, old log-probs, update) runs with rematerialised layers, to the same result
+    (the shared default step has no remat)."""
+    c = tiny_trainer_config(demo_cache)
+    assert c.model.remat == "none"
+    c.model.remat = remat
+    c.train.total_steps = 1
+    params = {"none": default_step[0]}
+    params[remat], _, _ = _run(c, tmp_path / remat)
     for a, b in zip(jax.tree.leaves(params["none"]), jax.tree.leaves(params[remat])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
 @pytest.mark.slow
-def test_a_packed_step_equals_a_padded_one(demo_cache, tmp_path):
+def test_a_packed_step_equals_a_padded_one(demo_cache, default_step, tmp_path):
     """The trainer's packing plans reach the right passes: old log-probs and updates packed (fewer rows than
-    sequences) give the parameters of padded passes."""
-    params, metrics = {}, {}
-    for packed in (False, True):
-        c = tiny_trainer_config(demo_cache)
-        c.train.pack_sequences = packed
-        c.train.total_steps = 1
-        params[packed], _, _ = _run(c, tmp_path / str(packed))
-        metrics[packed] = [json.loads(line) for line in (tmp_path / str(packed) / "metrics.jsonl").open()]
+    sequences; the shared default step packs) give the parameters of padded passes."""
+    c = tiny_trainer_config(demo_cache)
+    assert c.train.pack_sequences
+    c.train.pack_sequences = False
+    c.train.total_steps = 1
+    params = {True: default_step[0]}
+    params[False], _, _ = _run(c, tmp_path)
+    metrics = {
+        packed: [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+        for packed, workdir in ((True, default_step[3]), (False, tmp_path))
+    }
     packing = [m["packing/update_rows"] for m in metrics[True] if "packing/update_rows" in m]
     assert packing and packing[0] < 1.0
     for a, b in zip(jax.tree.leaves(params[False]), jax.tree.leaves(params[True])):
@@ -667,23 +674,22 @@ def test_a_run_whose_rewards_all_time_out_stops_at_reward_max_failed_steps(demo_
 
 
 @pytest.mark.slow
-def test_a_trainer_checkpoint_exports_and_loads_in_transformers(demo_cache, tmp_path):
+def test_a_trainer_checkpoint_exports_and_loads_in_transformers(default_step, tmp_path):
+    """The shared default step (checkpoint.export_hf set: exported at the end of its run) exported again from its
+    checkpoint."""
     import torch
     from flax import nnx
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     from shuffle_r1_jax.models.qwen2_5_vl import forward_logits, load_pretrained
 
-    c = tiny_trainer_config(demo_cache)
-    c.train.total_steps = 1
-    c.checkpoint.export_hf = str(tmp_path / "exported_at_end")
-    params, _, trainer = _run(c, tmp_path / "run")
+    params, _, _, workdir = default_step
     out = tmp_path / "exported"
-    assert export_trainer_checkpoint(tmp_path / "run" / "checkpoints", out) == 1
-    exported_at_end = safetensors_bytes(tmp_path / "exported_at_end")
+    assert export_trainer_checkpoint(workdir / "checkpoints", out) == 1
+    exported_at_end = safetensors_bytes(workdir.parent / "exported_at_end")
     assert exported_at_end == safetensors_bytes(out) and "model.embed_tokens.weight" in exported_at_end
     with pytest.raises(FileNotFoundError, match="trained no critic"):
-        export_trainer_checkpoint(tmp_path / "run" / "checkpoints", tmp_path / "no_critic", critic=True)
+        export_trainer_checkpoint(workdir / "checkpoints", tmp_path / "no_critic", critic=True)
 
     ours, config = load_pretrained(out)
     for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(ours, nnx.Param))), jax.tree.leaves(params)):
