@@ -1,6 +1,7 @@
-"""Test session set-up: 8 simulated CPU devices for the sharding tests, fp32 matmuls everywhere, a compilation
-cache for the session, and shared fixtures of tiny random transformers Qwen2.5-VL checkpoints (the parity
-reference).
+"""Test session set-up: 8 simulated CPU devices for the sharding tests, XLA:CPU's backend optimization level 0
+(the suite's time is mostly compilation of tiny programs, which level 0 shortens), fp32 matmuls everywhere, a
+compilation cache for the session, and shared fixtures of tiny random transformers Qwen2.5-VL checkpoints (the
+parity reference).
 
 Many tests build their own trainer or sampler, whose fresh `jax.jit` objects would compile programs another test
 has compiled already; jax's persistent compilation cache, in a temporary directory that lives as long as the
@@ -11,9 +12,7 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-)
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="shuffle-r1-jax-test-compiles-")
