@@ -425,13 +425,18 @@ def generate_samples(
       ValueError: from `check_family`.
     """
     check_family(family, difficulty_weights)
-    counts = difficulty_counts(num, difficulty_weights)
-    difficulties = np.repeat(np.arange(len(counts)), counts)
-    np.random.default_rng([seed, split]).shuffle(difficulties)
     return [
-        generate_sample(np.random.default_rng([seed, split, index]), int(level), image_size, family)
-        for index, level in enumerate(difficulties)
+        generate_sample(rng, level, image_size, family)
+        for rng, level in seeded_levels(num, seed, split, difficulty_weights)
     ]
+
+
+def seeded_levels(num: int, seed: int, split: int, weights: Sequence[float]) -> list[tuple[np.random.Generator, int]]:
+    """(generator, difficulty) of each of `num` samples: difficulties in exact proportion (`difficulty_counts`),
+    shuffled by (seed, split); sample i's generator is seeded with (seed, split, i)."""
+    difficulties = np.repeat(np.arange(len(weights)), difficulty_counts(num, weights))
+    np.random.default_rng([seed, split]).shuffle(difficulties)
+    return [(np.random.default_rng([seed, split, index]), int(level)) for index, level in enumerate(difficulties)]
 
 
 def response_text(task: str, answer: str) -> str:

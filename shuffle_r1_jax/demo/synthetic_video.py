@@ -36,9 +36,9 @@ from shuffle_r1_jax.demo.synthetic import (
     VIDEO_FAMILIES,
     Shape,
     check_family,
-    difficulty_counts,
     render,
     response_text,
+    seeded_levels,
 )
 from shuffle_r1_jax.demo.synthetic import SCHEMA as IMAGE_SCHEMA
 from shuffle_r1_jax.processing.video_io import write_video
@@ -116,11 +116,9 @@ def generate_video_samples(
       ValueError: from `check_family`.
     """
     check_family("color_over_time", difficulty_weights)
-    difficulties = np.repeat(np.arange(len(difficulty_weights)), difficulty_counts(num, difficulty_weights))
-    np.random.default_rng([seed, split]).shuffle(difficulties)
     return [
-        generate_video_sample(np.random.default_rng([seed, split, index]), int(level), frame_size)
-        for index, level in enumerate(difficulties)
+        generate_video_sample(rng, level, frame_size)
+        for rng, level in seeded_levels(num, seed, split, difficulty_weights)
     ]
 
 
