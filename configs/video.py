@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
         c.demo.difficulty_weights = (0.25, 0.25, 0.25, 0.25)
         c.data.video_min_frames = 4
         c.data.video_min_pixels = c.data.video_max_pixels = 56 * 56  # frames stay 56 px: 2 x 2 merged tokens
-        c.data.max_prompt_length = 80  # its prompts take up to 65 tokens (8 of them the video's)
+        c.data.max_prompt_length = 80  # its prompts are under 80 tokens (8 of them the video's)
         c.data.prompt_buckets = (80,)
     else:
         c.data.train, c.data.val = args.train, args.val

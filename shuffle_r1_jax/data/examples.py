@@ -2,7 +2,9 @@
 
 Bad-record reasons (`BAD_RECORD_REASONS`):
   unreadable_record     the line is not valid UTF-8 / not valid JSON / not an object (jsonl)
-  missing_column        the prompt, answer, images or videos value is null or absent
+  missing_column        the prompt, answer or images value is null or absent (in a dataset with a videos column
+                        a null images or videos value means none: mixed datasets hold null for the kind a row
+                        lacks)
   bad_column_type       the prompt/answer is not a string (numbers are accepted as answers), images or videos not
                         a list
   empty_prompt          the prompt is empty or whitespace
@@ -29,7 +31,8 @@ from shuffle_r1_jax.data.sources import Columns, RawRecord
 from shuffle_r1_jax.processing.batch import PromptExample
 from shuffle_r1_jax.processing.image_io import ImageDecodeError, decode_image
 from shuffle_r1_jax.processing.prompts import PromptEncoder, PromptError
-from shuffle_r1_jax.processing.video_io import DecodedVideo, VideoDecodeError, read_video
+from shuffle_r1_jax.processing.video import DecodedVideo
+from shuffle_r1_jax.processing.video_io import VideoDecodeError, read_video
 
 BAD_RECORD_REASONS = (
     "unreadable_record",
@@ -101,8 +104,10 @@ def _video(item: Any, record: RawRecord, encoder: PromptEncoder, image_dir: str 
         raise _Bad("bad_video", f"video {index}: {err}") from err
 
 
-def _items(value: Any, column: str | None) -> list:
+def _items(value: Any, column: str | None, null_is_empty: bool) -> list:
     if value is None:
+        if null_is_empty:
+            return []
         raise _Bad("missing_column", f"column {column!r} is missing or null")
     if not isinstance(value, (list, tuple)):
         raise _Bad("bad_column_type", f"column {column!r} is a {type(value).__name__}, not a list")
@@ -126,13 +131,19 @@ def _build(record: RawRecord, encoder: PromptEncoder, columns: Columns) -> Promp
         raise _Bad("unreadable_record", record.error)
     problem = _text(record.problem, columns.prompt, "empty_prompt")
     answer = _text(record.answer, columns.answer, "empty_answer", allow_numbers=True)
+    with_videos = columns.videos is not None
     images = [
-        _image(item, record, columns.image_dir, i) for i, item in enumerate(_items(record.images, columns.images))
+        _image(item, record, columns.image_dir, i)
+        for i, item in enumerate(_items(record.images, columns.images, null_is_empty=with_videos))
     ]
-    videos = [
-        _video(item, record, encoder, columns.image_dir, i)
-        for i, item in enumerate(_items(record.videos, columns.videos))
-    ]
+    videos = (
+        [
+            _video(item, record, encoder, columns.image_dir, i)
+            for i, item in enumerate(_items(record.videos, columns.videos, null_is_empty=True))
+        ]
+        if with_videos
+        else None
+    )
     try:
         prompt = encoder.encode(problem, images, videos)
     except PromptError as err:

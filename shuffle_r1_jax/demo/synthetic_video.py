@@ -9,12 +9,12 @@ happens between them):
   difficulty 2   "end_color":     two colors; "What color is the shape at the end?"              -> the second
   difficulty 3   "start_color":   two colors; "What color is the shape at the start?"            -> the first
 
-Levels 0 and 1 need the colors present, not their order; levels 2 and 3 ask the same videos for opposite ends, so
-a policy blind to time scores half there. The shape (kind, size, place) stays still. Videos are H.264 MP4 files
-in a `videos/` directory beside the parquet files, whose rows name them by relative path (the EasyR1 layout:
-`problem` with a "<video>" placeholder, `answer`, `images` empty, `videos` [path]), plus `difficulty`, `task`,
-`data_source` (`synthetic_video/<task>`) and `scene` (JSON: frame size, the shape's kind and box, each frame's
-color).
+Levels 0 and 1 need the colors present, not their order; levels 2 and 3 ask clips of the same kind (two colors, one
+change half-way) for opposite ends, so a policy blind to time scores about half there. The shape (kind, size, place)
+stays still. Videos are H.264 MP4 files in a `videos/` directory beside the parquet files, whose rows name them by
+relative path (the EasyR1 layout: `problem` with a "<video>" placeholder, `answer`, `images` empty, `videos`
+[path]), plus `difficulty`, `task`, `data_source` (`synthetic_video/<task>`) and `scene` (JSON: frame size, the
+shape's kind and box, each frame's color).
 """
 
 from __future__ import annotations

@@ -191,6 +191,7 @@ class MemoryPlan:
       critic_params: bytes of the critic's parameters per device (0 without a critic).
       critic_opt_state: bytes of the critic's optimizer state per device (0 without a critic).
       video_grid: the (t, h, w) patch grid of each video (None without videos).
+      video_tokens: the merged tokens of each video (0 without videos).
     """
 
     settings: RunSettings
@@ -206,6 +207,7 @@ class MemoryPlan:
     critic_params: int = 0
     critic_opt_state: int = 0
     video_grid: tuple[int, int, int] | None = None
+    video_tokens: int = 0
 
     def program(self, name: str) -> ProgramMemory:
         """The planned program called `name`."""
@@ -573,6 +575,7 @@ def plan_memory(
                 log,
             )
         )
+    video_grid = data.video_grid(config, settings.data.video) if data.videos_per_prompt else None
     return MemoryPlan(
         settings=settings,
         data=data,
@@ -586,7 +589,8 @@ def plan_memory(
         programs=results,
         critic_params=bytes_per_device(critic_state[:1]),
         critic_opt_state=bytes_per_device(critic_state[1:]),
-        video_grid=data.video_grid(config, settings.data.video) if data.videos_per_prompt else None,
+        video_grid=video_grid,
+        video_tokens=math.prod(video_grid) // config.vision.merge_unit if video_grid else 0,
     )
 
 
@@ -609,7 +613,7 @@ def _video_note(plan: "MemoryPlan") -> str:
     t, h, w = plan.video_grid
     return (
         f" and {data.videos_per_prompt} video(s) of {data.video_seconds:g} s at {data.video_size[0]}x"
-        f"{data.video_size[1]} ({t} temporal patches of {h}x{w} patches, {t * h * w // 4} tokens)"
+        f"{data.video_size[1]} ({t} temporal patches of {h}x{w} patches, {plan.video_tokens} tokens)"
     )
 
 

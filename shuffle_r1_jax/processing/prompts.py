@@ -33,13 +33,13 @@ from transformers import AutoTokenizer
 
 from shuffle_r1_jax.models.qwen2_5_vl.config import load_config
 from shuffle_r1_jax.processing.image import ImagePreprocessConfig, load_image_config, preprocess_images
-from shuffle_r1_jax.processing.video import VideoPreprocessConfig, preprocess_video
-from shuffle_r1_jax.processing.video_io import DecodedVideo
+from shuffle_r1_jax.processing.video import DecodedVideo, VideoPreprocessConfig, preprocess_video
 
 IMAGE_PLACEHOLDER = "<image>"
 IMAGE_PAD_TOKEN = "<|image_pad|>"
 VIDEO_PLACEHOLDER = "<video>"
 VIDEO_PAD_TOKEN = "<|video_pad|>"
+_IMAGE_PLACEHOLDERS = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)})")
 _PLACEHOLDERS = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 OVERLONG_PROMPTS = ("skip", "truncate_right")  # what `PromptEncoder.encode` does with a prompt over the limit
 
@@ -159,17 +159,20 @@ def load_prompt_format(spec: str) -> PromptFormat:
     )
 
 
-def chat_messages(text: str, num_images: int, system_prompt: str | None = None, num_videos: int = 0) -> list[dict]:
+def chat_messages(
+    text: str, num_images: int, system_prompt: str | None = None, num_videos: int | None = None
+) -> list[dict]:
     """The chat messages of one prompt: an optional system message and a user message of text/image/video parts.
 
-    The text is split at `<image>` and `<video>`; a kind with no placeholder puts its items first (images, then
-    videos), before the text.
+    The text is split at `<image>` and, when the record has a videos value, at `<video>`; a kind with no
+    placeholder puts its items first (images, then videos), before the text.
 
     Args:
       text: the formatted problem.
       num_images: the record's number of images.
       system_prompt: the system message's content (None = no system message).
-      num_videos: the record's number of videos.
+      num_videos: the record's number of videos; None when it has no videos value (a dataset without a videos
+        column), so a literal `<video>` stays text.
 
     Returns:
       The messages, in the layout `apply_chat_template` takes.
@@ -178,12 +181,12 @@ def chat_messages(text: str, num_images: int, system_prompt: str | None = None, 
       PromptError: "image_count_mismatch" / "video_count_mismatch", the placeholders and items of a kind differ
         in number.
     """
-    pieces = _PLACEHOLDERS.split(text)
+    kinds = [("image", IMAGE_PLACEHOLDER, num_images)]
+    if num_videos is not None:
+        kinds.append(("video", VIDEO_PLACEHOLDER, num_videos))
+    pieces = (_PLACEHOLDERS if num_videos is not None else _IMAGE_PLACEHOLDERS).split(text)
     front: list[dict] = []
-    for kind, placeholder, count in (
-        ("image", IMAGE_PLACEHOLDER, num_images),
-        ("video", VIDEO_PLACEHOLDER, num_videos),
-    ):
+    for kind, placeholder, count in kinds:
         found = pieces.count(placeholder)
         if found == 0:
             front += [{"type": kind}] * count
@@ -346,21 +349,24 @@ class PromptEncoder:
         kwargs.setdefault("video_token_id", config.video_token_id)
         return cls(tokenizer, config.image_token_id, image_config=image_config, **kwargs)
 
-    def prompt_text(self, problem: str, num_images: int, num_videos: int = 0) -> str:
+    def prompt_text(self, problem: str, num_images: int, num_videos: int | None = None) -> str:
         """The chat-templated prompt text (one `<|image_pad|>` per image and `<|video_pad|>` per video, generation
-        prompt appended)."""
-        text = self.prompt_format.apply(problem, num_images, num_videos)
+        prompt appended); `num_videos` None: the record has no videos value (see `chat_messages`)."""
+        text = self.prompt_format.apply(problem, num_images, num_videos or 0)
         messages = chat_messages(text, num_images, self.system_prompt, num_videos)
         with self._lock:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def encode(self, problem: str, images: Sequence[Image.Image], videos: Sequence[DecodedVideo] = ()) -> EncodedPrompt:
+    def encode(
+        self, problem: str, images: Sequence[Image.Image], videos: Sequence[DecodedVideo] | None = None
+    ) -> EncodedPrompt:
         """Encodes one prompt: format, chat template, image and video preprocessing, token expansion.
 
         Args:
           problem: the problem text, with one `<image>` placeholder per image and `<video>` per video (or none).
           images: the decoded images, in order.
-          videos: the decoded (sampled) videos, in order.
+          videos: the decoded (sampled) videos, in order; None for a record without a videos value (a literal
+            `<video>` in the problem stays text).
 
         Returns:
           The `EncodedPrompt`.
@@ -371,7 +377,8 @@ class PromptEncoder:
             takes no videos) or "prompt_too_long" (over max_prompt_length tokens, unless `overlong` cuts it
             without losing an image or video token).
         """
-        text = self.prompt_text(problem, len(images), len(videos))
+        text = self.prompt_text(problem, len(images), None if videos is None else len(videos))
+        videos = videos or ()
         try:
             pixel_values, grid = preprocess_images(images, self.image_config)
         except ValueError as err:
@@ -386,7 +393,7 @@ class PromptEncoder:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         merge = self.image_config.merge_size**2
         input_ids = expand_vision_tokens(np.asarray(ids), self.image_token_id, [int(g.prod()) // merge for g in grid])
-        if clips:
+        if self.video_token_id is not None:  # also counts a literal <|video_pad|> in a prompt without videos
             tokens = [int(np.prod(c.grid_thw)) // merge for c in clips]
             input_ids = expand_vision_tokens(input_ids, self.video_token_id, tokens, "video")
         if len(input_ids) > self.max_prompt_length:

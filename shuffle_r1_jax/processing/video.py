@@ -1,7 +1,7 @@
 """Qwen2.5-VL video preprocessing on the host: how many frames, which ones, their size, and the patch rows.
 
-The rules are those of qwen-vl-utils (which EasyR1 and the Qwen2.5-VL release use to read videos) followed by
-the Hugging Face Qwen2-VL video processor:
+The rules are those of qwen-vl-utils (the library the Qwen2.5-VL release reads videos with, and EasyR1 with its own
+pixel bounds) followed by the Hugging Face Qwen2-VL video processor:
   * frames: n = total_frames / video_fps * fps, clamped to [min_frames, min(max_frames, total_frames)] (both
     bounds rounded to the temporal patch size, the lower one up, the upper one down), then floored to a multiple
     of the temporal patch size; frame indices are linspace(0, total_frames - 1, n) rounded (half to even); the
@@ -10,7 +10,7 @@ the Hugging Face Qwen2-VL video processor:
     max(min(768 * 28 * 28, total_pixels / n * 2), int(min_pixels * 1.05))), so longer videos get smaller frames;
   * pixels: each frame resized (bicubic), rescaled and normalized as images are; a frame count that is not a
     multiple of the temporal patch size is padded by repeating the last frame; every `temporal_patch_size`
-    consecutive frames form one temporal patch, so the grid is (n / 2, H / 14, W / 14) and one temporal patch
+    consecutive frames form one temporal patch, so the grid is (ceil(n / 2), H / 14, W / 14) and one temporal patch
     spans second_per_grid_t = temporal_patch_size / sampled fps seconds.
 Frames are resized with PIL's bicubic filter, as images are; qwen-vl-utils resizes with torchvision's
 antialiased bicubic, which follows the same kernel but may round a pixel one level differently.
@@ -43,7 +43,7 @@ class VideoPreprocessConfig:
 
     Raises:
       ValueError: naming the field as its `data.video_*` config key, when fps is not positive, a frame count
-        or pixel bound is below 1, or min_frames exceeds max_frames.
+        or pixel bound is below 1, max_frames is below 2, or a lower bound exceeds its upper bound.
     """
 
     fps: float = 2.0
@@ -61,6 +61,27 @@ class VideoPreprocessConfig:
                 raise ValueError(f"video_{name} = {getattr(self, name)} must be at least 1")
         if self.min_frames > self.max_frames:
             raise ValueError(f"video_min_frames = {self.min_frames} exceeds video_max_frames = {self.max_frames}")
+        if self.max_frames < 2:
+            raise ValueError(f"video_max_frames = {self.max_frames} must be at least 2 (one temporal patch)")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"video_min_pixels = {self.min_pixels} exceeds video_max_pixels = {self.max_pixels}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedVideo:
+    """The sampled frames of one video.
+
+    Attributes:
+      frames: `uint8[n, H, W, 3]` RGB frames, in time order.
+      sample_fps: frames sampled per second of video (n / total_frames * video_fps).
+      total_frames: frames in the video.
+      video_fps: the video's average frame rate.
+    """
+
+    frames: np.ndarray
+    sample_fps: float
+    total_frames: int
+    video_fps: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +114,8 @@ def sampled_frame_count(total_frames: int, video_fps: float, config: VideoPrepro
       The frame count, a multiple of `factor` in [factor, total_frames].
 
     Raises:
-      ValueError: naming the values, when the video has fewer than `factor` frames or no positive frame rate.
+      ValueError: naming the values, when the video has fewer than `factor` frames or no positive frame rate, or
+        `config.max_frames` leaves fewer than `factor`.
     """
     if total_frames < factor:
         raise ValueError(f"the video has {total_frames} frames; at least {factor} are needed")
@@ -102,8 +124,10 @@ def sampled_frame_count(total_frames: int, video_fps: float, config: VideoPrepro
     min_frames = math.ceil(config.min_frames / factor) * factor
     max_frames = math.floor(min(config.max_frames, total_frames) / factor) * factor
     wanted = total_frames / video_fps * config.fps
-    count = min(max(wanted, min_frames), max_frames, total_frames)
-    return math.floor(count / factor) * factor
+    count = math.floor(min(max(wanted, min_frames), max_frames, total_frames) / factor) * factor
+    if count < factor:
+        raise ValueError(f"video_max_frames = {config.max_frames} leaves fewer than {factor} frames to sample")
+    return count
 
 
 def sampled_frame_indices(total_frames: int, count: int) -> np.ndarray:

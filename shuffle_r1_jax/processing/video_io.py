@@ -9,7 +9,6 @@ pipeline can count and skip the record.
 
 from __future__ import annotations
 
-import dataclasses
 import fractions
 import io
 import os
@@ -20,30 +19,18 @@ import av
 import numpy as np
 
 from shuffle_r1_jax.processing.image_io import describe_source, media_file
-from shuffle_r1_jax.processing.video import VideoPreprocessConfig, sampled_frame_count, sampled_frame_indices
+from shuffle_r1_jax.processing.video import (
+    DecodedVideo,
+    VideoPreprocessConfig,
+    sampled_frame_count,
+    sampled_frame_indices,
+)
 
 VideoSource = bytes | bytearray | memoryview | str | os.PathLike | Mapping[str, Any]
 
 
 class VideoDecodeError(ValueError):
     """A video source (bytes, file, dataset record) could not be read or sampled."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodedVideo:
-    """The sampled frames of one video.
-
-    Attributes:
-      frames: `uint8[n, H, W, 3]` RGB frames, in time order.
-      sample_fps: frames sampled per second of video (n / total_frames * video_fps).
-      total_frames: frames in the video.
-      video_fps: the video's average frame rate.
-    """
-
-    frames: np.ndarray
-    sample_fps: float
-    total_frames: int
-    video_fps: float
 
 
 def _file(source: Any) -> io.BytesIO | str:

@@ -88,8 +88,8 @@ def base_config() -> ConfigDict:
     c.data.video_min_pixels = 128 * 28 * 28
     c.data.video_max_pixels = 768 * 28 * 28
     c.data.video_total_pixels = int(128000 * 28 * 28 * 0.9)
-    # grain threads that read, decode and encode records ahead of the step (per process; videos cost about a second
-    # a clip at the defaults, BUILD_NOTES "Videos"), and how many finished records they may hold ahead
+    # grain threads that read, decode and encode records ahead of the step (per process; video decoding and
+    # preprocessing is the costly part, BUILD_NOTES "Videos"), and how many finished records they may hold ahead
     c.data.num_threads = 2
     c.data.prefetch = 16
     c.data.on_bad_record = "skip"  # "skip" (count) | "error" (stop)

@@ -14,8 +14,7 @@ from shuffle_r1_jax.processing.batch import BucketConfig, PromptExample, collate
 from shuffle_r1_jax.processing.image import num_image_tokens
 from shuffle_r1_jax.processing.image_io import decode_image
 from shuffle_r1_jax.processing.prompts import PromptEncoder
-from shuffle_r1_jax.processing.video import VideoPreprocessConfig
-from shuffle_r1_jax.processing.video_io import DecodedVideo
+from shuffle_r1_jax.processing.video import DecodedVideo, VideoPreprocessConfig
 from tests.tiny_assets import IMAGE_CONFIG
 
 BUCKETS = BucketConfig(prompt_lengths=(64, 128, 256), vision_rows=(2, 4, 8), windows=(1, 2, 4))

@@ -15,8 +15,7 @@ from shuffle_r1_jax.processing.prompts import (
     expand_vision_tokens,
     load_prompt_format,
 )
-from shuffle_r1_jax.processing.video import VideoPreprocessConfig, preprocess_video
-from shuffle_r1_jax.processing.video_io import DecodedVideo
+from shuffle_r1_jax.processing.video import DecodedVideo, VideoPreprocessConfig, preprocess_video
 from tests.tiny_assets import IMAGE_CONFIG
 
 SPEC_MATH_INSTRUCTION = (
@@ -65,6 +64,8 @@ def test_chat_messages():
 
 
 def test_chat_messages_with_videos():
+    (user,) = chat_messages("<video> is text here <image>", 1)  # no videos value: <video> stays text
+    assert [part["type"] for part in user["content"]] == ["text", "image"]
     (user,) = chat_messages("<video> then <image>: same colour?", 1, num_videos=1)
     assert [part["type"] for part in user["content"]] == ["video", "text", "image", "text"]
     (user,) = chat_messages("<image> first", 1, num_videos=2)  # videos without placeholders go first
@@ -134,6 +135,14 @@ def test_encoder_expands_each_video_after_the_images(tiny_checkpoint):
     with pytest.raises(PromptError, match="aspect ratio") as err:
         encoder.encode("<video>", [], [_clip(2, 2, 500)])
     assert err.value.reason == "bad_video"
+    # without a videos value a literal <video> is text; a literal <|video_pad|> is still counted against no video
+    text_only = encoder.encode("Is <video> a tag?", [])
+    assert "Is <video> a tag?" in encoder.tokenizer.decode(text_only.input_ids.tolist())
+    with pytest.raises(PromptError, match="0 videos") as err:
+        encoder.encode("stray <|video_pad|> here", [])
+    assert err.value.reason == "video_count_mismatch"
+    with pytest.raises(PromptError, match="1 '<video>' placeholders but the record has 0 videos"):
+        encoder.encode("<video> missing", [], [])
     plain = PromptEncoder(encoder.tokenizer, encoder.image_token_id)
     with pytest.raises(PromptError, match="takes no videos") as err:
         plain.encode("<video>", [], clips[:1])

@@ -46,8 +46,9 @@ def test_frame_indices_and_sizes_by_hand():
     assert video_frame_size(480, 640, 4, config, PATCHES) == (476, 644)
     # 768 frames: 128000 * 784 * 0.9 / 768 * 2 = 235200 pixels a frame; sqrt(307200 / 235200) scales to 420 x 560
     assert video_frame_size(480, 640, 768, config, PATCHES) == (420, 560)
-    # a low max_pixels wins over the budget (even below min_pixels: the upper bound is applied first)
-    assert video_frame_size(480, 640, 4, VideoPreprocessConfig(max_pixels=28 * 28 * 100), PATCHES) == (224, 308)
+    # a low max_pixels wins over the budget: sqrt(307200 / 78400) scales to 224 x 308
+    low = VideoPreprocessConfig(min_pixels=28 * 28 * 50, max_pixels=28 * 28 * 100)
+    assert video_frame_size(480, 640, 4, low, PATCHES) == (224, 308)
     # a tiny total budget is floored at min_pixels * 1.05 = 164640: sqrt(307200 / 164640) scales to 336 x 448
     tiny = VideoPreprocessConfig(min_pixels=28 * 28 * 200, total_pixels=28 * 28)
     assert video_frame_size(480, 640, 4, tiny, PATCHES) == (336, 448)
@@ -62,6 +63,12 @@ def test_frame_rules_reject_bad_input():
         VideoPreprocessConfig(fps=0)
     with pytest.raises(ValueError, match="video_min_frames = 10 exceeds video_max_frames = 4"):
         VideoPreprocessConfig(min_frames=10, max_frames=4)
+    with pytest.raises(ValueError, match="video_max_frames = 1 must be at least 2"):
+        VideoPreprocessConfig(min_frames=1, max_frames=1)
+    with pytest.raises(ValueError, match="video_min_pixels = 5000 exceeds video_max_pixels = 4000"):
+        VideoPreprocessConfig(min_pixels=5000, max_pixels=4000)
+    with pytest.raises(ValueError, match="video_max_frames = 2 leaves fewer than 4 frames"):
+        sampled_frame_count(100, 30.0, VideoPreprocessConfig(min_frames=1, max_frames=2), factor=4)
     with pytest.raises(ValueError, match=r"frames must be \[frames, height, width, 3\]"):
         preprocess_video(np.zeros((3, 28, 28), np.uint8), 2.0)
 
@@ -107,7 +114,7 @@ def _reference_pixels(frames, size):
     [
         (9, 50, 38, 4.0, VideoPreprocessConfig(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 6)),  # down to 56 x 56
         (31, 66, 94, 10.0, VideoPreprocessConfig(fps=3.0, min_pixels=28 * 28 * 12, max_pixels=28 * 28 * 20)),
-        (5, 30, 44, 25.0, VideoPreprocessConfig(min_pixels=28 * 28 * 3, max_pixels=28 * 28 * 8)),  # 2 frames
+        (5, 30, 44, 25.0, VideoPreprocessConfig(min_pixels=28 * 28 * 3, max_pixels=28 * 28 * 8)),  # min_frames: 4
     ],
 )
 def test_read_and_preprocess_match_the_reference(tmp_path, frames, height, width, fps, config):
