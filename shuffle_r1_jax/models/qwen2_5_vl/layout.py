@@ -289,13 +289,13 @@ def mrope_positions(
     for b in range(batch):
         ids = input_ids[b, attention_mask[b]]
         is_vision = np.isin(ids, list(items))
+        vision_at = np.flatnonzero(is_vision)
         pos = np.zeros((3, len(ids)), np.int64)
         i, current = 0, 0
         while i < len(ids):
             if not is_vision[i]:
-                j = i
-                while j < len(ids) and not is_vision[j]:
-                    j += 1
+                k = np.searchsorted(vision_at, i)  # the text run ends at the next vision token
+                j = int(vision_at[k]) if k < len(vision_at) else len(ids)
                 pos[:, i:j] = current + np.arange(j - i)
                 current += j - i
                 i = j
